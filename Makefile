@@ -1,0 +1,44 @@
+# kofin — the two quick-start commands (`make demo`, `make test`) and what they need.
+# Each target creates the virtual env it needs; nothing is installed by hand.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Torch first, for the platform: this pin takes the local CPU wheel on CPU machines and the
+# CUDA build from the registry on GPU hosts. Override e.g. TORCH_SPEC="torch==2.13.0+cu128".
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= model,dev
+STAMP  := $(VENV)/.kofin-$(subst $(comma),-,$(EXTRAS))
+comma  := ,
+
+.PHONY: install demo test clean help
+
+help:
+	@echo "make demo   run every built stage on the embedded tiny model and bundled Korean data"
+	@echo "make test   run the test suite (CPU, offline; GPU tests are skipped without a GPU)"
+	@echo "make clean  remove runs/ and test scratch (keeps the virtual env)"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	@touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	@echo "== 1/3 embedded tiny EEVE-shaped model"
+	$(BIN)/kofin tiny path
+	@echo "== 2/3 Korean SFT + DPO data from the bundled knowledge base (reading comprehension, PII scrub, dedupe)"
+	$(BIN)/kofin data build --config configs/data/tiny.yaml
+	@echo "== 3/3 validate the built SFT data against the tiny tokenizer"
+	$(BIN)/kofin data validate runs/data-tiny/sft/train.jsonl --kind sft
+	@echo
+	@echo "Not built yet (each says so when called): kofin sft, dpo, merge, eval, ingest, ask, serve, pipeline."
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf runs .pytest-kofin

@@ -1,0 +1,1 @@
+"""kofin.data_ko"""

@@ -1,0 +1,237 @@
+"""Find and mask Korean personal data (resident numbers, phones, cards, bank accounts) in text.
+
+Used by kofin's data validation and for the chat's logs. Pure standard library.
+
+Kinds and how each is recognised:
+
+* ``rrn``: 주민등록번호 / 외국인등록번호, ``YYMMDD-GNNNNNN``. The birth date must be a real,
+  non-future date. A hyphen is a strong enough format signal on its own; a bare 13-digit run
+  also needs an old-style check digit, a birth date from 2020-10-01 on (such numbers carry no
+  check digit), or a context word just before it.
+* ``card``: 13-19 digits, contiguous or in the usual groups, Luhn-valid.
+* ``phone``: mobile, landline (real area codes only) and 070 numbers, optionally ``+82``.
+  Company representative numbers (15xx/16xx/18xx) are not personal and are left alone.
+* ``account``: 10-14 digits, hyphenated or bare, only after a banking context word.
+
+Matches never overlap; where candidates collide, rrn > card > phone > account.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from datetime import date
+
+__all__ = ["MASKS", "PiiMatch", "find_pii", "scrub_pii"]
+
+MASKS: dict[str, str] = {
+    "rrn": "[주민등록번호]",
+    "phone": "[전화번호]",
+    "card": "[카드번호]",
+    "account": "[계좌번호]",
+}
+
+
+@dataclass(frozen=True)
+class PiiMatch:
+    kind: str  # one of MASKS
+    start: int
+    end: int
+    text: str
+
+
+# Every pattern refuses to start or end next to a digit, or next to a hyphen that continues a
+# digit chain, so that no kind ever matches a slice of a longer number.
+_BEFORE = r"(?<!\d)(?<!\d-)"
+_AFTER = r"(?!\d)(?!-\d)"
+
+_RRN = re.compile(
+    _BEFORE
+    + r"(?P<yy>\d{2})(?P<mm>\d{2})(?P<dd>\d{2})"
+    + r"(?P<sep> ?- ?)?"
+    + r"(?P<back>\d{7})"
+    + _AFTER
+)
+
+_CARD = re.compile(
+    _BEFORE
+    + r"(?:\d{13,19}"
+    # 4-4-4-4, one separator used throughout.
+    + r"|\d{4}(?P<s16>[- ])\d{4}(?P=s16)\d{4}(?P=s16)\d{4}"
+    # 4-6-5 (AmEx) and 4-6-4 (Diners).
+    + r"|\d{4}(?P<s15>[- ])\d{6}(?P=s15)\d{4,5})"
+    + _AFTER
+)
+
+# After +82 the trunk 0 is dropped (though people often keep it). Area codes are the real
+# ones: 02 Seoul, 031-033, 041-044, 051-055, 061-064; 070 is internet telephony. The area
+# code may sit in parentheses, as in (02) 123-4567.
+_PHONE = re.compile(
+    _BEFORE
+    + r"(?:\+82[-. ]?0?|\(?0)"
+    + r"(?:1[016789]|2|3[1-3]|4[1-4]|5[1-5]|6[1-4]|70)\)?"
+    + r"[-. ]?\d{3,4}[-. ]?\d{4}"
+    + _AFTER
+)
+
+# A number followed by a currency or quantity unit is an amount, not an account.
+_ACCOUNT = re.compile(
+    _BEFORE + r"(?:\d{2,6}(?:-\d{1,8}){1,3}|\d{10,14})" + _AFTER + r"(?!\s?[원만억천%])"
+)
+
+_MASK_TOKEN = re.compile("|".join(re.escape(mask) for mask in MASKS.values()))
+
+_RRN_WEIGHTS = (2, 3, 4, 5, 6, 7, 8, 9, 2, 3, 4, 5)
+_CENTURY = {"1": 1900, "2": 1900, "5": 1900, "6": 1900,
+            "3": 2000, "4": 2000, "7": 2000, "8": 2000,
+            "9": 1800, "0": 1800}
+# Numbers issued from this date on have a random last digit instead of a check digit.
+_NO_CHECK_DIGIT_FROM = date(2020, 10, 1)
+
+_RRN_CONTEXT = ("주민", "주민번호", "주민등록", "외국인등록", "생년월일")
+_RRN_WINDOW = 15
+# "계좌번호" is covered by "계좌"; bank names mostly end in 은행, the online ones in 뱅크.
+_ACCOUNT_CONTEXT = ("계좌", "통장", "입금", "이체", "송금", "예금주", "은행", "뱅크", "농협", "우체국")
+_ACCOUNT_WINDOW = 20
+
+_PRIORITY = {"rrn": 0, "card": 1, "phone": 2, "account": 3}
+
+
+def _digits(s: str) -> str:
+    return "".join(ch for ch in s if ch.isdigit())
+
+
+def _birth_date(m: re.Match[str]) -> date | None:
+    """The birth date an RRN candidate encodes, or None if there is no such day."""
+    century = _CENTURY[m["back"][0]]
+    try:
+        return date(century + int(m["yy"]), int(m["mm"]), int(m["dd"]))
+    except ValueError:
+        return None
+
+
+def _rrn_check_digit_ok(digits: str) -> bool:
+    total = sum(int(d) * w for d, w in zip(digits, _RRN_WEIGHTS))
+    return (11 - total % 11) % 10 == int(digits[12])
+
+
+def _luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _context_before(text: str, start: int, masked: list[tuple[int, int, int]], width: int) -> str:
+    """The `width` characters before `start` as they read once earlier matches are masked.
+
+    Masks are blanked out so that "[계좌번호]" never counts as the word 계좌, and the window
+    is measured on the masked text so that scrubbing a second time sees the very same
+    context: that is what makes scrub_pii idempotent. `masked` holds (start, end, mask
+    length) for spans ending at or before `start`, sorted by start.
+    """
+    pieces: list[str] = []
+    need = width
+    pos = start
+    for span_start, span_end, mask_len in reversed(masked):
+        gap = text[span_end:pos][-need:]
+        pieces.append(gap)
+        need -= len(gap)
+        if need <= 0:
+            break
+        blank = "\0" * min(mask_len, need)
+        pieces.append(blank)
+        need -= len(blank)
+        if need <= 0:
+            break
+        pos = span_start
+    else:
+        pieces.append(text[max(0, pos - need):pos])
+    return "".join(reversed(pieces))
+
+
+def _overlaps(a: PiiMatch, b: PiiMatch) -> bool:
+    return a.start < b.end and b.start < a.end
+
+
+def find_pii(text: str) -> list[PiiMatch]:
+    """All PII spans in `text`: non-overlapping, sorted by start."""
+    today = date.today()
+    certain: list[PiiMatch] = []  # decided by format alone
+    contextual: list[PiiMatch] = []  # masked only after a context word
+
+    for m in _RRN.finditer(text):
+        born = _birth_date(m)
+        if born is None or born > today:
+            continue
+        match = PiiMatch("rrn", m.start(), m.end(), m.group())
+        digits = _digits(m.group())
+        if m["sep"] or born >= _NO_CHECK_DIGIT_FROM or _rrn_check_digit_ok(digits):
+            certain.append(match)
+        else:
+            contextual.append(match)
+    for m in _CARD.finditer(text):
+        digits = _digits(m.group())
+        # A run of one repeated digit passes Luhn but is a placeholder, not a card.
+        if 13 <= len(digits) <= 19 and len(set(digits)) > 1 and _luhn_ok(digits):
+            certain.append(PiiMatch("card", m.start(), m.end(), m.group()))
+    for m in _PHONE.finditer(text):
+        certain.append(PiiMatch("phone", m.start(), m.end(), m.group()))
+    for m in _ACCOUNT.finditer(text):
+        if 10 <= len(_digits(m.group())) <= 14:
+            contextual.append(PiiMatch("account", m.start(), m.end(), m.group()))
+
+    accepted: list[PiiMatch] = []
+    for match in sorted(certain, key=lambda c: (_PRIORITY[c.kind], c.start)):
+        if not any(_overlaps(match, other) for other in accepted):
+            accepted.append(match)
+
+    # Context is read on the text as it will look once everything before is masked, so
+    # these go left to right, after every format-certain match is known.
+    literal_masks = [(t.start(), t.end(), t.end() - t.start()) for t in _MASK_TOKEN.finditer(text)]
+    for match in sorted(contextual, key=lambda c: (c.start, _PRIORITY[c.kind])):
+        clash = [other for other in accepted if _overlaps(match, other)]
+        # A bare resident number that happens to pass Luhn is still a resident number when
+        # the text says so; every other collision keeps the earlier decision.
+        relabel = (
+            match.kind == "rrn"
+            and len(clash) == 1
+            and clash[0].kind == "card"
+            and (clash[0].start, clash[0].end) == (match.start, match.end)
+        )
+        if clash and not relabel:
+            continue
+        masked = sorted(
+            [(o.start, o.end, len(MASKS[o.kind])) for o in accepted if o.end <= match.start]
+            + [span for span in literal_masks if span[1] <= match.start]
+        )
+        if match.kind == "rrn":
+            words, width = _RRN_CONTEXT, _RRN_WINDOW
+        else:
+            words, width = _ACCOUNT_CONTEXT, _ACCOUNT_WINDOW
+        window = _context_before(text, match.start, masked, width)
+        if not any(word in window for word in words):
+            continue
+        if relabel:
+            accepted.remove(clash[0])
+        accepted.append(match)
+
+    return sorted(accepted, key=lambda c: c.start)
+
+
+def scrub_pii(text: str) -> tuple[str, Counter[str]]:
+    """`text` with every PII span replaced by its MASKS entry, and how many of each kind."""
+    counts: Counter[str] = Counter()
+    out: list[str] = []
+    pos = 0
+    for match in find_pii(text):
+        out.append(text[pos:match.start])
+        out.append(MASKS[match.kind])
+        counts[match.kind] += 1
+        pos = match.end
+    out.append(text[pos:])
+    return "".join(out), counts

@@ -1,0 +1,93 @@
+"""The `kofin` command: one subcommand per stage.
+
+Run as:
+    kofin --help
+    kofin tiny build OUT
+    kofin data build --config configs/data/tiny.yaml [key.path=value ...]
+
+The table below maps each subcommand to the module that implements it. Modules are imported only
+when their subcommand runs, so `kofin --help` never loads torch or transformers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Callable, NamedTuple
+
+from kofin.offline import apply_offline_env
+
+
+class Command(NamedTuple):
+    module: str | None  # "pkg.module:function(argv) -> int"; None until the stage is built
+    help: str
+    issue: str = ""     # where an unbuilt stage is tracked
+
+
+COMMANDS: dict[str, Command] = {
+    "tiny": Command("kofin.tiny_cli:run_cli", "build the embedded tiny EEVE-shaped model and Korean tokenizer"),
+    "data": Command("kofin.data_ko.cli:run_cli", "build and validate SFT / DPO data (reading comprehension, PII scrub, dedupe)"),
+    "sft": Command(None, "domain SFT through axolotl (QLoRA r=256 on EEVE, DDP)", "issue #3, training stages"),
+    "dpo": Command(None, "preference tuning with DPO (unsloth on GPU, TRL otherwise)", "issue #3, training stages"),
+    "merge": Command(None, "merge the tuned model with an instruct model through mergekit", "issue #4, merge stage"),
+    "eval": Command(None, "evaluate models on the eval pack and write the eval report", "issue #6, eval pack"),
+    "ingest": Command(None, "ingest documents into a knowledge base (hybrid index)", "issue #5, knowledge base"),
+    "ask": Command(None, "answer a question from a knowledge base with verified citations", "issue #5, knowledge base"),
+    "serve": Command(None, "serve the Gradio chat for bank staff", "issue #7, Gradio chat"),
+    "pipeline": Command(None, "run the stages of a pipeline YAML in order, skipping finished ones", "the pipeline runner"),
+}
+
+EXIT_NOT_BUILT = 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kofin",
+        description="On-prem Korean financial assistant: data -> SFT -> DPO -> merge, cited RAG chat, eval reports.",
+        epilog="Every stage reads `--config configs/<stage>/<name>.yaml` plus `key.path=value` overrides. "
+        "`kofin <command> --help` lists that stage's options. Everything runs offline.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for name, cmd in COMMANDS.items():
+        label = cmd.help if cmd.module else f"{cmd.help} [not built yet]"
+        # add_help=False: the stage's own parser answers `kofin <stage> --help`.
+        sub.add_parser(name, help=label, add_help=False)
+    parser.add_argument("--version", action="store_true", help="print the kofin version and exit")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    apply_offline_env()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0
+    if argv[0] == "--version":
+        from kofin import __version__
+
+        print(f"kofin {__version__}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    cmd = COMMANDS.get(name)
+    if cmd is None:
+        parser.parse_args(argv)  # prints argparse's usage error with the valid choices
+        return 2
+    if cmd.module is None:
+        print(
+            f"kofin {name}: not built yet. The {name} stage is tracked in {cmd.issue}; "
+            "nothing was run.",
+            file=sys.stderr,
+        )
+        return EXIT_NOT_BUILT
+    return _load(cmd.module)(rest)
+
+
+def _load(target: str) -> Callable[[list[str]], int]:
+    module, _, func = target.partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

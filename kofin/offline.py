@@ -1,0 +1,40 @@
+"""The one place that makes kofin offline: every command and every library import goes through it.
+
+kofin runs in air-gapped bank networks. Hub downloads must fail loudly instead of hanging, and
+no library may phone home (axolotl's telemetry alone retries for minutes with no network).
+"""
+
+from __future__ import annotations
+
+import os
+
+OFFLINE_ENV: dict[str, str] = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1",
+    "GRADIO_ANALYTICS_ENABLED": "False",
+    "AXOLOTL_DO_NOT_TRACK": "1",
+    "DO_NOT_TRACK": "1",
+    "WANDB_MODE": "disabled",
+    "WANDB_DISABLED": "true",
+    "MLFLOW_TRACKING_URI": "",
+    "DISABLE_MLFLOW_INTEGRATION": "TRUE",
+    "ANONYMIZED_TELEMETRY": "False",  # chromadb and friends
+    "LANGCHAIN_TRACING_V2": "false",
+    "LANGSMITH_TRACING": "false",
+    "TOKENIZERS_PARALLELISM": "false",  # no fork warnings from the Rust pool in subprocesses
+}
+
+
+def apply_offline_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Force the offline settings into `environ` (default: this process) and return it.
+
+    Values are overwritten, not defaulted: a shell that exported HF_HUB_OFFLINE=0 must not
+    turn a bank deployment back online. Subprocesses inherit os.environ, so axolotl and
+    accelerate launched by kofin are offline too.
+    """
+    env = os.environ if environ is None else environ
+    env.update(OFFLINE_ENV)
+    return env  # type: ignore[return-value]

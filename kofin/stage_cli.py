@@ -1,0 +1,64 @@
+"""What every stage's command line shares: `--config`, `key.path=value` overrides, and errors.
+
+A stage's CLI is a few lines: build the parser from its config model (so `--help` lists every
+config key with its default and description, written once on the model), load the config, call
+`main(cfg)`. User-facing errors print as one clear message and exit 1; config errors exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from pydantic import BaseModel
+
+from kofin.config import ConfigError, describe_fields, load_config
+from kofin.errors import KofinError
+
+C = TypeVar("C", bound=BaseModel)
+
+
+def config_help(model: type[BaseModel]) -> str:
+    rows = describe_fields(model)
+    width = min(max(len(k) for k, _, _ in rows) + 2, 38)
+    out = ["config keys (YAML, or key.path=value on the command line):"]
+    for key, default, desc in rows:
+        text = desc + (f" [default: {default}]" if default else "")
+        wrapped = textwrap.wrap(text, 100 - width) or [""]
+        out.append(f"  {key:<{width}}{wrapped[0]}")
+        out.extend(f"  {'':<{width}}{w}" for w in wrapped[1:])
+    return "\n".join(out)
+
+
+def add_config_args(parser: argparse.ArgumentParser, model: type[BaseModel], example: str) -> None:
+    parser.add_argument("--config", type=Path, metavar="YAML", help=f"stage config, e.g. {example}")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override a config key, e.g. validate.max_seq_len=512")
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = config_help(model)
+
+
+def load_stage_config(model: type[C], args: argparse.Namespace, prog: str) -> C:
+    try:
+        return load_config(model, args.config, args.overrides)
+    except ConfigError as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def run_reporting_errors(prog: str, fn: Callable[[], Any]) -> int:
+    """Call `fn`; a KofinError becomes `prog: message` on stderr and exit code 1."""
+    try:
+        fn()
+    except ConfigError as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        return 2
+    except KofinError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; nothing was moved into place (partial work stays in *.partial)", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,84 @@
+"""Shared fixtures: offline environment, the network guard, and the tiny model.
+
+Every test runs offline by construction: kofin's offline environment is applied, and a socket
+guard refuses and records any connection that leaves 127.0.0.1, in this process and in every
+Python subprocess a test starts. A test during which such an attempt happened fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from kofin.offline import apply_offline_env
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+LAWS = SHARED / "data" / "laws"
+_GUARD_DIR = Path(__file__).parent / "_netguard"
+
+sys.path.insert(0, str(_GUARD_DIR))
+import netguard  # noqa: E402
+
+sys.path.pop(0)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    apply_offline_env()
+    run_dir = Path(config.rootpath) / ".pytest-kofin"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir()
+    # A fresh KOFIN_HOME per session: the tiny model is built once (seconds) and nothing from a
+    # developer's own cache leaks into the results.
+    os.environ["KOFIN_HOME"] = str(run_dir / "home")
+    os.environ["KOFIN_NETGUARD_REPORT"] = str(run_dir / "network-attempts.log")
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(_GUARD_DIR)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    )
+    netguard.install()
+
+
+@pytest.fixture(autouse=True)
+def _no_network_left_this_machine():
+    report = Path(os.environ["KOFIN_NETGUARD_REPORT"])
+    before = report.stat().st_size if report.exists() else 0
+    yield
+    if report.exists() and report.stat().st_size > before:
+        with open(report, encoding="utf-8") as f:
+            f.seek(before)
+            attempts = f.read()
+        pytest.fail(f"test tried to reach the network (only 127.0.0.1 is allowed):\n{attempts}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Path:
+    """The embedded tiny EEVE-shaped model (built once per session under KOFIN_HOME)."""
+    from kofin.tiny import default_tiny_model
+
+    return default_tiny_model()
+
+
+@pytest.fixture(scope="session")
+def laws_dir() -> Path:
+    """../shared/data/laws: real statute text and dev questions, read in place, never copied."""
+    if not (LAWS / "fin_articles.jsonl").exists():
+        pytest.fail(f"shared data missing: {LAWS} (CI clones ../shared beside the repo)")
+    return LAWS
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from importlib.util import find_spec
+
+    has_cuda = False
+    if find_spec("torch") is not None:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    no_gpu = pytest.mark.skipif(not has_cuda, reason="needs a CUDA GPU; none on this machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(no_gpu)

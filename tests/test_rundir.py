@@ -1,0 +1,102 @@
+"""Run directories: atomic hand-over, a manifest that records the run, COMPLETE written last."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from kofin.rundir import COMPLETE, RunDirError, open_run, require_complete, sha256_file
+
+
+def _cfg(out):
+    return {"output_dir": str(out), "lr": 1e-4}
+
+
+def test_complete_run_has_exact_contents_and_manifest(tmp_path):
+    inp = tmp_path / "data.jsonl"
+    inp.write_text('{"a": 1}\n')
+    out = tmp_path / "run"
+    with open_run("demo", _cfg(out), inputs={"data": inp}) as run:
+        (run.path / "weights.bin").write_bytes(b"\x01\x02")
+        run.metrics["tokens_per_s"] = 123.0
+        assert not out.exists(), "nothing may appear at output_dir before the run is complete"
+    assert sorted(os.listdir(out)) == ["COMPLETE", "config.yaml", "manifest.json", "weights.bin"]
+    m = require_complete(out, "demo")
+    assert m["stage"] == "demo"
+    assert m["config"] == _cfg(out)
+    assert m["inputs"]["data"]["sha256"] == sha256_file(inp)
+    assert m["outputs"]["weights.bin"]["sha256"] == sha256_file(out / "weights.bin")
+    assert set(m["outputs"]) == {"weights.bin", "config.yaml"}
+    assert m["metrics"] == {"tokens_per_s": 123.0}
+    assert m["versions"]["python"] and "pydantic" in m["versions"]
+    assert m["wall_time_s"] >= 0 and m["peak_rss_mb"]["self"] > 0
+    assert "peak_gpu_mb" in m and "git" in m
+    assert not (tmp_path / "run.partial").exists()
+
+
+def test_failed_run_leaves_previous_run_untouched(tmp_path):
+    out = tmp_path / "run"
+    with open_run("demo", _cfg(out)) as run:
+        (run.path / "v1.txt").write_text("one")
+    with pytest.raises(RuntimeError):
+        with open_run("demo", _cfg(out)) as run:
+            (run.path / "v2.txt").write_text("two")
+            raise RuntimeError("boom")
+    assert (out / "v1.txt").read_text() == "one"
+    assert not (out / "v2.txt").exists()
+    require_complete(out)
+    assert (tmp_path / "run.partial" / "v2.txt").exists(), "partial work is kept for inspection/resume"
+
+
+def test_rerun_replaces_and_clears_stale_partial(tmp_path):
+    out = tmp_path / "run"
+    (tmp_path / "run.partial").mkdir()
+    (tmp_path / "run.partial" / "stale.txt").write_text("old attempt")
+    with open_run("demo", _cfg(out)) as run:
+        (run.path / "new.txt").write_text("x")
+    assert not (out / "stale.txt").exists()
+
+
+def test_resume_keeps_partial_work(tmp_path):
+    out = tmp_path / "run"
+    (tmp_path / "run.partial").mkdir()
+    (tmp_path / "run.partial" / "checkpoint-10").write_text("ckpt")
+    with open_run("demo", _cfg(out), resume=True) as run:
+        assert (run.path / "checkpoint-10").exists()
+    assert (out / "checkpoint-10").read_text() == "ckpt"
+
+
+def test_reader_refuses_directory_without_complete(tmp_path):
+    out = tmp_path / "run"
+    with open_run("demo", _cfg(out)) as run:
+        (run.path / "x").write_text("x")
+    (out / COMPLETE).unlink()
+    with pytest.raises(RunDirError, match="not a complete run: it has no COMPLETE marker"):
+        require_complete(out)
+
+
+def test_reader_refuses_missing_and_wrong_stage(tmp_path):
+    with pytest.raises(RunDirError, match="no such run directory"):
+        require_complete(tmp_path / "nope")
+    out = tmp_path / "run"
+    with open_run("data", _cfg(out)):
+        pass
+    with pytest.raises(RunDirError, match="written by stage 'data', expected a 'sft' run"):
+        require_complete(out, "sft")
+
+
+def test_input_run_directory_hashed_by_its_manifest(tmp_path):
+    first = tmp_path / "first"
+    with open_run("a", _cfg(first)) as run:
+        (run.path / "w").write_text("w")
+    second = tmp_path / "second"
+    with open_run("b", _cfg(second), inputs={"upstream": first}):
+        pass
+    m1 = json.loads((first / "manifest.json").read_text())
+    m2 = require_complete(second)
+    import hashlib
+
+    expected = hashlib.sha256(json.dumps(m1["outputs"], sort_keys=True).encode()).hexdigest()
+    assert m2["inputs"]["upstream"]["sha256"] == expected
