@@ -23,11 +23,18 @@ class Command(NamedTuple):
     module: str | None  # "pkg.module:function(argv) -> int"; None until the stage is built
     help: str
     issue: str = ""     # where an unbuilt stage is tracked
+    config: str = ""    # "pkg.module:Model" that validates configs/<stage>/*.yaml
 
 
 COMMANDS: dict[str, Command] = {
-    "tiny": Command("kofin.tiny_cli:run_cli", "build the embedded tiny EEVE-shaped model and Korean tokenizer"),
-    "data": Command("kofin.data_ko.cli:run_cli", "build and validate SFT / DPO data (reading comprehension, PII scrub, dedupe)"),
+    "tiny": Command(
+        "kofin.tiny_cli:run_cli", "build the embedded tiny EEVE-shaped model and Korean tokenizer",
+        config="kofin.tiny:TinyConfig",
+    ),
+    "data": Command(
+        "kofin.data_ko.cli:run_cli", "build and validate SFT / DPO data (reading comprehension, PII scrub, dedupe)",
+        config="kofin.data_ko.config:DataConfig",
+    ),
     "sft": Command(None, "domain SFT through axolotl (QLoRA r=256 on EEVE, DDP)", "issue #3, training stages"),
     "dpo": Command(None, "preference tuning with DPO (unsloth on GPU, TRL otherwise)", "issue #3, training stages"),
     "merge": Command(None, "merge the tuned model with an instruct model through mergekit", "issue #4, merge stage"),

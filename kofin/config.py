@@ -176,7 +176,7 @@ def _set_path(data: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:
         if isinstance(cur, list) and k.isdigit() and int(k) < len(cur):
             cur = cur[int(k)]
             continue
-        if not isinstance(cur.get(k), dict):
+        if not isinstance(cur.get(k), (dict, list)):
             cur[k] = {}
         cur = cur[k]
     if isinstance(cur, list) and keys[-1].isdigit():

@@ -86,6 +86,22 @@ def test_override_errors_are_attributed_to_the_command_line(tmp_path):
     assert info.value.problems == ["command line  lora.r: must be > 0 (got -1)"]
 
 
+class Source(KofinModel):
+    path: ResolvedPath | None = None
+    limit: int = 0
+
+
+class WithList(StageConfig):
+    sources: list[Source] = Field(default_factory=list)
+
+
+def test_override_inside_a_list(tmp_path):
+    p = write(tmp_path, "output_dir: out\nsources:\n  - path: a\n  - path: b\n")
+    cfg = load_config(WithList, p, ["sources.1.limit=4"])
+    assert [s.limit for s in cfg.sources] == [0, 4]
+    assert cfg.sources[1].path == tmp_path / "configs" / "b"
+
+
 def test_invalid_yaml_names_the_line(tmp_path):
     p = write(tmp_path, "output_dir: out\nlora: [r: 1\n")
     with pytest.raises(ConfigError) as info:
