@@ -77,6 +77,8 @@ def run_cli(argv: list[str]) -> int:
 
         out = main(cfg, progress=not args.quiet)
         print(f"{prog}: wrote {out}")
+        if not args.quiet:
+            print(_summary(out))
 
     return run_reporting_errors(prog, act)
 
@@ -124,4 +126,27 @@ def format_report(report: dict) -> str:
     found = ", ".join(f"{k} {v}" for k, v in pii["by_kind"].items()) or "none"
     lines.append(f"personal data found: {found} (in {pii['rows_changed']} rows; `kofin data build` masks it)")
     lines.append("OK" if not errors else "FAILED: fix the rows above")
+    return "\n".join(lines)
+
+
+def _summary(out) -> str:
+    """A few lines an engineer reads before training: rows per file and what validation did."""
+    import json
+
+    metrics = json.loads((out / "manifest.json").read_text(encoding="utf-8"))["metrics"]
+    lines = ["  " + ", ".join(f"{name}: {n:,} rows" for name, n in metrics.get("rows", {}).items())]
+    for part in ("sft", "dpo"):
+        m = metrics.get(part)
+        if not m:
+            continue
+        pii = ", ".join(f"{k} {v}" for k, v in m.get("pii_masked", {}).items()) or "none"
+        dup = m.get("duplicates_removed", {})
+        tok = m.get("tokens", {})
+        lines.append(
+            f"  {part}: PII masked: {pii}; duplicates removed: {dup.get('exact', 0)} exact, "
+            f"{dup.get('near', 0)} near; tokens p50 {tok.get('p50')} / p95 {tok.get('p95')} / max "
+            f"{tok.get('max')}; too long dropped: {m.get('too_long_dropped', 0)}; "
+            f"eval rows leaking from train removed: {m.get('leakage_removed', 0)}"
+        )
+    lines.append(f"  details: {out / 'report.json'}")
     return "\n".join(lines)

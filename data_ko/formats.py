@@ -78,7 +78,8 @@ def _read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
             if not line.strip():
                 continue
             try:
-                rows.append((f"{path.name}:{lineno}", json.loads(line)))
+                # Without the newline, a line cut short reports the column where it ends.
+                rows.append((f"{path.name}:{lineno}", json.loads(line.rstrip("\r\n"))))
             except json.JSONDecodeError as err:
                 problems.append(f"{path.name}:{lineno}  not valid JSON: {err.msg} at column {err.colno}")
                 if len(problems) >= MAX_PROBLEMS:
