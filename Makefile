@@ -7,9 +7,12 @@ BIN    := $(VENV)/bin
 # Torch first, for the platform: this pin takes the local CPU wheel on CPU machines and the
 # CUDA build from the registry on GPU hosts. Override e.g. TORCH_SPEC="torch==2.13.0+cu128".
 TORCH_SPEC ?= torch==2.13.0
+# Where no local CPU wheel is configured and no GPU is present, point pip at a CPU-only index
+# (a local mirror in an air-gapped bank), e.g. TORCH_INDEX=https://mirror.bank/torch-cpu/simple
+TORCH_INDEX ?=
 EXTRAS ?= model,dev
-STAMP  := $(VENV)/.kofin-$(subst $(comma),-,$(EXTRAS))
 comma  := ,
+STAMP  := $(VENV)/.kofin-$(subst $(comma),-,$(EXTRAS))
 
 .PHONY: install demo test clean help
 
@@ -21,7 +24,7 @@ help:
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
 	@touch $@
 
@@ -41,4 +44,4 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf runs .pytest-kofin
+	rm -rf runs

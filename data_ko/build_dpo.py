@@ -131,6 +131,10 @@ def build_dpo_rows(cfg: BuildDpoConfig, *, progress: bool = False) -> tuple[list
     stats: dict[str, Any] = {"sources": {}, "from_documents": {}}
     for src in cfg.sources:
         pairs = read_preferences(src.path, src.format, src.split)
+        # Check the user's rows as written, before a system turn shifts their message indices.
+        from kofin.data_ko.validate import check_schema
+
+        check_schema(pairs, "dpo", str(src.path))
         for row in pairs:
             row["prompt"] = with_system(row["prompt"], cfg.system_prompt)
             row["task"] = "preference"

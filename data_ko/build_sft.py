@@ -99,6 +99,10 @@ def build_sft_rows(cfg: BuildSftConfig, *, progress: bool = False) -> SftBuild:
         }
     for inst in cfg.instructions:
         examples = read_instructions(inst.path, inst.format, inst.split)
+        # Check the user's rows as written, before a system turn shifts their message indices.
+        from kofin.data_ko.validate import check_schema
+
+        check_schema(examples, "sft", str(inst.path))
         for row in examples:
             row["messages"] = with_system(row["messages"], cfg.system_prompt)
             row["task"] = "instruction"

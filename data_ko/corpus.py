@@ -62,13 +62,27 @@ class Document:
         return split_sections(self.text, self.title)
 
 
+def read_utf8(path: Path) -> str:
+    """A text file's content; a UTF-8 BOM (Excel exports) is dropped, and a file in another
+    encoding (CP949/EUC-KR exports are common in Korean banks) is named with the line to fix."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise DocumentError(
+            f"{path}:{line}: not UTF-8 (byte {data[err.start]:#04x}); CP949/EUC-KR exports must be "
+            f"converted first, e.g. `iconv -f cp949 -t utf-8 {Path(path).name} > fixed.jsonl`"
+        ) from None
+
+
 def bundled_kb_dir() -> Path:
     """Folder of the knowledge base shipped inside the package (data_ko/kb)."""
     return Path(str(resources.files("kofin.data_ko") / "kb"))
 
 
 def read_markdown_document(path: Path, root: Path) -> Document:
-    raw = path.read_text(encoding="utf-8")
+    raw = read_utf8(path)
     meta, body = _split_front_matter(raw, path)
     doc_id = path.relative_to(root).with_suffix("").as_posix()
     groups = meta.get("groups", ["all"])
@@ -162,35 +176,34 @@ def iter_markdown_documents(root: Path) -> Iterator[Document]:
 def iter_jsonl_documents(path: Path) -> Iterator[Document]:
     """Document records, one JSON object per line: `text` required; `id`, `title`, `groups` optional."""
     path = Path(path)
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DocumentError(f"{path}:{lineno}: not valid JSON ({err.msg} at column {err.colno})") from None
-            if not isinstance(row, dict):
-                raise DocumentError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            text = row.get("text")
-            if not isinstance(text, str) or not text.strip():
-                raise DocumentError(f"{path}:{lineno}: field 'text' is missing or empty; every record needs the document text")
-            meta = row.get("metadata") if isinstance(row.get("metadata"), dict) else {}
-            groups = row.get("groups") or meta.get("groups") or ["all"]
-            doc_id = str(row.get("id") or f"{path.stem}-{lineno}")
-            title = str(row.get("title") or doc_id)
-            if row.get("law") and row.get("article"):
-                # Statutes: "은행법 제30조(제목)" is how staff cite them.
-                title = f"{row['law']} {row['article']}({row.get('title', '')})"
-            yield Document(
-                doc_id=doc_id,
-                title=title,
-                text=text.strip() + "\n",
-                groups=tuple(groups) if isinstance(groups, list) else (str(groups),),
-                effective=str(row.get("effective", "")),
-                source=f"{path}:{lineno}",
-                metadata={k: v for k, v in row.items() if k not in ("text", "metadata")} | meta,
-            )
+    for lineno, line in enumerate(read_utf8(path).split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DocumentError(f"{path}:{lineno}: not valid JSON ({err.msg} at column {err.colno})") from None
+        if not isinstance(row, dict):
+            raise DocumentError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+        text = row.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise DocumentError(f"{path}:{lineno}: field 'text' is missing or empty; every record needs the document text")
+        meta = row.get("metadata") if isinstance(row.get("metadata"), dict) else {}
+        groups = row.get("groups") or meta.get("groups") or ["all"]
+        doc_id = str(row.get("id") or f"{path.stem}-{lineno}")
+        title = str(row.get("title") or doc_id)
+        if row.get("law") and row.get("article"):
+            # Statutes: "은행법 제30조(제목)" is how staff cite them.
+            title = f"{row['law']} {row['article']}({row.get('title', '')})"
+        yield Document(
+            doc_id=doc_id,
+            title=title,
+            text=text.strip() + "\n",
+            groups=tuple(groups) if isinstance(groups, list) else (str(groups),),
+            effective=str(row.get("effective", "")),
+            source=f"{path}:{lineno}",
+            metadata={k: v for k, v in row.items() if k not in ("text", "metadata")} | meta,
+        )
 
 
 def iter_documents(path: Path | None = None) -> Iterator[Document]:

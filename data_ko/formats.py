@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from kofin.errors import KofinError
+from kofin.data_ko.corpus import read_utf8
 
 MAX_PROBLEMS = 20
 ROLES = ("system", "user", "assistant")
@@ -73,17 +74,16 @@ def read_records(path: Path, split: str | None = None) -> Iterator[tuple[str, An
 def _read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
     problems: list[str] = []
     rows: list[tuple[str, Any]] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                # Without the newline, a line cut short reports the column where it ends.
-                rows.append((f"{path.name}:{lineno}", json.loads(line.rstrip("\r\n"))))
-            except json.JSONDecodeError as err:
-                problems.append(f"{path.name}:{lineno}  not valid JSON: {err.msg} at column {err.colno}")
-                if len(problems) >= MAX_PROBLEMS:
-                    raise DataInputError(str(path), problems, truncated=True) from None
+    for lineno, line in enumerate(read_utf8(path).split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            # Without the newline, a line cut short reports the column where it ends.
+            rows.append((f"{path.name}:{lineno}", json.loads(line.rstrip("\r\n"))))
+        except json.JSONDecodeError as err:
+            problems.append(f"{path.name}:{lineno}  not valid JSON: {err.msg} at column {err.colno}")
+            if len(problems) >= MAX_PROBLEMS:
+                raise DataInputError(str(path), problems, truncated=True) from None
     # Parse the whole file first so every broken line is reported in one go.
     if problems:
         raise DataInputError(str(path), problems)
@@ -92,7 +92,7 @@ def _read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
 
 def _read_json_array(path: Path) -> Iterator[tuple[str, Any]]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_utf8(path))
     except json.JSONDecodeError as err:
         raise DataInputError(str(path), [f"{path.name}:{err.lineno}  not valid JSON: {err.msg} at column {err.colno}"]) from None
     if not isinstance(data, list):

@@ -281,12 +281,17 @@ def enforce_length(rows: list[dict], kind: str, cfg: ValidateConfig, tokenizer) 
     return _drop(rows, set(too_long)), stats
 
 
+def check_schema(rows: Sequence[dict], kind: str, source: str) -> None:
+    """Raise one DataInputError listing the malformed rows of `source` (up to MAX_LISTED)."""
+    problems = schema_problems(rows, kind)
+    if problems:
+        raise DataInputError(source, problems[:MAX_LISTED], truncated=len(problems) > MAX_LISTED)
+
+
 def validate_rows(rows: list[dict], kind: str, cfg: ValidateConfig, tokenizer) -> Validated:
     """Check, clean and split `rows` of `kind` (sft or dpo); raise DataInputError on bad rows."""
     report: dict[str, Any] = {"rows_in": len(rows)}
-    problems = schema_problems(rows, kind)
-    if problems:
-        raise DataInputError(f"{kind} rows", problems[:MAX_LISTED], truncated=len(problems) > MAX_LISTED)
+    check_schema(rows, kind, f"{kind} rows")
     report["pii"] = scrub_rows(rows, kind) if cfg.scrub_pii else {"skipped": True}
     rows, report["duplicates"] = remove_duplicates(rows, kind, cfg)
     rows, report["tokens"] = enforce_length(rows, kind, cfg, tokenizer)

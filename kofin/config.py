@@ -292,7 +292,9 @@ def _line_for(loc: tuple[str, ...], lines: dict[tuple[str, ...], int]) -> int | 
 
 
 def _from_override(loc: tuple[str, ...], override_keys: set[tuple[str, ...]]) -> bool:
-    return any(loc[: len(k)] == k for k in override_keys)
+    # Either direction: `lora.r=0` errors at lora.r; `lora.rr=1` errors at lora.rr (unknown key);
+    # `sft.lora.r=3` where sft has no `lora` errors at the shorter sft.lora.
+    return any(loc[: len(k)] == k or k[: len(loc)] == loc for k in override_keys)
 
 
 def _explain(model: type[BaseModel], e: Any, loc: list[str]) -> str:

@@ -208,6 +208,13 @@ class Run:
         return self.final_dir
 
 
+def _is_replaceable(path: Path) -> bool:
+    """An earlier kofin run (complete or not) or an empty folder; never a user's own folder."""
+    if not path.is_dir():
+        return False
+    return (path / MANIFEST).is_file() or not any(path.iterdir())
+
+
 def _swap_into_place(work: Path, final: Path) -> None:
     if final.exists():
         # Keep the old run until the new one is in place; a crash in between loses neither.
@@ -249,6 +256,12 @@ class open_run:  # noqa: N801 - used as a context manager, reads like a function
         self.resume = resume
 
     def __enter__(self) -> Run:
+        final = self.run.final_dir
+        if final.exists() and not _is_replaceable(final):
+            raise RunDirError(
+                f"output_dir {final} already exists and is not a kofin run directory (no {MANIFEST}); "
+                "kofin only replaces its own runs. Choose an empty or new output_dir."
+            )
         work = self.run.path
         if work.exists() and not self.resume:
             shutil.rmtree(work)

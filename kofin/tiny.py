@@ -124,8 +124,13 @@ def build_tiny_model(cfg: TinyConfig) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    from transformers.utils import logging as hf_logging
+
+    from kofin.data_ko.corpus import bundled_kb_dir
+
+    hf_logging.disable_progress_bar()  # a 10 MB save needs no "Writing model shards" bar
     texts = _corpus_texts(cfg.corpus)
-    with open_run("tiny", cfg, inputs={"corpus": cfg.corpus} if cfg.corpus else {}) as run:
+    with open_run("tiny", cfg, inputs={"corpus": cfg.corpus or bundled_kb_dir()}) as run:
         tokenizer = train_tokenizer(texts, cfg.vocab_size)
         vocab = -(-len(tokenizer) // 64) * 64
         config = LlamaConfig(

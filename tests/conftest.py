@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import sys
 from pathlib import Path
 
@@ -29,9 +30,8 @@ sys.path.pop(0)
 
 def pytest_configure(config: pytest.Config) -> None:
     apply_offline_env()
-    run_dir = Path(config.rootpath) / ".pytest-kofin"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir()
+    # Scratch outside the checkout, one folder per session: two test runs never share it.
+    run_dir = Path(tempfile.mkdtemp(prefix="kofin-tests-"))
     # A fresh KOFIN_HOME per session: the tiny model is built once (seconds) and nothing from a
     # developer's own cache leaks into the results.
     os.environ["KOFIN_HOME"] = str(run_dir / "home")
@@ -40,6 +40,12 @@ def pytest_configure(config: pytest.Config) -> None:
         [str(_GUARD_DIR)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     )
     netguard.install()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    home = os.environ.get("KOFIN_HOME", "")
+    if Path(home).parent.name.startswith("kofin-tests-"):
+        shutil.rmtree(Path(home).parent, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

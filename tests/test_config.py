@@ -102,6 +102,16 @@ def test_override_inside_a_list(tmp_path):
     assert cfg.sources[1].path == tmp_path / "configs" / "b"
 
 
+def test_nested_unknown_override_is_attributed_to_the_command_line(tmp_path):
+    p = write(tmp_path, "output_dir: out\nlora:\n  r: 8\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(Example, p, ["lora.rank.x=3", "method=dora"])
+    problems = info.value.problems
+    assert len(problems) == 2, problems
+    assert any(p.startswith("command line  lora.rank: unknown key") for p in problems), problems
+    assert any(p.startswith("command line  method: must be one of") for p in problems), problems
+
+
 def test_invalid_yaml_names_the_line(tmp_path):
     p = write(tmp_path, "output_dir: out\nlora: [r: 1\n")
     with pytest.raises(ConfigError) as info:

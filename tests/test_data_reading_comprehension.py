@@ -20,7 +20,6 @@ from kofin.data_ko.reading_comprehension import (
     strip_josa,
 )
 
-LAWS = Path(__file__).parents[1].parent / "shared/data/laws/fin_articles.jsonl"
 ALL_TASKS = ["summarize", "title", "qa", "fill_in", "keywords"]
 
 DOC = Document(
@@ -153,11 +152,9 @@ def test_bundled_kb_document_yields_every_task_with_answers_in_the_passage():
 
 
 @pytest.fixture(scope="module")
-def banking_act(tmp_path_factory) -> list[Document]:
+def banking_act(tmp_path_factory, laws_dir) -> list[Document]:
     """The articles of 은행법 from the shared statute file (a small corpus for keyword IDF)."""
-    if not LAWS.exists():
-        pytest.skip(f"shared statute data not found at {LAWS}")
-    with open(LAWS, encoding="utf-8") as f:
+    with open(laws_dir / "fin_articles.jsonl", encoding="utf-8") as f:
         lines = [line for line in f if json.loads(line)["law"] == "은행법"]
     path = tmp_path_factory.mktemp("laws") / "banking_act.jsonl"
     path.write_text("".join(lines), encoding="utf-8")

@@ -100,3 +100,18 @@ def test_input_run_directory_hashed_by_its_manifest(tmp_path):
 
     expected = hashlib.sha256(json.dumps(m1["outputs"], sort_keys=True).encode()).hexdigest()
     assert m2["inputs"]["upstream"]["sha256"] == expected
+
+
+def test_refuses_to_replace_a_folder_kofin_did_not_write(tmp_path):
+    precious = tmp_path / "notes"
+    precious.mkdir()
+    (precious / "important.txt").write_text("keep me")
+    with pytest.raises(RunDirError, match="already exists and is not a kofin run directory"):
+        with open_run("demo", _cfg(precious)):
+            pass
+    assert (precious / "important.txt").read_text() == "keep me"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with open_run("demo", _cfg(empty)):
+        pass
+    require_complete(empty)
