@@ -34,6 +34,7 @@ from kofin.data_ko.build_sft import document_passages, passage_source, with_syst
 from kofin.data_ko.config import BuildDpoConfig, DocumentSource, ReadingComprehensionConfig
 from kofin.data_ko.formats import read_preferences
 from kofin.data_ko.reading_comprehension import NUMBER_WITH_UNIT, Passage, TermStats, Task, mine_tasks
+from kofin.data_ko.validate import check_schema
 
 GROUNDED_INSTRUCTION = "다음 자료를 근거로 질문에 답하세요. 답의 근거가 된 자료는 [1]처럼 번호로 표시하세요."
 _NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
@@ -132,8 +133,6 @@ def build_dpo_rows(cfg: BuildDpoConfig, *, progress: bool = False) -> tuple[list
     for src in cfg.sources:
         pairs = read_preferences(src.path, src.format, src.split)
         # Check the user's rows as written, before a system turn shifts their message indices.
-        from kofin.data_ko.validate import check_schema
-
         check_schema(pairs, "dpo", str(src.path))
         for row in pairs:
             row["prompt"] = with_system(row["prompt"], cfg.system_prompt)

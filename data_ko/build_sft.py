@@ -21,6 +21,7 @@ from kofin.data_ko.config import BuildSftConfig, DocumentSource, ReadingComprehe
 from kofin.data_ko.corpus import iter_documents
 from kofin.data_ko.formats import read_instructions
 from kofin.data_ko.reading_comprehension import Passage, TermStats, extract_passages, mine_tasks, passage_chat
+from kofin.data_ko.validate import check_schema, source_group  # noqa: F401 - source_group re-exported
 
 
 @dataclass
@@ -32,12 +33,6 @@ class SftBuild:
 
 def passage_source(label: str, passage: Passage) -> str:
     return f"{label}:{passage.doc_id}#{passage.index}"
-
-
-def source_group(source: str) -> str:
-    """The document a row belongs to: `kb:deposit/x#3` -> `kb:deposit/x`; other sources are their own group."""
-    head, sep, tail = source.rpartition("#")
-    return head if sep and tail.isdigit() else source
 
 
 def with_system(messages: list[dict[str, str]], system_prompt: str | None) -> list[dict[str, str]]:
@@ -100,8 +95,6 @@ def build_sft_rows(cfg: BuildSftConfig, *, progress: bool = False) -> SftBuild:
     for inst in cfg.instructions:
         examples = read_instructions(inst.path, inst.format, inst.split)
         # Check the user's rows as written, before a system turn shifts their message indices.
-        from kofin.data_ko.validate import check_schema
-
         check_schema(examples, "sft", str(inst.path))
         for row in examples:
             row["messages"] = with_system(row["messages"], cfg.system_prompt)

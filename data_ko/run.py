@@ -23,10 +23,10 @@ from typing import Any
 from tqdm import tqdm
 
 from kofin.data_ko.build_dpo import build_dpo_rows
-from kofin.data_ko.build_sft import build_sft_rows, source_group
+from kofin.data_ko.build_sft import build_sft_rows
 from kofin.data_ko.config import DataConfig, DocumentSource
 from kofin.data_ko.corpus import bundled_kb_dir
-from kofin.data_ko.validate import load_tokenizer, validate_raw_text, validate_rows
+from kofin.data_ko.validate import load_tokenizer, source_group, validate_raw_text, validate_rows
 from kofin.rundir import open_run
 
 

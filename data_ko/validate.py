@@ -18,7 +18,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from kofin.data_ko.build_sft import source_group
 from kofin.data_ko.config import ValidateConfig
 from kofin.data_ko.dedupe import cross_duplicates, exact_duplicates, near_duplicates
 from kofin.data_ko.formats import ROLES, DataInputError
@@ -279,6 +278,12 @@ def enforce_length(rows: list[dict], kind: str, cfg: ValidateConfig, tokenizer) 
     stats["dropped"] = len(too_long)
     stats["dropped_rows"] = listed
     return _drop(rows, set(too_long)), stats
+
+
+def source_group(source: str) -> str:
+    """The document a row belongs to: `kb:deposit/x#3` -> `kb:deposit/x`; other sources are their own group."""
+    head, sep, tail = source.rpartition("#")
+    return head if sep and tail.isdigit() else source
 
 
 def check_schema(rows: Sequence[dict], kind: str, source: str) -> None:
