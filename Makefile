@@ -10,11 +10,17 @@ TORCH_SPEC ?= torch==2.13.0
 # Where no local CPU wheel is configured and no GPU is present, point pip at a CPU-only index
 # (a local mirror in an air-gapped bank), e.g. TORCH_INDEX=https://mirror.bank/torch-cpu/simple
 TORCH_INDEX ?=
-EXTRAS ?= model,dev
+EXTRAS ?= model,train,dev
 comma  := ,
 STAMP  := $(VENV)/.kofin-$(subst $(comma),-,$(EXTRAS))
+# The SFT stage runs axolotl in its own env: axolotl pins transformers/trl/peft versions that
+# cannot co-install with the app env (see training/axolotl-requirements.txt, the exact lock).
+AXOLOTL_VENV ?= .venv-axolotl
+AXOLOTL_LOCK := training/axolotl-requirements.txt
+AXOLOTL_STAMP := $(AXOLOTL_VENV)/.kofin-axolotl
+AXOLOTL_VERSION ?= 0.19.0
 
-.PHONY: install demo test clean help
+.PHONY: install axolotl-env axolotl-lock demo test clean help
 
 help:
 	@echo "make demo   run every built stage on the embedded tiny model and bundled Korean data"
@@ -29,6 +35,22 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 install: $(STAMP)
+
+$(AXOLOTL_STAMP): $(AXOLOTL_LOCK)
+	@test -x $(AXOLOTL_VENV)/bin/python || $(PYTHON) -m venv $(AXOLOTL_VENV)
+	$(AXOLOTL_VENV)/bin/python -m pip install -q --upgrade pip
+	$(AXOLOTL_VENV)/bin/python -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
+	$(AXOLOTL_VENV)/bin/python -m pip install -q -r $(AXOLOTL_LOCK)
+	@touch $@
+
+axolotl-env: $(AXOLOTL_STAMP)
+
+# Re-pin after changing the axolotl version: installs it fresh and writes the full freeze.
+axolotl-lock:
+	rm -rf $(AXOLOTL_VENV).lock-tmp && $(PYTHON) -m venv $(AXOLOTL_VENV).lock-tmp
+	$(AXOLOTL_VENV).lock-tmp/bin/python -m pip install -q "$(TORCH_SPEC)" "axolotl==$(AXOLOTL_VERSION)"
+	{ sed -n '1,4p' $(AXOLOTL_LOCK); $(AXOLOTL_VENV).lock-tmp/bin/pip freeze | grep -v '^torch=='; } > $(AXOLOTL_LOCK).new
+	mv $(AXOLOTL_LOCK).new $(AXOLOTL_LOCK) && rm -rf $(AXOLOTL_VENV).lock-tmp
 
 demo: $(STAMP)
 	@echo "== 1/3 embedded tiny EEVE-shaped model"

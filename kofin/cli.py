@@ -35,8 +35,14 @@ COMMANDS: dict[str, Command] = {
         "kofin.data_ko.cli:run_cli", "build and validate SFT / DPO data (reading comprehension, PII scrub, dedupe)",
         config="kofin.data_ko.config:DataConfig",
     ),
-    "sft": Command(None, "domain SFT through axolotl (QLoRA r=256 on EEVE, DDP)", "issue #3, training stages"),
-    "dpo": Command(None, "preference tuning with DPO (unsloth on GPU, TRL otherwise)", "issue #3, training stages"),
+    "sft": Command(
+        "kofin.training.cli:sft_cli", "domain SFT through axolotl (QLoRA r=256 on EEVE, DDP)",
+        config="kofin.training.sft_config:SftConfig",
+    ),
+    "dpo": Command(
+        "kofin.training.cli:dpo_cli", "preference tuning with DPO (unsloth on GPU, TRL otherwise)",
+        config="kofin.training.dpo_config:DpoConfig",
+    ),
     "merge": Command(None, "merge the tuned model with an instruct model through mergekit", "issue #4, merge stage"),
     "eval": Command(None, "evaluate models on the eval pack and write the eval report", "issue #6, eval pack"),
     "ingest": Command(None, "ingest documents into a knowledge base (hybrid index)", "issue #5, knowledge base"),

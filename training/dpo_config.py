@@ -1,0 +1,79 @@
+"""Config of the DPO stage.
+
+Run as:
+    kofin dpo --config configs/dpo/tiny.yaml [key.path=value ...]
+
+`kofin dpo --help` lists every key below with its default and description.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from kofin.config import KofinModel, ResolvedPath, StageConfig
+from kofin.training.sft_config import LoraSettings
+
+LossType = Literal[
+    "sigmoid", "ipo", "hinge", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard",
+    "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sigmoid_norm",
+]
+
+
+class DpoTraining(KofinModel):
+    beta: float = Field(default=0.1, gt=0, description="KL strength: how far the policy may move from the reference.")
+    loss_type: LossType = Field(default="sigmoid", description="TRL DPO loss: sigmoid (DPO), ipo, hinge, robust, ...")
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=0.5, description="Assumed label noise (robust / conservative DPO).")
+    max_length: int = Field(default=1024, ge=16, description="Tokens of prompt + response; longer pairs are truncated from the end.")
+    per_device_batch_size: int = Field(default=2, ge=1, description="Preference pairs per device per step.")
+    gradient_accumulation_steps: int = Field(default=1, ge=1, description="Micro-batches per optimizer step.")
+    num_epochs: float = Field(default=1.0, gt=0, description="Passes over the pairs (ignored when max_steps is set).")
+    max_steps: int | None = Field(default=None, ge=1, description="Stop after this many optimizer steps; null = num_epochs.")
+    learning_rate: float = Field(default=5e-6, gt=0, description="Peak learning rate (DPO wants it small on real models).")
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(default="linear", description="Learning-rate schedule.")
+    warmup_ratio: float = Field(default=0.0, ge=0.0, lt=1.0, description="Fraction of steps spent warming up.")
+    precision: Literal["bf16", "fp16", "fp32"] = Field(default="fp32", description="Compute dtype; bf16 on H100/H200.")
+    gradient_checkpointing: bool = Field(default=False, description="Recompute activations in backward to save memory.")
+    logging_steps: int = Field(default=1, ge=1, description="Log loss and rewards every N steps.")
+    seed: int = Field(default=0, description="Seed for data order and LoRA init.")
+
+
+class DpoConfig(StageConfig):
+    sft_run: ResolvedPath | None = Field(
+        default=None,
+        description="`kofin sft` run directory whose adapter DPO starts from; null = train a fresh adapter on base_model.",
+    )
+    adapter_mode: Literal["stack", "merge"] = Field(
+        default="stack",
+        description="stack: keep training the SFT adapter (output is one adapter on the base model); merge: fold the "
+        "SFT adapter into 16-bit base weights and train a new adapter on top (output applies to base+SFT).",
+    )
+    base_model: ResolvedPath | None = Field(
+        default=None,
+        description="Local model folder; null = the SFT run's base model, or kofin's embedded tiny model without sft_run.",
+    )
+    preferences: list[ResolvedPath] = Field(
+        min_length=1,
+        description="Preference pairs: `kofin data` run directories (their dpo/train.jsonl) or JSONL files of "
+        "{prompt:[messages], chosen:[assistant], rejected:[assistant]}.",
+    )
+    backend: Literal["auto", "unsloth", "trl"] = Field(
+        default="auto",
+        description="unsloth (FastLanguageModel + TRL DPOTrainer; needs CUDA), trl (TRL + PEFT, any device), "
+        "auto = unsloth where CUDA and unsloth are present, else trl.",
+    )
+    load_in_4bit: bool = Field(default=False, description="Load the base in 4-bit NF4 (QLoRA-style DPO; unsloth or bitsandbytes).")
+    lora: LoraSettings = Field(
+        default_factory=LoraSettings, description="Settings of the new adapter (without sft_run, or adapter_mode merge)."
+    )
+    training: DpoTraining = Field(default_factory=DpoTraining, description="Optimisation settings.")
+
+    @model_validator(mode="after")
+    def _merge_needs_16bit(self) -> "DpoConfig":
+        if self.adapter_mode == "merge" and self.load_in_4bit and self.sft_run is not None:
+            raise ValueError(
+                "adapter_mode 'merge' folds the SFT adapter into the base weights, which must stay 16-bit; "
+                "use adapter_mode: stack with load_in_4bit, or load_in_4bit: false"
+            )
+        return self

@@ -1,0 +1,266 @@
+"""Domain SFT: kofin writes the axolotl YAML, axolotl trains.
+
+Run as:
+    kofin sft --config configs/sft/tiny.yaml                       # embedded tiny model, CPU, < 1 min
+    kofin sft --config configs/sft/eeve_qlora_r256_8xh100.yaml --dry-run
+
+The recipe reads top to bottom: resolve inputs -> check the data against the base tokenizer ->
+estimate memory -> write and validate the axolotl YAML -> launch -> collect metrics. Every check
+that can fail runs before the launch, so a bad config never books a GPU. A killed run leaves
+`<output_dir>.partial/` with axolotl's checkpoints; the same command resumes from the newest
+complete one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kofin.errors import KofinError
+from kofin.rundir import PARTIAL_SUFFIX, atomic_write_json, atomic_write_text, config_digest, open_run, require_complete
+from kofin.training import checkpoints
+from kofin.training.axolotl_yaml import AXOLOTL_YAML, build_axolotl_config, deepspeed_config
+from kofin.training.launch import LaunchPlan, plan_launch, run_logged, validate_with_axolotl
+from kofin.training.memory import LlamaShape, MemoryEstimate, estimate_memory
+from kofin.training.sft_config import SftConfig
+
+DATA_FILES = {"chat": "sft/train.jsonl", "completion": "sft/raw_text.jsonl"}
+MAX_LISTED = 10
+
+
+class SftInputError(KofinError):
+    """A base model or dataset that cannot be trained on as configured."""
+
+
+@dataclass
+class SftPlan:
+    base_model: Path
+    datasets: list[tuple[Path, str]]
+    shape: LlamaShape
+    memory: MemoryEstimate
+    axolotl: dict[str, Any]
+    launch: LaunchPlan
+
+    def describe(self) -> str:
+        m = self.memory
+        lines = [
+            f"base model:        {self.base_model}",
+            *(f"dataset ({kind}):   {path}" for path, kind in self.datasets),
+            f"trainable params:  {m.trainable_params:,} of {m.total_params:,} "
+            f"({100 * m.trainable_params / m.total_params:.2f}%)",
+            "memory estimate per GPU (no weights loaded):",
+            m.table(),
+            "launch (kofin also sets its offline and telemetry-off variables; see launch.sh in the run):",
+            "  " + self.launch.shell(full=False),
+        ]
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def resolve_base_model(cfg: SftConfig, *, dry_run: bool) -> tuple[Path, LlamaShape]:
+    if cfg.base_model is None:
+        from kofin.tiny import default_tiny_model
+
+        path = default_tiny_model()
+        return path, LlamaShape.from_config(path)
+    path = cfg.base_model
+    if (path / "config.json").is_file():
+        return path, LlamaShape.from_config(path)
+    if dry_run and cfg.base_model_shape is not None:
+        return path, LlamaShape(**cfg.base_model_shape.model_dump())
+    hint = " (set base_model_shape to dry-run without it)" if dry_run else ""
+    raise SftInputError(f"base_model: {path} has no config.json; point it at a local Hugging Face model folder{hint}")
+
+
+def resolve_datasets(cfg: SftConfig) -> list[tuple[Path, str]]:
+    out = []
+    for i, ds in enumerate(cfg.datasets):
+        where = f"datasets.{i}.path"
+        if ds.path.is_dir():
+            require_complete(ds.path, "data", what=where)
+            path = ds.path / DATA_FILES[ds.type]
+            if not path.is_file():
+                raise SftInputError(f"{where}: the data run {ds.path} has no {DATA_FILES[ds.type]}; rebuild it with that part enabled")
+        elif ds.path.is_file():
+            path = ds.path
+        else:
+            raise SftInputError(
+                f"{where}: {ds.path} does not exist. Build data with `kofin data build --config configs/data/tiny.yaml` "
+                "or point it at a JSONL file."
+            )
+        out.append((path, ds.type))
+    return out
+
+
+def check_rows(cfg: SftConfig, datasets: list[tuple[Path, str]], base_model: Path) -> dict[str, Any]:
+    """Schema and token lengths of every row, with the base model's own tokenizer and chat template."""
+    from kofin.data_ko.formats import read_records
+    from kofin.data_ko.validate import check_sft_row, load_tokenizer, token_lengths
+
+    tokenizer = load_tokenizer(base_model)
+    seq_len = cfg.training.sequence_len
+    problems: list[str] = []
+    stats: dict[str, Any] = {}
+    for path, kind in datasets:
+        rows = list(read_records(path))
+        if not rows:
+            problems.append(f"{path}: no rows")
+            continue
+        for where, row in rows:
+            if kind == "chat":
+                problems += [f"{where}  {p}" for p in check_sft_row(row)]
+            elif not isinstance(row, dict) or not isinstance(row.get("text"), str) or not row["text"].strip():
+                problems.append(f"{where}  text: expected a non-empty string (completion rows are {{\"text\": ...}})")
+        if problems:
+            continue
+        lengths = token_lengths([r for _, r in rows], "sft" if kind == "chat" else "raw", tokenizer)
+        stats[str(path)] = {"rows": len(rows), "tokens": int(sum(lengths)), "max_tokens": max(lengths)}
+        if kind == "chat" and cfg.training.too_long == "error":
+            long = [(where, n) for (where, _), n in zip(rows, lengths) if n > seq_len]
+            problems += [f"{where}  {n} tokens > training.sequence_len {seq_len}" for where, n in long[:MAX_LISTED]]
+            if len(long) > MAX_LISTED:
+                problems.append(f"... and {len(long) - MAX_LISTED} more rows over {seq_len} tokens")
+            if long:
+                longest = max(n for _, n in long)
+                problems.append(
+                    f"fix: raise training.sequence_len to {longest} or more, rebuild the data with "
+                    f"validate.max_seq_len={seq_len}, or set training.too_long=drop"
+                )
+    if problems:
+        shown = problems[:MAX_LISTED * 2]
+        raise SftInputError("the training data cannot be used as configured:\n  " + "\n  ".join(shown))
+    return stats
+
+
+# ---------------------------------------------------------------- plan
+
+
+def plan(cfg: SftConfig, work_dir: Path, *, dry_run: bool = False) -> SftPlan:
+    base_model, shape = resolve_base_model(cfg, dry_run=dry_run)
+    if dry_run:  # the data may live only on the cluster; show where the run will read it
+        datasets = [(d.path if d.path.suffix else d.path / DATA_FILES[d.type], d.type) for d in cfg.datasets]
+    else:
+        datasets = resolve_datasets(cfg)
+    method, train, launch = cfg.parsed_method, cfg.training, cfg.launch
+    memory = estimate_memory(
+        shape, method="qlora" if method.quantize_4bit else "lora", r=cfg.lora.r, targets=cfg.lora.target_modules,
+        seq_len=train.sequence_len, micro_batch=train.micro_batch_size,
+        gradient_checkpointing=train.gradient_checkpointing, flash_attention=train.flash_attention,
+        world_size=launch.world_size, sharding=_sharding(launch.distributed), dora=method.dora,
+    )
+    ds_json = work_dir / "deepspeed.json" if launch.distributed.startswith("deepspeed") else None
+    axolotl = build_axolotl_config(cfg, base_model=base_model, datasets=datasets, output_dir=work_dir, deepspeed_json=ds_json)
+    # A dry run on a laptop plans for the recipe's GPUs when it asks for GPU-only features.
+    cuda = _cuda_available() or (dry_run and (train.precision != "fp32" or train.flash_attention))
+    launch_plan = plan_launch(launch, work_dir / AXOLOTL_YAML, cuda=cuda, run_dir=work_dir)
+    return SftPlan(base_model, datasets, shape, memory, axolotl, launch_plan)
+
+
+def _sharding(distributed: str) -> str:
+    return {"deepspeed_zero2": "zero2", "deepspeed_zero3": "zero3", "fsdp": "fsdp"}.get(distributed, "ddp")
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def write_axolotl_files(p: SftPlan, cfg: SftConfig, work_dir: Path) -> Path:
+    yaml_path = work_dir / AXOLOTL_YAML
+    header = "# Written by `kofin sft`; run it alone with `axolotl train axolotl.yaml` in the axolotl env.\n"
+    atomic_write_text(yaml_path, header + yaml.safe_dump(p.axolotl, allow_unicode=True, sort_keys=False))
+    if cfg.launch.distributed.startswith("deepspeed"):
+        atomic_write_json(work_dir / "deepspeed.json", deepspeed_config(int(cfg.launch.distributed[-1])))
+    atomic_write_text(work_dir / "launch.sh", "#!/bin/sh\n# The command kofin ran.\nexec env " + p.launch.shell() + "\n")
+    return yaml_path
+
+
+# ---------------------------------------------------------------- run
+
+
+def dry_run(cfg: SftConfig) -> SftPlan:
+    """Print the YAML, the launch command and the memory estimate; load no weights, launch nothing."""
+    import tempfile
+
+    work = Path(str(cfg.output_dir) + PARTIAL_SUFFIX)
+    p = plan(cfg, work, dry_run=True)
+    with tempfile.TemporaryDirectory(prefix="kofin-sft-dry-") as tmp:
+        yaml_path = Path(tmp) / AXOLOTL_YAML
+        yaml_path.write_text(yaml.safe_dump(p.axolotl, allow_unicode=True, sort_keys=False), encoding="utf-8")
+        validate_with_axolotl(cfg.launch, yaml_path)
+    return p
+
+
+def main(cfg: SftConfig, *, echo: bool = True) -> Path:
+    final = cfg.output_dir
+    work = Path(str(final) + PARTIAL_SUFFIX)
+    digest = config_digest(cfg.model_dump(mode="json"))
+    resume = checkpoints.same_config(work, digest)
+    p = plan(cfg, work)
+    stats = check_rows(cfg, p.datasets, p.base_model)
+    inputs: dict[str, Path | None] = {"base_model": p.base_model}
+    inputs.update({f"dataset_{i}": path for i, (path, _) in enumerate(p.datasets)})
+    with open_run("sft", cfg, inputs=inputs, resume=resume) as run:
+        state = checkpoints.start_attempt(run.path, digest)
+        yaml_path = write_axolotl_files(p, cfg, run.path)
+        validate_with_axolotl(cfg.launch, yaml_path)
+        resumed_from = checkpoints.drop_incomplete(run.path)
+        if resumed_from is not None and echo:
+            print(f"kofin sft: resuming from {resumed_from.name} in {run.path}", flush=True)
+        wall = run_logged(p.launch, run.path / "logs" / "train.log", echo=echo)
+        state = checkpoints.finish_attempt(run.path, state, wall, resumed_from)
+        run.metrics.update(collect_metrics(run.path, cfg, p, state, stats))
+        if not (run.path / "adapter_model.safetensors").is_file():
+            raise SftInputError(f"axolotl finished but wrote no adapter_model.safetensors in {run.path}; see logs/train.log")
+        checkpoints.tidy(run.path, keep_checkpoints=cfg.keep_checkpoints)
+    return final
+
+
+def collect_metrics(run_dir: Path, cfg: SftConfig, p: SftPlan, state: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
+    """Per-step log to metrics.jsonl; the summary (loss, tokens/s, GPU-hours, cost) for the manifest."""
+    history = checkpoints.log_history(run_dir)
+    steps = [h for h in history if "loss" in h]
+    with open(run_dir / "metrics.jsonl", "w", encoding="utf-8") as fh:
+        for h in history:
+            fh.write(json.dumps(h, ensure_ascii=False) + "\n")
+    tokens = max((h.get("tokens/total", 0) for h in steps), default=0)
+    # Throughput of the attempt that finished: tokens since the step it resumed from, over its runtime.
+    last = state["attempts"][-1]
+    before = next((h.get("tokens/total", 0) for h in steps if h["step"] == last.get("resumed_from_step")), 0)
+    runtime = last.get("train_runtime_s") or 0.0
+    tokens_run = tokens - before
+    launch = cfg.launch
+    gpus = launch.world_size if _cuda_available() or launch.container else 0
+    wall = sum(a["wall_s"] for a in state["attempts"])
+    gpu_hours = gpus * wall / 3600
+    peak = max((h.get("memory/max_allocated (GiB)", 0.0) for h in history), default=0.0)
+    return {
+        "method": cfg.method,
+        "steps": max((h["step"] for h in steps), default=0),
+        "loss_first": steps[0]["loss"] if steps else None,
+        "loss_last": steps[-1]["loss"] if steps else None,
+        "train_loss": last.get("train_loss"),
+        "tokens_total": tokens,
+        "train_runtime_s": round(runtime, 3),
+        "tokens_per_s": round(tokens_run / runtime, 1) if runtime else None,
+        "tokens_per_s_per_gpu": round(tokens_run / runtime / launch.world_size, 1) if runtime else None,
+        "peak_gpu_memory_gib_per_gpu": peak if gpus else None,
+        "memory_estimate_gib_per_gpu": round(p.memory.total / 1024**3, 2),
+        "trainable_params": p.memory.trainable_params,
+        "world_size": launch.world_size,
+        "attempts": len(state["attempts"]),
+        "resumed_from_step": state["attempts"][-1].get("resumed_from_step"),
+        "launch_wall_s": round(wall, 2),
+        "gpu_hours": round(gpu_hours, 4),
+        "cost": {"amount": round(gpu_hours * launch.gpu_hour_price, 2), "currency": launch.currency,
+                 "gpu_hour_price": launch.gpu_hour_price},
+        "data": stats,
+    }
