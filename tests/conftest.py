@@ -88,3 +88,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(no_gpu)
+
+
+@pytest.fixture(scope="session")
+def tiny_data_run(tmp_path_factory, tiny_model) -> Path:
+    """A complete `kofin data` run (SFT chats, raw text, preference pairs) from four bundled documents."""
+    from kofin.config import load_config
+    from kofin.data_ko.config import DataConfig
+    from kofin.data_ko.run import main
+
+    out = tmp_path_factory.mktemp("data-run") / "data"
+    overrides = [f"output_dir={out}", "sft.documents.0.max_documents=4", "dpo.documents.0.max_documents=4"]
+    return main(load_config(DataConfig, ROOT / "configs" / "data" / "tiny.yaml", overrides), progress=False)
+
+
+@pytest.fixture(scope="session")
+def axolotl_env() -> Path:
+    """The pinned axolotl env that `make test` creates; SFT tests run real axolotl in it."""
+    from kofin.training.launch import axolotl_env as locate
+    from kofin.training.sft_config import Launch
+
+    env = locate(Launch())
+    if not (env / "bin" / "axolotl").exists():
+        pytest.fail(f"no axolotl env at {env}: run `make axolotl-env` (make test creates it)")
+    return env

@@ -213,7 +213,7 @@ def main(cfg: SftConfig, *, echo: bool = True) -> Path:
         yaml_path = write_axolotl_files(p, cfg, run.path)
         validate_with_axolotl(cfg.launch, yaml_path)
         resumed_from = checkpoints.drop_incomplete(run.path)
-        if resumed_from is not None and echo:
+        if resumed_from is not None:
             print(f"kofin sft: resuming from {resumed_from.name} in {run.path}", flush=True)
         wall = run_logged(p.launch, run.path / "logs" / "train.log", echo=echo)
         state = checkpoints.finish_attempt(run.path, state, wall, resumed_from)

@@ -1,0 +1,200 @@
+"""SFT config -> axolotl YAML and launch command, and every check that must fail before a launch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kofin.config import ConfigError, load_config
+from kofin.rundir import RunDirError
+from kofin.training.axolotl_yaml import build_axolotl_config
+from kofin.training.launch import LaunchError, plan_launch
+from kofin.training.sft import SftInputError, main
+from kofin.training.sft_config import Launch, Method, SftConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+EEVE = ROOT / "configs" / "sft" / "eeve_qlora_r256_8xh100.yaml"
+
+
+def sft_config(tmp_path: Path, *overrides: str, data: Path | None = None) -> SftConfig:
+    data = data or tmp_path / "chat.jsonl"
+    return load_config(SftConfig, None, [f"output_dir={tmp_path / 'sft'}", f"datasets=[{{path: {data}}}]", *overrides])
+
+
+def axolotl_yaml(cfg: SftConfig, tmp_path: Path) -> dict:
+    return build_axolotl_config(cfg, base_model=tmp_path / "base", datasets=[(tmp_path / "d.jsonl", "chat")],
+                                output_dir=tmp_path / "out")
+
+
+# ---------------------------------------------------------------- methods
+
+
+@pytest.mark.parametrize(
+    "method, adapter, extra",
+    [
+        ("lora", "lora", {}),
+        ("qlora", "qlora", {"load_in_4bit": True}),
+        ("dora", "lora", {"peft_use_dora": True}),
+        ("rslora", "lora", {"peft_use_rslora": True}),
+        ("qlora+rslora", "qlora", {"load_in_4bit": True, "peft_use_rslora": True}),
+        ("QLoRA + DoRA", "qlora", {"load_in_4bit": True, "peft_use_dora": True}),
+    ],
+)
+def test_method_maps_to_axolotl_keys(tmp_path, method, adapter, extra):
+    y = axolotl_yaml(sft_config(tmp_path, f"method={method}"), tmp_path)
+    assert y["adapter"] == adapter
+    for key, value in extra.items():
+        assert y[key] == value
+    for key in {"load_in_4bit", "peft_use_dora", "peft_use_rslora"} - set(extra):
+        assert key not in y
+
+
+def test_chat_and_completion_datasets(tmp_path):
+    cfg = sft_config(tmp_path)
+    y = build_axolotl_config(cfg, base_model=tmp_path, datasets=[(tmp_path / "a.jsonl", "chat"), (tmp_path / "b.jsonl", "completion")],
+                             output_dir=tmp_path / "out")
+    chat, text = y["datasets"]
+    assert chat["type"] == "chat_template" and chat["roles_to_train"] == ["assistant"]
+    assert chat["chat_template"] == "tokenizer_default"  # the base model's own template
+    assert text == {"path": str(tmp_path / "b.jsonl"), "ds_type": "json", "type": "completion", "field": "text"}
+
+
+def test_reference_recipe_yaml(tmp_path):
+    cfg = load_config(SftConfig, EEVE)
+    y = axolotl_yaml(cfg, tmp_path)
+    assert (y["adapter"], y["load_in_4bit"], y["lora_r"], y["lora_target_linear"]) == ("qlora", True, 256, True)
+    assert (y["bf16"], y["flash_attention"], y["sample_packing"], y["gradient_checkpointing"]) == (True, True, True, True)
+    assert cfg.launch.world_size == 8 and y["auto_resume_from_checkpoints"] is True
+
+
+def test_deepspeed_and_fsdp(tmp_path):
+    y = build_axolotl_config(sft_config(tmp_path, "launch.distributed=deepspeed_zero3"), base_model=tmp_path,
+                             datasets=[], output_dir=tmp_path, deepspeed_json=tmp_path / "deepspeed.json")
+    assert y["deepspeed"] == str(tmp_path / "deepspeed.json")
+    y = axolotl_yaml(sft_config(tmp_path, "launch.distributed=fsdp", "training.gradient_checkpointing=true"), tmp_path)
+    assert y["fsdp_version"] == 2 and y["fsdp_config"]["activation_checkpointing"] is True
+    assert y["gradient_checkpointing"] is False
+
+
+# ---------------------------------------------------------------- launch commands
+
+
+def test_torchrun_multinode_rendezvous(tmp_path):
+    launch = Launch(launcher="torchrun", gpus_per_node=8, nodes=2, node_rank=1, rdzv_endpoint="10.0.0.1:29500",
+                    axolotl_env=tmp_path, container=["docker", "run", "--gpus", "all", "img"])
+    plan = plan_launch(launch, tmp_path / "a.yaml", cuda=True, run_dir=tmp_path)
+    argv = plan.argv
+    assert argv[:5] == ["docker", "run", "--gpus", "all", "img"]
+    assert argv[5:] == ["torchrun", "--nnodes", "2", "--nproc_per_node", "8", "--node_rank", "1", "--rdzv_backend", "c10d",
+                        "--rdzv_endpoint", "10.0.0.1:29500", "--rdzv_id", "kofin-sft", "-m", "axolotl.cli.train",
+                        str(tmp_path / "a.yaml")]
+    assert plan.env["HF_HUB_OFFLINE"] == "1" and plan.env["AXOLOTL_DO_NOT_TRACK"] == "1"
+
+
+def test_accelerate_and_cpu_ddp(tmp_path, axolotl_env):
+    launch = Launch(launcher="accelerate", gpus_per_node=2)
+    gpu = plan_launch(launch, tmp_path / "a.yaml", cuda=True, run_dir=tmp_path)
+    assert gpu.argv[0] == str(axolotl_env / "bin" / "accelerate")
+    assert ["--num_processes", "2"] == gpu.argv[2:4] and "--multi_gpu" in gpu.argv
+    assert gpu.argv[-3:] == ["-m", "axolotl.cli.train", str(tmp_path / "a.yaml")]
+    cpu = plan_launch(launch, tmp_path / "a.yaml", cuda=False, run_dir=tmp_path)
+    assert cpu.argv[-3:] == [str(ROOT / "training" / "axolotl_entry.py"), "train", str(tmp_path / "a.yaml")]
+    assert cpu.env["ACCELERATE_USE_CPU"] == "1"
+
+
+def test_missing_axolotl_env_says_how_to_make_it(tmp_path):
+    with pytest.raises(LaunchError, match="make axolotl-env"):
+        plan_launch(Launch(axolotl_env=tmp_path / "nope"), tmp_path / "a.yaml", cuda=False, run_dir=tmp_path)
+
+
+# ---------------------------------------------------------------- bad configs fail before any launch
+
+
+def test_rank_zero_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"lora\.r: .*rank 0 trains nothing"):
+        sft_config(tmp_path, "lora.r=0")
+
+
+def test_unknown_method_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"method: .*unknown part 'qlora2'.*qlora\+rslora"):
+        sft_config(tmp_path, "method=qlora2")
+    with pytest.raises(ValueError, match="not both"):
+        Method.parse("lora+qlora")
+
+
+def test_multinode_without_rendezvous(tmp_path):
+    with pytest.raises(ConfigError, match="rdzv_endpoint"):
+        sft_config(tmp_path, "launch.nodes=2")
+
+
+def test_bad_config_file_line_and_exit_code(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("output_dir: out\ndatasets:\n  - path: x.jsonl\nmethod: lora\nlora:\n  r: 0\n", encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "kofin.cli", "sft", "--config", str(bad)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "bad.yaml:6" in proc.stderr and "lora.r" in proc.stderr
+    assert not (tmp_path / "out.partial").exists()
+
+
+def test_missing_dataset_fails_before_launch(tmp_path, tiny_model):
+    cfg = sft_config(tmp_path, data=tmp_path / "missing.jsonl")
+    with pytest.raises(SftInputError, match=r"datasets\.0\.path: .*missing\.jsonl does not exist"):
+        main(cfg)
+    assert not Path(str(cfg.output_dir) + ".partial").exists()
+
+
+def test_rows_too_long_are_named_before_launch(tmp_path, tiny_model):
+    rows = [
+        {"messages": [{"role": "user", "content": "예금자 보호 한도는?"}, {"role": "assistant", "content": "5천만 원입니다."}]},
+        {"messages": [{"role": "user", "content": "길게 설명해 주세요."}, {"role": "assistant", "content": "대출 금리 " * 400}]},
+    ]
+    data = tmp_path / "chat.jsonl"
+    data.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    cfg = sft_config(tmp_path, "training.sequence_len=256", data=data)
+    with pytest.raises(SftInputError) as err:
+        main(cfg)
+    message = str(err.value)
+    assert "chat.jsonl:2" in message and "tokens > training.sequence_len 256" in message
+    assert "chat.jsonl:1" not in message
+    assert "training.too_long=drop" in message
+    assert not Path(str(cfg.output_dir) + ".partial").exists()
+
+
+def test_schema_errors_name_the_line(tmp_path, tiny_model):
+    data = tmp_path / "chat.jsonl"
+    data.write_text('{"messages": [{"role": "user", "content": "질문"}]}\n', encoding="utf-8")
+    with pytest.raises(SftInputError, match=r"chat\.jsonl:1  messages: the last turn must be 'assistant'"):
+        main(sft_config(tmp_path, data=data))
+
+
+def test_incomplete_data_run_is_refused(tmp_path, tiny_model):
+    (tmp_path / "data-run").mkdir()
+    with pytest.raises(RunDirError, match=r"datasets\.0\.path .*not a complete run"):
+        main(sft_config(tmp_path, data=tmp_path / "data-run"))
+
+
+# ---------------------------------------------------------------- dry run of the reference recipe
+
+
+def test_dry_run_of_the_reference_recipe(axolotl_env):
+    """No weights anywhere: the shape comes from the config, axolotl validates the YAML."""
+    proc = subprocess.run([sys.executable, "-m", "kofin.cli", "sft", "--config", str(EEVE), "--dry-run"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    # Hand computation: r * (in + out) over EEVE's seven linears, 48 layers.
+    per_layer = 256 * ((4096 + 4096) * 2 + (4096 + 1024) * 2 + (4096 + 14336) * 3)
+    assert f"trainable params:  {48 * per_layer:,} of 10,804,924,416 (9.32%)" in out
+    assert 48 * per_layer == 1_006_632_960
+    # fp32 adapter weights and grads, two fp32 AdamW moments: 4 + 4 + 8 bytes per parameter.
+    assert f"adapter weights (fp32)                {1_006_632_960 * 4 / 2**30:.2f} GiB" in out
+    assert f"optimizer states (AdamW, fp32)        {1_006_632_960 * 8 / 2**30:.2f} GiB" in out
+    total = float(out.split("total per GPU")[1].split("GiB")[0])
+    assert 25 <= total <= 32  # DESIGN.md: plan 25-32 GB per GPU with gradient checkpointing
+    assert "torchrun --nnodes 1 --nproc_per_node 8 --standalone -m axolotl.cli.train" in out
+    assert "adapter: qlora" in out and "lora_r: 256" in out
+    assert "nothing was loaded or launched" in out
