@@ -25,6 +25,7 @@ AXOLOTL_VERSION ?= 0.19.0
 help:
 	@echo "make demo   run every built stage on the embedded tiny model and bundled Korean data"
 	@echo "make test   run the test suite (CPU, offline; GPU tests are skipped without a GPU)"
+	@echo "make axolotl-env  create .venv-axolotl, the pinned env kofin sft runs axolotl in (make demo/test do it)"
 	@echo "make clean  remove runs/ and test scratch (keeps the virtual env)"
 
 $(STAMP): pyproject.toml
@@ -52,17 +53,22 @@ axolotl-lock:
 	{ sed -n '1,4p' $(AXOLOTL_LOCK); $(AXOLOTL_VENV).lock-tmp/bin/pip freeze | grep -v '^torch=='; } > $(AXOLOTL_LOCK).new
 	mv $(AXOLOTL_LOCK).new $(AXOLOTL_LOCK) && rm -rf $(AXOLOTL_VENV).lock-tmp
 
-demo: $(STAMP)
-	@echo "== 1/3 embedded tiny EEVE-shaped model"
+demo: $(STAMP) $(AXOLOTL_STAMP)
+	@echo "== 1/5 embedded tiny EEVE-shaped model"
 	$(BIN)/kofin tiny path
-	@echo "== 2/3 Korean SFT + DPO data from the bundled knowledge base (reading comprehension, PII scrub, dedupe)"
+	@echo "== 2/5 Korean SFT + DPO data from the bundled knowledge base (reading comprehension, PII scrub, dedupe)"
 	$(BIN)/kofin data build --config configs/data/tiny.yaml
-	@echo "== 3/3 validate the built SFT data against the tiny tokenizer"
+	@echo "== 3/5 validate the built SFT data against the tiny tokenizer"
 	$(BIN)/kofin data validate runs/data-tiny/sft/train.jsonl --kind sft
+	@echo "== 4/5 domain SFT through axolotl (LoRA on the tiny model, CPU); the EEVE recipe's plan, without weights"
+	$(BIN)/kofin sft --config configs/sft/tiny.yaml --quiet
+	$(BIN)/kofin sft --config configs/sft/eeve_qlora_r256_8xh100.yaml --dry-run
+	@echo "== 5/5 DPO on top of the SFT adapter (TRL; unsloth where CUDA is present)"
+	$(BIN)/kofin dpo --config configs/dpo/tiny.yaml --quiet
 	@echo
-	@echo "Not built yet (each says so when called): kofin sft, dpo, merge, eval, ingest, ask, serve, pipeline."
+	@echo "Not built yet (each says so when called): kofin merge, eval, ingest, ask, serve, pipeline."
 
-test: $(STAMP)
+test: $(STAMP) $(AXOLOTL_STAMP)
 	$(BIN)/python -m pytest -q
 
 clean:

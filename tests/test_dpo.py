@@ -1,0 +1,113 @@
+"""DPO through TRL on the embedded tiny model, on top of a real axolotl SFT run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from kofin.config import ConfigError, load_config
+from kofin.rundir import RunDirError, require_complete
+from kofin.training import dpo
+from kofin.training.dpo_config import DpoConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "dpo" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def sft_run(tmp_path_factory, tiny_data_run, axolotl_env) -> Path:
+    from kofin.training.sft import main
+    from kofin.training.sft_config import SftConfig
+
+    out = tmp_path_factory.mktemp("sft") / "sft"
+    cfg = load_config(SftConfig, ROOT / "configs" / "sft" / "tiny.yaml",
+                      [f"output_dir={out}", f"datasets.0.path={tiny_data_run}", "training.max_steps=3", "training.save_steps=3"])
+    return main(cfg, echo=False)
+
+
+def dpo_config(out: Path, sft_run: Path | None, data_run: Path, *overrides: str) -> DpoConfig:
+    return load_config(DpoConfig, TINY, [f"output_dir={out}", f"sft_run={sft_run}" if sft_run else "sft_run=null",
+                                         f"preferences=[{data_run}]", "training.max_steps=4", *overrides])
+
+
+def rewards(run: Path) -> list[dict]:
+    return [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "rewards/margins" in r]
+
+
+@pytest.mark.slow
+def test_dpo_keeps_training_the_sft_adapter(tmp_path, sft_run, tiny_data_run):
+    run = dpo.main(dpo_config(tmp_path / "dpo", sft_run, tiny_data_run), progress=False)
+    manifest = require_complete(run, "dpo")
+    assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "metrics.jsonl"} <= {p.name for p in run.iterdir()}
+    assert not (run / "ref").exists() and not (run / "trainer").exists()  # only the trained adapter is an output
+    before, after = load_file(str(sft_run / "adapter_model.safetensors")), load_file(str(run / "adapter_model.safetensors"))
+    assert before.keys() == after.keys()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert len(changed) == len(before)  # every A and B moved
+    steps = rewards(run)
+    assert len(steps) == 4
+    for step in steps:
+        assert {"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"} <= step.keys()
+    assert steps[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-6)  # policy == reference at step 1
+    assert steps[-1]["rewards/margins"] > 0  # the policy learned to prefer the chosen answers
+    m = manifest["metrics"]
+    assert m["backend"] == "trl" and m["steps"] == 4 and m["reward_margin_last"] == pytest.approx(steps[-1]["rewards/margins"], rel=1e-4)
+    assert manifest["inputs"]["sft_run"]["sha256"]
+    assert json.loads((run / "adapter_config.json").read_text())["base_model_name_or_path"] == m["adapter_base"]["base_model"]
+
+
+@pytest.mark.slow
+def test_dpo_on_merged_sft_trains_a_new_adapter(tmp_path, sft_run, tiny_data_run):
+    run = dpo.main(dpo_config(tmp_path / "dpo", sft_run, tiny_data_run, "adapter_mode=merge", "lora.r=4",
+                              "training.loss_type=ipo"), progress=False)
+    m = require_complete(run, "dpo")["metrics"]
+    assert m["adapter_base"]["merged_first"] == [str(sft_run)]
+    adapter = load_file(str(run / "adapter_model.safetensors"))
+    assert json.loads((run / "adapter_config.json").read_text())["r"] == 4
+    assert all(v.abs().max() > 0 for k, v in adapter.items() if "lora_B" in k)  # B starts at zero
+    assert rewards(run)[-1]["rewards/margins"] != 0
+
+
+def test_bad_pair_is_named_before_training(tmp_path, tiny_model):
+    pairs = tmp_path / "pairs.jsonl"
+    good = {"prompt": [{"role": "user", "content": "질문"}], "chosen": [{"role": "assistant", "content": "근거 있는 답 [1]"}],
+            "rejected": [{"role": "assistant", "content": "모르겠습니다"}]}
+    bad = {**good, "rejected": good["chosen"]}
+    pairs.write_text(json.dumps(good, ensure_ascii=False) + "\n" + json.dumps(bad, ensure_ascii=False) + "\n", encoding="utf-8")
+    cfg = load_config(DpoConfig, None, [f"output_dir={tmp_path / 'out'}", f"preferences=[{pairs}]"])
+    with pytest.raises(dpo.DpoInputError, match=r"pairs\.jsonl:2  rejected: identical to chosen"):
+        dpo.main(cfg, progress=False)
+    assert not (tmp_path / "out.partial").exists()
+
+
+def test_sft_run_must_be_complete(tmp_path, tiny_data_run):
+    (tmp_path / "sft").mkdir()
+    with pytest.raises(RunDirError, match=r"sft_run .* not a complete run"):
+        dpo.main(dpo_config(tmp_path / "dpo", tmp_path / "sft", tiny_data_run), progress=False)
+
+
+def test_unsloth_without_cuda_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("this host has CUDA; the GPU test covers unsloth")
+    with pytest.raises(dpo.DpoInputError, match="needs a CUDA GPU"):
+        dpo.choose_backend("unsloth")
+    assert dpo.choose_backend("auto") == "trl"
+
+
+def test_merge_mode_refuses_4bit(tmp_path):
+    with pytest.raises(ConfigError, match="must stay 16-bit"):
+        load_config(DpoConfig, None, [f"output_dir={tmp_path}", "sft_run=x", "preferences=[p.jsonl]",
+                                      "adapter_mode=merge", "load_in_4bit=true"])
+
+
+@pytest.mark.gpu
+def test_unsloth_dpo_on_gpu(tmp_path, sft_run, tiny_data_run):
+    """Where CUDA and unsloth are present, auto picks unsloth and trains the same recipe."""
+    pytest.importorskip("unsloth")
+    run = dpo.main(dpo_config(tmp_path / "dpo", sft_run, tiny_data_run, "training.precision=bf16"), progress=False)
+    m = require_complete(run, "dpo")["metrics"]
+    assert m["backend"] == "unsloth" and m["reward_margin_last"] > 0
