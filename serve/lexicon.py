@@ -73,64 +73,50 @@ STATUTE_ALIASES: dict[str, str] = {
     "국제금융기구가입법": "국제금융기구에의 가입조치에 관한 법률",
 }
 
-# Groups of words used for one thing: everyday or industry words beside the statutes' terms.
-# Any word of a group found in a question adds the others to the query (at a lower weight).
-SYNONYM_GROUPS: tuple[tuple[str, ...], ...] = (
-    ("P2P", "온투업", "온라인투자연계금융업", "온라인투자연계금융업자"),
-    ("코인", "암호화폐", "가상화폐", "가상자산"),
-    ("카드사", "카드회사", "신용카드업자"),
-    ("카드 회원", "신용카드회원"),
-    ("가맹점", "신용카드가맹점"),
-    ("보험사", "보험회사"),
-    ("증권사", "투자매매업자", "투자중개업자"),
-    ("운용사", "자산운용사", "집합투자업자"),
-    ("펀드", "집합투자기구", "집합투자"),
-    ("사모펀드", "사모집합투자기구"),
-    ("대부업체", "대부업자"),
-    ("저축은행", "상호저축은행"),
-    ("신협", "신용협동조합"),
-    ("금감원", "금융감독원"),
-    ("금융위", "금융위원회"),
-    ("한은", "한국은행"),
-    ("예보", "예금보험공사"),
-    ("보이스피싱", "전기통신금융사기"),
-    ("대포통장", "사기이용계좌"),
-    ("리스", "시설대여"),
-    ("할부", "할부금융"),
-    ("마이데이터", "본인신용정보관리업"),
-    ("신용평가사", "신용평가회사", "개인신용평가회사"),
-    ("신용점수", "신용평점"),
-    ("인터넷은행", "인터넷전문은행"),
-    ("지주사", "금융지주회사"),
-    ("외화", "외국환"),
-    ("환전", "외국환"),
-    ("금리", "이자율"),
-    ("빚", "채무"),
-    ("대출", "대부", "여신", "신용공여"),
-    ("돈을 빌리", "차입"),
-    ("빌려준 돈", "대부계약", "채권"),
-    ("빌린 돈", "채무"),
-    ("허락", "승인", "허가", "인가"),
-    ("벌금", "과태료", "벌칙"),
-    ("공개", "공시"),
-    ("사장", "대표이사"),
-    ("임원", "이사", "감사"),
-    ("주인", "대주주"),
-    ("약관", "이용약관"),
-    ("고객", "이용자", "금융소비자"),
-    ("통장", "계좌", "예금계좌"),
-    ("예금 보호", "예금자보호", "보험금 지급"),
-    ("해킹", "침해사고"),
-    ("정보 유출", "누설", "누출"),
-    ("광고", "금융상품 광고"),
-    ("설명", "설명의무"),
-    ("청약 철회", "청약철회"),
-    ("돌려받", "반환", "환급"),
-    ("숨은 돈", "휴면예금"),
-    ("주식", "주권", "지분증권"),
-    ("채권자", "채권"),
-    ("어음", "약속어음", "환어음"),
-)
+# What people say -> what documents write. One direction on purpose: expanding a formal term
+# into everyday words only adds noise, since the documents use the formal term already.
+SYNONYMS: dict[str, tuple[str, ...]] = {
+    "P2P": ("온라인투자연계금융업",),
+    "온투업": ("온라인투자연계금융업",),
+    "코인": ("가상자산",),
+    "암호화폐": ("가상자산",),
+    "가상화폐": ("가상자산",),
+    "카드사": ("신용카드업자",),
+    "카드회사": ("신용카드업자",),
+    "카드 회원": ("신용카드회원",),
+    "보험사": ("보험회사",),
+    "증권사": ("투자매매업자", "투자중개업자"),
+    "운용사": ("집합투자업자",),
+    "펀드": ("집합투자기구",),
+    "사모펀드": ("사모집합투자기구",),
+    "대부업체": ("대부업자",),
+    "신협": ("신용협동조합",),
+    "금감원": ("금융감독원",),
+    "금융위": ("금융위원회",),
+    "한은": ("한국은행",),
+    "예보": ("예금보험공사",),
+    "보이스피싱": ("전기통신금융사기",),
+    "대포통장": ("사기이용계좌",),
+    "리스": ("시설대여",),
+    "마이데이터": ("본인신용정보관리업",),
+    "신용평가사": ("신용평가회사",),
+    "신용점수": ("신용평점",),
+    "인터넷은행": ("인터넷전문은행",),
+    "지주사": ("금융지주회사",),
+    "환전": ("외국환",),
+    "금리": ("이자율",),
+    "빚": ("채무",),
+    "빌리": ("차입",),
+    "빌려주": ("대부", "대출"),
+    "허락": ("승인", "허가"),
+    "벌금": ("과태료", "벌칙"),
+    "사장": ("대표이사",),
+    "고객": ("이용자",),
+    "통장": ("계좌",),
+    "해킹": ("침해사고",),
+    "돌려받": ("반환", "환급"),
+    "숨은 돈": ("휴면예금",),
+}
 
 
 @dataclass(frozen=True)
@@ -145,11 +131,11 @@ class Expansion:
 
 
 class Lexicon:
-    """Alias and synonym lookup; `extra_synonyms` adds a bank's own groups."""
+    """Alias and synonym lookup; `extra_synonyms` adds a bank's own terms."""
 
-    def __init__(self, extra_aliases: dict[str, str] | None = None, extra_synonyms: list[list[str]] | None = None):
+    def __init__(self, extra_aliases: dict[str, str] | None = None, extra_synonyms: dict[str, list[str]] | None = None):
         self.aliases = dict(STATUTE_ALIASES) | dict(extra_aliases or {})
-        self.groups = [tuple(g) for g in SYNONYM_GROUPS] + [tuple(g) for g in (extra_synonyms or [])]
+        self.synonyms = dict(SYNONYMS) | {k: tuple(v) for k, v in (extra_synonyms or {}).items()}
         # Longest names first, so "가상자산이용자보호법" wins over a shorter alias inside it.
         self._alias_re = re.compile("|".join(re.escape(a) for a in sorted(self.aliases, key=len, reverse=True)), re.I)
 
@@ -161,7 +147,7 @@ class Lexicon:
                 statutes.append(full)
         folded = question.lower()
         synonyms: list[str] = []
-        for group in self.groups:
-            if any(word.lower() in folded for word in group):
-                synonyms.extend(w for w in group if w.lower() not in folded and w not in synonyms)
+        for said, written in self.synonyms.items():
+            if said.lower() in folded:
+                synonyms.extend(w for w in written if w not in question and w not in synonyms)
         return Expansion(tuple(statutes), tuple(synonyms))
