@@ -27,7 +27,7 @@ import numpy as np
 
 from kofin.errors import KofinError
 from kofin.rundir import MANIFEST, require_complete, sha256_file
-from kofin.serve.index import DenseInfo, char_vectorizer, load_csc, load_json
+from kofin.serve.index import DenseInfo, IndexConfig, char_vectorizer, load_csc, load_json
 
 FORMAT_VERSION = 1
 STAGE = "ingest"
@@ -80,6 +80,7 @@ class KnowledgeBase:
     char_vectorizer: Any
     dense: Any              # faiss.Index over normalised vectors
     dense_info: DenseInfo
+    index_cfg: IndexConfig
     svd_components: np.ndarray | None
     group_masks: dict[str, np.ndarray] = field(default_factory=dict)
     _encoder: Any = None
@@ -137,6 +138,7 @@ def load_kb(path: Path) -> KnowledgeBase:
         char_vectorizer=char_vectorizer(load_json(path / "chars_vocab.json"), np.load(path / "chars_idf.npy", allow_pickle=False)),
         dense=faiss.read_index(str(path / "dense.faiss")),
         dense_info=dense_info,
+        index_cfg=IndexConfig.model_validate(info["index"]),
         svd_components=svd,
         group_masks=masks,
     )

@@ -25,6 +25,7 @@ import numpy as np
 from pydantic import ConfigDict, Field
 
 from kofin.config import KofinModel, ResolvedPath
+from kofin.serve.index import with_bigrams
 from kofin.serve.kb import KnowledgeBase
 from kofin.serve.korean import morpheme_terms
 from kofin.serve.lexicon import Lexicon
@@ -101,7 +102,8 @@ class HybridRetriever:
         expansion = self.lexicon.expand(question).text()
         for term in morpheme_terms(expansion) if expansion else []:
             terms[term] = self.cfg.expansion_weight
-        for term in morpheme_terms(question):
+        own = morpheme_terms(question)
+        for term in with_bigrams(own) if self.kb.index_cfg.bigrams else own:
             terms[term] = 1.0
         return terms
 
