@@ -31,14 +31,17 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	@echo "== 1/3 embedded tiny EEVE-shaped model"
+	@echo "== 1/4 embedded tiny EEVE-shaped model"
 	$(BIN)/kofin tiny path
-	@echo "== 2/3 Korean SFT + DPO data from the bundled knowledge base (reading comprehension, PII scrub, dedupe)"
+	@echo "== 2/4 Korean SFT + DPO data from the bundled knowledge base (reading comprehension, PII scrub, dedupe)"
 	$(BIN)/kofin data build --config configs/data/tiny.yaml
-	@echo "== 3/3 validate the built SFT data against the tiny tokenizer"
+	@echo "== 3/4 validate the built SFT data against the tiny tokenizer"
 	$(BIN)/kofin data validate runs/data-tiny/sft/train.jsonl --kind sft
+	@echo "== 4/4 knowledge base from the bundled documents, then a cited answer"
+	$(BIN)/kofin ingest --kb runs/kb-demo data_ko/kb
+	$(BIN)/kofin ask --kb runs/kb-demo "정기예금을 만기 전에 해지하면 이자는 어떻게 되나요?"
 	@echo
-	@echo "Not built yet (each says so when called): kofin sft, dpo, merge, eval, ingest, ask, serve, pipeline."
+	@echo "Not built yet (each says so when called): kofin sft, dpo, merge, eval, serve, pipeline."
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

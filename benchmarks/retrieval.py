@@ -53,6 +53,38 @@ def evaluate(retriever, questions: list[dict], depth: int = 10) -> dict:
     }
 
 
+def scaled_kb(kb, n: int, seed: int = 0):
+    """`kb` grown to `n` chunks: copies of its chunks with jittered BM25 / char weights and dense
+    vectors, as different documents (`<id>~copyK`). Real index types, real search code."""
+    import dataclasses
+
+    import faiss
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    reps = -(-n // len(kb))
+
+    def grow(matrix):
+        parts = [matrix.tocsr()]
+        for _ in range(reps - 1):
+            m = matrix.tocsr().copy()
+            m.data = m.data * rng.uniform(0.6, 1.4, size=m.data.shape).astype(np.float32)
+            parts.append(m)
+        return sp.vstack(parts, format="csr")[:n].tocsc()
+
+    vectors = kb.dense.reconstruct_n(0, kb.dense.ntotal)
+    big_vectors = np.vstack([vectors] + [vectors + rng.normal(0, 0.05, vectors.shape).astype(np.float32) for _ in range(reps - 1)])[:n]
+    big_vectors /= np.linalg.norm(big_vectors, axis=1, keepdims=True)
+    index = faiss.IndexFlatIP(big_vectors.shape[1])
+    index.add(np.ascontiguousarray(big_vectors, dtype=np.float32))
+    chunks = list(kb.chunks)
+    for k in range(1, reps):
+        chunks += [dict(c, doc_id=f"{c['doc_id']}~copy{k}", chunk_id=f"{c['chunk_id']}~copy{k}") for c in kb.chunks]
+    chunks = chunks[:n]
+    masks = {"all": np.ones(n, dtype=bool)}
+    return dataclasses.replace(kb, chunks=chunks, bm25=grow(kb.bm25), chars=grow(kb.chars), dense=index, group_masks=masks)
+
+
 def main() -> int:
     apply_offline_env()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -80,8 +112,6 @@ def main() -> int:
         results["laws"] = evaluate(retriever, questions)
         print(json.dumps(results, ensure_ascii=False), flush=True)
         if args.scale:
-            from benchmarks_scale import scaled_kb  # noqa: E402  (sibling script)
-
             big = scaled_kb(kb, args.scale)
             results[f"scale_{args.scale}"] = evaluate(HybridRetriever(big), questions)
             print(json.dumps(results, ensure_ascii=False), flush=True)

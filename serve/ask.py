@@ -140,17 +140,13 @@ def _source_json(src: Source, cited: bool) -> dict:
 
 
 def read_questions(path: Path) -> list[dict]:
+    from kofin.data_ko.formats import read_records  # same JSONL reading (and errors) as kofin data
+
     rows = []
-    for lineno, line in enumerate(read_utf8(path).split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise KofinError(f"{path}:{lineno}: not valid JSON ({err.msg} at column {err.colno})") from None
+    for where, row in read_records(Path(path)):
         if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not row["question"].strip():
-            raise KofinError(f"{path}:{lineno}: each line needs a non-empty \"question\" (and a \"qid\"), e.g. {{\"qid\": \"q1\", \"question\": \"...\"}}")
-        rows.append({"qid": str(row.get("qid", f"line-{lineno}")), "question": row["question"]})
+            raise KofinError(f"{where}: each line needs a non-empty \"question\" (and a \"qid\"), e.g. {{\"qid\": \"q1\", \"question\": \"...\"}}")
+        rows.append({"qid": str(row.get("qid", where)), "question": row["question"]})
     return rows
 
 
