@@ -41,7 +41,7 @@ class IndexConfig(KofinModel):
     bigrams: bool = Field(False, description="Also index adjacent content-morpheme pairs (`사업_자금`). Off: on the laws questions it lowered R@5 from 0.97 to 0.88 (pairs crowd the LSA vocabulary and overweight common phrases).")
     char_max_features: int = Field(100_000, gt=1000, description="Largest char n-gram vocabulary kept (most frequent first).")
     char_max_df: float = Field(0.3, gt=0, le=1, description="Char n-grams in more than this share of chunks are dropped: they rank nothing and slow every query.")
-    dense_model: ResolvedPath | None = Field(None, description="Local sentence-transformers model folder (bge-m3, KURE ...). None: char TF-IDF + SVD, no download.")
+    dense_model: ResolvedPath | None = Field(None, description="Local sentence-transformers model folder (bge-m3, KURE ...). None: LSA of the BM25 morpheme matrix, no download.")
     dense_dim: int = Field(128, ge=8, le=1024, description="Dimensions of the offline default dense vectors (LSA components).")
 
 
