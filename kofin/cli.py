@@ -45,8 +45,11 @@ COMMANDS: dict[str, Command] = {
     ),
     "merge": Command(None, "merge the tuned model with an instruct model through mergekit", "issue #4, merge stage"),
     "eval": Command(None, "evaluate models on the eval pack and write the eval report", "issue #6, eval pack"),
-    "ingest": Command(None, "ingest documents into a knowledge base (hybrid index)", "issue #5, knowledge base"),
-    "ask": Command(None, "answer a question from a knowledge base with verified citations", "issue #5, knowledge base"),
+    "ingest": Command(
+        "kofin.serve.cli:ingest_cli", "ingest documents into a knowledge base (Kiwi BM25 + FAISS hybrid index, incremental)",
+        config="kofin.serve.ingest:IngestConfig",
+    ),
+    "ask": Command("kofin.serve.cli:ask_cli", "answer questions from a knowledge base with verified citations"),
     "serve": Command(None, "serve the Gradio chat for bank staff", "issue #7, Gradio chat"),
     "pipeline": Command(None, "run the stages of a pipeline YAML in order, skipping finished ones", "the pipeline runner"),
 }

@@ -1,0 +1,81 @@
+"""Citation checks for generated answers: every `[n]` must name a shown source and be supported.
+
+Run as: a library; `kofin ask` runs `verify_citations` on every generated answer.
+
+- `[n]` outside 1..len(sources) (an id the model invented) is removed from the text and listed.
+- A sentence is *supported* when most of its character bigrams (Korean words inflect, so
+  bigrams match 보호하여/보호한다 where whole words would not) occur in the sources it cites. A cited
+  sentence below `min_support` is flagged: staff see it marked instead of trusting it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from kofin.serve.korean import split_sentences
+
+_CITE = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
+_NOT_TEXT = re.compile(r"[\s\W_]+", re.UNICODE)
+
+
+@dataclass
+class FlaggedSentence:
+    sentence: str
+    cited: list[int]
+    support: float  # share of the sentence's bigrams found in its cited sources
+    reason: str
+
+
+@dataclass
+class CitationCheck:
+    text: str                                  # the answer with invalid citations removed
+    cited: list[int] = field(default_factory=list)     # valid source numbers, first use order
+    removed: list[int] = field(default_factory=list)   # numbers that pointed at no shown source
+    flagged: list[FlaggedSentence] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.removed and not self.flagged
+
+
+def bigrams(text: str) -> set[str]:
+    s = _NOT_TEXT.sub("", text.lower())
+    return {s[i : i + 2] for i in range(len(s) - 1)}
+
+
+def support(sentence: str, sources: list[str]) -> float:
+    grams = bigrams(_CITE.sub("", sentence))
+    if not grams:
+        return 1.0
+    pool: set[str] = set()
+    for text in sources:
+        pool |= bigrams(text)
+    return len(grams & pool) / len(grams)
+
+
+def verify_citations(answer: str, sources: list[str], min_support: float = 0.5) -> CitationCheck:
+    n = len(sources)
+    removed: list[int] = []
+
+    def keep_valid(m: re.Match[str]) -> str:
+        ids = [int(x) for x in m.group(1).split(",")]
+        good = [i for i in ids if 1 <= i <= n]
+        removed.extend(i for i in ids if not 1 <= i <= n)
+        return "".join(f"[{i}]" for i in good)
+
+    text = _CITE.sub(keep_valid, answer)
+    text = re.sub(r"[ \t]+([.,?!])", r"\1", text)  # "내용 [7]." -> "내용." once [7] is gone
+    cited: list[int] = []
+    flagged: list[FlaggedSentence] = []
+    for sentence in split_sentences(text):
+        ids = [int(x) for m in _CITE.finditer(sentence) for x in m.group(1).split(",")]
+        for i in ids:
+            if i not in cited:
+                cited.append(i)
+        if not ids:
+            continue
+        score = support(sentence, [sources[i - 1] for i in ids])
+        if score < min_support:
+            flagged.append(FlaggedSentence(sentence, ids, round(score, 3), f"only {score:.0%} of it appears in source(s) {ids}"))
+    return CitationCheck(text=text.strip(), cited=cited, removed=sorted(set(removed)), flagged=flagged)

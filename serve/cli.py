@@ -1,0 +1,158 @@
+"""Command lines of `kofin ingest` and `kofin ask` (thin: parse, build the config, call the stage).
+
+Run as:
+    kofin ingest --kb KB_DIR PATHS... [--remove PATH ...] [--rebuild] [--config YAML] [key.path=value ...]
+    kofin ask --kb KB_DIR [--user U --users FILE] [--json] [--top-k K] "질문"
+    kofin ask --kb KB_DIR --questions Q.jsonl --out A.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from kofin.stage_cli import config_help, run_reporting_errors
+
+
+def _load(model, args, overrides: list[str], prog: str):
+    from kofin.config import ConfigError, load_config
+
+    try:
+        return load_config(model, args.config, overrides)
+    except ConfigError as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _split(items: list[str]) -> tuple[list[str], list[str]]:
+    """Positional words: `key.path=value` overrides vs the rest (paths, the question)."""
+    overrides = [w for w in items if "=" in w.split("/")[0] and not w.startswith(("/", "."))]
+    return overrides, [w for w in items if w not in overrides]
+
+
+# ---------------------------------------------------------------- ingest
+
+
+def ingest_parser() -> argparse.ArgumentParser:
+    from kofin.serve.ingest import IngestConfig
+
+    parser = argparse.ArgumentParser(
+        prog="kofin ingest", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Ingest Markdown, text, PDF, DOCX, HTML, HWPX and JSONL files into a knowledge base "
+        "(incremental; unreadable files are reported and skipped).", epilog=config_help(IngestConfig),
+    )
+    parser.add_argument("--kb", type=Path, help="knowledge-base folder to create or update (output_dir)")
+    parser.add_argument("paths", nargs="*", metavar="PATH", help="files or folders to ingest; KEY=VALUE words are config overrides")
+    parser.add_argument("--remove", type=Path, action="append", default=[], metavar="PATH", help="remove this file's (or folder's) chunks from the KB")
+    parser.add_argument("--rebuild", action="store_true", help="ignore the existing KB and ingest from scratch")
+    parser.add_argument("--config", type=Path, metavar="YAML", help="ingest config, e.g. configs/ingest/demo.yaml")
+    parser.add_argument("--quiet", action="store_true", help="print only problems")
+    return parser
+
+
+def ingest_cli(argv: list[str]) -> int:
+    from kofin.serve.ingest import IngestConfig, main
+
+    prog = "kofin ingest"
+    args = ingest_parser().parse_intermixed_args(argv)
+    overrides, paths = _split(args.paths)
+    if args.kb:
+        overrides.append(f"output_dir={args.kb}")
+    if paths:
+        overrides.append("inputs=" + json.dumps([str(Path(p).resolve()) for p in paths], ensure_ascii=False))
+    if args.remove:
+        overrides.append("remove=" + json.dumps([str(p.resolve()) for p in args.remove], ensure_ascii=False))
+    if args.rebuild:
+        overrides.append("rebuild=true")
+    if not args.config and not args.kb:
+        print(f"{prog}: give --kb KB_DIR (or --config YAML with output_dir)", file=sys.stderr)
+        return 2
+    cfg = _load(IngestConfig, args, overrides, prog)
+    if not cfg.inputs and not cfg.remove and not cfg.rebuild:
+        print(f"{prog}: nothing to do; name files or folders to ingest, or --remove PATH", file=sys.stderr)
+        return 2
+
+    def act() -> None:
+        report = main(cfg)
+        for path, reason in report.skipped:
+            print(f"{prog}: skipped {path}: {reason}", file=sys.stderr)
+        if not args.quiet:
+            print(f"{prog}: {report.summary()}")
+
+    return run_reporting_errors(prog, act)
+
+
+# ---------------------------------------------------------------- ask
+
+
+def ask_parser() -> argparse.ArgumentParser:
+    from kofin.serve.ask import AskConfig
+
+    parser = argparse.ArgumentParser(
+        prog="kofin ask", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Answer a question (or a JSONL file of questions) from a knowledge base, with verified citations.",
+        epilog=config_help(AskConfig),
+    )
+    parser.add_argument("question", nargs="*", help="the question (KEY=VALUE words are config overrides)")
+    parser.add_argument("--kb", type=Path, help="knowledge-base folder written by `kofin ingest`")
+    parser.add_argument("--user", help="answer as this user: only documents in their groups are searched")
+    parser.add_argument("--users", type=Path, metavar="FILE", help="users file: YAML `user: [group, ...]`")
+    parser.add_argument("--json", action="store_true", help="print the answer and its ranked sources as JSON")
+    parser.add_argument("--top-k", type=int, metavar="K", help="sources to retrieve (default 5)")
+    parser.add_argument("--backend", choices=("extractive", "transformers", "openai"), help="answer backend (default extractive)")
+    parser.add_argument("--model-path", type=Path, help="local model folder for --backend transformers")
+    parser.add_argument("--base-url", help="OpenAI-compatible endpoint for --backend openai")
+    parser.add_argument("--questions", type=Path, metavar="Q.jsonl", help="answer every line (qid, question) of this file")
+    parser.add_argument("--out", type=Path, metavar="A.jsonl", help="with --questions: one JSON result per line")
+    parser.add_argument("--config", type=Path, metavar="YAML", help="ask config (AskConfig keys below)")
+    return parser
+
+
+def ask_cli(argv: list[str]) -> int:
+    from kofin.serve.ask import AskConfig
+
+    prog = "kofin ask"
+    args = ask_parser().parse_intermixed_args(argv)
+    overrides, words = _split(args.question)
+    for flag, key in ((args.kb, "kb"), (args.users, "users_file"), (args.top_k, "retrieval.top_k"), (args.backend, "generation.backend"),
+                      (args.model_path, "generation.model_path"), (args.base_url, "generation.base_url")):
+        if flag is not None:
+            overrides.append(f"{key}={flag}")
+    question = " ".join(words).strip()
+    if bool(question) == bool(args.questions) or (args.questions and not args.out):
+        print(f"{prog}: give one question, or --questions Q.jsonl --out A.jsonl", file=sys.stderr)
+        return 2
+    if not args.kb and not args.config:
+        print(f"{prog}: give --kb KB_DIR (a folder written by `kofin ingest`)", file=sys.stderr)
+        return 2
+    cfg = _load(AskConfig, args, overrides, prog)
+
+    def act() -> None:
+        from kofin.serve.ask import Assistant, answer_file
+
+        assistant = Assistant(cfg)
+        if args.questions:
+            n = answer_file(assistant, args.questions, args.out.resolve(), args.user, args.top_k)
+            print(f"{prog}: answered {n} questions -> {args.out}")
+            return
+        streaming = cfg.generation.backend != "extractive" and not args.json
+        on_token = (lambda piece: print(piece, end="", flush=True)) if streaming else None
+        result = assistant.ask(question, args.user, args.top_k, on_token=on_token)
+        if args.json:
+            print(json.dumps(result.to_json(), ensure_ascii=False, indent=2))
+            return
+        if streaming:
+            print("\n--- 검증 후 답변 ---")
+        print(result.answer)
+        for f in result.flagged:
+            print(f"  [확인 필요] {f['sentence']} ({f['reason']})")
+        if result.sources:
+            print("\n출처:")
+            for s in result.sources:
+                page = f", p.{s['page']}" if s["page"] else ""
+                mark = "*" if s["cited"] else " "
+                print(f" {mark}[{s['n']}] {s['title']} — {s['section']}{page} ({s['id']})")
+
+    return run_reporting_errors(prog, act)

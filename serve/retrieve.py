@@ -1,0 +1,204 @@
+"""Hybrid retrieval with access control: Kiwi BM25 + char n-grams + dense (FAISS), fused by RRF.
+
+Run as: a library; `kofin ask` and the chat call `HybridRetriever.search`, and any langchain
+chain can use `KofinRetriever` (a langchain `BaseRetriever`).
+
+Access control comes first: the chunks a user may not read are masked out of every index before
+anything is ranked (BM25 and char scores are set to -inf, FAISS searches with an ID selector), so
+a restricted chunk can never take a rank, appear in a score, or be cited.
+
+Fusion is weighted reciprocal-rank fusion (Cormack et al. 2009): each list contributes
+weight / (rrf_k + rank). Ranks, unlike raw scores, are comparable across BM25, TF-IDF and
+cosine; the weights say how much each list is trusted. The question is first expanded with the
+lexicon (statute short names -> full names, everyday words -> the statutes' terms); expansion
+terms count at `expansion_weight` in BM25 so they help recall without outvoting the question.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import ConfigDict, Field
+
+from kofin.config import KofinModel, ResolvedPath
+from kofin.serve.index import with_bigrams
+from kofin.serve.kb import KnowledgeBase
+from kofin.serve.korean import morpheme_terms
+from kofin.serve.lexicon import Lexicon
+
+
+class RetrievalConfig(KofinModel):
+    top_k: int = Field(5, ge=1, le=50, description="Sources returned per question.")
+    candidates: int = Field(100, ge=10, le=2000, description="How deep each list (BM25, chars, dense) is read before fusion.")
+    rrf_k: int = Field(60, ge=1, description="RRF constant: larger flattens the difference between ranks.")
+    bm25_weight: float = Field(1.0, ge=0, description="RRF weight of the Kiwi-morpheme BM25 list.")
+    chars_weight: float = Field(0.5, ge=0, description="RRF weight of the char n-gram TF-IDF list.")
+    dense_weight: float = Field(0.5, ge=0, description="RRF weight of the dense (FAISS) list.")
+    expansion_weight: float = Field(0.5, ge=0, le=1, description="BM25 weight of lexicon expansions (full statute names, synonyms) relative to the question's own terms.")
+    reranker_model: ResolvedPath | None = Field(None, description="Local cross-encoder folder (sentence-transformers CrossEncoder) to rerank the fused top candidates; None: no reranking.")
+    rerank_top: int = Field(20, ge=1, le=200, description="How many fused candidates the reranker rescores.")
+    extra_aliases: dict[str, str] = Field(default_factory=dict, description="More statute short names: {short: full name}.")
+    extra_synonyms: dict[str, list[str]] = Field(default_factory=dict, description="More synonyms: {word people say: [words documents use]}.")
+
+
+@dataclass
+class Hit:
+    index: int          # row in kb.chunks
+    score: float        # fused score (or reranker score)
+    chunk: dict
+
+
+class HybridRetriever:
+    def __init__(self, kb: KnowledgeBase, cfg: RetrievalConfig | None = None):
+        self.kb = kb
+        self.cfg = cfg or RetrievalConfig()
+        self.lexicon = Lexicon(self.cfg.extra_aliases, self.cfg.extra_synonyms)
+        self._reranker: Any = None
+
+    # -------------------------------------------------------------- the three lists
+
+    def _bm25(self, terms: dict[str, float], allowed: np.ndarray | None) -> list[int]:
+        m = self.kb.bm25
+        scores = np.zeros(m.shape[0], dtype=np.float32)
+        for term, weight in terms.items():
+            j = self.kb.bm25_vocab.get(term)
+            if j is None:
+                continue
+            lo, hi = m.indptr[j], m.indptr[j + 1]
+            scores[m.indices[lo:hi]] += m.data[lo:hi] * weight  # one posting per (chunk, term): no repeats
+        return _top(scores, allowed, self.cfg.candidates)
+
+    def _chars(self, text: str, allowed: np.ndarray | None) -> list[int]:
+        q = self.kb.char_vectorizer.transform([text])
+        if q.nnz == 0:
+            return []
+        scores = np.asarray(self.kb.chars[:, q.indices] @ q.data, dtype=np.float32).ravel()
+        return _top(scores, allowed, self.cfg.candidates)
+
+    def _dense(self, text: str, terms: dict[str, float], allowed: np.ndarray | None) -> list[int]:
+        import faiss
+
+        n = self.kb.dense.ntotal
+        if n == 0:
+            return []
+        params = None
+        if allowed is not None:
+            # Access control inside the search: FAISS never scores a chunk outside the bitmap.
+            bitmap = np.packbits(allowed, bitorder="little")
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBitmap(n, faiss.swig_ptr(bitmap)))
+        k = min(self.cfg.candidates, n)
+        scores, ids = self.kb.dense.search(self.kb.encode_query(text, terms), k, params=params)
+        return [int(i) for s, i in zip(scores[0], ids[0]) if i >= 0 and s > 0]
+
+    # -------------------------------------------------------------- search
+
+    def query_terms(self, question: str) -> dict[str, float]:
+        """BM25 terms of a question with their weights: its own morphemes 1, lexicon expansions less."""
+        terms: dict[str, float] = {}
+        expansion = self.lexicon.expand(question).text()
+        for term in morpheme_terms(expansion) if expansion else []:
+            terms[term] = self.cfg.expansion_weight
+        own = morpheme_terms(question)
+        for term in with_bigrams(own) if self.kb.index_cfg.bigrams else own:
+            terms[term] = 1.0
+        return terms
+
+    def search(self, question: str, groups: tuple[str, ...] | list[str] = ("all",), k: int | None = None) -> list[Hit]:
+        k = k or self.cfg.top_k
+        allowed = self.kb.allowed(groups)
+        if not allowed.any():
+            return []
+        mask = None if allowed.all() else allowed
+        terms = self.query_terms(question)
+        lists = [
+            (self.cfg.bm25_weight, self._bm25(terms, mask)),
+            (self.cfg.chars_weight, self._chars(question, mask)),
+            (self.cfg.dense_weight, self._dense(question, terms, mask)),
+        ]
+        fused: dict[int, float] = {}
+        for weight, ranked in lists:
+            if weight <= 0:
+                continue
+            for rank, i in enumerate(ranked):
+                fused[i] = fused.get(i, 0.0) + weight / (self.cfg.rrf_k + rank + 1)
+        order = sorted(fused, key=lambda i: -fused[i])
+        # Defence in depth: the lists were masked already; a leak here would be a bug upstream.
+        order = [i for i in order if allowed[i]]
+        hits = [Hit(i, fused[i], self.kb.chunks[i]) for i in order]
+        if self.cfg.reranker_model is not None and hits:
+            hits = self._rerank(question, hits[: self.cfg.rerank_top]) + hits[self.cfg.rerank_top :]
+        return hits[:k]
+
+    def _rerank(self, question: str, hits: list[Hit]) -> list[Hit]:
+        if self._reranker is None:
+            try:
+                from sentence_transformers import CrossEncoder
+            except ImportError:
+                from kofin.errors import KofinError
+
+                raise KofinError("retrieval.reranker_model is set but sentence-transformers is not installed") from None
+            self._reranker = CrossEncoder(str(self.cfg.reranker_model), device="cpu", local_files_only=True)
+        scores = self._reranker.predict([(question, h.chunk["text"]) for h in hits])
+        ranked = sorted(zip(scores, hits), key=lambda p: -float(p[0]))
+        return [Hit(h.index, float(s), h.chunk) for s, h in ranked]
+
+
+def _top(scores: np.ndarray, allowed: np.ndarray | None, n: int) -> list[int]:
+    if allowed is not None:
+        scores = np.where(allowed, scores, -np.inf)
+    n = min(n, int((scores > 0).sum()))
+    if n <= 0:
+        return []
+    idx = np.argpartition(-scores, n - 1)[:n]
+    return [int(i) for i in idx[np.argsort(-scores[idx], kind="stable")]]
+
+
+# ---------------------------------------------------------------- langchain
+
+
+def chunk_document(hit: Hit):
+    """A hit as a langchain Document: chunk text plus its citation metadata."""
+    from langchain_core.documents import Document
+
+    c = hit.chunk
+    meta = {
+        "id": c["doc_id"], "chunk_id": c["chunk_id"], "title": c["title"], "section": c["section"],
+        "page": c["page"], "groups": list(c["groups"]), "score": round(hit.score, 6),
+    }
+    return Document(page_content=c["text"], metadata=meta, id=c["chunk_id"])
+
+
+@lru_cache(maxsize=1)
+def _langchain_retriever():
+    from langchain_core.callbacks import CallbackManagerForRetrieverRun
+    from langchain_core.retrievers import BaseRetriever
+
+    class KofinRetriever(BaseRetriever):
+        """kofin's hybrid retriever for langchain chains; `groups` is the caller's access groups."""
+
+        model_config = ConfigDict(arbitrary_types_allowed=True)
+        retriever: HybridRetriever
+        groups: tuple[str, ...] = ("all",)
+        k: int = 5
+
+        def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list:
+            return [chunk_document(h) for h in self.retriever.search(query, self.groups, self.k)]
+
+    return KofinRetriever
+
+
+def __getattr__(name: str):
+    # langchain-core is imported only when a caller asks for the langchain retriever.
+    if name == "KofinRetriever":
+        return _langchain_retriever()
+    raise AttributeError(name)
+
+
+def load_retriever(kb_path: Path, cfg: RetrievalConfig | None = None) -> HybridRetriever:
+    from kofin.serve.kb import load_kb
+
+    return HybridRetriever(load_kb(kb_path), cfg)
