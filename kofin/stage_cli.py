@@ -33,9 +33,11 @@ def config_help(model: type[BaseModel]) -> str:
     return "\n".join(out)
 
 
-def add_config_args(parser: argparse.ArgumentParser, model: type[BaseModel], example: str) -> None:
+def add_config_args(
+    parser: argparse.ArgumentParser, model: type[BaseModel], example: str, override: str = "validate.max_seq_len=512"
+) -> None:
     parser.add_argument("--config", type=Path, metavar="YAML", help=f"stage config, e.g. {example}")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override a config key, e.g. validate.max_seq_len=512")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"override a config key, e.g. {override}")
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = config_help(model)
 

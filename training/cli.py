@@ -23,7 +23,7 @@ def sft_cli(argv: list[str]) -> int:
         "axolotl's schema, and runs `axolotl train` in the axolotl env through the configured launcher. "
         "Re-running a killed run with the same config resumes from its last complete checkpoint.",
     )
-    add_config_args(parser, SftConfig, "configs/sft/tiny.yaml")
+    add_config_args(parser, SftConfig, "configs/sft/tiny.yaml", "lora.r=16")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the axolotl YAML, launch command, trainable parameters and per-GPU memory "
                         "estimate; load no weights and launch nothing")
@@ -55,7 +55,7 @@ def dpo_cli(argv: list[str]) -> int:
         description="Preference tuning with DPO on top of an SFT run: unsloth (FastLanguageModel + TRL DPOTrainer) "
         "where CUDA and unsloth are present, the same TRL recipe with PEFT otherwise.",
     )
-    add_config_args(parser, DpoConfig, "configs/dpo/tiny.yaml")
+    add_config_args(parser, DpoConfig, "configs/dpo/tiny.yaml", "training.beta=0.05")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_intermixed_args(argv)
     cfg = load_stage_config(DpoConfig, args, "kofin dpo")

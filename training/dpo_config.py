@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from kofin.config import KofinModel, ResolvedPath, StageConfig
-from kofin.training.sft_config import LoraSettings
+from kofin.training.sft_config import LoraSettings, Schedule
 
 LossType = Literal[
     "sigmoid", "ipo", "hinge", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard",
@@ -21,22 +21,15 @@ LossType = Literal[
 ]
 
 
-class DpoTraining(KofinModel):
+class DpoTraining(Schedule):
     beta: float = Field(default=0.1, gt=0, description="KL strength: how far the policy may move from the reference.")
     loss_type: LossType = Field(default="sigmoid", description="TRL DPO loss: sigmoid (DPO), ipo, hinge, robust, ...")
     label_smoothing: float = Field(default=0.0, ge=0.0, lt=0.5, description="Assumed label noise (robust / conservative DPO).")
     max_length: int = Field(default=1024, ge=16, description="Tokens of prompt + response; longer pairs are truncated from the end.")
     per_device_batch_size: int = Field(default=2, ge=1, description="Preference pairs per device per step.")
-    gradient_accumulation_steps: int = Field(default=1, ge=1, description="Micro-batches per optimizer step.")
-    num_epochs: float = Field(default=1.0, gt=0, description="Passes over the pairs (ignored when max_steps is set).")
-    max_steps: int | None = Field(default=None, ge=1, description="Stop after this many optimizer steps; null = num_epochs.")
+    # DPO moves a tuned policy a little: a small peak rate and a plain linear decay.
     learning_rate: float = Field(default=5e-6, gt=0, description="Peak learning rate (DPO wants it small on real models).")
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(default="linear", description="Learning-rate schedule.")
-    warmup_ratio: float = Field(default=0.0, ge=0.0, lt=1.0, description="Fraction of steps spent warming up.")
-    precision: Literal["bf16", "fp16", "fp32"] = Field(default="fp32", description="Compute dtype; bf16 on H100/H200.")
-    gradient_checkpointing: bool = Field(default=False, description="Recompute activations in backward to save memory.")
-    logging_steps: int = Field(default=1, ge=1, description="Log loss and rewards every N steps.")
-    seed: int = Field(default=0, description="Seed for data order and LoRA init.")
 
 
 class DpoConfig(StageConfig):

@@ -84,27 +84,32 @@ class LoraSettings(KofinModel):
         return ALL_LINEAR if self.targets == "all-linear" else tuple(self.targets)
 
 
-class Training(KofinModel):
-    sequence_len: int = Field(default=512, ge=16, description="Tokens per sample (packed sample with sample_packing).")
-    sample_packing: bool = Field(default=False, description="Pack several samples into one sequence (needs flash attention on GPU).")
-    micro_batch_size: int = Field(default=2, ge=1, description="Samples per GPU per forward pass.")
+class Schedule(KofinModel):
+    """Optimisation settings every training stage shares (SFT and DPO)."""
+
     gradient_accumulation_steps: int = Field(default=1, ge=1, description="Micro-batches per optimizer step.")
     num_epochs: float = Field(default=1.0, gt=0, description="Passes over the data (ignored when max_steps is set).")
     max_steps: int | None = Field(default=None, ge=1, description="Stop after this many optimizer steps; null = num_epochs.")
     learning_rate: float = Field(default=2e-4, gt=0, description="Peak learning rate.")
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(default="cosine", description="Learning-rate schedule.")
     warmup_ratio: float = Field(default=0.0, ge=0.0, lt=1.0, description="Fraction of steps spent warming up.")
+    precision: Literal["bf16", "fp16", "fp32"] = Field(default="fp32", description="Compute dtype; bf16 on H100/H200.")
+    gradient_checkpointing: bool = Field(default=False, description="Recompute activations in backward to save memory.")
+    logging_steps: int = Field(default=1, ge=1, description="Log loss (and rewards) every N steps.")
+    seed: int = Field(default=0, description="Seed for data order and LoRA init.")
+
+
+class Training(Schedule):
+    sequence_len: int = Field(default=512, ge=16, description="Tokens per sample (packed sample with sample_packing).")
+    sample_packing: bool = Field(default=False, description="Pack several samples into one sequence (needs flash attention on GPU).")
+    micro_batch_size: int = Field(default=2, ge=1, description="Samples per GPU per forward pass.")
     weight_decay: float = Field(default=0.0, ge=0.0, description="AdamW weight decay.")
     optimizer: str = Field(default="adamw_torch", description="axolotl/transformers optimizer name, e.g. adamw_torch, adamw_bnb_8bit, paged_adamw_8bit.")
     neftune_noise_alpha: float | None = Field(
         default=None, gt=0, description="NEFTune embedding noise; off by default (it hurt citation formatting)."
     )
-    precision: Literal["bf16", "fp16", "fp32"] = Field(default="fp32", description="Compute dtype; bf16 on H100/H200.")
     flash_attention: bool = Field(default=False, description="FlashAttention-2 (GPU only).")
-    gradient_checkpointing: bool = Field(default=False, description="Recompute activations in backward to save memory.")
     save_steps: int = Field(default=50, ge=1, description="Checkpoint every N steps; a killed run resumes from the last one.")
-    logging_steps: int = Field(default=1, ge=1, description="Log loss and throughput every N steps.")
-    seed: int = Field(default=0, description="Seed for data order and LoRA init.")
     too_long: Literal["error", "drop", "truncate"] = Field(
         default="error",
         description="Chat rows longer than sequence_len: 'error' stops before launch and names them; "
