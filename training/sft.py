@@ -204,6 +204,8 @@ def main(cfg: SftConfig, *, echo: bool = True) -> Path:
     work = Path(str(final) + PARTIAL_SUFFIX)
     digest = config_digest(cfg.model_dump(mode="json"))
     resume = checkpoints.same_config(work, digest)
+    if work.exists() and not resume:
+        print(f"kofin sft: {work} holds an attempt of another config; starting afresh", flush=True)
     p = plan(cfg, work)
     stats = check_rows(cfg, p.datasets, p.base_model)
     inputs: dict[str, Path | None] = {"base_model": p.base_model}
