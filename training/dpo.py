@@ -192,6 +192,7 @@ def main(cfg: DpoConfig, *, progress: bool = True) -> Path:
     backend = choose_backend(cfg.backend)
     inputs: dict[str, Path | None] = {"base_model": base, "sft_run": sft_run}
     inputs.update({f"preferences_{i}": p for i, p in enumerate(files)})
+    _quiet_library_noise(progress)
     with open_run("dpo", cfg, inputs=inputs) as run:
         tokenizer = AutoTokenizer.from_pretrained(str(sft_run or base))
         load = load_policy_unsloth if backend == "unsloth" else load_policy_trl
@@ -200,6 +201,10 @@ def main(cfg: DpoConfig, *, progress: bool = True) -> Path:
             model=model, ref_model=None, args=dpo_args(cfg, run.path, progress=progress, cuda=torch.cuda.is_available()),
             train_dataset=Dataset.from_list(rows), processing_class=tokenizer, peft_config=peft_config,
         )
+        if not progress:
+            from transformers import PrinterCallback
+
+            trainer.remove_callback(PrinterCallback)  # per-step records still go to metrics.jsonl
         trainer.train()
         # Only the trained adapter: TRL's frozen "ref" copy of a stacked adapter is not an output.
         trainer.model.save_pretrained(str(run.path), selected_adapters=["default"])
@@ -207,6 +212,20 @@ def main(cfg: DpoConfig, *, progress: bool = True) -> Path:
         shutil.rmtree(run.path / "trainer", ignore_errors=True)
         run.metrics.update(summarize(trainer.state.log_history, run.path, backend, cfg, len(rows), sft_run, base))
     return run.final_dir
+
+
+def _quiet_library_noise(progress: bool) -> None:
+    import warnings
+
+    # transformers 5.23 renamed gradient_checkpointing and warns even when TRL passes False;
+    # nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.* deprecated", category=FutureWarning)
+    if not progress:
+        import datasets
+        from transformers.utils import logging as hf_logging
+
+        datasets.disable_progress_bars()
+        hf_logging.disable_progress_bar()
 
 
 def summarize(history: list[dict[str, Any]], out: Path, backend: str, cfg: DpoConfig, pairs: int,
