@@ -49,8 +49,8 @@ def main() -> int:
            "intermediate_size=14336", "num_attention_heads=32", "num_key_value_heads=8")
     data = args.work / "data"
     if not (data / "COMPLETE").exists():
-        sh(*KOFIN, "data", "build-sft", "--config", "configs/data/tiny.yaml", f"output_dir={data}", "--quiet",
-           f"validate.max_seq_len={args.seq_len}")
+        # Raw text comes only from documents in the train split, so keep the chats' default length cap.
+        sh(*KOFIN, "data", "build-sft", "--config", "configs/data/tiny.yaml", f"output_dir={data}", "--quiet")
     out = args.work / f"sft-{args.method}-r{args.r}-{args.layers}l-s{args.seq_len}"
     overrides = [
         # Raw text: axolotl cuts it into sequence_len chunks, so tokens/s is measured at that length.
