@@ -28,7 +28,6 @@ _lock = threading.Lock()
 # exactly as the indexed ones were.
 _word_terms: dict[str, tuple[str, ...]] = {}
 _MAX_CACHED_WORDS = 500_000
-_BLOCK_WORDS = 256
 
 
 @lru_cache(maxsize=1)
@@ -52,25 +51,16 @@ def _content(tokens) -> tuple[str, ...]:
 
 
 def _analyse_words(words: list[str]) -> None:
-    """Fill _word_terms for `words`, analysing them in space-joined blocks (one Kiwi call each)."""
-    import bisect
+    """Fill _word_terms for `words`, each word analysed on its own.
 
-    blocks, starts = [], []
-    for i in range(0, len(words), _BLOCK_WORDS):
-        chunk = words[i : i + _BLOCK_WORDS]
-        offsets, pos = [], 0
-        for w in chunk:
-            offsets.append(pos)
-            pos += len(w) + 1
-        blocks.append(" ".join(chunk))
-        starts.append((chunk, offsets))
-    results = _kiwi().tokenize(blocks) if len(blocks) > 1 else [_kiwi().tokenize(blocks[0])]
-    for (chunk, offsets), tokens in zip(starts, results):
-        per_word: list[list] = [[] for _ in chunk]
-        for tok in tokens:
-            per_word[bisect.bisect_right(offsets, tok.start) - 1].append(tok)
-        for w, toks in zip(chunk, per_word):
-            _word_terms[w] = _content(toks)
+    Kiwi's analysis of a word depends on the words around it in the same call, so analysing
+    words in blocks made a word's morphemes depend on which other words happened to be new in
+    that call: the index (built from blocks of corpus words) and a later question (its own few
+    words) could split the same word differently, and results changed with process history.
+    One text per word, in one batched call, gives every process the same terms for a word.
+    """
+    for w, tokens in zip(words, _kiwi().tokenize(words)):
+        _word_terms[w] = _content(tokens)
 
 
 def morpheme_terms_many(texts: list[str]) -> list[list[str]]:

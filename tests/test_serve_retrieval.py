@@ -84,3 +84,19 @@ def test_laws_retrieval_quality_floor(laws_dir, tmp_path):
         mrr += 1 / rank if rank else 0
     recall5, mrr = recall5 / len(questions), mrr / len(questions)
     assert recall5 >= 0.88 and mrr >= 0.72, (recall5, mrr)
+
+
+def test_a_words_morphemes_do_not_depend_on_what_was_analysed_before():
+    """Index and question must split a word the same way, in any process: `kofin ask` runs in a
+    fresh process, not in the one that built the index."""
+    from kofin.serve import korean
+
+    question = "신용협동조합에는 이사와 감사를 각각 몇 명씩 두어야 하나요?"
+    korean._word_terms.clear()
+    alone = korean.morpheme_terms(question)
+    korean._word_terms.clear()
+    corpus = "조합원은 총회에서 의결권을 가진다. 이사회는 이사장과 이사로 구성하고 감사는 감사업무를 담당한다. 두어야 한다."
+    korean.morpheme_terms_many([corpus * 3, "예금자보호 한도와 중도해지이율을 확인하세요."])
+    after = korean.morpheme_terms(question)
+    assert alone == after
+    assert {"신용", "협동조합", "이사", "감사"} <= set(alone)
