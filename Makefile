@@ -49,7 +49,8 @@ axolotl-env: $(AXOLOTL_STAMP)
 # Re-pin after changing the axolotl version: installs it fresh and writes the full freeze.
 axolotl-lock:
 	rm -rf $(AXOLOTL_VENV).lock-tmp && $(PYTHON) -m venv $(AXOLOTL_VENV).lock-tmp
-	$(AXOLOTL_VENV).lock-tmp/bin/python -m pip install -q "$(TORCH_SPEC)" "axolotl==$(AXOLOTL_VERSION)"
+	$(AXOLOTL_VENV).lock-tmp/bin/python -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
+	$(AXOLOTL_VENV).lock-tmp/bin/python -m pip install -q "axolotl==$(AXOLOTL_VERSION)"
 	{ sed -n '1,4p' $(AXOLOTL_LOCK); $(AXOLOTL_VENV).lock-tmp/bin/pip freeze | grep -v '^torch=='; } > $(AXOLOTL_LOCK).new
 	mv $(AXOLOTL_LOCK).new $(AXOLOTL_LOCK) && rm -rf $(AXOLOTL_VENV).lock-tmp
 

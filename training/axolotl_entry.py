@@ -1,10 +1,11 @@
 """Runs inside the axolotl env (not the kofin env): it imports axolotl, never kofin.
 
 Run as:
-    <axolotl-env>/bin/python axolotl_entry.py validate axolotl.yaml   # axolotl's own schema, no weights
+    <axolotl-env>/bin/python axolotl_entry.py validate a.yaml [b.yaml ...]  # axolotl's schema, no weights
     <launcher> axolotl_entry.py train axolotl.yaml                    # `-m axolotl.cli.train`, CPU-safe
 
-`validate` prints one JSON line: {"ok": true} or {"ok": false, "error": "..."}.
+`validate` prints one JSON line per file: {"path", "ok": true, "missing": [packages the config
+needs that this env lacks]} or {"path", "ok": false, "error": "..."}.
 
 `train` is `python -m axolotl.cli.train` with one fix for hosts without an accelerator:
 axolotl's normalize_config pins `device_map={"": LOCAL_RANK}` whenever WORLD_SIZE > 1, and an
@@ -20,20 +21,57 @@ import runpy
 import sys
 
 
-def validate(path: str) -> int:
-    import yaml
+def _names(model) -> set[str]:
+    names = set(model.model_fields)
+    for field in model.model_fields.values():
+        alias = field.validation_alias or field.alias
+        choices = getattr(alias, "choices", [alias])
+        names.update(c for c in choices if isinstance(c, str))
+    return names
+
+
+# Packages axolotl imports only when a key asks for them; they are extras, absent from the
+# CPU lock, so a missing one must be named before GPUs are booked.
+NEEDS = {"attn_implementation": {"flash_attention_2": "flash_attn"}, "deepspeed": "deepspeed"}
+
+
+def check(raw: dict) -> dict:
+    from importlib.util import find_spec
+
     from axolotl.utils.config import validate_config
     from axolotl.utils.dict import DictDefault
+    from axolotl.utils.schemas.config import AxolotlInputConfig
+    from axolotl.utils.schemas.datasets import SFTDataset
 
-    with open(path, encoding="utf-8") as fh:
-        raw = yaml.safe_load(fh)
+    # axolotl's schema ignores keys it does not know; a misspelled key would silently do nothing.
+    unknown = sorted(set(raw) - _names(AxolotlInputConfig))
+    for i, ds in enumerate(raw.get("datasets") or []):
+        unknown += [f"datasets.{i}.{k}" for k in sorted(set(ds) - _names(SFTDataset))]
+    if unknown:
+        return {"ok": False, "error": f"keys axolotl does not know: {', '.join(unknown)}"}
     try:
         validate_config(DictDefault(raw))
     except Exception as err:  # axolotl raises ValueError, pydantic ValidationError, AssertionError...
-        print(json.dumps({"ok": False, "error": f"{type(err).__name__}: {err}"}, ensure_ascii=False))
-        return 1
-    print(json.dumps({"ok": True}))
-    return 0
+        return {"ok": False, "error": f"{type(err).__name__}: {err}"}
+    missing = []
+    attn = NEEDS["attn_implementation"].get(raw.get("attn_implementation"))
+    if attn and find_spec(attn) is None:
+        missing.append(f"attn_implementation {raw['attn_implementation']} needs the {attn} package")
+    if raw.get("deepspeed") and find_spec("deepspeed") is None:
+        missing.append("deepspeed needs the deepspeed package")
+    return {"ok": True, "missing": missing}
+
+
+def validate(paths: list[str]) -> int:
+    import yaml
+
+    worst = 0
+    for path in paths:
+        with open(path, encoding="utf-8") as fh:
+            result = check(yaml.safe_load(fh))
+        print(json.dumps({"path": path, **result}, ensure_ascii=False), flush=True)
+        worst = max(worst, 0 if result["ok"] else 1)
+    return worst
 
 
 def train() -> None:
@@ -54,10 +92,10 @@ def train() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] not in ("validate", "train"):
+    if len(sys.argv) < 3 or sys.argv[1] not in ("validate", "train"):
         print(__doc__, file=sys.stderr)
         sys.exit(2)
     if sys.argv[1] == "validate":
-        sys.exit(validate(sys.argv[2]))
+        sys.exit(validate(sys.argv[2:]))
     sys.argv = [sys.argv[0], sys.argv[2]]
     train()

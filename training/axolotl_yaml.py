@@ -54,6 +54,7 @@ def build_axolotl_config(
     datasets: list[tuple[Path, str]],
     output_dir: Path,
     deepspeed_json: Path | None = None,
+    architecture: str = "LlamaForCausalLM",
 ) -> dict[str, Any]:
     method, lora, train, launch = cfg.parsed_method, cfg.lora, cfg.training, cfg.launch
     y: dict[str, Any] = {
@@ -68,8 +69,9 @@ def build_axolotl_config(
         "sequence_len": train.sequence_len,
         "sample_packing": train.sample_packing,
         "pad_to_sequence_len": train.sample_packing,
-        # kofin checks lengths itself before launch when too_long is 'error'.
-        "excess_length_strategy": "drop" if train.too_long == "error" else train.too_long,
+        # kofin names too-long rows before launch; "raise" keeps axolotl from silently dropping a
+        # row its own tokenizer version counts a few tokens longer.
+        "excess_length_strategy": "raise" if train.too_long == "error" else train.too_long,
         "adapter": "qlora" if method.quantize_4bit else "lora",
     }
     if method.quantize_4bit:
@@ -105,11 +107,12 @@ def build_axolotl_config(
         y["max_steps"] = train.max_steps
     if train.neftune_noise_alpha is not None:
         y["neftune_noise_alpha"] = train.neftune_noise_alpha
+    if train.flash_attention:
+        y["attn_implementation"] = "flash_attention_2"
     y.update(
         bf16=train.precision == "bf16",
         fp16=train.precision == "fp16",
         tf32=train.precision == "bf16",
-        flash_attention=train.flash_attention,
         gradient_checkpointing=train.gradient_checkpointing,
         logging_steps=train.logging_steps,
         save_steps=train.save_steps,
@@ -128,7 +131,8 @@ def build_axolotl_config(
             "offload_params": False,
             "state_dict_type": "FULL_STATE_DICT",
             "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
-            "transformer_layer_cls_to_wrap": "LlamaDecoderLayer",
+            # Llama -> LlamaDecoderLayer, Mistral -> MistralDecoderLayer, Qwen2 -> Qwen2DecoderLayer.
+            "transformer_layer_cls_to_wrap": architecture.replace("ForCausalLM", "DecoderLayer"),
             "reshard_after_forward": True,
             "activation_checkpointing": train.gradient_checkpointing,
         }

@@ -116,11 +116,11 @@ def log_history(run_dir: Path) -> list[dict[str, Any]]:
 
 def tidy(run_dir: Path, *, keep_checkpoints: bool) -> None:
     """Drop what only served training (prepared data, caches; optimizer checkpoints unless kept)."""
-    last = list_checkpoints(run_dir)[-1:] if list_checkpoints(run_dir) else []
-    if last:
-        shutil.copy2(last[0] / "trainer_state.json", run_dir / "trainer_state.json")
+    found = list_checkpoints(run_dir)
+    if found:
+        shutil.copy2(found[-1] / "trainer_state.json", run_dir / "trainer_state.json")
     for name in SCRATCH:
         shutil.rmtree(run_dir / name, ignore_errors=True)
     if not keep_checkpoints:
-        for ckpt in list_checkpoints(run_dir):
+        for ckpt in found:
             shutil.rmtree(ckpt)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kofin.errors import KofinError
-from kofin.rundir import open_run, require_complete
+from kofin.rundir import atomic_write_json, open_run, require_complete
 from kofin.training.dpo_config import DpoConfig
 
 PAIRS_FILE = "dpo/train.jsonl"
@@ -76,7 +76,7 @@ def load_pairs(cfg: DpoConfig) -> tuple[list[dict[str, Any]], list[Path]]:
             found = check_preference_row(row)
             problems += [f"{where}  {p}" for p in found]
             if not found:
-                rows.append({k: row[k] for k in ("prompt", "chosen", "rejected")})
+                rows.append({"_where": where, **{k: row[k] for k in ("prompt", "chosen", "rejected")}})
     if problems:
         shown = problems[:MAX_LISTED] + ([f"... and {len(problems) - MAX_LISTED} more"] if len(problems) > MAX_LISTED else [])
         raise DpoInputError("the preference data cannot be used:\n  " + "\n  ".join(shown))
@@ -85,19 +85,38 @@ def load_pairs(cfg: DpoConfig) -> tuple[list[dict[str, Any]], list[Path]]:
     return rows, files
 
 
-def choose_backend(requested: str) -> str:
+def choose_backend(requested: str, *, merge_adapter: bool = False) -> str:
     import importlib.util
 
     import torch
 
     cuda = torch.cuda.is_available()
+    have_unsloth = importlib.util.find_spec("unsloth") is not None
     if requested == "unsloth" and not cuda:
         raise DpoInputError("backend 'unsloth' needs a CUDA GPU (unsloth refuses to import without one); use backend: trl or auto")
-    if requested == "unsloth" and importlib.util.find_spec("unsloth") is None:
+    if requested == "unsloth" and not have_unsloth:
         raise DpoInputError("backend 'unsloth': unsloth is not installed in this env; install it on the GPU host or use backend: trl")
+    if requested == "unsloth" and merge_adapter:
+        raise DpoInputError("backend unsloth supports adapter_mode: stack; use backend: trl (or auto) for adapter_mode: merge")
     if requested == "auto":
-        return "unsloth" if cuda and importlib.util.find_spec("unsloth") is not None else "trl"
+        return "unsloth" if cuda and have_unsloth and not merge_adapter else "trl"
     return requested
+
+
+def check_prompt_lengths(rows: list[dict[str, Any]], tokenizer, max_length: int) -> None:
+    """A prompt that fills max_length leaves the answers nothing: TRL would train on empty pairs."""
+    long = []
+    for i, row in enumerate(rows):
+        text = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
+        n = len(tokenizer(text, add_special_tokens=False)["input_ids"])  # the template wrote its own specials
+        if n >= max_length:
+            long.append((row.get("_where", f"pair {i + 1}"), n))
+    if long:
+        shown = [f"{where}  prompt is {n} tokens >= training.max_length {max_length}" for where, n in long[:MAX_LISTED]]
+        if len(long) > MAX_LISTED:
+            shown.append(f"... and {len(long) - MAX_LISTED} more")
+        shown.append(f"fix: raise training.max_length above {max(n for _, n in long)}, or shorten these prompts")
+        raise DpoInputError("prompts leave no room for the answers:\n  " + "\n  ".join(shown))
 
 
 # ---------------------------------------------------------------- policy
@@ -146,7 +165,7 @@ def load_policy_unsloth(cfg: DpoConfig, base: Path, sft_run: Path | None):
         raise DpoInputError("backend unsloth supports adapter_mode: stack; use backend: trl for adapter_mode: merge")
     model, _ = FastLanguageModel.from_pretrained(
         model_name=str(base), max_seq_length=cfg.training.max_length, dtype=_dtype(cfg.training.precision),
-        load_in_4bit=cfg.load_in_4bit, local_files_only=True,
+        load_in_4bit=cfg.load_in_4bit,  # a local path, and HF_HUB_OFFLINE is set: nothing is fetched
     )
     if sft_run is not None:
         from peft import PeftModel
@@ -181,25 +200,30 @@ def dpo_args(cfg: DpoConfig, out: Path, *, progress: bool, cuda: bool):
 
 
 def main(cfg: DpoConfig, *, progress: bool = True) -> Path:
+    sft_run = resolve_sft_run(cfg)
+    base = resolve_base_model(cfg)
+    rows, files = load_pairs(cfg)
+    backend = choose_backend(cfg.backend, merge_adapter=sft_run is not None and cfg.adapter_mode == "merge")
+    if backend == "unsloth":
+        import unsloth  # noqa: F401  -- first, so its patches reach transformers and TRL
+
     import torch
     from datasets import Dataset
     from transformers import AutoTokenizer
     from trl import DPOTrainer
 
-    sft_run = resolve_sft_run(cfg)
-    base = resolve_base_model(cfg)
-    rows, files = load_pairs(cfg)
-    backend = choose_backend(cfg.backend)
+    tokenizer = AutoTokenizer.from_pretrained(str(sft_run or base))
+    check_prompt_lengths(rows, tokenizer, cfg.training.max_length)
     inputs: dict[str, Path | None] = {"base_model": base, "sft_run": sft_run}
     inputs.update({f"preferences_{i}": p for i, p in enumerate(files)})
     _quiet_library_noise(progress)
     with open_run("dpo", cfg, inputs=inputs) as run:
-        tokenizer = AutoTokenizer.from_pretrained(str(sft_run or base))
         load = load_policy_unsloth if backend == "unsloth" else load_policy_trl
         model, peft_config = load(cfg, base, sft_run)
+        pairs = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
         trainer = DPOTrainer(
             model=model, ref_model=None, args=dpo_args(cfg, run.path, progress=progress, cuda=torch.cuda.is_available()),
-            train_dataset=Dataset.from_list(rows), processing_class=tokenizer, peft_config=peft_config,
+            train_dataset=pairs, processing_class=tokenizer, peft_config=peft_config,
         )
         if not progress:
             from transformers import PrinterCallback
@@ -211,6 +235,8 @@ def main(cfg: DpoConfig, *, progress: bool = True) -> Path:
         tokenizer.save_pretrained(str(run.path))
         shutil.rmtree(run.path / "trainer", ignore_errors=True)
         run.metrics.update(summarize(trainer.state.log_history, run.path, backend, cfg, len(rows), sft_run, base))
+        # Beside the adapter, not only in the manifest: a merged-mode adapter applies to base + SFT.
+        atomic_write_json(run.path / "adapter_base.json", run.metrics["adapter_base"])
     return run.final_dir
 
 
@@ -246,6 +272,8 @@ def summarize(history: list[dict[str, Any]], out: Path, backend: str, cfg: DpoCo
         "reward_margin_first": pick(first, "rewards/margins"), "reward_margin_last": pick(last, "rewards/margins"),
         "reward_accuracy_last": pick(last, "rewards/accuracies"),
         "train_runtime_s": final.get("train_runtime"),
+        # TRL's num_tokens counts prompt + both answers of every pair seen, padding excluded.
+        "tokens_per_s": round(last["num_tokens"] / final["train_runtime"], 1) if "num_tokens" in last and final.get("train_runtime") else None,
         # What the adapter applies to, for the merge stage.
         "adapter_base": {"base_model": str(base),
                          "merged_first": [str(sft_run)] if sft_run is not None and cfg.adapter_mode == "merge" else []},

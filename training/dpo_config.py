@@ -63,6 +63,17 @@ class DpoConfig(StageConfig):
     training: DpoTraining = Field(default_factory=DpoTraining, description="Optimisation settings.")
 
     @model_validator(mode="after")
+    def _lora_only_for_a_new_adapter(self) -> "DpoConfig":
+        if self.sft_run is not None and self.adapter_mode == "stack" and "lora" in self.model_fields_set:
+            raise ValueError(
+                "lora settings are unused with adapter_mode: stack (the SFT adapter keeps its own rank and "
+                "targets); remove the lora section, or use adapter_mode: merge to train a new adapter"
+            )
+        if "exo_pair" == self.training.loss_type and self.training.label_smoothing == 0:
+            raise ValueError("loss_type exo_pair needs training.label_smoothing > 0, e.g. 0.001 (TRL divides by it)")
+        return self
+
+    @model_validator(mode="after")
     def _merge_needs_16bit(self) -> "DpoConfig":
         if self.adapter_mode == "merge" and self.load_in_4bit and self.sft_run is not None:
             raise ValueError(

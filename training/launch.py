@@ -64,8 +64,6 @@ class LaunchPlan:
 def plan_launch(launch: Launch, yaml_path: Path, *, cuda: bool, run_dir: Path) -> LaunchPlan:
     """The command line for this host. `cuda` says whether the training processes will see a GPU."""
     world = launch.world_size
-    if launch.launcher == "python" and world > 1:
-        raise LaunchError("launch.launcher 'python' starts one process; use accelerate or torchrun for gpus_per_node > 1")
     if launch.container:
         prefix, exe = list(launch.container), (lambda name: name)
     else:
@@ -103,13 +101,20 @@ def plan_launch(launch: Launch, yaml_path: Path, *, cuda: bool, run_dir: Path) -
     }
     if cpu_ddp:
         env["ACCELERATE_USE_CPU"] = "1"
+    if launch.container:
+        # `docker run` does not pass the client's environment into the container: set it inside.
+        return LaunchPlan(prefix + ["env", *(f"{k}={v}" for k, v in env.items())] + argv, {})
     return LaunchPlan(prefix + argv, env)
 
 
-def validate_with_axolotl(launch: Launch, yaml_path: Path) -> None:
-    """axolotl's own schema check of the written YAML, in the axolotl env; no weights are loaded."""
-    if launch.container:
-        return  # the image's axolotl checks it at start; kofin cannot reach into the image here
+def validate_with_axolotl(launch: Launch, yaml_path: Path) -> list[str] | None:
+    """axolotl's own schema check of the written YAML, in the axolotl env; no weights are loaded.
+
+    Returns the packages the config needs that the env lacks (flash-attn, deepspeed: extras
+    installed on GPU hosts), or None when no local axolotl env exists to check a container run.
+    """
+    if launch.container and not (axolotl_env(launch) / "bin" / "python").exists():
+        return None
     python = require_axolotl_env(launch) / "bin" / "python"
     env = {**os.environ, **OFFLINE_ENV}
     proc = subprocess.run([str(python), str(ENTRY), "validate", str(yaml_path)], capture_output=True, text=True, env=env)
@@ -120,6 +125,7 @@ def validate_with_axolotl(launch: Launch, yaml_path: Path) -> None:
     result = json.loads(verdict)
     if not result["ok"]:
         raise LaunchError(f"axolotl rejected {yaml_path}: {result['error']}")
+    return result["missing"]
 
 
 def _die_with_parent() -> None:
@@ -157,9 +163,11 @@ def run_logged(plan: LaunchPlan, log_path: Path, *, echo: bool = True) -> float:
         finally:
             signal.signal(signal.SIGTERM, previous)
     if code != 0:
+        cause = ("it was stopped by a signal (preemption or a kill)" if code < 0
+                 else "fix the cause shown above")
         raise LaunchError(
             f"axolotl exited with status {code}. Last lines of {log_path}:\n{_tail(log_path)}\n"
-            "Checkpoints written so far are kept; fix the cause and run the same command to resume."
+            f"Checkpoints written so far are kept: {cause}, then run the same command to resume."
         )
     return time.time() - start
 

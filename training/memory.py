@@ -110,12 +110,13 @@ def estimate_memory(
     gradient_checkpointing: bool = True,
     flash_attention: bool = True,
     world_size: int = 1,
-    sharding: str = "ddp",  # ddp | zero2 | zero3 | fsdp
+    sharding: str = "ddp",  # ddp | zero1 | zero2 | zero3 | fsdp
     dora: bool = False,
     double_quant: bool = True,
 ) -> MemoryEstimate:
     trainable = lora_params(shape, r, targets, dora=dora)
     est = MemoryEstimate(trainable_params=trainable, total_params=shape.total_params())
+    shard_optim = world_size if sharding in ("zero1", "zero2", "zero3", "fsdp") else 1
     shard_states = world_size if sharding in ("zero2", "zero3", "fsdp") else 1
     shard_weights = world_size if sharding in ("zero3", "fsdp") else 1
 
@@ -131,7 +132,7 @@ def estimate_memory(
     # and AdamW holds two fp32 moments.
     est.parts["adapter weights (fp32)"] = trainable * 4.0 / shard_weights
     est.parts["adapter gradients (fp32)"] = trainable * 4.0 / shard_states
-    est.parts["optimizer states (AdamW, fp32)"] = trainable * 8.0 / shard_states
+    est.parts["optimizer states (AdamW, fp32)"] = trainable * 8.0 / shard_optim
 
     tokens = seq_len * micro_batch
     h = shape.hidden

@@ -14,7 +14,7 @@ complete one.
 from __future__ import annotations
 
 import json
-import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,9 @@ from typing import Any
 import yaml
 
 from kofin.errors import KofinError
-from kofin.rundir import PARTIAL_SUFFIX, atomic_write_json, atomic_write_text, config_digest, open_run, require_complete
+from kofin.rundir import (
+    PARTIAL_SUFFIX, atomic_write_json, atomic_write_text, config_digest, open_run, require_complete, sha256_file,
+)
 from kofin.training import checkpoints
 from kofin.training.axolotl_yaml import AXOLOTL_YAML, build_axolotl_config, deepspeed_config
 from kofin.training.launch import LaunchPlan, plan_launch, run_logged, validate_with_axolotl
@@ -99,12 +101,27 @@ def resolve_datasets(cfg: SftConfig) -> list[tuple[Path, str]]:
     return out
 
 
+def load_base_tokenizer(base_model: Path, needs_template: bool):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(base_model))
+    except (OSError, ValueError) as err:
+        raise SftInputError(f"base_model: cannot load a tokenizer from {base_model} ({err})") from None
+    if needs_template and not tokenizer.chat_template:
+        raise SftInputError(
+            f"base_model: {base_model} has no chat template, so chat datasets cannot be rendered; use an "
+            "instruct model's tokenizer, or train on raw text (datasets.N.type: completion)"
+        )
+    return tokenizer
+
+
 def check_rows(cfg: SftConfig, datasets: list[tuple[Path, str]], base_model: Path) -> dict[str, Any]:
     """Schema and token lengths of every row, with the base model's own tokenizer and chat template."""
     from kofin.data_ko.formats import read_records
-    from kofin.data_ko.validate import check_sft_row, load_tokenizer, token_lengths
+    from kofin.data_ko.validate import check_sft_row, token_lengths
 
-    tokenizer = load_tokenizer(base_model)
+    tokenizer = load_base_tokenizer(base_model, needs_template=any(kind == "chat" for _, kind in datasets))
     seq_len = cfg.training.sequence_len
     problems: list[str] = []
     stats: dict[str, Any] = {}
@@ -113,28 +130,30 @@ def check_rows(cfg: SftConfig, datasets: list[tuple[Path, str]], base_model: Pat
         if not rows:
             problems.append(f"{path}: no rows")
             continue
+        schema = []
         for where, row in rows:
             if kind == "chat":
-                problems += [f"{where}  {p}" for p in check_sft_row(row)]
+                schema += [f"{where}  {p}" for p in check_sft_row(row)]
             elif not isinstance(row, dict) or not isinstance(row.get("text"), str) or not row["text"].strip():
-                problems.append(f"{where}  text: expected a non-empty string (completion rows are {{\"text\": ...}})")
-        if problems:
-            continue
+                schema.append(f"{where}  text: expected a non-empty string (completion rows are {{\"text\": ...}})")
+        if schema:
+            problems += schema
+            continue  # lengths of malformed rows mean nothing; the next dataset is still checked
         lengths = token_lengths([r for _, r in rows], "sft" if kind == "chat" else "raw", tokenizer)
         stats[str(path)] = {"rows": len(rows), "tokens": int(sum(lengths)), "max_tokens": max(lengths)}
         if kind == "chat" and cfg.training.too_long == "error":
             long = [(where, n) for (where, _), n in zip(rows, lengths) if n > seq_len]
-            problems += [f"{where}  {n} tokens > training.sequence_len {seq_len}" for where, n in long[:MAX_LISTED]]
-            if len(long) > MAX_LISTED:
-                problems.append(f"... and {len(long) - MAX_LISTED} more rows over {seq_len} tokens")
+            problems += [f"{where}  {n} tokens > training.sequence_len {seq_len}" for where, n in long]
             if long:
-                longest = max(n for _, n in long)
                 problems.append(
-                    f"fix: raise training.sequence_len to {longest} or more, rebuild the data with "
+                    f"fix: raise training.sequence_len to {max(n for _, n in long)} or more, rebuild the data with "
                     f"validate.max_seq_len={seq_len}, or set training.too_long=drop"
                 )
     if problems:
         shown = problems[:MAX_LISTED * 2]
+        if len(problems) > len(shown):
+            fixes = [p for p in problems[len(shown):] if p.startswith("fix:")]
+            shown += [f"... and {len(problems) - len(shown) - len(fixes)} more"] + fixes
         raise SftInputError("the training data cannot be used as configured:\n  " + "\n  ".join(shown))
     return stats
 
@@ -145,7 +164,7 @@ def check_rows(cfg: SftConfig, datasets: list[tuple[Path, str]], base_model: Pat
 def plan(cfg: SftConfig, work_dir: Path, *, dry_run: bool = False) -> SftPlan:
     base_model, shape = resolve_base_model(cfg, dry_run=dry_run)
     if dry_run:  # the data may live only on the cluster; show where the run will read it
-        datasets = [(d.path if d.path.suffix else d.path / DATA_FILES[d.type], d.type) for d in cfg.datasets]
+        datasets = [(d.path if d.path.suffix == ".jsonl" else d.path / DATA_FILES[d.type], d.type) for d in cfg.datasets]
     else:
         datasets = resolve_datasets(cfg)
     method, train, launch = cfg.parsed_method, cfg.training, cfg.launch
@@ -156,7 +175,8 @@ def plan(cfg: SftConfig, work_dir: Path, *, dry_run: bool = False) -> SftPlan:
         world_size=launch.world_size, sharding=_sharding(launch.distributed), dora=method.dora,
     )
     ds_json = work_dir / "deepspeed.json" if launch.distributed.startswith("deepspeed") else None
-    axolotl = build_axolotl_config(cfg, base_model=base_model, datasets=datasets, output_dir=work_dir, deepspeed_json=ds_json)
+    axolotl = build_axolotl_config(cfg, base_model=base_model, datasets=datasets, output_dir=work_dir,
+                                   deepspeed_json=ds_json, architecture=_architecture(base_model))
     # A dry run on a laptop plans for the recipe's GPUs when it asks for GPU-only features.
     cuda = _cuda_available() or (dry_run and (train.precision != "fp32" or train.flash_attention))
     launch_plan = plan_launch(launch, work_dir / AXOLOTL_YAML, cuda=cuda, run_dir=work_dir)
@@ -164,7 +184,14 @@ def plan(cfg: SftConfig, work_dir: Path, *, dry_run: bool = False) -> SftPlan:
 
 
 def _sharding(distributed: str) -> str:
-    return {"deepspeed_zero2": "zero2", "deepspeed_zero3": "zero3", "fsdp": "fsdp"}.get(distributed, "ddp")
+    return {"deepspeed_zero1": "zero1", "deepspeed_zero2": "zero2", "deepspeed_zero3": "zero3", "fsdp": "fsdp"}.get(distributed, "ddp")
+
+
+def _architecture(base_model: Path) -> str:
+    try:
+        return json.loads((base_model / "config.json").read_text(encoding="utf-8"))["architectures"][0]
+    except (OSError, KeyError, IndexError, json.JSONDecodeError):
+        return "LlamaForCausalLM"  # dry run of a model that is not on this machine: EEVE is a Llama
 
 
 def _cuda_available() -> bool:
@@ -186,34 +213,54 @@ def write_axolotl_files(p: SftPlan, cfg: SftConfig, work_dir: Path) -> Path:
 # ---------------------------------------------------------------- run
 
 
-def dry_run(cfg: SftConfig) -> SftPlan:
-    """Print the YAML, the launch command and the memory estimate; load no weights, launch nothing."""
+def check_with_axolotl(p: SftPlan, cfg: SftConfig) -> list[str] | None:
+    """axolotl's schema check of the plan's YAML, written to a scratch file: before any run folder exists."""
     import tempfile
 
-    work = Path(str(cfg.output_dir) + PARTIAL_SUFFIX)
-    p = plan(cfg, work, dry_run=True)
-    with tempfile.TemporaryDirectory(prefix="kofin-sft-dry-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="kofin-sft-check-") as tmp:
         yaml_path = Path(tmp) / AXOLOTL_YAML
         yaml_path.write_text(yaml.safe_dump(p.axolotl, allow_unicode=True, sort_keys=False), encoding="utf-8")
-        validate_with_axolotl(cfg.launch, yaml_path)
-    return p
+        return validate_with_axolotl(cfg.launch, yaml_path)
+
+
+def dry_run(cfg: SftConfig) -> tuple[SftPlan, list[str] | None]:
+    """The plan and what axolotl's check says of it; loads no weights, launches nothing."""
+    p = plan(cfg, Path(str(cfg.output_dir) + PARTIAL_SUFFIX), dry_run=True)
+    return p, check_with_axolotl(p, cfg)
+
+
+def resume_digest(cfg: SftConfig, datasets: list[tuple[Path, str]]) -> str:
+    """What must be unchanged to continue an interrupted attempt: the training settings and the
+    data itself (axolotl reuses its tokenized copy by config alone). Price, currency and tidying
+    do not change the training, so editing them keeps the checkpoints."""
+    settings = cfg.model_dump(mode="json", exclude={"keep_checkpoints": True, "launch": {"gpu_hour_price", "currency"}})
+    settings["data_sha256"] = [sha256_file(path) for path, _ in datasets]
+    return config_digest(settings)
 
 
 def main(cfg: SftConfig, *, echo: bool = True) -> Path:
     final = cfg.output_dir
     work = Path(str(final) + PARTIAL_SUFFIX)
-    digest = config_digest(cfg.model_dump(mode="json"))
+    base_model, _ = resolve_base_model(cfg, dry_run=False)
+    datasets = resolve_datasets(cfg)
+    stats = check_rows(cfg, datasets, base_model)
+    p = plan(cfg, work)
+    missing = check_with_axolotl(p, cfg)
+    if missing:
+        raise SftInputError("the axolotl env lacks what this config needs: " + "; ".join(missing)
+                            + ". Install it into the env (e.g. .venv-axolotl/bin/pip install flash-attn deepspeed) "
+                            "or use a container image that has it.")
+    if cfg.launch.node_rank > 0:
+        return run_worker_node(p, cfg, echo=echo)
+    digest = resume_digest(cfg, datasets)
     resume = checkpoints.same_config(work, digest)
     if work.exists() and not resume:
-        print(f"kofin sft: {work} holds an attempt of another config; starting afresh", flush=True)
-    p = plan(cfg, work)
-    stats = check_rows(cfg, p.datasets, p.base_model)
+        print(f"kofin sft: {work} holds an attempt of another config or other data; starting afresh", flush=True)
     inputs: dict[str, Path | None] = {"base_model": p.base_model}
     inputs.update({f"dataset_{i}": path for i, (path, _) in enumerate(p.datasets)})
     with open_run("sft", cfg, inputs=inputs, resume=resume) as run:
         state = checkpoints.start_attempt(run.path, digest)
-        yaml_path = write_axolotl_files(p, cfg, run.path)
-        validate_with_axolotl(cfg.launch, yaml_path)
+        write_axolotl_files(p, cfg, run.path)
         resumed_from = checkpoints.drop_incomplete(run.path)
         if resumed_from is not None:
             print(f"kofin sft: resuming from {resumed_from.name} in {run.path}", flush=True)
@@ -223,7 +270,30 @@ def main(cfg: SftConfig, *, echo: bool = True) -> Path:
         if not (run.path / "adapter_model.safetensors").is_file():
             raise SftInputError(f"axolotl finished but wrote no adapter_model.safetensors in {run.path}; see logs/train.log")
         checkpoints.tidy(run.path, keep_checkpoints=cfg.keep_checkpoints)
+        # The finished run lives at `final`: make its recipe point there, so it reruns as written.
+        for name in (AXOLOTL_YAML, "launch.sh", "deepspeed.json"):
+            if (run.path / name).is_file():
+                text = (run.path / name).read_text(encoding="utf-8")
+                atomic_write_text(run.path / name, text.replace(str(run.path), str(final)))
     return final
+
+
+def run_worker_node(p: SftPlan, cfg: SftConfig, *, echo: bool) -> Path:
+    """Nodes other than rank 0 only start their processes. The run directory (on a filesystem every
+    node shares) is rank 0's to create, resume, finish and tidy; two writers would race."""
+    import tempfile
+
+    scratch = Path(tempfile.mkdtemp(prefix=f"kofin-sft-node{cfg.launch.node_rank}-"))
+    yaml_path = Path(p.launch.argv[-1])  # the YAML rank 0 writes into the shared run folder
+    for _ in range(600):
+        if yaml_path.is_file():
+            break
+        time.sleep(1)  # rank 0 checks the data and writes the YAML first
+    else:
+        raise SftInputError(f"{yaml_path} did not appear within 10 minutes; is output_dir on a filesystem shared with node 0?")
+    run_logged(p.launch, scratch / "train.log", echo=echo)
+    print(f"kofin sft: node {cfg.launch.node_rank} finished; node 0 writes {cfg.output_dir} (log: {scratch / 'train.log'})")
+    return cfg.output_dir
 
 
 def collect_metrics(run_dir: Path, cfg: SftConfig, p: SftPlan, state: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
@@ -236,13 +306,16 @@ def collect_metrics(run_dir: Path, cfg: SftConfig, p: SftPlan, state: dict[str, 
     tokens = max((h.get("tokens/total", 0) for h in steps), default=0)
     # Throughput of the attempt that finished: tokens since the step it resumed from, over its runtime.
     last = state["attempts"][-1]
-    before = next((h.get("tokens/total", 0) for h in steps if h["step"] == last.get("resumed_from_step")), 0)
+    resumed = last.get("resumed_from_step") or 0
+    # The count at the last logged step up to the checkpoint (logging_steps need not divide save_steps).
+    before = max((h.get("tokens/total", 0) for h in steps if h["step"] <= resumed), default=0)
     runtime = last.get("train_runtime_s") or 0.0
     tokens_run = tokens - before
     launch = cfg.launch
     gpus = launch.world_size if _cuda_available() or launch.container else 0
     wall = sum(a["wall_s"] for a in state["attempts"])
     gpu_hours = gpus * wall / 3600
+    # axolotl logs device memory from rank 0 only; ranks of a DDP job hold the same model and batch size.
     peak = max((h.get("memory/max_allocated (GiB)", 0.0) for h in history), default=0.0)
     return {
         "method": cfg.method,
@@ -254,7 +327,7 @@ def collect_metrics(run_dir: Path, cfg: SftConfig, p: SftPlan, state: dict[str, 
         "train_runtime_s": round(runtime, 3),
         "tokens_per_s": round(tokens_run / runtime, 1) if runtime else None,
         "tokens_per_s_per_gpu": round(tokens_run / runtime / launch.world_size, 1) if runtime else None,
-        "peak_gpu_memory_gib_per_gpu": peak if gpus else None,
+        "peak_gpu_memory_gib_rank0": peak if gpus else None,
         "memory_estimate_gib_per_gpu": round(p.memory.total / 1024**3, 2),
         "trainable_params": p.memory.trainable_params,
         "world_size": launch.world_size,

@@ -8,6 +8,7 @@ Run as:
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -149,10 +150,12 @@ class Launch(KofinModel):
     def _multinode_needs_rendezvous(self) -> "Launch":
         if self.nodes > 1 and not self.rdzv_endpoint:
             raise ValueError("nodes > 1 needs rdzv_endpoint (host:port of the rank-0 node), e.g. rdzv_endpoint=10.0.0.1:29500")
+        if self.rdzv_endpoint and not re.fullmatch(r".+:\d+", self.rdzv_endpoint):
+            raise ValueError(f"rdzv_endpoint {self.rdzv_endpoint!r} must be host:port, e.g. 10.0.0.1:29500")
+        if self.launcher == "python" and self.world_size > 1:
+            raise ValueError("launcher 'python' starts one process; use torchrun or accelerate for gpus_per_node > 1")
         if self.node_rank >= self.nodes:
             raise ValueError(f"node_rank {self.node_rank} must be below nodes ({self.nodes})")
-        if self.nodes > 1 and self.launcher == "python":
-            raise ValueError("launcher 'python' runs one process; use torchrun or accelerate for nodes > 1")
         return self
 
 
