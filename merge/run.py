@@ -1,0 +1,163 @@
+"""Merge the tuned model with an instruct model through mergekit, checked before and after.
+
+Run as:
+    kofin merge --config configs/merge/tiny.yaml          # tiny models, CPU, seconds
+    kofin merge --config configs/merge/eeve_slerp.yaml    # DPO-tuned EEVE x EEVE-Instruct
+
+Reads top to bottom: resolve the tuned run, its base and the other models -> compare their
+configs and tokenizers (no tensor read) -> step 1: fold the adapters into the 16-bit base ->
+step 2: write the mergekit YAML and run it with mergekit's API, lazily, out of core -> check the
+merged tensors, load and generate, perplexity probe of the merged model and its parents.
+
+The run directory holds `tuned/` (step 1), `merged/` (the model to serve), `mergekit.yaml` and
+`reproduce.sh` (`mergekit-yaml` on it rebuilds the same weights), `checks.json`, and the manifest
+with per-phase peak RSS next to the models' sizes.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from kofin.merge import checks
+from kofin.merge.adapter import TunedSource, merge_adapters, resolve_tuned
+from kofin.merge.checks import ModelRef
+from kofin.merge.config import TASK_VECTOR_METHODS, MergeConfig
+from kofin.merge.recipe import MERGEKIT_YAML, REPRODUCE, mergekit_config, reproduce_command, run_mergekit, shard_params
+from kofin.rundir import open_run
+
+TUNED_DIR, MERGED_DIR, CHECKS_FILE = "tuned", "merged", "checks.json"
+
+
+def resolve_others(cfg: MergeConfig) -> list[Path]:
+    from kofin.tiny import default_tiny_model
+
+    return [m.path if m.path is not None else default_tiny_model(seed=m.tiny_seed) for m in cfg.models]
+
+
+def model_refs(cfg: MergeConfig, src: TunedSource, others: list[Path]) -> tuple[ModelRef, list[ModelRef]]:
+    # The tuned model is the base plus adapters: the base's config, the run's own tokenizer.
+    tuned = ModelRef("tuned_run", src.base_model, src.tokenizer_dir, shown=f"{src.run}, adapter on {src.base_model}")
+    refs = [ModelRef(f"models.{i}", p) for i, p in enumerate(others)]
+    if cfg.method in TASK_VECTOR_METHODS:
+        refs.append(ModelRef("base_model", src.base_model))
+    return tuned, refs
+
+
+def model_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).glob("*.safetensors"))
+
+
+# ---------------------------------------------------------------- memory per phase
+
+
+def _proc_status_mb(field: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    # Linux: writing 5 to clear_refs resets VmHWM, so each phase gets its own peak.
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def phase(record: dict[str, Any], name: str) -> Iterator[None]:
+    resettable = _reset_peak_rss()
+    start_rss, started = _proc_status_mb("VmRSS"), time.time()
+    yield
+    gc.collect()
+    record[name] = {"wall_s": round(time.time() - started, 3), "rss_start_mb": start_rss,
+                    "peak_rss_mb": _proc_status_mb("VmHWM") if resettable else None}
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def main(cfg: MergeConfig) -> Path:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-tensor bars for a few models say nothing; phases are timed
+    src = resolve_tuned(cfg.tuned_run, cfg.base_model)
+    others = resolve_others(cfg)
+    tuned_ref, other_refs = model_refs(cfg, src, others)
+    compat = checks.check_compatible(tuned_ref, other_refs, tokenizer_source=cfg.tokenizer_source)
+    passages = checks.probe_passages(cfg.checks.probe_file)
+
+    inputs: dict[str, Path | None] = {"tuned_run": src.run, "base_model": src.base_model}
+    inputs.update({f"models_{i}": p for i, p in enumerate(others)})
+    phases: dict[str, Any] = {}
+    with open_run("merge", cfg, inputs=inputs) as run:
+        tuned, merged = run.path / TUNED_DIR, run.path / MERGED_DIR
+        shard_bytes = shard_params(cfg.options.out_shard_size) * (4 if cfg.dtype == "float32" else 2)
+        with phase(phases, "adapter_merge"):
+            step1 = merge_adapters(src, tuned, dtype=cfg.dtype, max_shard_size=shard_bytes)
+
+        template = checks.tokenizer_facts(ModelRef("tuned", tuned))["chat_template"]
+        # The saved YAML names the run's final location; mergekit runs now on the same files in .partial.
+        as_saved = mergekit_config(cfg, tuned=run.final_dir / TUNED_DIR, base=src.base_model, others=others, chat_template=template)
+        yaml_text = yaml.safe_dump(as_saved, allow_unicode=True, sort_keys=False)
+        (run.path / MERGEKIT_YAML).write_text(yaml_text, encoding="utf-8")
+        command = reproduce_command(cfg, run.final_dir / MERGEKIT_YAML, "OUT").replace(" OUT ", ' "${1:-merged-again}" ')
+        (run.path / REPRODUCE).write_text(
+            "#!/bin/sh\n# Rebuilds merged/ bit for bit from mergekit.yaml, in kofin's app env: sh reproduce.sh [OUT]\n"
+            f"{command}\n", encoding="utf-8")
+        as_run = mergekit_config(cfg, tuned=tuned, base=src.base_model, others=others, chat_template=template)
+        with phase(phases, "mergekit"):
+            run_mergekit(as_run, yaml_text, merged, cfg)
+        card = merged / "README.md"
+        if card.exists():  # mergekit's card lists the paths it read; name the final ones
+            card.write_text(card.read_text(encoding="utf-8").replace(str(run.path), str(run.final_dir)), encoding="utf-8")
+
+        with phase(phases, "checks"):
+            report = post_checks(cfg, tuned, others, merged, passages)
+        checks.write_json(run.path / CHECKS_FILE, report)
+        sizes = {"tuned": model_bytes(tuned), **{f"models.{i}": model_bytes(p) for i, p in enumerate(others)},
+                 "merged": model_bytes(merged)}
+        if cfg.method in TASK_VECTOR_METHODS:
+            sizes["base_model"] = model_bytes(src.base_model)
+        run.metrics.update({
+            "method": cfg.method, "adapters_merged": step1["adapters"], "parameters": step1["parameters"],
+            "compatibility": {k: v for k, v in compat.items()}, "phases": phases, "model_bytes": sizes,
+            "perplexity": {k: v["perplexity"] for k, v in report["perplexity"].items()},
+            "generation": report["generation"]["text"],
+            "reproduce": reproduce_command(cfg, run.final_dir / MERGEKIT_YAML),
+        })
+    return run.final_dir
+
+
+def post_checks(cfg: MergeConfig, tuned: Path, others: list[Path], merged: Path, passages: list[str]) -> dict[str, Any]:
+    from transformers import AutoTokenizer
+
+    expected: dict[str, tuple[int, ...]] = {}
+    for parent in [tuned, *others]:
+        expected.update(checks.tensor_shapes(parent))
+    report: dict[str, Any] = {
+        "tensors": checks.check_tensors(merged, expected, vocab_may_change=cfg.tokenizer_source is not None),
+        "finite": checks.check_finite(merged),
+        "probe": {"file": str(cfg.checks.probe_file or checks.DEFAULT_PROBE), "passages": len(passages)},
+        "perplexity": {},
+    }
+    # One model in memory at a time: the merged one first (it must load and generate), then each parent.
+    for name, path in [("merged", merged), ("tuned", tuned), *[(f"models.{i}", p) for i, p in enumerate(others)]]:
+        model, tokenizer = checks.load_causal_lm(path, cfg.dtype), AutoTokenizer.from_pretrained(str(path))
+        if name == "merged":
+            report["generation"] = checks.check_generates(model, tokenizer, cfg.checks.generate_prompt, cfg.checks.generate_tokens)
+        report["perplexity"][name] = checks.perplexity(model, tokenizer, passages, cfg.checks.probe_max_tokens)
+        del model
+        gc.collect()
+    return report
