@@ -17,10 +17,8 @@ with per-phase peak RSS next to the models' sizes.
 from __future__ import annotations
 
 import gc
-import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
@@ -28,6 +26,7 @@ from kofin.merge import checks
 from kofin.merge.adapter import TunedSource, merge_adapters, resolve_tuned
 from kofin.merge.checks import ModelRef
 from kofin.merge.config import TASK_VECTOR_METHODS, MergeConfig
+from kofin.merge.memory import phase
 from kofin.merge.recipe import MERGEKIT_YAML, REPRODUCE, mergekit_config, reproduce_command, run_mergekit, shard_params
 from kofin.rundir import open_run
 
@@ -51,38 +50,6 @@ def model_refs(cfg: MergeConfig, src: TunedSource, others: list[Path]) -> tuple[
 
 def model_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).glob("*.safetensors"))
-
-
-# ---------------------------------------------------------------- memory per phase
-
-
-def _proc_status_mb(field: str) -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    # Linux: writing 5 to clear_refs resets VmHWM, so each phase gets its own peak.
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-@contextmanager
-def phase(record: dict[str, Any], name: str) -> Iterator[None]:
-    resettable = _reset_peak_rss()
-    start_rss, started = _proc_status_mb("VmRSS"), time.time()
-    yield
-    gc.collect()
-    record[name] = {"wall_s": round(time.time() - started, 3), "rss_start_mb": start_rss,
-                    "peak_rss_mb": _proc_status_mb("VmHWM") if resettable else None}
 
 
 # ---------------------------------------------------------------- the stage
