@@ -161,11 +161,22 @@ def check_finite(model: Path) -> dict[str, Any]:
     return {"values_scanned": scanned}
 
 
-def load_causal_lm(path: Path, dtype: str):
+def runtime(device: str, dtype: str, merge_dtype: str) -> tuple[str, str]:
+    """(device, dtype) the checks run models in, with `auto` resolved."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        dtype = merge_dtype if device == "cuda" else "float32"
+    return device, dtype
+
+
+def load_causal_lm(path: Path, device: str, dtype: str):
     import torch
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype), device_map="cpu").eval()
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype), device_map=device).eval()
 
 
 def check_generates(model, tokenizer, prompt: str, n_tokens: int) -> dict[str, Any]:
@@ -173,6 +184,7 @@ def check_generates(model, tokenizer, prompt: str, n_tokens: int) -> dict[str, A
 
     ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
                                         return_tensors="pt", return_dict=True)
+    ids = ids.to(model.device)
     with torch.no_grad():
         out = model.generate(**ids, max_new_tokens=n_tokens, min_new_tokens=n_tokens, do_sample=False,
                              pad_token_id=tokenizer.pad_token_id)
@@ -197,7 +209,7 @@ def perplexity(model, tokenizer, passages: list[str], max_tokens: int) -> dict[s
     total_nll, total_tokens = 0.0, 0
     with torch.no_grad():
         for text in passages:
-            ids = tokenizer(text, return_tensors="pt", truncation=True, max_length=max_tokens)["input_ids"]
+            ids = tokenizer(text, return_tensors="pt", truncation=True, max_length=max_tokens)["input_ids"].to(model.device)
             if ids.shape[1] < 2:
                 continue
             loss = model(input_ids=ids, labels=ids).loss.float().item()

@@ -74,6 +74,12 @@ class ChecksConfig(KofinModel):
     probe_max_tokens: int = Field(256, ge=8, description="Tokens per passage scored in the probe.")
     generate_tokens: int = Field(8, ge=1, description="Tokens the merged model must generate in the load check.")
     generate_prompt: str = Field("예금자보호 한도는 얼마인가요?", description="User turn for the generation check (chat template applied).")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the checks run the models; auto = cuda if present.")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto",
+        description="dtype the checks run the models in; auto = the merge dtype on GPU, float32 on CPU (bf16 matmuls "
+        "are emulated and slow on most CPUs; float32 holds bf16 weights exactly but needs twice the RAM).",
+    )
 
 
 class MergeConfig(StageConfig):

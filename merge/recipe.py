@@ -98,16 +98,20 @@ def reproduce_command(cfg: MergeConfig, yaml_path: Path, out: str = "OUT") -> st
     return " ".join(shlex.quote(a) for a in args)
 
 
-def run_mergekit(config: dict[str, Any], yaml_text: str, out: Path, cfg: MergeConfig) -> None:
+def validate(config: dict[str, Any], cfg: MergeConfig):
+    """mergekit's own validation of the generated config, and its options; reads no tensor."""
     from mergekit.config import MergeConfiguration
+
+    try:
+        return MergeConfiguration.model_validate(config), merge_options(cfg)
+    except Exception as err:  # mergekit raises pydantic errors and plain RuntimeErrors for bad configs
+        raise MergekitError(f"mergekit rejected the generated config ({cfg.method}): {err}") from err
+
+
+def run_mergekit(merge_config, options, yaml_text: str, out: Path, method: str) -> None:
     from mergekit.merge import run_merge
 
     try:
-        merge_config = MergeConfiguration.model_validate(config)
-    except Exception as err:  # mergekit raises pydantic and plain RuntimeErrors for bad configs
-        raise MergekitError(f"mergekit rejected the generated config: {err}") from err
-    options = merge_options(cfg)
-    try:
         run_merge(merge_config, str(out), options=options, config_source=yaml_text)
     except (RuntimeError, ValueError) as err:
-        raise MergekitError(f"mergekit failed ({cfg.method}): {err}") from err
+        raise MergekitError(f"mergekit failed ({method}): {err}") from err

@@ -27,7 +27,8 @@ from kofin.merge.adapter import TunedSource, merge_adapters, resolve_tuned
 from kofin.merge.checks import ModelRef
 from kofin.merge.config import TASK_VECTOR_METHODS, MergeConfig
 from kofin.merge.memory import phase
-from kofin.merge.recipe import MERGEKIT_YAML, REPRODUCE, mergekit_config, reproduce_command, run_mergekit, shard_params
+from kofin.merge.recipe import (MERGEKIT_YAML, REPRODUCE, mergekit_config, reproduce_command, run_mergekit, shard_params,
+                                validate)
 from kofin.rundir import open_run
 
 TUNED_DIR, MERGED_DIR, CHECKS_FILE = "tuned", "merged", "checks.json"
@@ -84,8 +85,11 @@ def main(cfg: MergeConfig) -> Path:
             "#!/bin/sh\n# Rebuilds merged/ bit for bit from mergekit.yaml, in kofin's app env: sh reproduce.sh [OUT]\n"
             f"{command}\n", encoding="utf-8")
         as_run = mergekit_config(cfg, tuned=tuned, base=src.base_model, others=others, chat_template=template)
+        merge_config, options = validate(as_run, cfg)
+        import mergekit.merge  # noqa: F401  (its import is not the merge's memory)
+
         with phase(phases, "mergekit"):
-            run_mergekit(as_run, yaml_text, merged, cfg)
+            run_mergekit(merge_config, options, yaml_text, merged, cfg.method)
         card = merged / "README.md"
         if card.exists():  # mergekit's card lists the paths it read; name the final ones
             card.write_text(card.read_text(encoding="utf-8").replace(str(run.path), str(run.final_dir)), encoding="utf-8")
@@ -119,9 +123,11 @@ def post_checks(cfg: MergeConfig, tuned: Path, others: list[Path], merged: Path,
         "probe": {"file": str(cfg.checks.probe_file or checks.DEFAULT_PROBE), "passages": len(passages)},
         "perplexity": {},
     }
+    device, dtype = checks.runtime(cfg.checks.device, cfg.checks.dtype, cfg.dtype)
+    report["runtime"] = {"device": device, "dtype": dtype}
     # One model in memory at a time: the merged one first (it must load and generate), then each parent.
     for name, path in [("merged", merged), ("tuned", tuned), *[(f"models.{i}", p) for i, p in enumerate(others)]]:
-        model, tokenizer = checks.load_causal_lm(path, cfg.dtype), AutoTokenizer.from_pretrained(str(path))
+        model, tokenizer = checks.load_causal_lm(path, device, dtype), AutoTokenizer.from_pretrained(str(path))
         if name == "merged":
             report["generation"] = checks.check_generates(model, tokenizer, cfg.checks.generate_prompt, cfg.checks.generate_tokens)
         report["perplexity"][name] = checks.perplexity(model, tokenizer, passages, cfg.checks.probe_max_tokens)

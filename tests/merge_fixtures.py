@@ -65,3 +65,18 @@ def merge_config(out: Path, tuned_run: Path, *overrides: str) -> MergeConfig:
 
 def bf16(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.bfloat16)
+
+
+def wide_model(out: Path, tokenizer_from: Path, seed: int, hidden: int = 768) -> Path:
+    """An EEVE-shaped model wide enough (~42M parameters, ~85 MB in bf16) for memory to be measurable."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tiny = json.loads((tokenizer_from / "config.json").read_text())
+    config = LlamaConfig(**{**{k: tiny[k] for k in ("vocab_size", "num_hidden_layers", "bos_token_id", "eos_token_id",
+                                                    "pad_token_id", "tie_word_embeddings", "rms_norm_eps")},
+                            "hidden_size": hidden, "intermediate_size": hidden * 7 // 2, "num_attention_heads": 8,
+                            "num_key_value_heads": 2, "dtype": "bfloat16"})
+    torch.manual_seed(seed)
+    LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(str(out))
+    AutoTokenizer.from_pretrained(str(tokenizer_from)).save_pretrained(str(out))
+    return out
