@@ -94,7 +94,7 @@ def check_compatible(reference: ModelRef, others: list[ModelRef], *, tokenizer_s
 
 def _same_tokenizer(reference: ModelRef, ref_tok: dict[str, Any], ref_cfg: dict[str, Any],
                     ref: ModelRef, tok: dict[str, Any], cfg: dict[str, Any]) -> None:
-    fix = ("set tokenizer_source: union (or base, or a model path) to let mergekit build one vocabulary "
+    fix = ("set tokenizer_source: union (or base, or model with tokenizer_model) to let mergekit build one vocabulary "
            "and remap each model's embedding rows, or merge models that share a tokenizer")
     if cfg.get("vocab_size") != ref_cfg.get("vocab_size"):
         raise MergeInputError(f"{ref} and {reference} differ in vocab_size: {cfg.get('vocab_size')} vs "

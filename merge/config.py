@@ -105,11 +105,13 @@ class MergeConfig(StageConfig):
     dtype: Literal["bfloat16", "float16", "float32"] = Field(
         "bfloat16", description="dtype of the adapter merge and of the merged model (never 4-bit)."
     )
-    tokenizer_source: Literal["base", "union"] | ResolvedPath | None = Field(
+    tokenizer_source: Literal["base", "union", "model"] | None = Field(
         None,
-        description="null: every model must share the tuned model's vocabulary (checked); base / union / a model "
-        "path: mergekit builds that vocabulary and remaps each model's embedding rows to it.",
+        description="null: every model must share the tuned model's vocabulary (checked before merging); "
+        "base / union / model (tokenizer_model's): mergekit builds that vocabulary and remaps each model's "
+        "embedding rows to it (tokens a model lacks get its mean embedding).",
     )
+    tokenizer_model: ResolvedPath | None = Field(None, description="Local model folder whose tokenizer to use with tokenizer_source: model.")
     options: MergekitOptions = Field(default_factory=MergekitOptions, description="mergekit execution options.")
     checks: ChecksConfig = Field(default_factory=ChecksConfig, description="Post-merge checks.")
 
@@ -122,6 +124,8 @@ class MergeConfig(StageConfig):
             if "t" not in self.parameters:
                 raise ValueError("method slerp needs parameters.t: 0 = the tuned model, 1 = the other model, "
                                  "a list = a per-layer gradient, e.g. t: [0, 0.5, 0.3, 0.7, 1]")
+        if (self.tokenizer_source == "model") != (self.tokenizer_model is not None):
+            raise ValueError("tokenizer_source: model goes with tokenizer_model: PATH (and only with it)")
         if self.method in NEEDS_WEIGHT:
             missing = (["tuned_parameters"] if "weight" not in self.tuned_parameters else []) + [
                 f"models.{i}.parameters" for i, m in enumerate(self.models) if "weight" not in m.parameters

@@ -62,7 +62,7 @@ def mergekit_config(cfg: MergeConfig, *, tuned: Path, base: Path, others: list[P
         out["parameters"] = plain(cfg.parameters)
     out["dtype"] = cfg.dtype
     if cfg.tokenizer_source is not None:
-        out["tokenizer_source"] = str(cfg.tokenizer_source)
+        out["tokenizer_source"] = str(cfg.tokenizer_model) if cfg.tokenizer_source == "model" else cfg.tokenizer_source
     if chat_template:
         out["chat_template"] = chat_template  # the tuned model's Human:/Assistant: template
     return out

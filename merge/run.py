@@ -71,11 +71,10 @@ def main(cfg: MergeConfig) -> Path:
     phases: dict[str, Any] = {}
     with open_run("merge", cfg, inputs=inputs) as run:
         tuned, merged = run.path / TUNED_DIR, run.path / MERGED_DIR
-        shard_bytes = shard_params(cfg.options.out_shard_size) * (4 if cfg.dtype == "float32" else 2)
-        with phase(phases, "adapter_merge"):
-            step1 = merge_adapters(src, tuned, dtype=cfg.dtype, max_shard_size=shard_bytes)
-
-        template = checks.tokenizer_facts(ModelRef("tuned", tuned))["chat_template"]
+        # The tuned model keeps its run's tokenizer, so its chat template is known before step 1.
+        template = checks.tokenizer_facts(tuned_ref)["chat_template"]
+        as_run = mergekit_config(cfg, tuned=tuned, base=src.base_model, others=others, chat_template=template)
+        merge_config, options = validate(as_run, cfg)  # a recipe mergekit rejects fails before any weights move
         # The saved YAML names the run's final location; mergekit runs now on the same files in .partial.
         as_saved = mergekit_config(cfg, tuned=run.final_dir / TUNED_DIR, base=src.base_model, others=others, chat_template=template)
         yaml_text = yaml.safe_dump(as_saved, allow_unicode=True, sort_keys=False)
@@ -84,8 +83,11 @@ def main(cfg: MergeConfig) -> Path:
         (run.path / REPRODUCE).write_text(
             "#!/bin/sh\n# Rebuilds merged/ bit for bit from mergekit.yaml, in kofin's app env: sh reproduce.sh [OUT]\n"
             f"{command}\n", encoding="utf-8")
-        as_run = mergekit_config(cfg, tuned=tuned, base=src.base_model, others=others, chat_template=template)
-        merge_config, options = validate(as_run, cfg)
+
+        shard_bytes = shard_params(cfg.options.out_shard_size) * (4 if cfg.dtype == "float32" else 2)
+        with phase(phases, "adapter_merge"):
+            step1 = merge_adapters(src, tuned, dtype=cfg.dtype, max_shard_size=shard_bytes)
+
         import mergekit.merge  # noqa: F401  (its import is not the merge's memory)
 
         with phase(phases, "mergekit"):

@@ -158,12 +158,18 @@ def test_planted_nan_is_caught_and_named(sft_run, instruct, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def other_vocab(tmp_path_factory) -> Path:
-    """A tiny model with a smaller vocabulary, its weights replaced by garbage: only a check that
-    reads no tensor can get past it."""
+def small_vocab(tmp_path_factory) -> Path:
+    """A tiny model whose tokenizer was trained to a smaller vocabulary."""
     from kofin.tiny import TinyConfig, build_tiny_model
 
-    out = build_tiny_model(TinyConfig(output_dir=tmp_path_factory.mktemp("vocab") / "small", vocab_size=4096, seed=1))
+    return build_tiny_model(TinyConfig(output_dir=tmp_path_factory.mktemp("vocab") / "small", vocab_size=4096, seed=1))
+
+
+@pytest.fixture
+def other_vocab(small_vocab, tmp_path) -> Path:
+    """small_vocab with its weights replaced by garbage: only a check that reads no tensor gets past it."""
+    out = tmp_path / "garbage-weights"
+    shutil.copytree(small_vocab, out)
     (out / "model.safetensors").write_bytes(b"not a tensor file")
     return out
 
@@ -176,6 +182,19 @@ def test_vocab_mismatch_fails_before_any_tensor_is_read(sft_run, other_vocab, tm
     assert f"models.0 ({other_vocab})" in msg and f"tuned_run ({sft_run}" in msg
     assert "vocab_size" in msg and "tokenizer_source" in msg
     assert not (tmp_path / "out.partial").exists()  # nothing started
+
+
+@pytest.mark.slow
+def test_tokenizer_source_union_merges_different_vocabularies(sft_run, small_vocab, tmp_path):
+    run = merge_run.main(merge_config(tmp_path / "out", sft_run, f"models.0.path={small_vocab}", "models.0.tiny_seed=null",
+                                      "tokenizer_source=union"))
+    assert yaml.safe_load((run / "mergekit.yaml").read_text())["tokenizer_source"] == "union"
+    from transformers import AutoTokenizer
+
+    merged_vocab = AutoTokenizer.from_pretrained(str(run / "merged")).get_vocab()
+    assert merged_vocab.keys() >= AutoTokenizer.from_pretrained(str(small_vocab)).get_vocab().keys()
+    assert merged_vocab.keys() >= AutoTokenizer.from_pretrained(str(sft_run)).get_vocab().keys()
+    assert require_complete(run, "merge")["metrics"]["generation"]
 
 
 def test_architecture_mismatch_names_both_models_and_the_field(sft_run, instruct, tmp_path, capsys):
