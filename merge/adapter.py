@@ -14,6 +14,7 @@ round the update away and leave a model that cannot be merged further.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,9 @@ def merge_adapters(src: TunedSource, out: Path, *, dtype: str, max_shard_size: i
 
     model = AutoModelForCausalLM.from_pretrained(str(src.base_model), dtype=getattr(torch, dtype), device_map="cpu")
     for adapter in src.adapters:
-        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        with warnings.catch_warnings():  # peft calls a transformers API deprecated for v6; not ours to fix
+            warnings.simplefilter("ignore", FutureWarning)
+            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     model.save_pretrained(str(out), safe_serialization=True, max_shard_size=max_shard_size)
     params = sum(p.numel() for p in model.parameters())
     del model

@@ -123,13 +123,19 @@ def test_each_method_merges_a_loadable_model_unlike_both_parents(method, sft_run
 
 
 @pytest.mark.slow
-def test_mergekit_yaml_reproduces_the_weights_offline(sft_run, tmp_path):
+def test_mergekit_yaml_reproduces_the_weights_offline(sft_run, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    asked = []
+    # mergekit's model-card writer asks the hub about any path that is not absolute; kofin's never are.
+    monkeypatch.setattr(huggingface_hub, "repo_exists", lambda *a, **k: asked.append(a) or False)
     run = merge_run.main(merge_config(tmp_path / "dare", sft_run, "method=dare_ties", "parameters={}",
                                       "tuned_parameters={weight: 0.6, density: 0.4}", "models.0.parameters={weight: 0.4, density: 0.4}"))
     recipe = yaml.safe_load((run / "mergekit.yaml").read_text())
     paths = [recipe["base_model"]] + [m["model"] for m in recipe["models"]]
     assert all(Path(p).is_absolute() and Path(p).exists() for p in paths)  # absolute: no hub lookup
     assert (run / "merged" / "mergekit_config.yml").read_text() == (run / "mergekit.yaml").read_text()
+    assert asked == []
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     again = tmp_path / "again"
     out = subprocess.run(["sh", str(run / "reproduce.sh"), str(again)], capture_output=True, text=True, env=env)
