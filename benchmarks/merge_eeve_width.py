@@ -16,20 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-KOFIN = [sys.executable, "-m", "kofin.cli"]
+from sft_eeve_width import KOFIN, ROOT, sh  # this folder: the SFT benchmark's command runner
+
 sys.path.insert(0, str(ROOT / "tests"))  # the tests' adapter-run builder: a real peft adapter in a kofin run dir
-
-
-def sh(*argv: str) -> None:
-    print("+", " ".join(argv), flush=True)
-    subprocess.run(argv, check=True, cwd=ROOT)
 
 
 def main() -> int:
@@ -74,7 +68,7 @@ def main() -> int:
     }
     results = ROOT / "benchmarks" / "results"
     results.mkdir(parents=True, exist_ok=True)
-    path = results / f"merge_{args.method}_{args.layers}l.json"
+    path = results / f"merge_{args.method}_{args.layers}l_shard{args.shard}.json"
     path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     print(json.dumps(result, indent=2, ensure_ascii=False))
     return 0
