@@ -5,8 +5,8 @@ Run as part of:
 
 Two numbers per phase, because mergekit reads safetensors through mmap: `peak_rss_mb` (Linux
 VmHWM, reset at the start of each phase) counts the model-file pages mergekit touched, which the
-kernel can drop again under memory pressure; `peak_anon_mb` (RssAnon, sampled every 20 ms)
-is the private memory that must fit in RAM. A merge that loaded both models into memory would
+kernel can drop again under memory pressure; `peak_anon_mb` (RssAnon, sampled every 5 ms, so a
+spike shorter than that can be missed) is the private memory that must fit in RAM. A merge that loaded both models into memory would
 raise the second by their full size; an out-of-core merge raises it by a few tensors.
 """
 
@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-SAMPLE_S = 0.02
+SAMPLE_S = 0.005
 
 
 def proc_status_mb(field: str) -> float | None:

@@ -67,14 +67,15 @@ def bf16(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.bfloat16)
 
 
-def wide_model(out: Path, tokenizer_from: Path, seed: int, hidden: int = 768) -> Path:
-    """An EEVE-shaped model wide enough (~42M parameters, ~85 MB in bf16) for memory to be measurable."""
+def wide_model(out: Path, tokenizer_from: Path, seed: int, hidden: int = 512, layers: int = 12) -> Path:
+    """An EEVE-shaped model large enough (~49M parameters, ~98 MB in bf16) for memory to be measurable,
+    in many layers, so that its size is many times its largest tensor (what a streaming merge holds)."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tiny = json.loads((tokenizer_from / "config.json").read_text())
-    config = LlamaConfig(**{**{k: tiny[k] for k in ("vocab_size", "num_hidden_layers", "bos_token_id", "eos_token_id",
+    config = LlamaConfig(**{**{k: tiny[k] for k in ("vocab_size", "bos_token_id", "eos_token_id",
                                                     "pad_token_id", "tie_word_embeddings", "rms_norm_eps")},
-                            "hidden_size": hidden, "intermediate_size": hidden * 7 // 2, "num_attention_heads": 8,
+                            "num_hidden_layers": layers, "hidden_size": hidden, "intermediate_size": hidden * 7 // 2, "num_attention_heads": 8,
                             "num_key_value_heads": 2, "dtype": "bfloat16"})
     torch.manual_seed(seed)
     LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(str(out))

@@ -242,7 +242,7 @@ def test_quantized_base_is_refused(tmp_path, sft_run, instruct):
 @pytest.mark.slow
 def test_merge_runs_out_of_core(tmp_path, tiny_model):
     """mergekit streams tensors: its phase adds less than the two models' sizes to peak RSS, and its
-    private (anonymous) memory grows by far less than one model."""
+    private (anonymous) memory grows by less than one model."""
     from merge_fixtures import wide_model
 
     tuned_base, other = wide_model(tmp_path / "a", tiny_model, 0), wide_model(tmp_path / "b", tiny_model, 1)
@@ -254,11 +254,13 @@ def test_merge_runs_out_of_core(tmp_path, tiny_model):
         "models.0.tiny_seed=null", "models.0.parameters={weight: 0.5}", "options.out_shard_size=10M", f"checks.probe_file={probe}"))
     m = require_complete(run, "merge")["metrics"]
     sizes_mb = (m["model_bytes"]["tuned"] + m["model_bytes"]["models.0"]) / 2**20
-    assert sizes_mb > 150  # ~85 MB each in bf16: large enough to see
+    assert sizes_mb > 180  # ~98 MB each in bf16: large enough to see
     assert len(list((run / "merged").glob("*.safetensors"))) > 1  # 10M-parameter shards
     mk = m["phases"]["mergekit"]
     assert mk["peak_rss_mb"] - mk["rss_start_mb"] < sizes_mb + 64  # the issue's bound: both models + a fixed margin
-    assert mk["peak_anon_mb"] - mk["anon_start_mb"] < sizes_mb / 4  # out of core: never a whole model in private memory
+    # Out of core: private memory grows by a few tensors and one output shard, never by a whole model
+    # (a merge that loaded its inputs would grow by both, ~sizes_mb, plus the output).
+    assert mk["peak_anon_mb"] - mk["anon_start_mb"] < sizes_mb / 2
 
 
 @pytest.mark.slow
