@@ -88,8 +88,10 @@ def check_compatible(reference: ModelRef, others: list[ModelRef], *, tokenizer_s
                 )
         if tokenizer_source is None:
             _same_tokenizer(reference, ref_tok, ref_cfg, ref, tokenizer_facts(ref), cfg)
-    return {"fields": list(SHAPE_FIELDS) + ["vocab_size", "vocabulary", *SPECIAL_TOKENS, "dtype"],
-            "dtypes": dtypes, "vocab_size": len(ref_tok["vocab"])}
+    tokenizer_fields = ["vocab_size", "vocabulary", *SPECIAL_TOKENS] if tokenizer_source is None else []
+    # dtypes as stored in each folder's config.json (the tuned model's is its base's until step 1 writes it)
+    return {"fields": list(SHAPE_FIELDS) + tokenizer_fields + ["dtype"], "stored_dtypes": dtypes,
+            "vocab_size": len(ref_tok["vocab"])}
 
 
 def _same_tokenizer(reference: ModelRef, ref_tok: dict[str, Any], ref_cfg: dict[str, Any],

@@ -126,6 +126,9 @@ class MergeConfig(StageConfig):
                                  "a list = a per-layer gradient, e.g. t: [0, 0.5, 0.3, 0.7, 1]")
         if (self.tokenizer_source == "model") != (self.tokenizer_model is not None):
             raise ValueError("tokenizer_source: model goes with tokenizer_model: PATH (and only with it)")
+        if self.method == "model_stock" and (self.tuned_parameters or any(m.parameters for m in self.models)):
+            raise ValueError("method model_stock computes each model's weight itself; remove tuned_parameters and "
+                             "models.*.parameters (filter_wise goes under parameters)")
         if self.method in NEEDS_WEIGHT:
             missing = (["tuned_parameters"] if "weight" not in self.tuned_parameters else []) + [
                 f"models.{i}.parameters" for i, m in enumerate(self.models) if "weight" not in m.parameters

@@ -55,8 +55,6 @@ def mergekit_config(cfg: MergeConfig, *, tuned: Path, base: Path, others: list[P
         out["base_model"] = str(tuned)  # t=0 is the tuned model
     elif cfg.method in TASK_VECTOR_METHODS:
         out["base_model"] = str(base)  # task vectors are differences from the pre-trained model
-        if cfg.method == "model_stock":
-            models = [{"model": m["model"]} for m in models]  # model_stock takes no per-model parameters
     out["models"] = models
     if cfg.parameters:
         out["parameters"] = plain(cfg.parameters)

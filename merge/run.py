@@ -105,7 +105,7 @@ def main(cfg: MergeConfig) -> Path:
             sizes["base_model"] = model_bytes(src.base_model)
         run.metrics.update({
             "method": cfg.method, "adapters_merged": step1["adapters"], "parameters": step1["parameters"],
-            "compatibility": {k: v for k, v in compat.items()}, "phases": phases, "model_bytes": sizes,
+            "compatibility": compat, "phases": phases, "model_bytes": sizes,
             "perplexity": {k: v["perplexity"] for k, v in report["perplexity"].items()},
             "generation": report["generation"]["text"],
             "reproduce": reproduce_command(cfg, run.final_dir / MERGEKIT_YAML),

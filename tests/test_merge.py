@@ -275,3 +275,18 @@ def test_merges_a_real_kofin_sft_run(axolotl_sft_run, tiny_model, instruct, tmp_
     merged = weights(run / "merged")
     q = "model.layers.1.self_attn.q_proj.weight"
     assert not torch.equal(merged[q], tuned[q]) and not torch.equal(merged[q], bf16(weights(instruct)[q]))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["parameters={}"], r"command line  \(top level\): method slerp needs parameters.t: 0 = the tuned model"),
+    (["method=linear", "parameters={}"], "method linear needs a weight for every model; add weight to tuned_parameters, models.0.parameters"),
+    (["method=model_stock", "parameters={}", "tuned_parameters={weight: 1}"], "model_stock computes each model's weight itself"),
+    (["models.0.path=/models/x"], "models.0: set exactly one of path .* or tiny_seed"),
+    (["tokenizer_source=model"], "tokenizer_source: model goes with tokenizer_model"),
+    (["method=slerp", "models=[{tiny_seed: 1}, {tiny_seed: 2}]"], "exactly one entry in models \\(got 2\\)"),
+])
+def test_config_errors_say_what_to_fix(overrides, message, tmp_path):
+    from kofin.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        merge_config(tmp_path / "out", tmp_path / "run", *overrides)
