@@ -109,7 +109,7 @@ class MergeConfig(StageConfig):
         None,
         description="null: every model must share the tuned model's vocabulary (checked before merging); "
         "base / union / model (tokenizer_model's): mergekit builds that vocabulary and remaps each model's "
-        "embedding rows to it (tokens a model lacks get its mean embedding).",
+        "embedding rows to it (a token only one model knows takes that model's row in every model).",
     )
     tokenizer_model: ResolvedPath | None = Field(None, description="Local model folder whose tokenizer to use with tokenizer_source: model.")
     options: MergekitOptions = Field(default_factory=MergekitOptions, description="mergekit execution options.")
