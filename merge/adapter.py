@@ -65,7 +65,7 @@ def resolve_tuned(tuned_run: Path, base_override: Path | None) -> TunedSource:
 
 
 def refuse_quantized(model: Path, key: str) -> None:
-    quant = read_model_config(model).get("quantization_config")
+    quant = read_model_config(model, key).get("quantization_config")
     if quant:
         kind = quant.get("quant_method") or ("4-bit" if quant.get("load_in_4bit") else "quantized")
         raise MergeInputError(
@@ -74,10 +74,11 @@ def refuse_quantized(model: Path, key: str) -> None:
         )
 
 
-def read_model_config(model: Path) -> dict[str, Any]:
+def read_model_config(model: Path, key: str = "model") -> dict[str, Any]:
     path = Path(model) / "config.json"
     if not path.is_file():
-        raise MergeInputError(f"{model}: no config.json; expected a local Hugging Face model folder")
+        raise MergeInputError(f"{key}: {model} has no config.json; point it at a local Hugging Face model folder "
+                              "(kofin never downloads)")
     return json.loads(path.read_text(encoding="utf-8"))
 
 

@@ -290,3 +290,9 @@ def test_config_errors_say_what_to_fix(overrides, message, tmp_path):
 
     with pytest.raises(ConfigError, match=message):
         merge_config(tmp_path / "out", tmp_path / "run", *overrides)
+
+
+def test_missing_model_folder_is_named(sft_run, tmp_path):
+    with pytest.raises(MergeInputError, match=r"models\.0: /models/yanolja/EEVE-Korean-Instruct-10\.8B-v1\.0 has no config\.json"):
+        merge_run.main(merge_config(tmp_path / "out", sft_run, "models.0.path=/models/yanolja/EEVE-Korean-Instruct-10.8B-v1.0",
+                                    "models.0.tiny_seed=null"))
