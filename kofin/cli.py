@@ -43,7 +43,10 @@ COMMANDS: dict[str, Command] = {
         "kofin.training.cli:dpo_cli", "preference tuning with DPO (unsloth on GPU, TRL otherwise)",
         config="kofin.training.dpo_config:DpoConfig",
     ),
-    "merge": Command(None, "merge the tuned model with an instruct model through mergekit", "issue #4, merge stage"),
+    "merge": Command(
+        "kofin.merge.cli:merge_cli", "merge the tuned model with an instruct model through mergekit (checked, offline)",
+        config="kofin.merge.config:MergeConfig",
+    ),
     "eval": Command(None, "evaluate models on the eval pack and write the eval report", "issue #6, eval pack"),
     "ingest": Command(
         "kofin.serve.cli:ingest_cli", "ingest documents into a knowledge base (Kiwi BM25 + FAISS hybrid index, incremental)",

@@ -169,18 +169,21 @@ def kofin_home() -> Path:
     return Path(os.environ.get("KOFIN_HOME") or Path.home() / ".cache" / "kofin")
 
 
-def default_tiny_config(output_dir: Path | None = None) -> TinyConfig:
+def default_tiny_config(output_dir: Path | None = None, seed: int = 0) -> TinyConfig:
     if output_dir is None:
-        spec = TinyConfig(output_dir=Path("unused")).model_dump(mode="json", exclude={"output_dir"})
+        spec = TinyConfig(output_dir=Path("unused"), seed=seed).model_dump(mode="json", exclude={"output_dir"})
         corpus = hashlib.sha256("\0".join(_corpus_texts(None)).encode()).hexdigest()
         digest = hashlib.sha256(json.dumps([TINY_FORMAT, spec, corpus], sort_keys=True).encode()).hexdigest()
         output_dir = kofin_home() / "models" / f"tiny-{digest[:12]}"
-    return TinyConfig(output_dir=output_dir)
+    return TinyConfig(output_dir=output_dir, seed=seed)
 
 
-def default_tiny_model() -> Path:
-    """Path of the embedded tiny model, built on first use. Safe when several processes ask at once."""
-    cfg = default_tiny_config()
+def default_tiny_model(seed: int = 0) -> Path:
+    """Path of the embedded tiny model, built on first use. Safe when several processes ask at once.
+
+    Another seed gives a sibling with the same tokenizer and other weights (the merge stage's
+    stand-in for an instruct model)."""
+    cfg = default_tiny_config(seed=seed)
     if is_complete(cfg.output_dir):
         return cfg.output_dir
     cfg.output_dir.parent.mkdir(parents=True, exist_ok=True)

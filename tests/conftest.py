@@ -112,3 +112,16 @@ def axolotl_env() -> Path:
     if not (env / "bin" / "axolotl").exists():
         pytest.fail(f"no axolotl env at {env}: run `make axolotl-env` (make test creates it)")
     return env
+
+
+@pytest.fixture(scope="session")
+def axolotl_sft_run(tmp_path_factory, tiny_data_run, axolotl_env) -> Path:
+    """A real `kofin sft` run (axolotl, LoRA on the tiny model, 3 steps), shared by the DPO and merge tests."""
+    from kofin.config import load_config
+    from kofin.training.sft import main
+    from kofin.training.sft_config import SftConfig
+
+    out = tmp_path_factory.mktemp("sft") / "sft"
+    cfg = load_config(SftConfig, ROOT / "configs" / "sft" / "tiny.yaml",
+                      [f"output_dir={out}", f"datasets.0.path={tiny_data_run}", "training.max_steps=3", "training.save_steps=3"])
+    return main(cfg, echo=False)

@@ -19,14 +19,8 @@ TINY = ROOT / "configs" / "dpo" / "tiny.yaml"
 
 
 @pytest.fixture(scope="module")
-def sft_run(tmp_path_factory, tiny_data_run, axolotl_env) -> Path:
-    from kofin.training.sft import main
-    from kofin.training.sft_config import SftConfig
-
-    out = tmp_path_factory.mktemp("sft") / "sft"
-    cfg = load_config(SftConfig, ROOT / "configs" / "sft" / "tiny.yaml",
-                      [f"output_dir={out}", f"datasets.0.path={tiny_data_run}", "training.max_steps=3", "training.save_steps=3"])
-    return main(cfg, echo=False)
+def sft_run(axolotl_sft_run) -> Path:
+    return axolotl_sft_run  # one real axolotl SFT run per session (conftest), shared with the merge tests
 
 
 def dpo_config(out: Path, sft_run: Path | None, data_run: Path, *overrides: str) -> DpoConfig:
