@@ -17,6 +17,7 @@ from kofin.serve.korean import split_sentences
 
 _CITE = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
 _NOT_TEXT = re.compile(r"[\s\W_]+", re.UNICODE)
+_LEADING_CITES = re.compile(r"(?:\[\d{1,3}(?:\s*,\s*\d{1,3})*\]\s*)+")
 
 
 @dataclass
@@ -54,6 +55,23 @@ def support(sentence: str, sources: list[str]) -> float:
     return len(grams & pool) / len(grams)
 
 
+def _sentences_with_trailing_citations(text: str) -> list[str]:
+    """Sentences, with a citation written after the full stop ("문장이다. [1]") kept on its sentence.
+
+    The splitter ends a sentence at ". ", which puts that "[1]" at the start of the next sentence
+    (or alone, at the end), leaving the sentence it cites unchecked.
+    """
+    out: list[str] = []
+    for piece in split_sentences(text):
+        lead = _LEADING_CITES.match(piece)
+        if out and lead:  # "[1] 다음 문장" : the [1] closes the sentence before
+            out[-1] = f"{out[-1]} {lead.group().strip()}"
+            piece = piece[lead.end():]
+        if piece.strip():
+            out.append(piece)
+    return out
+
+
 def verify_citations(answer: str, sources: list[str], min_support: float = 0.5) -> CitationCheck:
     n = len(sources)
     removed: list[int] = []
@@ -68,7 +86,7 @@ def verify_citations(answer: str, sources: list[str], min_support: float = 0.5) 
     text = re.sub(r"[ \t]+([.,?!])", r"\1", text)  # "내용 [7]." -> "내용." once [7] is gone
     cited: list[int] = []
     flagged: list[FlaggedSentence] = []
-    for sentence in split_sentences(text):
+    for sentence in _sentences_with_trailing_citations(text):
         ids = [int(x) for m in _CITE.finditer(sentence) for x in m.group(1).split(",")]
         for i in ids:
             if i not in cited:

@@ -78,6 +78,16 @@ def test_citation_verification_removes_invented_ids_and_flags_unsupported():
     assert [f.sentence for f in check.flagged] == ["해외 주식 투자 수익률은 연 20%입니다 [2]."]
 
 
+def test_citation_after_the_full_stop_still_checks_its_sentence():
+    """Extractive answers are written "문장. [1]": the citation belongs to the sentence before it."""
+    from kofin.serve.citations import verify_citations
+
+    sources = ["예금자보호법에 따라 1인당 5천만 원까지 보호된다."]
+    check = verify_citations("예금자보호 한도는 1인당 5천만 원입니다. [1] 대출 금리는 매일 바뀌고 수수료가 없습니다. [1]", sources)
+    assert check.cited == [1]
+    assert [f.sentence for f in check.flagged] == ["대출 금리는 매일 바뀌고 수수료가 없습니다. [1]"]
+
+
 def test_injected_instruction_does_not_change_extractive_answer(kb, tmp_path):
     poisoned_docs = dict(DOCS)
     poisoned_docs["deposit.md"] = DOCS["deposit.md"].replace("적용한다. 가입 후", f"적용한다. {INJECTION} 가입 후")
