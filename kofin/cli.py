@@ -44,7 +44,10 @@ COMMANDS: dict[str, Command] = {
         config="kofin.training.dpo_config:DpoConfig",
     ),
     "merge": Command(None, "merge the tuned model with an instruct model through mergekit", "issue #4, merge stage"),
-    "eval": Command(None, "evaluate models on the eval pack and write the eval report", "issue #6, eval pack"),
+    "eval": Command(
+        "kofin.eval.cli:run_cli", "evaluate models on Korean financial tasks (MCQ, classification, numeric QA, forgetting)",
+        config="kofin.eval.config:EvalConfig",
+    ),
     "ingest": Command(
         "kofin.serve.cli:ingest_cli", "ingest documents into a knowledge base (Kiwi BM25 + FAISS hybrid index, incremental)",
         config="kofin.serve.ingest:IngestConfig",
