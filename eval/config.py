@@ -36,6 +36,8 @@ class EvalConfig(StageConfig):
     device: str = Field("auto", description="auto (cuda when present, else cpu), cpu, cuda, cuda:1 ...")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Weights' dtype: auto = bfloat16 on CUDA, float32 on CPU.")
+    cpu_threads: int | None = Field(
+        None, gt=0, description="Torch CPU threads; null = torch's default. 1 is fastest for the tiny model on a busy machine.")
     progress: bool = Field(True, description="Show progress bars while scoring.")
 
     @field_validator("tasks")

@@ -57,7 +57,8 @@ def main(cfg: EvalConfig) -> Path:
                 if todo and backend is None:
                     from kofin.eval.engine import TransformersBackend
 
-                    backend = TransformersBackend(path, batch_size=cfg.batch_size, device=cfg.device, dtype=cfg.dtype)
+                    backend = TransformersBackend(path, batch_size=cfg.batch_size, device=cfg.device, dtype=cfg.dtype,
+                                                  cpu_threads=cfg.cpu_threads)
                 scored += _score_in_chunks(spec, todo, backend, store, cfg, m.name)
                 results[m.name][spec.name] = store.metrics(spec, examples[spec.name])
         for stale in records_root.iterdir():

@@ -55,7 +55,9 @@ class TaskSpec(KofinModel):
         default_factory=dict, description="sentiment: raw label -> label word the model is scored on (e.g. positive: 긍정).")
     labels: list[str] = Field(default_factory=list, description="classification: the label words, in a fixed order.")
     instruction: str = Field("", description="Text put before every question (e.g. '다음 문장의 감성을 고르세요.').")
-    max_new_tokens: int = Field(32, gt=0, description="Generation length for generated-answer scoring.")
+    max_new_tokens: int | None = Field(
+        None, gt=0, description="Generation length for generated-answer scoring; default 8 for mcq and "
+        "classification (a letter or a label word), 32 otherwise.")
     kb: ResolvedPath | None = Field(None, description="rag: the knowledge base (`kofin ingest --kb`) questions are asked against.")
     k: list[int] = Field([1, 3, 5, 10], description="rag: cut-offs for Recall@k and nDCG@k.")
 
@@ -68,6 +70,8 @@ class TaskSpec(KofinModel):
         missing = sorted(set(self.label_map.values()) - set(self.labels)) if self.labels else []
         if missing:
             raise ValueError(f"label_map maps to {missing}, which are not in labels {self.labels}; add them to labels")
+        if self.max_new_tokens is None:
+            self.max_new_tokens = 8 if self.kind in ("mcq", "classification") else 32
         return self
 
 

@@ -11,7 +11,12 @@ from kofin.eval.tasks import Example, TaskSpec, load_examples, load_task
 
 @pytest.fixture(scope="module")
 def backends(tiny_model):
-    return TransformersBackend(tiny_model, batch_size=1, device="cpu"), TransformersBackend(tiny_model, batch_size=4, device="cpu")
+    import torch
+
+    threads = torch.get_num_threads()
+    yield (TransformersBackend(tiny_model, batch_size=1, device="cpu", cpu_threads=1),
+           TransformersBackend(tiny_model, batch_size=4, device="cpu", cpu_threads=1))
+    torch.set_num_threads(threads)
 
 
 REQUESTS = [
