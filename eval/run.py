@@ -7,6 +7,7 @@ Run as:
       records/<model>/<task>.jsonl   one line per example: prompt inputs, generation, scores
       records/<model>/model.json     which weights those records were scored with
       metrics.json                   model x task metrics, forgetting deltas, training cost
+      report.md  report.html  charts/*.png   the internal eval report (kofin.eval.report)
       config.yaml  manifest.json  COMPLETE
 
 Resumable: records are appended a chunk at a time, and an example whose record is already there
@@ -74,6 +75,10 @@ def main(cfg: EvalConfig) -> Path:
             "training": {n: training_cost(manifest) for n, (_, manifest) in models.items() if manifest is not None},
         }
         atomic_write_json(run.path / "metrics.json", metrics)
+        if cfg.report:
+            from kofin.eval.report import build_report
+
+            build_report(run.path)
         run.metrics.update(examples_scored=scored, examples_reused=sum(len(e) for e in examples.values()) * len(models) - scored)
     return cfg.output_dir
 

@@ -19,7 +19,7 @@ TASKS = ["fin_mcq_kmmlu", "general_gsm8k_ko"]
 
 def _cfg(out: Path, *extra: str) -> EvalConfig:
     return load_config(EvalConfig, ROOT / "configs" / "eval" / "tiny.yaml",
-                       [f"output_dir={out}", f"tasks={json.dumps(TASKS)}", "limit=2", "progress=false", "batch_size=4", "cpu_threads=1", *extra])
+                       [f"output_dir={out}", f"tasks={json.dumps(TASKS)}", "limit=2", "progress=false", "batch_size=4", "cpu_threads=1", "report=false", *extra])
 
 
 @pytest.fixture
@@ -124,3 +124,20 @@ def test_config_and_model_errors_say_what_to_fix(tmp_path):
     with pytest.raises(Exception, match="unknown task 'fin_mcq_kmmlux'"):
         main(cfg)
     assert load_task("fin_sentiment").max_new_tokens == 8 and load_task("fin_numeric_qa").max_new_tokens == 24
+
+
+def test_kofin_eval_command(tmp_path, capsys):
+    from kofin.cli import main as kofin
+
+    out = tmp_path / "cli"
+    rc = kofin(["eval", "--config", str(ROOT / "configs" / "eval" / "tiny.yaml"), f"output_dir={out}",
+                "tasks=[fin_sentiment]", "limit=3", "report=false", "--quiet"])
+    printed = capsys.readouterr()
+    assert rc == 0, printed.err
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["results"]["tiny"]["fin_sentiment"]
+    assert set(metrics) == {"acc", "acc_norm", "acc_gen", "weighted_f1", "weighted_f1_gen"}
+    assert f"weighted_f1 {metrics['weighted_f1']:.3f}" in printed.out and f"wrote {out}" in printed.out
+    with pytest.raises(SystemExit) as exit_:
+        kofin(["eval", "--config", str(ROOT / "configs" / "eval" / "tiny.yaml"), "batch_sise=2"])
+    assert exit_.value.code == 2
+    assert "batch_sise: unknown key; did you mean 'batch_size'?" in capsys.readouterr().err
