@@ -69,7 +69,7 @@ demo: $(STAMP) $(AXOLOTL_STAMP)
 	$(BIN)/kofin ingest --kb runs/kb-demo data_ko/kb
 	$(BIN)/kofin ask --kb runs/kb-demo "정기예금을 만기 전에 해지하면 이자는 어떻게 되나요?"
 	@echo
-	@echo "Not built yet (each says so when called): kofin merge, eval, serve, pipeline."
+	@echo "Not built yet (each says so when called): kofin merge, serve, pipeline."
 
 test: $(STAMP) $(AXOLOTL_STAMP)
 	$(BIN)/python -m pytest -q
