@@ -5,7 +5,7 @@ Run as: a library (`TransformersBackend(path).loglikelihood([(context, continuat
 
 Log-likelihood follows lm-evaluation-harness so exported tasks give the same numbers there:
 the context is encoded with the tokenizer's special tokens (BOS), the continuation is what
-encoding `context + continuation` adds after the context's tokens, a space that ends the context
+encoding `context + continuation` adds after the context's tokens, whitespace that ends the context
 moves to the continuation, and requests run longest first so a batch wastes little padding.
 Batches are right-padded: a causal model never attends to the padding after a token, so a
 request scores the same alone or in a batch. Generation is greedy (deterministic) and
@@ -62,7 +62,7 @@ class TransformersBackend:
     # -------------------------------------------------------------- log-likelihood
 
     def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        spaces = len(context) - len(context.rstrip(" "))
+        spaces = len(context) - len(context.rstrip())
         if spaces:
             context, continuation = context[:-spaces], context[-spaces:] + continuation
         ctx = self.tokenizer(context).input_ids

@@ -4,8 +4,8 @@ Run as: a library; `kofin.eval.run` calls `score_examples` per (model, task) and
 on the records it keeps.
 
 - mcq and classification are scored two ways, both reported: the option whose continuation has
-  the highest log-likelihood (`pred_ll`; `pred_ll_norm` divides by its UTF-8 byte length, as
-  lm-eval's acc_norm), and the option named by the greedy generation (`pred_gen`: a letter A-D,
+  the highest log-likelihood (`pred_ll`; `pred_ll_norm` divides by the option's length in
+  characters, exactly as lm-eval's acc_norm), and the option named by the greedy generation (`pred_gen`: a letter A-D,
   an option number, or the option's text).
 - numeric_qa is scored on the generation: exact match after number normalisation, morpheme
   token F1 and ROUGE-L.
@@ -53,7 +53,7 @@ def score_examples(spec: TaskSpec, examples: list[Example], backend: Transformer
         for ex, gen in zip(examples, generations):
             lls = [next(scores) for _ in ex.choices]
             logprob = [s.logprob for s in lls]
-            norm = [s.logprob / len(c.encode("utf-8")) for s, c in zip(lls, continuations(spec, ex))]
+            norm = [s.logprob / len(c) for s, c in zip(lls, ex.choices)]
             pred_gen = parse_choice(spec, ex, gen)
             records.append(_record(ex, gen, gold=ex.answer, logprob=[round(x, 6) for x in logprob],
                                    logprob_norm=[round(x, 6) for x in norm],
