@@ -28,7 +28,7 @@ class EvalConfig(StageConfig):
 
     models: list[EvalModel] = Field(min_length=1, description="Models to evaluate, in report order.")
     tasks: list[str] = Field(
-        default_factory=lambda: ["fin_mcq_fmmlu", "fin_mcq_kmmlu", "fin_sentiment", "fin_numeric_qa",
+        default_factory=lambda: ["fin_mcq_fmmlu", "fin_mcq_kmmlu", "fin_sentiment", "fin_numeric_qa", "kb_rag",
                                  "general_mcq_ko", "general_gsm8k_ko"],
         description="Bundled task names (eval/tasks/*.yaml) or paths of task YAMLs (relative to this config).")
     limit: int | None = Field(None, gt=0, description="Score only the first N examples of each task (smoke runs).")

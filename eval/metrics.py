@@ -224,7 +224,13 @@ def citation_scores(
     from kofin.serve.korean import split_sentences
 
     judge = judge or lexical_judge()
-    sentences = split_sentences(answer)
+    sentences: list[str] = []
+    for piece in split_sentences(answer):
+        # "…적용한다. [1]" splits after the period; a citation-only piece belongs to the sentence before it.
+        if sentences and not _CITE.sub("", piece).strip():
+            sentences[-1] += " " + piece
+        else:
+            sentences.append(piece)
     supported, relevant, n_citations = 0, 0, 0
 
     def passages(ids: list[int]) -> list[str]:

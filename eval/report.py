@@ -4,7 +4,7 @@ Run as: a library; `kofin eval` writes the report into its run directory after s
 (`build_report(run_dir)` rebuilds it from `metrics.json` and `records/`).
 
 Sections: every model x task (primary metric, then all metrics), a bar chart per task per model,
-forgetting deltas on the general tasks, training cost and time from the models' run manifests,
+forgetting deltas on the general tasks, retrieval Recall@k curves of RAG tasks, training cost and time from the models' run manifests,
 and a drill-down of each model's failed examples. Charts are PNGs drawn by matplotlib with a
 Korean-capable font (a system one such as NanumGothic / Noto Sans CJK KR when present, else the
 Noto Sans CJK font `mplfonts` bundles), embedded in the HTML as data URIs so it opens offline.
@@ -21,7 +21,7 @@ from typing import Any
 
 from kofin.errors import KofinError
 
-PRIMARY = {"mcq": "acc", "classification": "weighted_f1", "numeric_qa": "exact_match"}
+PRIMARY = {"mcq": "acc", "classification": "weighted_f1", "numeric_qa": "exact_match", "rag": "mrr"}
 KOREAN_FONT_NAMES = ("NanumGothic", "Noto Sans CJK KR", "Noto Sans KR", "Malgun Gothic", "AppleGothic", "UnDotum")
 MAX_FAILURES = 5  # per model and task in the drill-down
 
@@ -105,6 +105,28 @@ def forgetting_chart(metrics: dict, path: Path) -> Path | None:
     return path
 
 
+def recall_chart(metrics: dict, path: Path) -> Path | None:
+    """Recall@k against k for each RAG task and model."""
+    rag = [t for t, info in metrics["tasks"].items() if info["kind"] == "rag"]
+    if not rag:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for t in rag:
+        for m in metrics["models"]:
+            points = sorted((int(k.split("@")[1]), v) for k, v in metrics["results"][m][t].items() if k.startswith("recall@"))
+            ax.plot([k for k, _ in points], [v for _, v in points], marker="o", label=f"{m} · {_label(metrics, t)}")
+    ax.set_xlabel("k (검색 문서 수)")
+    ax.set_ylabel("Recall@k")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("검색 재현율 곡선")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _records(run_dir: Path, model: str, task: str) -> list[dict]:
     path = run_dir / "records" / model / f"{task}.jsonl"
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -115,7 +137,9 @@ def failures(metrics: dict, run_dir: Path, model: str, task: str) -> list[dict[s
     kind = metrics["tasks"][task]["kind"]
     out = []
     for r in _records(run_dir, model, task):
-        if kind == "numeric_qa":
+        if kind == "rag":  # the gold document was not retrieved at all
+            wrong, gold, pred = not set(r["gold_ids"]) & set(r["retrieved"]), ", ".join(r["gold_ids"]), ", ".join(r["retrieved"][:3])
+        elif kind == "numeric_qa":
             wrong, gold, pred = not r["exact_match"], str(r["gold"]), r["generation"]
         else:
             wrong, gold, pred = r["pred_ll"] != r["gold"], r["choices"][r["gold"]], r["choices"][r["pred_ll"]]
@@ -206,8 +230,9 @@ def build_report(run_dir: Path) -> list[Path]:
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     (run_dir / "charts").mkdir(exist_ok=True)
     charts = [bar_chart(metrics, run_dir / "charts" / "tasks.png")]
-    forgot = forgetting_chart(metrics, run_dir / "charts" / "forgetting.png")
-    charts += [forgot] if forgot else []
+    for extra in (forgetting_chart(metrics, run_dir / "charts" / "forgetting.png"),
+                  recall_chart(metrics, run_dir / "charts" / "retrieval_recall.png")):
+        charts += [extra] if extra else []
     parts = sections(metrics, run_dir)
     (run_dir / "report.md").write_text(render_markdown(metrics, parts, charts), encoding="utf-8")
     (run_dir / "report.html").write_text(render_html(metrics, parts, charts), encoding="utf-8")

@@ -154,7 +154,8 @@ class ModelRecords:
 
 def example_key(spec: TaskSpec, ex: Example) -> str:
     """Changes when anything that decides the example's scores changes."""
-    blob = json.dumps([spec.kind, prompt_for(spec, ex), ex.choices, ex.answer, spec.max_new_tokens], ensure_ascii=False)
+    blob = json.dumps([spec.kind, prompt_for(spec, ex), ex.choices, ex.answer, spec.max_new_tokens,
+                       str(spec.kb or spec.documents or ""), spec.answer_with, spec.k], ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -9,6 +9,7 @@ on the records it keeps.
   an option number, or the option's text).
 - numeric_qa is scored on the generation: exact match after number normalisation, morpheme
   token F1 and ROUGE-L.
+- rag is retrieval + answer + citations (`kofin.eval.rag`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ def parse_choice(spec: TaskSpec, ex: Example, generation: str) -> int | None:
 
 def score_examples(spec: TaskSpec, examples: list[Example], backend: TransformersBackend,
                    progress: Callable | None = None) -> list[dict[str, Any]]:
+    if spec.kind == "rag":
+        from kofin.eval.rag import score_rag
+
+        return score_rag(spec, examples, backend)
     prompts = [prompt_for(spec, ex) for ex in examples]
     generations = backend.generate(prompts, spec.max_new_tokens, progress=progress)
     records = []
@@ -77,6 +82,10 @@ def _argmax(values: list[float]) -> int:
 
 def task_metrics(spec: TaskSpec, records: list[dict[str, Any]]) -> dict[str, float]:
     """Aggregate one (model, task)'s records; every value is higher-is-better in [0, 1]."""
+    if spec.kind == "rag":
+        from kofin.eval.rag import rag_metrics
+
+        return {k: round(v, 6) for k, v in rag_metrics(spec, records).items()}
     if spec.kind in ("mcq", "classification"):
         gold = [r["gold"] for r in records]
         # An unparseable generation is a wrong answer (-1 is never a gold index).
