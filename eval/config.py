@@ -31,6 +31,9 @@ class EvalConfig(StageConfig):
         default_factory=lambda: ["fin_mcq_fmmlu", "fin_mcq_kmmlu", "fin_sentiment", "fin_numeric_qa", "kb_rag",
                                  "general_mcq_ko", "general_gsm8k_ko"],
         description="Bundled task names (eval/tasks/*.yaml) or paths of task YAMLs (relative to this config).")
+    training_runs: list[ResolvedPath] = Field(
+        default_factory=list, description="kofin sft / dpo / merge run directories whose time and cost the report shows "
+        "(GPU-hours, tokens/s, peak GPU memory, cost from their manifests).")
     limit: int | None = Field(None, gt=0, description="Score only the first N examples of each task (smoke runs).")
     batch_size: int = Field(8, gt=0, description="Sequences per forward pass (log-likelihood and generation).")
     device: str = Field("auto", description="auto (cuda when present, else cpu), cpu, cuda, cuda:1 ...")

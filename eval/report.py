@@ -23,6 +23,8 @@ from kofin.errors import KofinError
 
 PRIMARY = {"mcq": "acc", "classification": "weighted_f1", "numeric_qa": "exact_match", "rag": "mrr"}
 KOREAN_FONT_NAMES = ("NanumGothic", "Noto Sans CJK KR", "Noto Sans KR", "Malgun Gothic", "AppleGothic", "UnDotum")
+COST_COLUMNS = ("stage", "method", "world_size", "gpu_hours", "tokens_per_s", "tokens_total",
+                "peak_gpu_memory_gib_per_gpu", "train_runtime_s", "wall_time_s", "cost")
 MAX_FAILURES = 5  # per model and task in the drill-down
 
 
@@ -170,7 +172,8 @@ def sections(metrics: dict, run_dir: Path) -> list[tuple[str, list[list[str]] | 
     else:
         out.append(("망각 점검 (기준 모델 대비 변화)", f"기준 모델 {metrics['base']} 하나만 평가되어 비교할 모델이 없습니다."))
     if metrics["training"]:
-        keys = sorted({k for c in metrics["training"].values() for k in c})
+        present = {k for c in metrics["training"].values() for k in c}
+        keys = [k for k in COST_COLUMNS if k in present] + sorted(present - set(COST_COLUMNS))
         out.append(("학습 단계별 비용과 시간", _table(["model"] + keys, [[m] + [c.get(k, "") for k in keys] for m, c in metrics["training"].items()])))
     else:
         out.append(("학습 단계별 비용과 시간", "평가한 모델 중 kofin 학습 실행 디렉터리(manifest)가 있는 모델이 없습니다."))

@@ -29,8 +29,9 @@ from kofin.eval.config import EvalConfig, EvalModel
 from kofin.eval.tasks import Example, TaskSpec, load_examples, load_task, prompt_for
 from kofin.rundir import atomic_write_json, is_complete, open_run, require_complete, sha256_tree
 
-# Training-cost numbers a kofin sft/dpo manifest records under `metrics`, shown per model.
-COST_KEYS = ("gpu_hours", "cost", "tokens_per_s", "peak_gpu_mb", "train_tokens")
+# Training-cost numbers a kofin sft/dpo manifest records under `metrics`, shown per stage.
+COST_KEYS = ("method", "world_size", "gpu_hours", "cost", "tokens_per_s", "tokens_total",
+             "peak_gpu_memory_gib_per_gpu", "train_runtime_s")
 
 
 class EvalError(KofinError):
@@ -43,6 +44,7 @@ def main(cfg: EvalConfig) -> Path:
     models = {m.name: resolve_model(m) for m in cfg.models}
     inputs = {f"model_{n}": p for n, (p, manifest) in models.items() if manifest is not None}
     inputs |= {f"task_{s.name}": s.path for s in specs}
+    inputs |= {f"training_run_{i}": p for i, p in enumerate(cfg.training_runs)}
     with open_run("eval", cfg, inputs=inputs, resume=True) as run:
         records_root = run.path / "records"
         _carry_finished_records(cfg.output_dir / "records", records_root)
@@ -72,7 +74,7 @@ def main(cfg: EvalConfig) -> Path:
                                "description": s.description, "path": str(s.path)} for s in specs},
             "results": results,
             "forgetting": forgetting_deltas(results, cfg.base_model.name, [s.name for s in specs if s.group == "general"]),
-            "training": {n: training_cost(manifest) for n, (_, manifest) in models.items() if manifest is not None},
+            "training": training_table(models, cfg.training_runs),
         }
         atomic_write_json(run.path / "metrics.json", metrics)
         if cfg.report:
@@ -207,7 +209,19 @@ def forgetting_deltas(results: dict[str, dict[str, dict[str, float]]], base: str
     return out
 
 
+def training_table(models: dict[str, tuple[Path, dict | None]], runs: list[Path]) -> dict[str, dict[str, Any]]:
+    """Time and cost of each training stage: the evaluated models' own runs, then `training_runs`."""
+    rows = {name: training_cost(manifest) for name, (_, manifest) in models.items() if manifest is not None}
+    for i, path in enumerate(runs):
+        manifest = require_complete(path, what=f"training_runs[{i}]")
+        rows[f"{manifest.get('stage')}:{path.name}"] = training_cost(manifest)
+    return rows
+
+
 def training_cost(manifest: dict) -> dict[str, Any]:
     m = manifest.get("metrics") or {}
-    return {"stage": manifest.get("stage"), "wall_time_s": manifest.get("wall_time_s"),
-            **{k: m[k] for k in COST_KEYS if k in m}}
+    row = {"stage": manifest.get("stage"), "wall_time_s": manifest.get("wall_time_s"),
+           **{k: m[k] for k in COST_KEYS if k in m}}
+    if isinstance(row.get("cost"), dict):  # {"amount": 12.0, "currency": "USD", ...} -> "12.0 USD"
+        row["cost"] = f"{row['cost'].get('amount')} {row['cost'].get('currency', '')}".strip()
+    return row

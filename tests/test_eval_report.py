@@ -25,11 +25,25 @@ def second_tiny_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def report_run(tmp_path_factory, tiny_model, second_tiny_model) -> Path:
+def sft_run(tmp_path_factory) -> Path:
+    """A complete run directory with the metrics `kofin sft` records (written the way every stage writes one)."""
+    from kofin.rundir import open_run
+
+    out = tmp_path_factory.mktemp("sft") / "sft-eeve"
+    with open_run("sft", {"output_dir": str(out)}) as run:
+        (run.path / "adapter_config.json").write_text("{}")
+        run.metrics.update(method="qlora", world_size=8, gpu_hours=1.5, tokens_per_s=1234.5,
+                           peak_gpu_memory_gib_per_gpu=26.1, cost={"amount": 12.0, "currency": "USD", "gpu_hour_price": 8.0})
+    return out
+
+
+@pytest.fixture(scope="module")
+def report_run(tmp_path_factory, tiny_model, second_tiny_model, sft_run) -> Path:
     out = tmp_path_factory.mktemp("report") / "eval"
     models = f"[{{name: base, base: true}}, {{name: tuned, path: {second_tiny_model}}}]"
     cfg = load_config(EvalConfig, ROOT / "configs" / "eval" / "tiny.yaml", [
         f"output_dir={out}", f"models={models}", "tasks=[fin_mcq_kmmlu, fin_numeric_qa, general_mcq_ko]",
+        f"training_runs=[{sft_run}]",
         "limit=4", "progress=false", "cpu_threads=1",
     ])
     return main(cfg)
@@ -51,6 +65,10 @@ def test_report_files_and_every_section(report_run):
     assert f"| tuned | general_mcq_ko | acc | {delta:.3f} |" in md
     # Training time per stage from the models' run manifests (the tiny builds are `tiny` runs).
     assert metrics["training"]["tuned"]["stage"] == "tiny" and metrics["training"]["tuned"]["wall_time_s"] > 0
+    sft = metrics["training"]["sft:sft-eeve"]
+    assert (sft["gpu_hours"], sft["tokens_per_s"], sft["cost"], sft["world_size"]) == (1.5, 1234.5, "12.0 USD", 8)
+    table = md.split("## 학습 단계별 비용과 시간")[1].split("##")[0]
+    assert "| sft:sft-eeve | sft | qlora | 8 | 1.500 | 1234.500 | 26.100 |" in table and "| 12.0 USD |" in table
     # Drill-down: the first failed MCQ of the base model, with its gold option text.
     records = [json.loads(x) for x in (report_run / "records/base/fin_mcq_kmmlu.jsonl").read_text(encoding="utf-8").splitlines()]
     wrong = next(r for r in records if r["pred_ll"] != r["gold"])
