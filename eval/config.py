@@ -20,7 +20,29 @@ class EvalModel(KofinModel):
     path: ResolvedPath | None = Field(
         None, description="A model folder (config.json + weights + tokenizer) or a complete kofin run directory "
         "holding one; null = the embedded tiny model.")
+    endpoint: str | None = Field(
+        None, description="OpenAI-compatible base URL (vLLM), e.g. http://127.0.0.1:8000/v1, instead of path.")
+    served_model: str = Field("kofin", description="Model name sent to the endpoint (vLLM's --served-model-name).")
+    api_key_env: str = Field("KOFIN_OPENAI_API_KEY", description="Environment variable holding the endpoint's API key.")
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1", "localhost", "::1"],
+        description="Hosts the endpoint may be on; kofin is offline by design, so add the bank's internal vLLM host here.")
     base: bool = Field(False, description="The reference model: forgetting deltas of the others are measured against it.")
+
+    @model_validator(mode="after")
+    def _path_or_endpoint(self) -> "EvalModel":
+        if self.endpoint is None:
+            return self
+        if self.path is not None:
+            raise ValueError("give either path (a local model) or endpoint (an OpenAI-compatible server), not both")
+        from urllib.parse import urlparse
+
+        host = urlparse(self.endpoint).hostname
+        if not host:
+            raise ValueError(f"endpoint {self.endpoint!r} is not a URL like http://127.0.0.1:8000/v1")
+        if host not in self.allowed_hosts:
+            raise ValueError(f"endpoint host {host!r} is not in allowed_hosts {self.allowed_hosts}; add the internal host there")
+        return self
 
 
 class EvalConfig(StageConfig):

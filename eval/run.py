@@ -52,16 +52,13 @@ def main(cfg: EvalConfig) -> Path:
         scored = 0
         for m in cfg.models:
             path, manifest = models[m.name]
-            store = ModelRecords(records_root / m.name, path, manifest)
+            store = ModelRecords(records_root / m.name, path, manifest, f"{m.endpoint} {m.served_model}" if m.endpoint else None)
             backend = None
             results[m.name] = {}
             for spec in specs:
                 todo = store.missing(spec, examples[spec.name])
                 if todo and backend is None:
-                    from kofin.eval.engine import TransformersBackend
-
-                    backend = TransformersBackend(path, batch_size=cfg.batch_size, device=cfg.device, dtype=cfg.dtype,
-                                                  cpu_threads=cfg.cpu_threads)
+                    backend = make_backend(m, path, cfg)
                 scored += _score_in_chunks(spec, todo, backend, store, cfg, m.name)
                 results[m.name][spec.name] = store.metrics(spec, examples[spec.name])
         for stale in records_root.iterdir():
@@ -85,8 +82,20 @@ def main(cfg: EvalConfig) -> Path:
     return cfg.output_dir
 
 
+def make_backend(m: EvalModel, path: Path, cfg: EvalConfig) -> Any:
+    if m.endpoint is not None:
+        from kofin.eval.endpoint import EndpointBackend
+
+        return EndpointBackend(m.endpoint, m.served_model, batch_size=cfg.batch_size, api_key_env=m.api_key_env)
+    from kofin.eval.engine import TransformersBackend
+
+    return TransformersBackend(path, batch_size=cfg.batch_size, device=cfg.device, dtype=cfg.dtype, cpu_threads=cfg.cpu_threads)
+
+
 def resolve_model(m: EvalModel) -> tuple[Path, dict | None]:
     """The model folder and, when it is a kofin run directory, that run's manifest."""
+    if m.endpoint is not None:
+        return Path("endpoint"), None  # no local folder; records are keyed by URL and served name
     if m.path is None:
         from kofin.tiny import default_tiny_model
 
@@ -108,9 +117,12 @@ def resolve_model(m: EvalModel) -> tuple[Path, dict | None]:
 class ModelRecords:
     """One model's records folder: what is already scored, and appending new records."""
 
-    def __init__(self, folder: Path, model_path: Path, manifest: dict | None):
+    def __init__(self, folder: Path, model_path: Path, manifest: dict | None, endpoint: str | None = None):
         self.folder = folder
-        identity = {"path": str(model_path), "weights": _weights_digest(model_path, manifest)}
+        if endpoint is not None:  # "URL served-name": a server's weights are not ours to hash
+            identity = {"endpoint": endpoint}
+        else:
+            identity = {"path": str(model_path), "weights": _weights_digest(model_path, manifest)}
         info = folder / "model.json"
         if info.exists() and json.loads(info.read_text(encoding="utf-8")) != identity:
             shutil.rmtree(folder)  # other weights under the same name: nothing here is reusable
