@@ -11,6 +11,7 @@ Every problem in a file is collected and reported at once as `file:line  field: 
 - sentiment: one text column and one label column, names set per task (FPB `sentence`/`label`,
   FiQA-SA's numeric score mapped through `label_map`, KorFin-ASC `SRC`/`SENTIMENT` ...).
 - numeric_qa: `{"id"?, "question", "answer", "context"?}`; gsm8k: `answer` ends in `#### 72`.
+- finlora: `{"context", "target"}` (FinLoRA's XBRL extraction and formula tasks).
 - laws_questions: `{"qid", "question", "gold": [ids], "answer"}` (../shared/data/laws).
 """
 
@@ -147,6 +148,14 @@ def load_numeric_qa(spec: TaskSpec) -> list[Example]:
     return _collect(spec.path, read_records(spec.path), convert)
 
 
+def load_finlora(spec: TaskSpec) -> list[Example]:
+    """FinLoRA's `{"context": instruction + input, "target": answer}` rows (XBRL tag/value extraction, formulas)."""
+    def convert(where: str, row: Any) -> Example:
+        return Example(_row_id(row, where, "id"), where, _field(row, "context"), _field(row, "target"))
+
+    return _collect(spec.path, read_records(spec.path), convert)
+
+
 def load_gsm8k(spec: TaskSpec) -> list[Example]:
     def convert(where: str, row: Any) -> Example:
         solution = _field(row, "answer")
@@ -177,5 +186,6 @@ LOADERS: dict[str, Callable[[TaskSpec], list[Example]]] = {
     "sentiment": load_sentiment,
     "numeric_qa": load_numeric_qa,
     "gsm8k": load_gsm8k,
+    "finlora": load_finlora,
     "laws_questions": load_laws_questions,
 }

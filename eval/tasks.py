@@ -29,7 +29,7 @@ TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 LETTERS = "ABCDEFGHIJ"
 
 Kind = Literal["mcq", "classification", "numeric_qa", "rag"]
-Format = Literal["financial_mmlu_ko", "kmmlu_csv", "sentiment", "numeric_qa", "gsm8k", "laws_questions"]
+Format = Literal["financial_mmlu_ko", "kmmlu_csv", "sentiment", "numeric_qa", "gsm8k", "finlora", "laws_questions"]
 
 
 class TaskError(KofinError, ValueError):
@@ -43,7 +43,8 @@ class TaskSpec(KofinModel):
     kind: Kind = Field(description="mcq (options, log-likelihood + generated letter), classification "
                        "(label words, accuracy + weighted F1) or numeric_qa (generated answer, exact match).")
     format: Format = Field(description="Loader for `path`: financial_mmlu_ko (conversations), kmmlu_csv, "
-                           "sentiment (FPB / FiQA-SA / TFNS / NWGI / KorFin-ASC style JSONL), numeric_qa, gsm8k.")
+                           "sentiment (FPB / FiQA-SA / TFNS / NWGI / KorFin-ASC style JSONL), numeric_qa, gsm8k, finlora (context/target), "
+                           "laws_questions (qid/question/gold/answer).")
     path: ResolvedPath = Field(description="The data file; relative paths resolve against the task YAML.")
     group: Literal["finance", "general"] = Field(
         "finance", description="general tasks are the catastrophic-forgetting check (reported as deltas vs the base).")

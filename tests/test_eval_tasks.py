@@ -13,7 +13,8 @@ from kofin.eval.tasks import TaskError, TaskSpec, bundled_tasks, load_examples, 
 
 def test_every_bundled_task_loads_its_example_file():
     names = bundled_tasks()
-    assert {"fin_mcq_fmmlu", "fin_mcq_kmmlu", "fin_sentiment", "fin_numeric_qa", "general_mcq_ko", "general_gsm8k_ko"} <= set(names)
+    assert {"fin_mcq_fmmlu", "fin_mcq_kmmlu", "fin_sentiment", "fin_numeric_qa", "general_mcq_ko", "general_gsm8k_ko",
+            "fin_xbrl_extraction", "kb_rag"} <= set(names)
     for name in names:
         spec = load_task(name)
         assert spec.path.is_absolute() and spec.path.parent.name == "examples"
@@ -44,6 +45,16 @@ def test_sentiment_maps_labels_to_label_words():
     ex = load_examples(spec)
     assert [e.choices[e.answer] for e in ex[:3]] == ["긍정", "부정", "중립"]
     assert "선택지: 긍정, 부정, 중립" in prompt_for(spec, ex[0])
+
+
+def test_finlora_context_target_rows_and_their_answers_match():
+    from kofin.eval.metrics import exact_match
+
+    ex = load_examples(load_task("fin_xbrl_extraction"))
+    assert [e.answer for e in ex] == ["1,250,000,000,000", "-32000000000", "ifrs-full:CashAndCashEquivalents", "150%"]
+    assert ex[0].question.startswith("다음 XBRL 문서에서") and "ifrs-full:Revenue" in ex[0].question
+    assert exact_match("답: -320억", ex[1].answer) and exact_match("1조 2,500억 원", ex[0].answer)
+    assert not exact_match("ifrs-full:Cash", ex[2].answer)
 
 
 def test_gsm8k_answer_is_the_number_after_hashes():
