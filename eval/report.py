@@ -61,6 +61,13 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _label(metrics: dict, task: str) -> str:
     return metrics["tasks"][task].get("description") or task
 
@@ -81,10 +88,7 @@ def bar_chart(metrics: dict, path: Path) -> Path:
     ax.set_ylabel("주 지표 (정확도 / 가중 F1 / 완전일치)")
     ax.set_title("과제별 모델 성능")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def forgetting_chart(metrics: dict, path: Path) -> Path | None:
@@ -101,10 +105,7 @@ def forgetting_chart(metrics: dict, path: Path) -> Path | None:
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_xlabel(f"기준 모델({metrics['base']}) 대비 변화")
     ax.set_title("망각 점검: 일반 과제 성능 변화")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def recall_chart(metrics: dict, path: Path) -> Path | None:
@@ -123,10 +124,7 @@ def recall_chart(metrics: dict, path: Path) -> Path | None:
     ax.set_ylim(0, 1.05)
     ax.set_title("검색 재현율 곡선")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def _records(run_dir: Path, model: str, task: str) -> list[dict]:

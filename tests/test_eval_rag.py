@@ -10,13 +10,10 @@ import pytest
 from kofin.config import ConfigError, load_config
 from kofin.eval.scoring import score_examples, task_metrics
 from kofin.eval.tasks import TaskSpec, load_examples, load_task
+from test_serve_answers import DOCS as SERVE_DOCS
 
-DOCS = {
-    "deposit.md": "---\ntitle: 가람 정기예금 상품설명서\ngroups: [all]\n---\n# 가람 정기예금 상품설명서\n## 4. 중도해지이율\n"
-    "만기 전에 해지하면 약정이율 대신 중도해지이율을 적용한다. 가입 후 6개월 미만이면 기본이율의 30%를 적용한다.\n"
-    "## 5. 예금자보호\n이 예금은 예금자보호법에 따라 1인당 1억원까지 보호된다.\n",
-    "loan.md": "---\ntitle: 가람 신용대출 상품설명서\ngroups: [all]\n---\n# 가람 신용대출 상품설명서\n## 3. 중도상환수수료\n"
-    "대출 실행 후 3년 이내에 상환하면 중도상환수수료 1.2%를 받는다. 3년이 지나면 면제한다.\n",
+# kofin ask's test documents (anyone may read them), plus one of our own.
+DOCS = {name: text for name, text in SERVE_DOCS.items() if "groups: [all]" in text} | {
     "card.md": "---\ntitle: 가람카드 분실 신고 안내\ngroups: [all]\n---\n# 가람카드 분실 신고 안내\n"
     "카드를 분실하면 즉시 고객센터에 신고한다. 신고 접수 후 발생한 부정사용은 은행이 보상한다.\n",
 }
