@@ -56,6 +56,8 @@ class EvalConfig(StageConfig):
     training_runs: list[ResolvedPath] = Field(
         default_factory=list, description="kofin sft / dpo / merge run directories whose time and cost the report shows "
         "(GPU-hours, tokens/s, peak GPU memory, cost from their manifests).")
+    bertscore_encoder: ResolvedPath | None = Field(
+        None, description="Local encoder folder (e.g. a Korean BERT/RoBERTa) for BERTScore F1 of generated answers; null = off.")
     limit: int | None = Field(None, gt=0, description="Score only the first N examples of each task (smoke runs).")
     batch_size: int = Field(8, gt=0, description="Sequences per forward pass (log-likelihood and generation).")
     device: str = Field("auto", description="auto (cuda when present, else cpu), cpu, cuda, cuda:1 ...")

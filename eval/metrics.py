@@ -259,3 +259,37 @@ def citation_scores(
 
 def mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
+
+
+# ---------------------------------------------------------------- BERTScore
+
+
+class BertScorer:
+    """BERTScore F1 (Zhang et al. 2020, greedy cosine matching, no idf weights, no baseline rescaling)
+    with a local encoder folder; turned on by `bertscore_encoder` in the eval config.
+
+    Tokens are the encoder's own; the encoder's last hidden layer gives their vectors.
+    """
+
+    def __init__(self, encoder: str, device: str = "cpu"):
+        from transformers import AutoModel, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(encoder)
+        self.model = AutoModel.from_pretrained(encoder).to(device).eval()
+        self.device = device
+
+    def _vectors(self, text: str):
+        import torch
+
+        enc = self.tokenizer(text, return_tensors="pt", add_special_tokens=False).to(self.device)
+        with torch.inference_mode():
+            hidden = self.model(**enc).last_hidden_state[0].float()
+        return torch.nn.functional.normalize(hidden, dim=-1)
+
+    def f1(self, prediction: str, reference: str) -> float:
+        if not prediction.strip() or not reference.strip():
+            return float(prediction.strip() == reference.strip())
+        sim = self._vectors(prediction) @ self._vectors(reference).T
+        precision = float(sim.max(dim=1).values.mean())  # each predicted token's best reference match
+        recall = float(sim.max(dim=0).values.mean())
+        return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0

@@ -50,6 +50,11 @@ def main(cfg: EvalConfig) -> Path:
         _carry_finished_records(cfg.output_dir / "records", records_root)
         results: dict[str, dict[str, dict[str, float]]] = {}
         scored = 0
+        bert = None
+        if cfg.bertscore_encoder is not None:
+            from kofin.eval.metrics import BertScorer
+
+            bert = BertScorer(str(cfg.bertscore_encoder))
         for m in cfg.models:
             path, manifest = models[m.name]
             store = ModelRecords(records_root / m.name, path, manifest, f"{m.endpoint} {m.served_model}" if m.endpoint else None)
@@ -60,7 +65,7 @@ def main(cfg: EvalConfig) -> Path:
                 if todo and backend is None:
                     backend = make_backend(m, path, cfg)
                 scored += _score_in_chunks(spec, todo, backend, store, cfg, m.name)
-                results[m.name][spec.name] = store.metrics(spec, examples[spec.name])
+                results[m.name][spec.name] = store.metrics(spec, examples[spec.name], bert)
         for stale in records_root.iterdir():
             if stale.name not in results:  # a model dropped from the config since the carried run
                 shutil.rmtree(stale)
@@ -155,11 +160,15 @@ class ModelRecords:
             f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
             f.flush()
 
-    def metrics(self, spec: TaskSpec, examples: list[Example]) -> dict[str, float]:
+    def metrics(self, spec: TaskSpec, examples: list[Example], bert: Any = None) -> dict[str, float]:
         from kofin.eval.scoring import task_metrics
 
         done = self.done(spec)
         ordered = [done[ex.id] for ex in examples]
+        if bert is not None and spec.kind in ("numeric_qa", "rag"):
+            for r in ordered:  # records resumed from a run without an encoder get theirs now
+                if "bertscore_f1" not in r:
+                    r["bertscore_f1"] = round(bert.f1(r["generation"], str(r["gold"])), 6)
         # Rewrite in example order, without superseded or stale lines, so the file is the record of this run.
         path = self._file(spec)
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ordered), encoding="utf-8")

@@ -85,8 +85,8 @@ def task_metrics(spec: TaskSpec, records: list[dict[str, Any]]) -> dict[str, flo
     if spec.kind == "rag":
         from kofin.eval.rag import rag_metrics
 
-        return {k: round(v, 6) for k, v in rag_metrics(spec, records).items()}
-    if spec.kind in ("mcq", "classification"):
+        out = rag_metrics(spec, records)
+    elif spec.kind in ("mcq", "classification"):
         gold = [r["gold"] for r in records]
         # An unparseable generation is a wrong answer (-1 is never a gold index).
         gen = [-1 if r["pred_gen"] is None else r["pred_gen"] for r in records]
@@ -104,4 +104,6 @@ def task_metrics(spec: TaskSpec, records: list[dict[str, Any]]) -> dict[str, flo
             "token_f1": M.mean([r["token_f1"] for r in records]),
             "rouge_l": M.mean([r["rouge_l"] for r in records]),
         }
+    if records and all("bertscore_f1" in r for r in records):  # only when an encoder is configured
+        out["bertscore_f1"] = M.mean([r["bertscore_f1"] for r in records])
     return {k: round(v, 6) for k, v in out.items()}

@@ -146,3 +146,17 @@ def test_citation_needed_jointly_counts_as_precise():
     assert (s.recall, s.precision) == (1.0, 1.0)
     bad = M.citation_scores("예금 금리는 연 3%입니다 [7].", SOURCES)  # cites a source that was not shown
     assert (bad.recall, bad.precision) == (0.0, 0.0)
+
+
+def test_bertscore_with_a_local_encoder(tiny_model):
+    import torch
+
+    scorer = M.BertScorer(str(tiny_model))
+    assert scorer.f1("정기예금 중도해지이율", "정기예금 중도해지이율") == pytest.approx(1.0, abs=1e-5)
+    # By hand: greedy matching of cosine similarities of the encoder's last-layer token vectors.
+    p, r = scorer._vectors("대출 금리"), scorer._vectors("예금 금리는 연 3%")
+    sim = p @ r.T
+    precision, recall = float(sim.max(1).values.mean()), float(sim.max(0).values.mean())
+    assert scorer.f1("대출 금리", "예금 금리는 연 3%") == pytest.approx(2 * precision * recall / (precision + recall))
+    assert scorer.f1("대출 금리", "예금 금리는 연 3%") < 1.0
+    assert torch.allclose(p.norm(dim=-1), torch.ones(p.shape[0]))

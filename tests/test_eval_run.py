@@ -141,3 +141,14 @@ def test_kofin_eval_command(tmp_path, capsys):
         kofin(["eval", "--config", str(ROOT / "configs" / "eval" / "tiny.yaml"), "batch_sise=2"])
     assert exit_.value.code == 2
     assert "batch_sise: unknown key; did you mean 'batch_size'?" in capsys.readouterr().err
+
+
+def test_bertscore_is_added_when_an_encoder_is_configured(tmp_path, tiny_model):
+    out = tmp_path / "bert"
+    main(_cfg(out, "tasks=[general_gsm8k_ko]"))  # first without an encoder
+    assert "bertscore_f1" not in json.loads((out / "metrics.json").read_text())["results"]["tiny"]["general_gsm8k_ko"]
+    main(_cfg(out, "tasks=[general_gsm8k_ko]", f"bertscore_encoder={tiny_model}"))  # resumed records get theirs
+    got = json.loads((out / "metrics.json").read_text())["results"]["tiny"]["general_gsm8k_ko"]["bertscore_f1"]
+    records = _records(out, "general_gsm8k_ko")
+    assert got == pytest.approx(sum(r["bertscore_f1"] for r in records) / 2, abs=1e-6)
+    assert 0 <= got <= 1
