@@ -127,7 +127,7 @@ def load_kmmlu_csv(spec: TaskSpec) -> list[Example]:
 def load_sentiment(spec: TaskSpec) -> list[Example]:
     def convert(where: str, row: Any) -> Example:
         raw = _field(row, spec.label_field)
-        label = spec.label_map.get(raw, raw)
+        label = _score_label(spec, raw) if spec.score_thresholds else spec.label_map.get(raw, raw)
         if label not in spec.labels:
             known = sorted(spec.label_map) or spec.labels
             raise RowError(spec.label_field, f"label {raw!r} is not one of {known}; add it to the task's label_map")
@@ -135,6 +135,14 @@ def load_sentiment(spec: TaskSpec) -> list[Example]:
                        spec.labels.index(label), list(spec.labels))
 
     return _collect(spec.path, read_records(spec.path), convert)
+
+
+def _score_label(spec: TaskSpec, raw: str) -> str:
+    try:
+        score = float(raw)
+    except ValueError:
+        raise RowError(spec.label_field, f"expected a numeric sentiment score (score_thresholds is set), got {raw!r}") from None
+    return next((label for label, t in zip(spec.labels, spec.score_thresholds) if score < t), spec.labels[-1])
 
 
 # ---------------------------------------------------------------- generated answers

@@ -55,6 +55,9 @@ class TaskSpec(KofinModel):
     label_map: dict[str, str] = Field(
         default_factory=dict, description="sentiment: raw label -> label word the model is scored on (e.g. positive: 긍정).")
     labels: list[str] = Field(default_factory=list, description="classification: the label words, in a fixed order.")
+    score_thresholds: list[float] = Field(
+        default_factory=list, description="sentiment with numeric scores (FiQA-SA): labels[i] for a score below "
+        "thresholds[i], the last label above all; e.g. labels [부정, 중립, 긍정] with [-0.1, 0.1].")
     instruction: str = Field("", description="Text put before every question (e.g. '다음 문장의 감성을 고르세요.').")
     max_new_tokens: int | None = Field(
         None, gt=0, description="Generation length for generated-answer scoring; default 8 for mcq and "
@@ -76,6 +79,9 @@ class TaskSpec(KofinModel):
         missing = sorted(set(self.label_map.values()) - set(self.labels)) if self.labels else []
         if missing:
             raise ValueError(f"label_map maps to {missing}, which are not in labels {self.labels}; add them to labels")
+        if self.score_thresholds and len(self.score_thresholds) != len(self.labels) - 1:
+            raise ValueError(f"score_thresholds needs one number fewer than labels ({len(self.labels) - 1}), "
+                             f"got {len(self.score_thresholds)}")
         if self.max_new_tokens is None:
             self.max_new_tokens = {"mcq": 8, "classification": 8, "rag": 128}.get(self.kind, 32)
         return self
