@@ -51,7 +51,8 @@ class EvalConfig(StageConfig):
     models: list[EvalModel] = Field(min_length=1, description="Models to evaluate, in report order.")
     tasks: list[str] = Field(
         default_factory=lambda: ["fin_mcq_fmmlu", "fin_mcq_kmmlu", "fin_sentiment", "fin_sentiment_fiqa", "fin_headline",
-                                 "fin_numeric_qa", "fin_xbrl_extraction", "kb_rag", "general_mcq_ko", "general_gsm8k_ko"],
+                                 "fin_ner_cls", "fin_numeric_qa", "fin_xbrl_extraction", "kb_rag",
+                                 "general_mcq_ko", "general_gsm8k_ko"],
         description="Bundled task names (eval/tasks/*.yaml) or paths of task YAMLs (relative to this config).")
     training_runs: list[ResolvedPath] = Field(
         default_factory=list, description="kofin sft / dpo / merge run directories whose time and cost the report shows "

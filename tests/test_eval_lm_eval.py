@@ -16,7 +16,7 @@ from kofin.eval.tasks import TaskError, load_examples, load_task
 def test_export_writes_the_exact_prompts(tmp_path):
     paths = export_lm_eval(None, tmp_path)
     assert sorted(p.name for p in paths) == [
-        "kofin_fin_headline.yaml", "kofin_fin_mcq_fmmlu.yaml", "kofin_fin_mcq_kmmlu.yaml", "kofin_fin_sentiment.yaml",
+        "kofin_fin_headline.yaml", "kofin_fin_mcq_fmmlu.yaml", "kofin_fin_mcq_kmmlu.yaml", "kofin_fin_ner_cls.yaml", "kofin_fin_sentiment.yaml",
         "kofin_fin_sentiment_fiqa.yaml", "kofin_general_mcq_ko.yaml",
     ]  # numeric QA, XBRL extraction and RAG generate answers: not exported
     task = yaml.safe_load((tmp_path / "kofin_fin_sentiment.yaml").read_text(encoding="utf-8"))

@@ -14,7 +14,7 @@ from kofin.eval.tasks import TaskError, TaskSpec, bundled_tasks, load_examples, 
 def test_every_bundled_task_loads_its_example_file():
     names = bundled_tasks()
     assert {"fin_mcq_fmmlu", "fin_mcq_kmmlu", "fin_sentiment", "fin_numeric_qa", "general_mcq_ko", "general_gsm8k_ko",
-            "fin_xbrl_extraction", "kb_rag", "fin_sentiment_fiqa", "fin_headline"} <= set(names)
+            "fin_xbrl_extraction", "kb_rag", "fin_sentiment_fiqa", "fin_headline", "fin_ner_cls"} <= set(names)
     for name in names:
         spec = load_task(name)
         assert spec.path.is_absolute() and spec.path.parent.name == "examples"
@@ -62,6 +62,7 @@ def test_fiqa_scores_are_binned_and_headlines_map_yes_no():
     # 0.62 >= 0.1 -> 긍정; -0.48 < -0.1 -> 부정; 0.02 in [-0.1, 0.1) -> 중립; -0.12 < -0.1 -> 부정
     assert [e.choices[e.answer] for e in load_examples(fiqa)] == ["긍정", "부정", "중립", "부정"]
     assert [e.choices[e.answer] for e in load_examples(load_task("fin_headline"))] == ["예", "아니오", "아니오", "예"]
+    assert [e.choices[e.answer] for e in load_examples(load_task("fin_ner_cls"))] == ["기관", "인물", "장소", "기관"]
 
 
 def test_gsm8k_answer_is_the_number_after_hashes():
@@ -101,5 +102,5 @@ def test_bad_csv_answer_and_task_yaml_errors(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_task(bad)
     assert "bad.yaml:5  labelz: unknown key" in str(err.value)
-    with pytest.raises(TaskError, match="unknown task 'nope'; bundled tasks: fin_headline, fin_mcq_fmmlu, "):
+    with pytest.raises(TaskError, match="unknown task 'nope'; bundled tasks: fin_headline, fin_mcq_fmmlu, fin_mcq_kmmlu, fin_ner_cls, "):
         load_task("nope")
