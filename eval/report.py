@@ -76,7 +76,7 @@ def bar_chart(metrics: dict, path: Path) -> Path:
     """Primary metric per task (x) per model (bars)."""
     plt = _pyplot()
     tasks, models = list(metrics["tasks"]), metrics["models"]
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(tasks)), 4.2))
+    fig, ax = plt.subplots(figsize=(min(max(6, 1.4 * len(tasks)), 14), 4.6))
     width = 0.8 / len(models)
     for j, model in enumerate(models):
         values = [metrics["results"][model][t][PRIMARY[metrics["tasks"][t]["kind"]]] for t in tasks]
@@ -85,7 +85,7 @@ def bar_chart(metrics: dict, path: Path) -> Path:
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(tasks))])
     ax.set_xticklabels([_label(metrics, t) for t in tasks], rotation=20, ha="right", fontsize=8)
     ax.set_ylim(0, 1.05)
-    ax.set_ylabel("주 지표 (정확도 / 가중 F1 / 완전일치)")
+    ax.set_ylabel("주 지표 (정확도 · 가중 F1 · 완전일치 · MRR)")
     ax.set_title("과제별 모델 성능")
     ax.legend(fontsize=8)
     return _save(plt, fig, path)
