@@ -21,10 +21,12 @@ def run_cli(argv: list[str]) -> int:
 
     parser = argparse.ArgumentParser(
         prog="kofin eval",
-        description="Evaluate models (the embedded tiny model, local model folders, complete run directories) on "
-        "Korean financial tasks: multiple choice scored by option log-likelihood and by the generated answer, "
-        "classification (accuracy, weighted F1), numeric QA (exact match with Korean number normalisation, "
-        "token F1, ROUGE-L); forgetting deltas on the general tasks. Re-running skips examples already scored.",
+        description="Evaluate models (the embedded tiny model, local model folders, complete run directories, "
+        "OpenAI-compatible endpoints) on Korean financial tasks: multiple choice and classification scored by option "
+        "log-likelihood and by the generated answer (accuracy, weighted F1), generated answers (exact match with Korean "
+        "number normalisation, token F1, ROUGE-L, BERTScore), RAG (Recall@k, MRR, nDCG, citation precision/recall); "
+        "forgetting deltas on the general tasks; report.md/report.html. Re-running skips examples already scored. "
+        "`kofin eval export-lm-eval OUT_DIR` writes the multiple-choice tasks for lm-evaluation-harness.",
     )
     add_config_args(parser, EvalConfig, "configs/eval/tiny.yaml", "limit=20")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -45,7 +45,7 @@ COMMANDS: dict[str, Command] = {
     ),
     "merge": Command(None, "merge the tuned model with an instruct model through mergekit", "issue #4, merge stage"),
     "eval": Command(
-        "kofin.eval.cli:run_cli", "evaluate models on Korean financial tasks (MCQ, classification, numeric QA, forgetting)",
+        "kofin.eval.cli:run_cli", "evaluate models on Korean financial tasks (MCQ, classification, QA, RAG, forgetting) and write the eval report",
         config="kofin.eval.config:EvalConfig",
     ),
     "ingest": Command(
