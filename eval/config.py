@@ -59,6 +59,9 @@ class EvalConfig(StageConfig):
         "(GPU-hours, tokens/s, peak GPU memory, cost from their manifests).")
     bertscore_encoder: ResolvedPath | None = Field(
         None, description="Local encoder folder (e.g. a Korean BERT/RoBERTa) for BERTScore F1 of generated answers; null = off.")
+    citation_nli_model: ResolvedPath | None = Field(
+        None, description="Local NLI classifier (labels include 'entailment') that judges citation support in RAG "
+        "tasks, as ALCE does; null = the lexical (character-bigram) judge.")
     limit: int | None = Field(None, gt=0, description="Score only the first N examples of each task (smoke runs).")
     batch_size: int = Field(8, gt=0, description="Sequences per forward pass (log-likelihood and generation).")
     device: str = Field("auto", description="auto (cuda when present, else cpu), cpu, cuda, cuda:1 ...")

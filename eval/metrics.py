@@ -293,3 +293,31 @@ class BertScorer:
         precision = float(sim.max(dim=1).values.mean())  # each predicted token's best reference match
         recall = float(sim.max(dim=0).values.mean())
         return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+
+
+def nli_judge(model_path: str, threshold: float = 0.5, device: str = "cpu") -> Callable[[str, list[str]], bool]:
+    """`judge(sentence, passages)` from a local NLI classifier: P(entailment | premise=passages, hypothesis=sentence).
+
+    ALCE judges with an NLI model (TRUE); any sequence-classification folder whose labels include
+    an 'entailment' class works (e.g. a Korean KLUE-NLI cross-encoder).
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForSequenceClassification.from_pretrained(model_path).to(device).eval()
+    labels = {str(v).lower(): int(k) for k, v in model.config.id2label.items()}
+    entail = next((i for name, i in labels.items() if name.startswith("entail")), None)
+    if entail is None:
+        raise ValueError(f"{model_path}: no 'entailment' label in id2label {model.config.id2label}; "
+                         "citation_nli_model must be an NLI classifier")
+
+    def judge(sentence: str, passages: list[str]) -> bool:
+        if not passages:
+            return False
+        enc = tokenizer(" ".join(passages), sentence, return_tensors="pt", truncation=True).to(device)
+        with torch.inference_mode():
+            probs = model(**enc).logits[0].float().softmax(-1)
+        return float(probs[entail]) >= threshold
+
+    return judge

@@ -59,7 +59,8 @@ def _prompt(tokenizer: Any, messages: list[dict[str, str]]) -> str:
     return "\n\n".join(m["content"] for m in messages) + "\n\n답변:"
 
 
-def score_rag(spec: TaskSpec, examples: list[Example], backend: Any) -> list[dict[str, Any]]:
+def score_rag(spec: TaskSpec, examples: list[Example], backend: Any, judge: Any = None) -> list[dict[str, Any]]:
+    """`judge(sentence, passages) -> bool` decides citation support; None = the lexical judge."""
     from kofin.serve.answer import Source, build_messages, extractive_answer
     from kofin.serve.citations import verify_citations
 
@@ -80,7 +81,7 @@ def score_rag(spec: TaskSpec, examples: list[Example], backend: Any) -> list[dic
     for ex, docs, src, text in zip(examples, retrieved, shown, raw):
         passages = [s.text for s in src]
         answer = verify_citations(text, passages).text
-        cites = M.citation_scores(answer, passages)
+        cites = M.citation_scores(answer, passages, judge)
         gold = ex.meta["gold"]
         records.append({
             "id": ex.id, "where": ex.where, "question": ex.question, "choices": [], "gold": ex.answer,

@@ -50,6 +50,11 @@ def main(cfg: EvalConfig) -> Path:
         _carry_finished_records(cfg.output_dir / "records", records_root)
         results: dict[str, dict[str, dict[str, float]]] = {}
         scored = 0
+        judge, judge_name = None, str(cfg.citation_nli_model or "lexical")
+        if cfg.citation_nli_model is not None:
+            from kofin.eval.metrics import nli_judge
+
+            judge = nli_judge(str(cfg.citation_nli_model))
         bert = None
         if cfg.bertscore_encoder is not None:
             from kofin.eval.metrics import BertScorer
@@ -61,10 +66,10 @@ def main(cfg: EvalConfig) -> Path:
             backend = None
             results[m.name] = {}
             for spec in specs:
-                todo = store.missing(spec, examples[spec.name])
+                todo = store.missing(spec, examples[spec.name], judge_name)
                 if todo and backend is None:
                     backend = make_backend(m, path, cfg)
-                scored += _score_in_chunks(spec, todo, backend, store, cfg, m.name)
+                scored += _score_in_chunks(spec, todo, backend, store, cfg, m.name, (judge, judge_name))
                 results[m.name][spec.name] = store.metrics(spec, examples[spec.name], bert)
         for stale in records_root.iterdir():
             if stale.name not in results:  # a model dropped from the config since the carried run
@@ -151,9 +156,9 @@ class ModelRecords:
                 out[rec["id"]] = rec
         return out
 
-    def missing(self, spec: TaskSpec, examples: list[Example]) -> list[Example]:
+    def missing(self, spec: TaskSpec, examples: list[Example], judge_name: str) -> list[Example]:
         done = self.done(spec)
-        return [ex for ex in examples if done.get(ex.id, {}).get("key") != example_key(spec, ex)]
+        return [ex for ex in examples if done.get(ex.id, {}).get("key") != example_key(spec, ex, judge_name)]
 
     def append(self, spec: TaskSpec, records: list[dict]) -> None:
         with open(self._file(spec), "a", encoding="utf-8") as f:
@@ -175,9 +180,10 @@ class ModelRecords:
         return task_metrics(spec, ordered)
 
 
-def example_key(spec: TaskSpec, ex: Example) -> str:
-    """Changes when anything that decides the example's scores changes."""
-    blob = json.dumps([spec.kind, prompt_for(spec, ex), ex.choices, ex.answer, spec.max_new_tokens,
+def example_key(spec: TaskSpec, ex: Example, judge_name: str = "lexical") -> str:
+    """Changes when anything that decides the example's scores changes (the citation judge: RAG only)."""
+    judge_name = judge_name if spec.kind == "rag" else ""
+    blob = json.dumps([spec.kind, prompt_for(spec, ex), ex.choices, ex.answer, spec.max_new_tokens, judge_name,
                        str(spec.kb or spec.documents or ""), spec.answer_with, spec.k], ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -198,7 +204,8 @@ def _carry_finished_records(finished: Path, work: Path) -> None:
         shutil.copytree(finished, work)
 
 
-def _score_in_chunks(spec: TaskSpec, todo: list[Example], backend: Any, store: ModelRecords, cfg: EvalConfig, model: str) -> int:
+def _score_in_chunks(spec: TaskSpec, todo: list[Example], backend: Any, store: ModelRecords, cfg: EvalConfig, model: str,
+                     judge: tuple[Any, str] = (None, "lexical")) -> int:
     if not todo:
         return 0
     from tqdm import tqdm
@@ -210,9 +217,9 @@ def _score_in_chunks(spec: TaskSpec, todo: list[Example], backend: Any, store: M
     with tqdm(total=len(todo), desc=f"{model} / {spec.name}", unit="ex", disable=not cfg.progress) as bar:
         for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]
-            records = score_examples(spec, part, backend)
+            records = score_examples(spec, part, backend, citation_judge=judge[0])
             for ex, rec in zip(part, records):
-                rec["key"] = example_key(spec, ex)
+                rec["key"] = example_key(spec, ex, judge[1])
             store.append(spec, records)
             bar.update(len(part))
     return len(todo)

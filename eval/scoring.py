@@ -44,11 +44,11 @@ def parse_choice(spec: TaskSpec, ex: Example, generation: str) -> int | None:
 
 
 def score_examples(spec: TaskSpec, examples: list[Example], backend: TransformersBackend,
-                   progress: Callable | None = None) -> list[dict[str, Any]]:
+                   progress: Callable | None = None, citation_judge: Callable | None = None) -> list[dict[str, Any]]:
     if spec.kind == "rag":
         from kofin.eval.rag import score_rag
 
-        return score_rag(spec, examples, backend)
+        return score_rag(spec, examples, backend, citation_judge)
     prompts = [prompt_for(spec, ex) for ex in examples]
     generations = backend.generate(prompts, spec.max_new_tokens, progress=progress)
     records = []

@@ -160,3 +160,36 @@ def test_bertscore_with_a_local_encoder(tiny_model):
     assert scorer.f1("대출 금리", "예금 금리는 연 3%") == pytest.approx(2 * precision * recall / (precision + recall))
     assert scorer.f1("대출 금리", "예금 금리는 연 3%") < 1.0
     assert torch.allclose(p.norm(dim=-1), torch.ones(p.shape[0]))
+
+
+@pytest.fixture(scope="module")
+def nli_model(tmp_path_factory, tiny_model):
+    """A (randomly initialised) NLI-shaped classifier on the tiny model's config and tokenizer."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, LlamaForSequenceClassification
+
+    out = tmp_path_factory.mktemp("nli") / "nli"
+    config = AutoConfig.from_pretrained(tiny_model)
+    config.num_labels, config.pad_token_id = 3, 0
+    config.id2label = {0: "ENTAILMENT", 1: "neutral", 2: "contradiction"}
+    config.label2id = {v: k for k, v in config.id2label.items()}
+    torch.manual_seed(0)
+    LlamaForSequenceClassification(config).save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(out)
+    return out
+
+
+def test_nli_judge_uses_the_entailment_probability(nli_model):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(nli_model)
+    model = AutoModelForSequenceClassification.from_pretrained(nli_model).eval()
+    premise, hypothesis = SOURCES[0], "정기예금 중도해지 시 중도해지이율이 적용된다"
+    with torch.inference_mode():
+        p_entail = float(model(**tok(premise, hypothesis, return_tensors="pt")).logits[0].softmax(-1)[0])
+    assert M.nli_judge(str(nli_model), threshold=p_entail - 1e-4)(hypothesis, [premise]) is True
+    assert M.nli_judge(str(nli_model), threshold=p_entail + 1e-4)(hypothesis, [premise]) is False
+    always = M.nli_judge(str(nli_model), threshold=0.0)
+    s = M.citation_scores(f"{hypothesis} [1]. 근거 없는 문장입니다.", SOURCES, judge=always)
+    assert (s.recall, s.precision) == (0.5, 1.0)  # the uncited sentence still counts against recall

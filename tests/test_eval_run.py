@@ -28,9 +28,9 @@ def count_scored(monkeypatch):
     counts: dict[str, int] = {}
     real = scoring.score_examples
 
-    def counting(spec, examples, backend, progress=None):
+    def counting(spec, examples, backend, progress=None, **kw):
         counts[spec.name] = counts.get(spec.name, 0) + len(examples)
-        return real(spec, examples, backend, progress)
+        return real(spec, examples, backend, progress, **kw)
 
     monkeypatch.setattr(scoring, "score_examples", counting)
     return counts
@@ -79,11 +79,11 @@ def test_a_killed_run_resumes_from_its_partial_records(tmp_path, monkeypatch):
     real = scoring.score_examples
     calls: list[str] = []
 
-    def dies_on_second_task(spec, examples, backend, progress=None):
+    def dies_on_second_task(spec, examples, backend, progress=None, **kw):
         calls.append(spec.name)
         if spec.name == "general_gsm8k_ko":
             raise KeyboardInterrupt
-        return real(spec, examples, backend, progress)
+        return real(spec, examples, backend, progress, **kw)
 
     monkeypatch.setattr(scoring, "score_examples", dies_on_second_task)
     with pytest.raises(KeyboardInterrupt):
