@@ -68,6 +68,8 @@ demo: $(STAMP) $(AXOLOTL_STAMP)
 	@echo "== 6/6 knowledge base from the bundled documents, then a cited answer"
 	$(BIN)/kofin ingest --kb runs/kb-demo data_ko/kb
 	$(BIN)/kofin ask --kb runs/kb-demo "정기예금을 만기 전에 해지하면 이자는 어떻게 되나요?"
+	@echo "== eval pack on the tiny model (MCQ, classification, QA, RAG, forgetting) -> runs/eval-tiny/report.html"
+	$(BIN)/kofin eval --config configs/eval/tiny.yaml --quiet
 	@echo
 	@echo "Not built yet (each says so when called): kofin merge, serve, pipeline."
 
