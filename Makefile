@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 # Where no local CPU wheel is configured and no GPU is present, point pip at a CPU-only index
 # (a local mirror in an air-gapped bank), e.g. TORCH_INDEX=https://mirror.bank/torch-cpu/simple
 TORCH_INDEX ?=
-EXTRAS ?= model,train,rag,merge,dev
+EXTRAS ?= model,train,rag,merge,eval,dev
 comma  := ,
 STAMP  := $(VENV)/.kofin-$(subst $(comma),-,$(EXTRAS))
 # The SFT stage runs axolotl in its own env: axolotl pins transformers/trl/peft versions that
@@ -55,24 +55,26 @@ axolotl-lock:
 	mv $(AXOLOTL_LOCK).new $(AXOLOTL_LOCK) && rm -rf $(AXOLOTL_VENV).lock-tmp
 
 demo: $(STAMP) $(AXOLOTL_STAMP)
-	@echo "== 1/7 embedded tiny EEVE-shaped model"
+	@echo "== 1/8 embedded tiny EEVE-shaped model"
 	$(BIN)/kofin tiny path
-	@echo "== 2/7 Korean SFT + DPO data from the bundled knowledge base (reading comprehension, PII scrub, dedupe)"
+	@echo "== 2/8 Korean SFT + DPO data from the bundled knowledge base (reading comprehension, PII scrub, dedupe)"
 	$(BIN)/kofin data build --config configs/data/tiny.yaml
-	@echo "== 3/7 validate the built SFT data against the tiny tokenizer"
+	@echo "== 3/8 validate the built SFT data against the tiny tokenizer"
 	$(BIN)/kofin data validate runs/data-tiny/sft/train.jsonl --kind sft
-	@echo "== 4/7 domain SFT through axolotl (LoRA on the tiny model, CPU); the EEVE recipe's plan, without weights"
+	@echo "== 4/8 domain SFT through axolotl (LoRA on the tiny model, CPU); the EEVE recipe's plan, without weights"
 	$(BIN)/kofin sft --config configs/sft/tiny.yaml --quiet
 	$(BIN)/kofin sft --config configs/sft/eeve_qlora_r256_8xh100.yaml --dry-run
-	@echo "== 5/7 DPO on top of the SFT adapter (TRL; unsloth where CUDA is present)"
+	@echo "== 5/8 DPO on top of the SFT adapter (TRL; unsloth where CUDA is present)"
 	$(BIN)/kofin dpo --config configs/dpo/tiny.yaml --quiet
-	@echo "== 6/7 merge the DPO model with a second tiny model through mergekit (slerp with per-layer t), checked"
+	@echo "== 6/8 merge the DPO model with a second tiny model through mergekit (slerp with per-layer t), checked"
 	$(BIN)/kofin merge --config configs/merge/tiny.yaml
-	@echo "== 7/7 knowledge base from the bundled documents, then a cited answer"
+	@echo "== 7/8 knowledge base from the bundled documents, then a cited answer"
 	$(BIN)/kofin ingest --kb runs/kb-demo data_ko/kb
 	$(BIN)/kofin ask --kb runs/kb-demo "정기예금을 만기 전에 해지하면 이자는 어떻게 되나요?"
+	@echo "== 8/8 eval pack on the tiny model (MCQ, classification, QA, RAG, forgetting) -> runs/eval-tiny/report.html"
+	$(BIN)/kofin eval --config configs/eval/tiny.yaml --quiet
 	@echo
-	@echo "Not built yet (each says so when called): kofin eval, serve, pipeline."
+	@echo "Not built yet (each says so when called): kofin serve, pipeline."
 
 test: $(STAMP) $(AXOLOTL_STAMP)
 	$(BIN)/python -m pytest -q

@@ -47,7 +47,10 @@ COMMANDS: dict[str, Command] = {
         "kofin.merge.cli:merge_cli", "merge the tuned model with an instruct model through mergekit (checked, offline)",
         config="kofin.merge.config:MergeConfig",
     ),
-    "eval": Command(None, "evaluate models on the eval pack and write the eval report", "issue #6, eval pack"),
+    "eval": Command(
+        "kofin.eval.cli:run_cli", "evaluate models on Korean financial tasks (MCQ, classification, QA, RAG, forgetting) and write the eval report",
+        config="kofin.eval.config:EvalConfig",
+    ),
     "ingest": Command(
         "kofin.serve.cli:ingest_cli", "ingest documents into a knowledge base (Kiwi BM25 + FAISS hybrid index, incremental)",
         config="kofin.serve.ingest:IngestConfig",

@@ -1,0 +1,97 @@
+"""`kofin eval` configuration: which models, which tasks, how to batch.
+
+Run as: a library; `kofin eval --config configs/eval/tiny.yaml` loads it (`kofin eval --help`
+lists every key).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from kofin.config import KofinModel, ResolvedPath, StageConfig
+
+
+class EvalModel(KofinModel):
+    name: str = Field(description="Label in records, metrics.json and the report (e.g. base, sft, dpo, merged).",
+                      pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    path: ResolvedPath | None = Field(
+        None, description="A model folder (config.json + weights + tokenizer) or a complete kofin run directory "
+        "holding one; null = the embedded tiny model.")
+    endpoint: str | None = Field(
+        None, description="OpenAI-compatible base URL (vLLM), e.g. http://127.0.0.1:8000/v1, instead of path.")
+    served_model: str = Field("kofin", description="Model name sent to the endpoint (vLLM's --served-model-name).")
+    api_key_env: str = Field("KOFIN_OPENAI_API_KEY", description="Environment variable holding the endpoint's API key.")
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1", "localhost", "::1"],
+        description="Hosts the endpoint may be on; kofin is offline by design, so add the bank's internal vLLM host here.")
+    base: bool = Field(False, description="The reference model: forgetting deltas of the others are measured against it.")
+
+    @model_validator(mode="after")
+    def _path_or_endpoint(self) -> "EvalModel":
+        if self.endpoint is None:
+            return self
+        if self.path is not None:
+            raise ValueError("give either path (a local model) or endpoint (an OpenAI-compatible server), not both")
+        from urllib.parse import urlparse
+
+        host = urlparse(self.endpoint).hostname
+        if not host:
+            raise ValueError(f"endpoint {self.endpoint!r} is not a URL like http://127.0.0.1:8000/v1")
+        if host not in self.allowed_hosts:
+            raise ValueError(f"endpoint host {host!r} is not in allowed_hosts {self.allowed_hosts}; add the internal host there")
+        return self
+
+
+class EvalConfig(StageConfig):
+    """Evaluate each model on each task; write per-example records, metrics.json and the forgetting deltas."""
+
+    models: list[EvalModel] = Field(min_length=1, description="Models to evaluate, in report order.")
+    tasks: list[str] = Field(
+        default_factory=lambda: ["fin_mcq_fmmlu", "fin_mcq_kmmlu", "fin_sentiment", "fin_sentiment_fiqa", "fin_headline",
+                                 "fin_ner_cls", "fin_numeric_qa", "fin_xbrl_extraction", "kb_rag",
+                                 "general_mcq_ko", "general_gsm8k_ko"],
+        description="Bundled task names (eval/tasks/*.yaml) or paths of task YAMLs (relative to this config).")
+    training_runs: list[ResolvedPath] = Field(
+        default_factory=list, description="kofin sft / dpo / merge run directories whose time and cost the report shows "
+        "(GPU-hours, tokens/s, peak GPU memory, cost from their manifests).")
+    bertscore_encoder: ResolvedPath | None = Field(
+        None, description="Local encoder folder (e.g. a Korean BERT/RoBERTa) for BERTScore F1 of generated answers; null = off.")
+    citation_nli_model: ResolvedPath | None = Field(
+        None, description="Local NLI classifier (labels include 'entailment') that judges citation support in RAG "
+        "tasks, as ALCE does; null = the lexical (character-bigram) judge.")
+    limit: int | None = Field(None, gt=0, description="Score only the first N examples of each task (smoke runs).")
+    batch_size: int = Field(8, gt=0, description="Sequences per forward pass (log-likelihood and generation).")
+    device: str = Field("auto", description="auto (cuda when present, else cpu), cpu, cuda, cuda:1 ...")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights' dtype: auto = bfloat16 on CUDA, float32 on CPU.")
+    cpu_threads: int | None = Field(
+        None, gt=0, description="Torch CPU threads; null = torch's default. 1 is fastest for the tiny model on a busy machine.")
+    report: bool = Field(True, description="Write report.md, report.html and charts/ (needs the eval extra: matplotlib).")
+    progress: bool = Field(True, description="Show progress bars while scoring.")
+
+    @field_validator("tasks")
+    @classmethod
+    def _task_paths_against_config(cls, tasks: list[str], info: ValidationInfo) -> list[str]:
+        # A task YAML named by path is relative to the config file, like every other path.
+        base = Path((info.context or {}).get("base_dir") or Path.cwd())
+        return [str((base / t).resolve()) if t.endswith((".yaml", ".yml")) else t for t in tasks]
+
+    @model_validator(mode="after")
+    def _names_and_base(self) -> "EvalConfig":
+        names = [m.name for m in self.models]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"model names must be unique; {dupes} appear more than once")
+        if sum(m.base for m in self.models) > 1:
+            raise ValueError("at most one model can have base: true (the reference for forgetting deltas)")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError("a task is listed twice in tasks")
+        return self
+
+    @property
+    def base_model(self) -> EvalModel:
+        """The marked base, else the first model listed."""
+        return next((m for m in self.models if m.base), self.models[0])

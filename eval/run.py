@@ -1,0 +1,255 @@
+"""The eval stage: score every model on every task into a run directory.
+
+Run as:
+    kofin eval --config configs/eval/tiny.yaml [key.path=value ...]
+
+    <output_dir>/
+      records/<model>/<task>.jsonl   one line per example: prompt inputs, generation, scores
+      records/<model>/model.json     which weights those records were scored with
+      metrics.json                   model x task metrics, forgetting deltas, training cost
+      report.md  report.html  charts/*.png   the internal eval report (kofin.eval.report)
+      config.yaml  manifest.json  COMPLETE
+
+Resumable: records are appended a chunk at a time, and an example whose record is already there
+(in `<output_dir>.partial/` after a kill, or in the finished `<output_dir>` when the config grows
+by a model, a task or a larger `limit`) is not scored again, as long as the model's weights and
+the example's prompt are unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from kofin.errors import KofinError
+from kofin.eval.config import EvalConfig, EvalModel
+from kofin.eval.tasks import Example, TaskSpec, load_examples, load_task, prompt_for
+from kofin.rundir import atomic_write_json, is_complete, open_run, require_complete, sha256_tree
+
+# Training-cost numbers a kofin sft/dpo manifest records under `metrics`, shown per stage.
+COST_KEYS = ("method", "world_size", "gpu_hours", "cost", "tokens_per_s", "tokens_total",
+             "peak_gpu_memory_gib_per_gpu", "train_runtime_s")
+
+
+class EvalError(KofinError):
+    """A model or task the eval stage cannot use."""
+
+
+def main(cfg: EvalConfig) -> Path:
+    specs = [load_task(t) for t in cfg.tasks]
+    examples = {s.name: load_examples(s, cfg.limit) for s in specs}
+    models = {m.name: resolve_model(m) for m in cfg.models}
+    inputs = {f"model_{n}": p for n, (p, manifest) in models.items() if manifest is not None}
+    inputs |= {f"task_{s.name}": s.path for s in specs}
+    inputs |= {f"training_run_{i}": p for i, p in enumerate(cfg.training_runs)}
+    with open_run("eval", cfg, inputs=inputs, resume=True) as run:
+        records_root = run.path / "records"
+        _carry_finished_records(cfg.output_dir / "records", records_root)
+        results: dict[str, dict[str, dict[str, float]]] = {}
+        scored = 0
+        judge, judge_name = None, str(cfg.citation_nli_model or "lexical")
+        if cfg.citation_nli_model is not None:
+            from kofin.eval.metrics import nli_judge
+
+            judge = nli_judge(str(cfg.citation_nli_model))
+        bert = None
+        if cfg.bertscore_encoder is not None:
+            from kofin.eval.metrics import BertScorer
+
+            bert = BertScorer(str(cfg.bertscore_encoder))
+        for m in cfg.models:
+            path, manifest = models[m.name]
+            store = ModelRecords(records_root / m.name, path, manifest, f"{m.endpoint} {m.served_model}" if m.endpoint else None)
+            backend = None
+            results[m.name] = {}
+            for spec in specs:
+                todo = store.missing(spec, examples[spec.name], judge_name)
+                if todo and backend is None:
+                    backend = make_backend(m, path, cfg)
+                scored += _score_in_chunks(spec, todo, backend, store, cfg, m.name, (judge, judge_name))
+                results[m.name][spec.name] = store.metrics(spec, examples[spec.name], bert)
+        for stale in records_root.iterdir():
+            if stale.name not in results:  # a model dropped from the config since the carried run
+                shutil.rmtree(stale)
+        metrics = {
+            "models": [m.name for m in cfg.models],
+            "base": cfg.base_model.name,
+            "tasks": {s.name: {"kind": s.kind, "group": s.group, "examples": len(examples[s.name]),
+                               "description": s.description, "path": str(s.path)} for s in specs},
+            "results": results,
+            "forgetting": forgetting_deltas(results, cfg.base_model.name, [s.name for s in specs if s.group == "general"]),
+            "training": training_table(models, cfg.training_runs),
+        }
+        atomic_write_json(run.path / "metrics.json", metrics)
+        if cfg.report:
+            from kofin.eval.report import build_report
+
+            build_report(run.path)
+        run.metrics.update(examples_scored=scored, examples_reused=sum(len(e) for e in examples.values()) * len(models) - scored)
+    return cfg.output_dir
+
+
+def make_backend(m: EvalModel, path: Path, cfg: EvalConfig) -> Any:
+    if m.endpoint is not None:
+        from kofin.eval.endpoint import EndpointBackend
+
+        return EndpointBackend(m.endpoint, m.served_model, batch_size=cfg.batch_size, api_key_env=m.api_key_env)
+    from kofin.eval.engine import TransformersBackend
+
+    return TransformersBackend(path, batch_size=cfg.batch_size, device=cfg.device, dtype=cfg.dtype, cpu_threads=cfg.cpu_threads)
+
+
+def resolve_model(m: EvalModel) -> tuple[Path, dict | None]:
+    """The model folder and, when it is a kofin run directory, that run's manifest."""
+    if m.endpoint is not None:
+        return Path("endpoint"), None  # no local folder; records are keyed by URL and served name
+    if m.path is None:
+        from kofin.tiny import default_tiny_model
+
+        path = default_tiny_model()
+    else:
+        path = m.path
+    where = f"models[{m.name}].path"
+    manifest = None
+    if (path / "manifest.json").exists() or Path(f"{path}.partial").exists():
+        manifest = require_complete(path, what=where)
+    if (path / "config.json").exists():
+        return path, manifest
+    if (path / "adapter_config.json").exists():
+        raise EvalError(f"{where}: {path} holds a LoRA adapter, not a full model. Evaluate the merged model "
+                        "(kofin merge, or peft's merge_and_unload saved to a folder) and point path at it.")
+    raise EvalError(f"{where}: {path} has no config.json; point it at a model folder or a run directory holding one.")
+
+
+class ModelRecords:
+    """One model's records folder: what is already scored, and appending new records."""
+
+    def __init__(self, folder: Path, model_path: Path, manifest: dict | None, endpoint: str | None = None):
+        self.folder = folder
+        if endpoint is not None:  # "URL served-name": a server's weights are not ours to hash
+            identity = {"endpoint": endpoint}
+        else:
+            identity = {"path": str(model_path), "weights": _weights_digest(model_path, manifest)}
+        info = folder / "model.json"
+        if info.exists() and json.loads(info.read_text(encoding="utf-8")) != identity:
+            shutil.rmtree(folder)  # other weights under the same name: nothing here is reusable
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(info, identity)
+
+    def _file(self, spec: TaskSpec) -> Path:
+        return self.folder / f"{spec.name}.jsonl"
+
+    def done(self, spec: TaskSpec) -> dict[str, dict]:
+        path = self._file(spec)
+        if not path.exists():
+            return {}
+        out = {}
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line torn by a kill is scored again
+                out[rec["id"]] = rec
+        return out
+
+    def missing(self, spec: TaskSpec, examples: list[Example], judge_name: str) -> list[Example]:
+        done = self.done(spec)
+        return [ex for ex in examples if done.get(ex.id, {}).get("key") != example_key(spec, ex, judge_name)]
+
+    def append(self, spec: TaskSpec, records: list[dict]) -> None:
+        with open(self._file(spec), "a", encoding="utf-8") as f:
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+            f.flush()
+
+    def metrics(self, spec: TaskSpec, examples: list[Example], bert: Any = None) -> dict[str, float]:
+        from kofin.eval.scoring import task_metrics
+
+        done = self.done(spec)
+        ordered = [done[ex.id] for ex in examples]
+        if bert is not None and spec.kind in ("numeric_qa", "rag"):
+            for r in ordered:  # records resumed from a run without an encoder get theirs now
+                if "bertscore_f1" not in r:
+                    r["bertscore_f1"] = round(bert.f1(r["generation"], str(r["gold"])), 6)
+        # Rewrite in example order, without superseded or stale lines, so the file is the record of this run.
+        path = self._file(spec)
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ordered), encoding="utf-8")
+        return task_metrics(spec, ordered)
+
+
+def example_key(spec: TaskSpec, ex: Example, judge_name: str = "lexical") -> str:
+    """Changes when anything that decides the example's scores changes (the citation judge: RAG only)."""
+    judge_name = judge_name if spec.kind == "rag" else ""
+    blob = json.dumps([spec.kind, prompt_for(spec, ex), ex.choices, ex.answer, spec.max_new_tokens, judge_name,
+                       str(spec.kb or spec.documents or ""), spec.answer_with, spec.k], ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _weights_digest(path: Path, manifest: dict | None) -> str:
+    if manifest is not None:
+        return sha256_tree(path)  # the manifest's output hashes: cheap for a 20 GB run
+    # A plain model folder: names, sizes and modification times, not gigabytes of reading.
+    facts = sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*") if p.is_file())
+    return hashlib.sha256(json.dumps(facts).encode()).hexdigest()
+
+
+def _carry_finished_records(finished: Path, work: Path) -> None:
+    """Seed a fresh attempt with the records of the finished run it will replace."""
+    if work.exists() or not is_complete(finished.parent):
+        return
+    if finished.is_dir():
+        shutil.copytree(finished, work)
+
+
+def _score_in_chunks(spec: TaskSpec, todo: list[Example], backend: Any, store: ModelRecords, cfg: EvalConfig, model: str,
+                     judge: tuple[Any, str] = (None, "lexical")) -> int:
+    if not todo:
+        return 0
+    from tqdm import tqdm
+
+    from kofin.eval.scoring import score_examples
+
+    # Each chunk is written before the next starts: a kill loses at most one chunk of work.
+    chunk = cfg.batch_size * 4
+    with tqdm(total=len(todo), desc=f"{model} / {spec.name}", unit="ex", disable=not cfg.progress) as bar:
+        for start in range(0, len(todo), chunk):
+            part = todo[start : start + chunk]
+            records = score_examples(spec, part, backend, citation_judge=judge[0])
+            for ex, rec in zip(part, records):
+                rec["key"] = example_key(spec, ex, judge[1])
+            store.append(spec, records)
+            bar.update(len(part))
+    return len(todo)
+
+
+def forgetting_deltas(results: dict[str, dict[str, dict[str, float]]], base: str, general: list[str]) -> dict:
+    """Each non-base model's metric minus the base's on the general tasks (negative = forgot)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for name, per_task in results.items():
+        if name == base:
+            continue
+        out[name] = {
+            t: {k: round(v - results[base][t][k], 6) for k, v in per_task[t].items()} for t in general
+        }
+    return out
+
+
+def training_table(models: dict[str, tuple[Path, dict | None]], runs: list[Path]) -> dict[str, dict[str, Any]]:
+    """Time and cost of each training stage: the evaluated models' own runs, then `training_runs`."""
+    rows = {name: training_cost(manifest) for name, (_, manifest) in models.items() if manifest is not None}
+    for i, path in enumerate(runs):
+        manifest = require_complete(path, what=f"training_runs[{i}]")
+        rows[f"{manifest.get('stage')}:{path.name}"] = training_cost(manifest)
+    return rows
+
+
+def training_cost(manifest: dict) -> dict[str, Any]:
+    m = manifest.get("metrics") or {}
+    row = {"stage": manifest.get("stage"), "wall_time_s": manifest.get("wall_time_s"),
+           **{k: m[k] for k in COST_KEYS if k in m}}
+    if isinstance(row.get("cost"), dict):  # {"amount": 12.0, "currency": "USD", ...} -> "12.0 USD"
+        row["cost"] = f"{row['cost'].get('amount')} {row['cost'].get('currency', '')}".strip()
+    return row

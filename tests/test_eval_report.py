@@ -1,0 +1,91 @@
+"""The eval report builds from two tiny-model runs, holds every section, and its charts can draw Hangul."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from kofin.config import load_config
+from kofin.eval.config import EvalConfig
+from kofin.eval.run import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def second_tiny_model(tmp_path_factory) -> Path:
+    """Another tiny model (other seed, 2 layers): a stand-in for a tuned model with its own run manifest."""
+    from kofin.tiny import TinyConfig, build_tiny_model
+
+    out = tmp_path_factory.mktemp("tiny2") / "tiny-seed1"
+    return build_tiny_model(TinyConfig(output_dir=out, seed=1, num_hidden_layers=2))
+
+
+@pytest.fixture(scope="module")
+def sft_run(tmp_path_factory) -> Path:
+    """A complete run directory with the metrics `kofin sft` records (written the way every stage writes one)."""
+    from kofin.rundir import open_run
+
+    out = tmp_path_factory.mktemp("sft") / "sft-eeve"
+    with open_run("sft", {"output_dir": str(out)}) as run:
+        (run.path / "adapter_config.json").write_text("{}")
+        run.metrics.update(method="qlora", world_size=8, gpu_hours=1.5, tokens_per_s=1234.5,
+                           peak_gpu_memory_gib_per_gpu=26.1, cost={"amount": 12.0, "currency": "USD", "gpu_hour_price": 8.0})
+    return out
+
+
+@pytest.fixture(scope="module")
+def report_run(tmp_path_factory, tiny_model, second_tiny_model, sft_run) -> Path:
+    out = tmp_path_factory.mktemp("report") / "eval"
+    models = f"[{{name: base, base: true}}, {{name: tuned, path: {second_tiny_model}}}]"
+    cfg = load_config(EvalConfig, ROOT / "configs" / "eval" / "tiny.yaml", [
+        f"output_dir={out}", f"models={models}", "tasks=[fin_mcq_kmmlu, fin_numeric_qa, general_mcq_ko]",
+        f"training_runs=[{sft_run}]",
+        "limit=4", "progress=false", "cpu_threads=1",
+    ])
+    return main(cfg)
+
+
+def test_report_files_and_every_section(report_run):
+    files = {str(p.relative_to(report_run)) for p in report_run.rglob("*") if p.is_file()}
+    assert {"report.md", "report.html", "charts/tasks.png", "charts/forgetting.png"} <= files
+    md = (report_run / "report.md").read_text(encoding="utf-8")
+    for title in ("## 모델 × 과제 (주 지표)", "## 전체 지표", "## 망각 점검 (기준 모델 대비 변화)",
+                  "## 학습 단계별 비용과 시간", "## 오답 사례: base / fin_mcq_kmmlu"):
+        assert title in md
+    metrics = json.loads((report_run / "metrics.json").read_text(encoding="utf-8"))
+    acc = metrics["results"]["tuned"]["fin_mcq_kmmlu"]["acc"]
+    em = metrics["results"]["tuned"]["fin_numeric_qa"]["exact_match"]
+    assert re.search(rf"^\| tuned \| {acc:.3f} \| {em:.3f} \| ", md, re.M)
+    delta = metrics["results"]["tuned"]["general_mcq_ko"]["acc"] - metrics["results"]["base"]["general_mcq_ko"]["acc"]
+    assert metrics["forgetting"]["tuned"]["general_mcq_ko"]["acc"] == pytest.approx(delta)
+    assert f"| tuned | general_mcq_ko | acc | {delta:.3f} |" in md
+    # Training time per stage from the models' run manifests (the tiny builds are `tiny` runs).
+    assert metrics["training"]["tuned"]["stage"] == "tiny" and metrics["training"]["tuned"]["wall_time_s"] > 0
+    sft = metrics["training"]["sft:sft-eeve"]
+    assert (sft["gpu_hours"], sft["tokens_per_s"], sft["cost"], sft["world_size"]) == (1.5, 1234.5, "12.0 USD", 8)
+    table = md.split("## 학습 단계별 비용과 시간")[1].split("##")[0]
+    assert "| sft:sft-eeve | sft | qlora | 8 | 1.500 | 1234.500 | 26.100 |" in table and "| 12.0 USD |" in table
+    # Drill-down: the first failed MCQ of the base model, with its gold option text.
+    records = [json.loads(x) for x in (report_run / "records/base/fin_mcq_kmmlu.jsonl").read_text(encoding="utf-8").splitlines()]
+    wrong = next(r for r in records if r["pred_ll"] != r["gold"])
+    assert f"| {wrong['id']} | {wrong['where']} | {wrong['question']} | {wrong['choices'][wrong['gold']]} |" in md
+
+
+def test_html_is_self_contained(report_run):
+    page = (report_run / "report.html").read_text(encoding="utf-8")
+    assert page.count('src="data:image/png;base64,') == 2
+    assert not re.search(r"(src|href)=\"(https?:)?//", page)  # nothing fetched when opened offline
+    assert "<h2>망각 점검 (기준 모델 대비 변화)</h2>" in page and "<h2>학습 단계별 비용과 시간</h2>" in page
+
+
+def test_chart_font_has_hangul_glyphs():
+    from matplotlib.ft2font import FT2Font
+
+    from kofin.eval.report import korean_font
+
+    font = FT2Font(str(korean_font()))
+    assert all(font.get_char_index(ord(ch)) for ch in "과제별모델성능망각")

@@ -1,0 +1,106 @@
+"""Eval tasks are data: bundled task YAMLs load, each loader reads its public format, bad rows are named."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kofin.config import ConfigError
+from kofin.data_ko.formats import DataInputError
+from kofin.eval.tasks import TaskError, TaskSpec, bundled_tasks, load_examples, load_task, prompt_for
+
+
+def test_every_bundled_task_loads_its_example_file():
+    names = bundled_tasks()
+    assert {"fin_mcq_fmmlu", "fin_mcq_kmmlu", "fin_sentiment", "fin_numeric_qa", "general_mcq_ko", "general_gsm8k_ko",
+            "fin_xbrl_extraction", "kb_rag", "fin_sentiment_fiqa", "fin_headline", "fin_ner_cls"} <= set(names)
+    for name in names:
+        spec = load_task(name)
+        assert spec.path.is_absolute() and spec.path.parent.name == "examples"
+        examples = load_examples(spec)
+        assert len(examples) >= 4
+        assert len({e.id for e in examples}) == len(examples), f"{name}: example ids must be unique (resume keys)"
+
+
+def test_financial_mmlu_ko_conversation_format():
+    ex = load_examples(load_task("fin_mcq_fmmlu"))
+    first = ex[0]
+    assert first.id == "kofin_fmmlu_0"
+    assert first.question == "정기예금을 만기 전에 해지할 때 일반적으로 적용되는 이율은?"
+    assert first.choices[1] == "약정이율보다 낮은 중도해지이율" and len(first.choices) == 4
+    assert first.answer == 1  # gpt answered "2": the second option, index 1
+    assert prompt_for(load_task("fin_mcq_fmmlu"), first).endswith("B. 약정이율보다 낮은 중도해지이율\nC. 기준금리와 같은 이율\nD. 이자가 전혀 지급되지 않는다\n정답:")
+
+
+def test_kmmlu_csv_keeps_only_the_finance_categories():
+    ex = load_examples(load_task("fin_mcq_kmmlu"))
+    assert [e.meta["category"] for e in ex] == ["Accounting", "Economics", "Taxation", "Real Estate", "Management"]
+    assert ex[0].answer == 2 and ex[0].choices[2] == "자본"
+    assert ex[0].where == "kmmlu_finance.csv:2"
+
+
+def test_sentiment_maps_labels_to_label_words():
+    spec = load_task("fin_sentiment")
+    ex = load_examples(spec)
+    assert [e.choices[e.answer] for e in ex[:3]] == ["긍정", "부정", "중립"]
+    assert "선택지: 긍정, 부정, 중립" in prompt_for(spec, ex[0])
+
+
+def test_finlora_context_target_rows_and_their_answers_match():
+    from kofin.eval.metrics import exact_match
+
+    ex = load_examples(load_task("fin_xbrl_extraction"))
+    assert [e.answer for e in ex] == ["1,250,000,000,000", "-32000000000", "ifrs-full:CashAndCashEquivalents", "150%"]
+    assert ex[0].question.startswith("다음 XBRL 문서에서") and "ifrs-full:Revenue" in ex[0].question
+    assert exact_match("답: -320억", ex[1].answer) and exact_match("1조 2,500억 원", ex[0].answer)
+    assert not exact_match("ifrs-full:Cash", ex[2].answer)
+
+
+def test_fiqa_scores_are_binned_and_headlines_map_yes_no():
+    fiqa = load_task("fin_sentiment_fiqa")
+    # 0.62 >= 0.1 -> 긍정; -0.48 < -0.1 -> 부정; 0.02 in [-0.1, 0.1) -> 중립; -0.12 < -0.1 -> 부정
+    assert [e.choices[e.answer] for e in load_examples(fiqa)] == ["긍정", "부정", "중립", "부정"]
+    assert [e.choices[e.answer] for e in load_examples(load_task("fin_headline"))] == ["예", "아니오", "아니오", "예"]
+    assert [e.choices[e.answer] for e in load_examples(load_task("fin_ner_cls"))] == ["기관", "인물", "장소", "기관"]
+
+
+def test_gsm8k_answer_is_the_number_after_hashes():
+    ex = load_examples(load_task("general_gsm8k_ko"))
+    assert [e.answer for e in ex] == ["7", "4800", "6", "360,000"]
+
+
+def test_laws_question_format_from_shared_data(laws_dir, tmp_path):
+    spec = TaskSpec(name="laws", kind="rag", format="laws_questions", path=laws_dir / "questions_dev.jsonl", kb=tmp_path)
+    ex = load_examples(spec)
+    assert len(ex) == 60
+    assert ex[0].id == "dev-001" and ex[0].meta["gold"] == ["신용협동조합법 제78조"]
+
+
+def test_bad_rows_are_named_with_file_line_and_fix(tmp_path):
+    data = tmp_path / "s.jsonl"
+    rows = [{"sentence": "좋다", "label": "positive"}, {"sentence": "나쁘다", "label": "bullish"}, {"label": "neutral"}]
+    data.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    spec = TaskSpec(name="s", kind="classification", format="sentiment", path=data,
+                    labels=["긍정", "부정", "중립"], label_map={"positive": "긍정", "negative": "부정", "neutral": "중립"})
+    with pytest.raises(DataInputError) as err:
+        load_examples(spec)
+    msg = str(err.value)
+    assert "2 problems" in msg
+    assert "s.jsonl:2  label: label 'bullish' is not one of ['negative', 'neutral', 'positive']; add it to the task's label_map" in msg
+    assert "s.jsonl:3  sentence: missing or empty" in msg
+
+
+def test_bad_csv_answer_and_task_yaml_errors(tmp_path):
+    csv = tmp_path / "k.csv"
+    csv.write_text("question,answer,A,B,C,D,Category\n질문,5,a,b,c,d,Accounting\n", encoding="utf-8")
+    spec = TaskSpec(name="k", kind="mcq", format="kmmlu_csv", path=csv)
+    with pytest.raises(DataInputError, match=r"k.csv:2  answer: expected 1-4"):
+        load_examples(spec)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nkind: classification\nformat: sentiment\npath: s.jsonl\nlabelz: [a]\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_task(bad)
+    assert "bad.yaml:5  labelz: unknown key" in str(err.value)
+    with pytest.raises(TaskError, match="unknown task 'nope'; bundled tasks: fin_headline, fin_mcq_fmmlu, fin_mcq_kmmlu, fin_ner_cls, "):
+        load_task("nope")
