@@ -81,7 +81,8 @@ def main(cfg: MergeConfig) -> Path:
         (run.path / MERGEKIT_YAML).write_text(yaml_text, encoding="utf-8")
         command = reproduce_command(cfg, run.final_dir / MERGEKIT_YAML, "OUT").replace(" OUT ", ' "${1:-merged-again}" ')
         (run.path / REPRODUCE).write_text(
-            "#!/bin/sh\n# Rebuilds merged/ bit for bit from mergekit.yaml, in kofin's app env: sh reproduce.sh [OUT]\n"
+            "#!/bin/sh\n# Rebuilds merged/ from mergekit.yaml, in kofin's app env: sh reproduce.sh [OUT]\n"
+            "# Bit for bit for deterministic methods; dare_* masks depend on mergekit's task order.\n"
             f"{command}\n", encoding="utf-8")
 
         shard_bytes = shard_params(cfg.options.out_shard_size) * (4 if cfg.dtype == "float32" else 2)

@@ -129,7 +129,10 @@ def test_mergekit_yaml_reproduces_the_weights_offline(sft_run, tmp_path, monkeyp
     asked = []
     # mergekit's model-card writer asks the hub about any path that is not absolute; kofin's never are.
     monkeypatch.setattr(huggingface_hub, "repo_exists", lambda *a, **k: asked.append(a) or False)
-    run = merge_run.main(merge_config(tmp_path / "dare", sft_run, "method=dare_ties", "parameters={}",
+    # ties, not dare_ties: dare's random masks follow mergekit's task schedule, whose tie order
+    # depends on object hashes that differ between processes, so dare is repeatable within a
+    # process but not bit for bit across them (seen in CI). ties trims by magnitude: deterministic.
+    run = merge_run.main(merge_config(tmp_path / "ties", sft_run, "method=ties", "parameters={}",
                                       "tuned_parameters={weight: 0.6, density: 0.4}", "models.0.parameters={weight: 0.4, density: 0.4}"))
     recipe = yaml.safe_load((run / "mergekit.yaml").read_text())
     paths = [recipe["base_model"]] + [m["model"] for m in recipe["models"]]
@@ -142,13 +145,8 @@ def test_mergekit_yaml_reproduces_the_weights_offline(sft_run, tmp_path, monkeyp
     assert out.returncode == 0, out.stderr[-2000:]
     first, second = weights(run / "merged"), weights(again)
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
-    # dare_ties drops parameters at random: another seed gives other weights, so the equality above means something
-    from mergekit.config import MergeConfiguration
-    from mergekit.merge import MergeOptions, run_merge
-
-    run_merge(MergeConfiguration.model_validate(recipe), str(tmp_path / "seed1"), MergeOptions(random_seed=1, quiet=True))
-    third = weights(tmp_path / "seed1")
-    assert any(not torch.equal(first[k], third[k]) for k in first)
+    base = weights(Path(recipe["base_model"]))
+    assert any(not torch.equal(first[k], bf16(base[k])) for k in first)  # a real merge, not a copy of the base
 
 
 def test_planted_nan_is_caught_and_named(sft_run, instruct, tmp_path):
