@@ -145,8 +145,9 @@ def scrub_rows(rows: list[dict], kind: str) -> dict[str, Any]:
 # ---------------------------------------------------------------- tokens
 
 
-def load_tokenizer(path: Path | None):
-    """A transformers tokenizer with a chat template; kofin's tiny model when `path` is None."""
+def load_tokenizer(path: Path | None, *, key: str = "validate.tokenizer", needs_template: bool = True):
+    """A transformers tokenizer (with a chat template unless `needs_template` is off); kofin's tiny
+    model when `path` is None. Errors name the config `key` that pointed at it."""
     from transformers import AutoTokenizer
 
     if path is None:
@@ -155,13 +156,13 @@ def load_tokenizer(path: Path | None):
         path = default_tiny_model()
     path = Path(path)
     if not path.exists():
-        raise DataInputError(str(path), [f"validate.tokenizer: {path} does not exist; point it at a local tokenizer folder"])
+        raise DataInputError(str(path), [f"{key}: {path} does not exist; point it at a local tokenizer folder"])
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path))
     except (OSError, ValueError) as err:
-        raise DataInputError(str(path), [f"validate.tokenizer: cannot load a tokenizer from {path} ({err})"]) from None
-    if not tokenizer.chat_template:
-        raise DataInputError(str(path), [f"validate.tokenizer: {path} has no chat template; use a chat model's tokenizer"])
+        raise DataInputError(str(path), [f"{key}: cannot load a tokenizer from {path} ({err})"]) from None
+    if needs_template and not tokenizer.chat_template:
+        raise DataInputError(str(path), [f"{key}: {path} has no chat template; use a chat model's tokenizer"])
     return tokenizer
 
 

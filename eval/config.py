@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from kofin.config import KofinModel, ResolvedPath, StageConfig
+from kofin.offline import check_endpoint_host
 
 
 class EvalModel(KofinModel):
@@ -35,13 +36,7 @@ class EvalModel(KofinModel):
             return self
         if self.path is not None:
             raise ValueError("give either path (a local model) or endpoint (an OpenAI-compatible server), not both")
-        from urllib.parse import urlparse
-
-        host = urlparse(self.endpoint).hostname
-        if not host:
-            raise ValueError(f"endpoint {self.endpoint!r} is not a URL like http://127.0.0.1:8000/v1")
-        if host not in self.allowed_hosts:
-            raise ValueError(f"endpoint host {host!r} is not in allowed_hosts {self.allowed_hosts}; add the internal host there")
+        check_endpoint_host(self.endpoint, self.allowed_hosts, "endpoint")
         return self
 
 

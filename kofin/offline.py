@@ -38,3 +38,18 @@ def apply_offline_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     env = os.environ if environ is None else environ
     env.update(OFFLINE_ENV)
     return env  # type: ignore[return-value]
+
+
+def check_endpoint_host(url: str, allowed_hosts: list[str], key: str) -> None:
+    """Raise ValueError unless `url` names a host in `allowed_hosts` (config keys that point at an
+    OpenAI-compatible server: serve's base_url, eval's endpoint)."""
+    from urllib.parse import urlparse
+
+    host = urlparse(url).hostname
+    if not host:
+        raise ValueError(f"{key} {url!r} is not a URL like http://127.0.0.1:8000/v1")
+    if host not in allowed_hosts:
+        raise ValueError(
+            f"{key} host {host!r} is not in allowed_hosts {allowed_hosts}; kofin is offline by design — "
+            "add the internal host to allowed_hosts"
+        )

@@ -18,12 +18,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Iterator, Literal
-from urllib.parse import urlparse
 
 from pydantic import Field, model_validator
 
 from kofin.config import KofinModel, ResolvedPath
 from kofin.errors import KofinError
+from kofin.offline import check_endpoint_host
 
 
 class BackendError(KofinError):
@@ -46,11 +46,7 @@ class GenerationConfig(KofinModel):
         if self.backend == "transformers" and self.model_path is None:
             raise ValueError("backend 'transformers' needs model_path: a local model folder (e.g. runs/merge-demo/model)")
         if self.backend == "openai":
-            host = urlparse(self.base_url).hostname
-            if not host:
-                raise ValueError(f"base_url {self.base_url!r} is not a URL like http://127.0.0.1:8000/v1")
-            if host not in self.allowed_hosts:
-                raise ValueError(f"base_url host {host!r} is not in allowed_hosts {self.allowed_hosts}; kofin is offline by design — add the internal host to allowed_hosts")
+            check_endpoint_host(self.base_url, self.allowed_hosts, "base_url")
         return self
 
 

@@ -101,27 +101,13 @@ def resolve_datasets(cfg: SftConfig) -> list[tuple[Path, str]]:
     return out
 
 
-def load_base_tokenizer(base_model: Path, needs_template: bool):
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(base_model))
-    except (OSError, ValueError) as err:
-        raise SftInputError(f"base_model: cannot load a tokenizer from {base_model} ({err})") from None
-    if needs_template and not tokenizer.chat_template:
-        raise SftInputError(
-            f"base_model: {base_model} has no chat template, so chat datasets cannot be rendered; use an "
-            "instruct model's tokenizer, or train on raw text (datasets.N.type: completion)"
-        )
-    return tokenizer
-
-
 def check_rows(cfg: SftConfig, datasets: list[tuple[Path, str]], base_model: Path) -> dict[str, Any]:
     """Schema and token lengths of every row, with the base model's own tokenizer and chat template."""
     from kofin.data_ko.formats import read_records
-    from kofin.data_ko.validate import check_sft_row, token_lengths
+    from kofin.data_ko.validate import check_sft_row, load_tokenizer, token_lengths
 
-    tokenizer = load_base_tokenizer(base_model, needs_template=any(kind == "chat" for _, kind in datasets))
+    # Raw text alone (continued pretraining) needs no chat template.
+    tokenizer = load_tokenizer(base_model, key="base_model", needs_template=any(kind == "chat" for _, kind in datasets))
     seq_len = cfg.training.sequence_len
     problems: list[str] = []
     stats: dict[str, Any] = {}
@@ -161,12 +147,8 @@ def check_rows(cfg: SftConfig, datasets: list[tuple[Path, str]], base_model: Pat
 # ---------------------------------------------------------------- plan
 
 
-def plan(cfg: SftConfig, work_dir: Path, *, dry_run: bool = False) -> SftPlan:
-    base_model, shape = resolve_base_model(cfg, dry_run=dry_run)
-    if dry_run:  # the data may live only on the cluster; show where the run will read it
-        datasets = [(d.path if d.path.suffix == ".jsonl" else d.path / DATA_FILES[d.type], d.type) for d in cfg.datasets]
-    else:
-        datasets = resolve_datasets(cfg)
+def plan(cfg: SftConfig, work_dir: Path, base_model: Path, shape: LlamaShape, datasets: list[tuple[Path, str]],
+         *, dry_run: bool = False) -> SftPlan:
     method, train, launch = cfg.parsed_method, cfg.training, cfg.launch
     memory = estimate_memory(
         shape, method="qlora" if method.quantize_4bit else "lora", r=cfg.lora.r, targets=cfg.lora.target_modules,
@@ -225,7 +207,10 @@ def check_with_axolotl(p: SftPlan, cfg: SftConfig) -> list[str] | None:
 
 def dry_run(cfg: SftConfig) -> tuple[SftPlan, list[str] | None]:
     """The plan and what axolotl's check says of it; loads no weights, launches nothing."""
-    p = plan(cfg, Path(str(cfg.output_dir) + PARTIAL_SUFFIX), dry_run=True)
+    base_model, shape = resolve_base_model(cfg, dry_run=True)
+    # The data may live only on the cluster: show where the run will read it, without opening it.
+    datasets = [(d.path if d.path.suffix == ".jsonl" else d.path / DATA_FILES[d.type], d.type) for d in cfg.datasets]
+    p = plan(cfg, Path(str(cfg.output_dir) + PARTIAL_SUFFIX), base_model, shape, datasets, dry_run=True)
     return p, check_with_axolotl(p, cfg)
 
 
@@ -241,10 +226,10 @@ def resume_digest(cfg: SftConfig, datasets: list[tuple[Path, str]]) -> str:
 def main(cfg: SftConfig, *, echo: bool = True) -> Path:
     final = cfg.output_dir
     work = Path(str(final) + PARTIAL_SUFFIX)
-    base_model, _ = resolve_base_model(cfg, dry_run=False)
+    base_model, shape = resolve_base_model(cfg, dry_run=False)
     datasets = resolve_datasets(cfg)
     stats = check_rows(cfg, datasets, base_model)
-    p = plan(cfg, work)
+    p = plan(cfg, work, base_model, shape, datasets)
     missing = check_with_axolotl(p, cfg)
     if missing:
         raise SftInputError("the axolotl env lacks what this config needs: " + "; ".join(missing)
