@@ -56,7 +56,7 @@ def check_content(src: Path, suffix: str, max_file_mb: float) -> None:
     if size == 0:
         raise UploadRejected("빈 파일입니다.")
     if size > max_file_mb * 1024 * 1024:
-        raise UploadRejected(f"파일이 너무 큽니다: {size / 2**20:.1f} MB (최대 {max_file_mb:g} MB)")
+        raise UploadRejected(f"파일이 너무 큽니다: {size / 2**20:.2f} MB (최대 {max_file_mb:g} MB)")
     with open(src, "rb") as f:
         head = f.read(8)
     if suffix in _MAGIC and not head.startswith(_MAGIC[suffix]):
