@@ -122,10 +122,12 @@ def build_app(chat: Chat):
                 listing = gr.Markdown(elem_id="kofin-uploaded")
 
         demo.load(whoami, outputs=[who, admin_tab], api_visibility="private")
-        send.click(respond, [box, chatbot], [chatbot, box, sources], api_name="ask")
+        # "undocumented": callable by logged-in clients, but not described in the API schema that
+        # Gradio also embeds in the (anonymous) login page.
+        send.click(respond, [box, chatbot], [chatbot, box, sources], api_name="ask", api_visibility="undocumented")
         box.submit(respond, [box, chatbot], [chatbot, box, sources], api_visibility="private")
-        upload_btn.click(upload, [files, groups], [status, listing, files], api_name="upload")
-        reindex_btn.click(reindex, None, [status, listing], api_name="reindex")
+        upload_btn.click(upload, [files, groups], [status, listing, files], api_name="upload", api_visibility="undocumented")
+        reindex_btn.click(reindex, None, [status, listing], api_name="reindex", api_visibility="undocumented")
         demo.load(lambda: chat.uploaded(), outputs=[listing], api_visibility="private")
     demo.queue(default_concurrency_limit=chat.cfg.concurrency_limit, max_size=chat.cfg.queue_size, api_open=False)
     return demo

@@ -140,9 +140,17 @@ def test_restricted_document_never_reaches_a_user_outside_its_group(app, bundled
 def test_the_user_comes_from_the_session_not_the_request_body(app):
     _, url = app
     client = _client(url, "teller")
-    info = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/ask"]
-    assert [p["parameter_name"] for p in info["parameters"]] == ["message", "history"]  # no user or groups to forge
-    assert "/upload" in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    deps = {d.get("api_name"): d for d in client.config["dependencies"]}
+    types = {c["id"]: c["type"] for c in client.config["components"]}
+    assert [types[i] for i in deps["ask"]["inputs"]] == ["textbox", "chatbot"]  # the question and history: no user or groups to forge
+    assert not deps["reindex"]["inputs"] and {"upload", "reindex"} <= set(deps)
+
+
+def test_the_anonymous_login_page_describes_no_endpoint(app):
+    _, url = app
+    status, page = _http(url + "/")
+    assert status == 200 and '"auth_required":true' in page
+    assert '"/ask"' not in page and '"/upload"' not in page and '"components":[]' in page
 
 
 def test_admin_actions_are_refused_for_staff_on_the_server(app):
