@@ -29,6 +29,7 @@ from kofin.serve.serve_config import ServeConfig
 from kofin.serve.users import User, UserRegistry
 
 _CITE = re.compile(r"\[\d{1,3}(?:\s*,\s*\d{1,3})*\]")
+_BULLET = re.compile(r"^(?:[-*•·]\s+)+")
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|<>~&$-])")
 NO_ANSWER_HINT = "질문을 더 구체적으로 바꾸어 보세요 (상품명·업무명·조건 등). 열람 권한이 있는 문서에서만 찾습니다."
 BACKEND_NOTICE = {
@@ -213,7 +214,7 @@ def highlighted(text: str, answer: str, n: int) -> tuple[str, str]:
         hit = bool(cited and grams) and len(grams & cited) / len(grams) >= 0.6
         out.append(html.escape(text[pos:at]))
         out.append(f"<mark>{html.escape(sentence)}</mark>" if hit else html.escape(sentence))
-        first = first or (sentence if hit else "")
+        first = first or (_BULLET.sub("", sentence) if hit else "")
         pos = at + len(sentence)
     out.append(html.escape(text[pos:]))
     return "".join(out), first
