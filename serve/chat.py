@@ -161,7 +161,11 @@ def prepare(cfg: ServeConfig) -> Chat:
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     ask = AskConfig(kb=cfg.kb, retrieval=cfg.retrieval, generation=cfg.generation, min_coverage=cfg.min_coverage,
                     min_support=cfg.min_support, max_sentences=cfg.max_sentences, audit_log=cfg.audit_path)
-    return Chat(cfg, users, Assistant(ask))
+    chat = Chat(cfg, users, Assistant(ask))
+    # The first question loads Kiwi's model and warms the indexes (seconds); pay that before the
+    # first user does. No answer is produced, so nothing reaches the audit log.
+    chat.assistant.retriever.search(cfg.examples[0] if cfg.examples else "예금", ("all",), 1)
+    return chat
 
 
 # ---------------------------------------------------------------- rendering
