@@ -40,7 +40,7 @@ class AskConfig(KofinModel):
     kb: ResolvedPath = Field(description="Knowledge-base folder written by `kofin ingest`.")
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig, description="Hybrid retrieval settings.")
     generation: GenerationConfig = Field(default_factory=GenerationConfig, description="Answer backend.")
-    users_file: ResolvedPath | None = Field(None, description="YAML mapping user -> access groups (`kim: [branch, credit]`); needed for --user.")
+    users_file: ResolvedPath | None = Field(None, description="YAML mapping user -> access groups (`kim: [branch, credit]`), or the chat's users file (`users:` list with name and groups); needed for --user.")
     min_coverage: float = Field(0.35, ge=0, le=1, description="Below this share of the question's (idf-weighted) words found in the best sources, the answer is that nothing was found.")
     min_support: float = Field(0.5, ge=0, le=1, description="A cited sentence with less of its text in its sources than this is flagged.")
     max_sentences: int = Field(3, ge=1, le=10, description="Sentences the extractive backend quotes.")
@@ -73,6 +73,8 @@ def load_users(path: Path | None) -> dict[str, tuple[str, ...]]:
     except (OSError, yaml.YAMLError) as err:
         raise KofinError(f"users_file {path}: cannot read it ({err})") from None
     users = data.get("users", data) if isinstance(data, dict) else None
+    if isinstance(users, list) and all(isinstance(u, dict) and "name" in u for u in users):
+        users = {u["name"]: list(u.get("groups") or []) for u in users}  # the chat's users file (serve/users.py)
     if not isinstance(users, dict) or not all(isinstance(g, list) for g in users.values()):
         raise KofinError(f"users_file {path}: expected `user: [group, ...]` lines, e.g. `kim: [branch, credit]`")
     return {str(u): tuple(str(g) for g in gs) for u, gs in users.items()}

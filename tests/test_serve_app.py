@@ -235,3 +235,18 @@ def test_demo_config_binds_loopback_and_stores_only_hashes():
     assert "compliance" not in next(u for u in cfg.users if u.name == "teller").groups
     for user in cfg.users:  # the printed demo passwords open exactly these hashes
         assert check_password(PASSWORDS[user.name], user.password_hash)
+
+
+def test_kofin_ask_reads_the_chat_users_file(bundled_kb, tmp_path, capsys, monkeypatch):
+    from kofin.cli import main as kofin
+
+    monkeypatch.setenv("KOFIN_HOME", str(tmp_path / "home"))
+    users = tmp_path / "users.yaml"
+    users.write_text(DEMO.read_text(encoding="utf-8").split("users:\n", 1)[1].join(["users:\n", ""]), encoding="utf-8")
+    for user, expect in (("compliance", True), ("teller", False)):
+        assert kofin(["ask", "--kb", str(bundled_kb), "--users", str(users), "--user", user, "--json", RESTRICTED_QUESTION]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert any(s["id"] == RESTRICTED_DOC for s in out["sources"]) is expect
+    from kofin.serve.audit import verify_audit
+
+    assert verify_audit(tmp_path / "home" / "logs" / "ask.jsonl").lines == 2
