@@ -163,6 +163,7 @@ def start(chat: Chat, block: bool = True):
 
 
 def main(cfg: ServeConfig) -> None:
+    check_port(cfg.server_name, cfg.server_port)  # before the KB build: say it at once
     chat = prepare(cfg)
     print(f"kofin serve: {chat.describe()}")
     print(f"kofin serve: http://{cfg.server_name}:{cfg.server_port}  (Ctrl+C to stop)", flush=True)
