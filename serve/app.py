@@ -22,7 +22,7 @@ from pathlib import Path
 
 from kofin.errors import KofinError
 from kofin.offline import apply_offline_env
-from kofin.serve.chat import AccessDenied, Chat, prepare, sources_html
+from kofin.serve.chat import AccessDenied, Chat, md_escape, prepare, sources_html
 from kofin.serve.serve_config import ServeConfig
 
 FONTS = ["Pretendard", "Noto Sans KR", "Noto Sans CJK KR", "Malgun Gothic", "Apple SD Gothic Neo", "sans-serif"]
@@ -62,8 +62,6 @@ def build_app(chat: Chat):
         if not (message or "").strip():
             yield history, message, gr.skip()
             return
-        from kofin.serve.chat import md_escape
-
         history += [{"role": "user", "content": md_escape(message)}, {"role": "assistant", "content": "…"}]
         yield history, "", '<div class="kofin-sources kofin-empty">답변을 찾는 중입니다…</div>'
         try:
@@ -139,7 +137,7 @@ def launch_options(chat: Chat) -> dict:
     return dict(
         auth=chat.users.check, auth_message=AUTH_MESSAGE, share=False, server_name=chat.cfg.server_name,
         server_port=chat.cfg.server_port, show_error=False, footer_links=[], run_history=False, enable_monitoring=False,
-        mcp_server=False, ssr_mode=False, pwa=False, max_file_size=f"{chat.cfg.uploads.max_file_mb:g}mb", theme=theme, css=CSS,
+        mcp_server=False, ssr_mode=False, pwa=False, max_file_size=int(chat.cfg.uploads.max_file_mb * 2**20), theme=theme, css=CSS,
         allowed_paths=[], quiet=True, inbrowser=False,
     )
 

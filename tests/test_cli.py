@@ -10,7 +10,7 @@ import pytest
 
 from kofin.cli import COMMANDS, EXIT_NOT_BUILT, main
 
-STAGES = ["data", "sft", "dpo", "merge", "eval", "ingest", "ask", "serve", "pipeline", "tiny"]
+STAGES = ["data", "sft", "dpo", "merge", "eval", "ingest", "ask", "serve", "audit", "pipeline", "tiny"]
 
 
 def run_kofin(*args: str, **kw) -> subprocess.CompletedProcess:

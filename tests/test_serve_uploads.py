@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kb_fixtures import write_docx, write_pdf
-from serve_fixtures import DEMO
+from serve_fixtures import DEMO, PASSWORDS, free_port, running_app
 
 DOCS = {
     "deposit.md": "---\ntitle: 가람 정기예금 상품설명서\ngroups: [all]\n---\n# 가람 정기예금 상품설명서\n## 4. 중도해지이율\n"
@@ -24,19 +24,23 @@ SECRET_Q = "영업점 금고 불시 점검은 언제 누가 하나요?"
 TYPES = [".md", ".txt", ".pdf", ".docx", ".html", ".hwpx", ".jsonl"]
 
 
-@pytest.fixture()
-def chat(tmp_path):
+def _config(tmp_path: Path):
     from kofin.config import load_config
-    from kofin.serve.chat import prepare
     from kofin.serve.serve_config import ServeConfig
 
     docs = tmp_path / "docs"
     docs.mkdir()
     for name, text in DOCS.items():
         (docs / name).write_text(text, encoding="utf-8")
-    cfg = load_config(ServeConfig, DEMO, [f"kb={tmp_path / 'kb'}", f"output_dir={tmp_path / 'serve'}", f"build_from=[\"{docs}\"]",
-                                          "uploads.max_file_mb=0.08"])
-    return prepare(cfg)
+    return load_config(ServeConfig, DEMO, [f"kb={tmp_path / 'kb'}", f"output_dir={tmp_path / 'serve'}", f"build_from=[\"{docs}\"]",
+                                           "uploads.max_file_mb=0.08", f"server_port={free_port()}"])
+
+
+@pytest.fixture()
+def chat(tmp_path):
+    from kofin.serve.chat import prepare
+
+    return prepare(_config(tmp_path))
 
 
 def _tree(root: Path) -> set[str]:
@@ -142,3 +146,23 @@ def test_allowed_types_follow_the_loaders():
     assert set(TYPES) <= set(UploadConfig().types) <= set(SUFFIXES)
     with pytest.raises(ValueError, match="cannot be ingested"):
         UploadConfig(types=[".exe"])
+
+
+def test_uploads_through_the_api_are_for_admins_and_keep_their_groups(tmp_path):
+    from gradio_client import Client, handle_file
+
+    cfg = _config(tmp_path)
+    src = tmp_path / "금고 점검.md"
+    src.write_text(SECRET_MD, encoding="utf-8")
+    with running_app(cfg) as (chat, url):
+        login = lambda user: Client(url + "/", auth=(user, PASSWORDS[user]), verbose=False)  # noqa: E731
+        with pytest.raises(Exception, match="관리자만"):
+            login("teller").predict([handle_file(str(src))], ["all"], api_name="/upload")
+        assert not (cfg.upload_dir / src.name).exists()
+        status, listing, _ = login("admin").predict([handle_file(str(src))], ["compliance"], api_name="/upload")
+        assert "저장: 금고 점검.md" in status and "색인 완료" in status and "compliance" in listing
+        assert (cfg.upload_dir / src.name).read_text(encoding="utf-8") == SECRET_MD
+        _, _, sources = login("compliance").predict(SECRET_Q, [], api_name="/ask")
+        assert "셋째 주 목요일" in sources and src.name in sources
+        history, _, sources = login("teller").predict(SECRET_Q, [], api_name="/ask")
+        assert "셋째 주 목요일" not in sources + str(history) and src.name not in sources
