@@ -64,10 +64,13 @@ def build_app(chat: Chat):
             return
         history += [{"role": "user", "content": md_escape(message)}, {"role": "assistant", "content": "…"}]
         yield history, "", '<div class="kofin-sources kofin-empty">답변을 찾는 중입니다…</div>'
+        final = None
         try:
-            for text, result in chat.answer(message, request.username if request else None):
+            for text, final in chat.answer(message, request.username if request else None):
                 history[-1] = {"role": "assistant", "content": text}
-                yield history, "", sources_html(result) if result is not None else gr.skip()
+                yield history, "", sources_html(final) if final is not None else gr.skip()
+            if final is None:  # refused before answering (too long): no sources to wait for
+                yield history, "", sources_html(None)
         except AccessDenied as err:
             raise gr.Error(str(err)) from None
         except KofinError as err:

@@ -250,3 +250,9 @@ def test_kofin_ask_reads_the_chat_users_file(bundled_kb, tmp_path, capsys, monke
     from kofin.serve.audit import verify_audit
 
     assert verify_audit(tmp_path / "home" / "logs" / "ask.jsonl").lines == 2
+
+
+def test_an_overlong_question_is_refused_with_a_clear_state(app):
+    chat, url = app
+    history, _, sources = _client(url, "teller").predict("예금 " * (chat.cfg.max_question_chars // 2), [], api_name="/ask")
+    assert "질문이 너무 깁니다" in str(history[-1]["content"]) and "표시할 출처가 없습니다" in sources
