@@ -33,6 +33,11 @@ def _client(url: str, user: str):
     return Client(url + "/", auth=(user, PASSWORDS[user]), verbose=False)
 
 
+def _answer_text(history: list) -> str:
+    content = history[-1]["content"]
+    return content if isinstance(content, str) else " ".join(p.get("text", "") for p in content)
+
+
 def _http(url: str, method: str = "GET", body: dict | None = None, headers: dict | None = None):
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})})
@@ -88,8 +93,7 @@ def test_login_then_api_answers_with_citations_and_streams(app):
     job = client.submit(OPEN_QUESTION, [], api_name="/ask")
     updates = [out for out in job]
     history, box, sources = job.result()
-    answer = history[-1]["content"]
-    text = answer if isinstance(answer, str) else " ".join(p.get("text", "") for p in answer)
+    text = _answer_text(history)
     assert re.search(r"\\?\[1\\?\]", text) and "중도해지이율" in text
     assert len(updates) >= 3, "the answer should arrive in several streamed updates"
     assert box == "" and "kofin-cited" in sources and "<mark>" in sources and "garam-smart-term-deposit" in sources
@@ -255,4 +259,39 @@ def test_kofin_ask_reads_the_chat_users_file(bundled_kb, tmp_path, capsys, monke
 def test_an_overlong_question_is_refused_with_a_clear_state(app):
     chat, url = app
     history, _, sources = _client(url, "teller").predict("예금 " * (chat.cfg.max_question_chars // 2), [], api_name="/ask")
-    assert "질문이 너무 깁니다" in str(history[-1]["content"]) and "표시할 출처가 없습니다" in sources
+    assert "질문이 너무 깁니다" in _answer_text(history) and "표시할 출처가 없습니다" in sources
+
+
+@pytest.mark.slow
+def test_twenty_simultaneous_sessions_all_get_answers(app):
+    """Behaviour, not speed (benchmarks/serve_concurrency.py measures the times): 20 logged-in
+    sessions released at once through the queue all get their own cited answer, and the audit
+    chain stays whole."""
+    import threading
+
+    from kofin.serve.audit import verify_audit
+
+    chat, url = app
+    questions = ["정기예금을 만기 전에 해지하면 이자는 어떻게 되나요?", "예금자보호 한도는 얼마인가요?", "신용카드를 분실했을 때 어떻게 해야 하나요?",
+                 "해외송금 한도와 필요한 서류는 무엇인가요?", "휴면예금은 어떻게 찾을 수 있나요?"]
+    clients = [_client(url, ("teller", "compliance", "admin")[i % 3]) for i in range(20)]
+    before = verify_audit(chat.cfg.audit_path).lines if chat.cfg.audit_path.exists() else 0
+    barrier, results, errors = threading.Barrier(20), [], []
+
+    def ask(i: int) -> None:
+        barrier.wait()
+        try:
+            history, _, sources = clients[i].predict(questions[i % len(questions)], [], api_name="/ask")
+            results.append((i, _answer_text(history), sources))
+        except Exception as err:  # noqa: BLE001 - collected and asserted below
+            errors.append(f"{i}: {err}")
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors and len(results) == 20
+    assert all(re.search(r"\\?\[\d\\?\]", text) and "kofin-cited" in sources for _, text, sources in results)
+    check = verify_audit(chat.cfg.audit_path)
+    assert check.ok and check.lines == before + 20
