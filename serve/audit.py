@@ -12,7 +12,8 @@ Tamper evidence: every line carries `seq`, `prev` (the previous line's `hash`; 6
 first line) and `hash` = sha256 of the line's canonical JSON without `hash`. Editing a line breaks
 its own hash, deleting or reordering lines breaks `seq`/`prev`, a torn last line is not JSON. A
 sidecar `<log>.head` holds the count and hash of the last line, so cutting whole lines off the end
-is caught too. The chain makes tampering evident, not impossible: someone who can rewrite the
+is caught too. A log from before the chain (no `.head`) is renamed `<log>.pre-chain-<time>` on the
+first write and a new chain starts. The chain makes tampering evident, not impossible: someone who can rewrite the
 whole file and its head can forge a consistent chain, so ship `verify`'s head hash to a store the
 server cannot rewrite (syslog, WORM) when that matters.
 
@@ -28,6 +29,7 @@ import json
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -118,29 +120,52 @@ def write_audit(path: Path, record: dict[str, Any]) -> dict[str, Any]:
     path.parent.mkdir(parents=True, exist_ok=True)
     clean = _masked(record)
     clean["time"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    with _thread_lock, open(path, "a+b") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            last = _last_line(f)
-            prev, seq = GENESIS, 1
-            if last:
+    with _thread_lock:
+        for _ in range(2):
+            with open(path, "a+b") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)
                 try:
-                    tail = json.loads(last)
-                    prev, seq = tail["hash"], int(tail["seq"]) + 1
-                except (ValueError, KeyError, TypeError):
-                    # A torn or foreign last line: keep appending (an audit log must not stop the
-                    # service), but chain from its bytes so `verify` names the bad line.
-                    prev, seq = hashlib.sha256(last).hexdigest(), -1
-            clean.update(seq=seq, prev=prev)
-            clean["hash"] = line_hash(clean)
-            f.seek(0, os.SEEK_END)
-            f.write(canonical(clean) + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
-            _write_head(path, seq, clean["hash"])
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-    return clean
+                    if _pre_chain(f) and not _head_path(path).exists():
+                        # A log written before the chain existed (no .head ever written beside it):
+                        # kept under another name, and a new chain starts. A chained log whose first
+                        # line lost its fields is not moved aside: `verify` must name that line.
+                        os.replace(path, path.with_name(f"{path.name}.pre-chain-{int(time.time())}"))
+                        continue
+                    _append(f, path, clean)
+                    return clean
+                finally:
+                    fcntl.flock(f, fcntl.LOCK_UN)
+    raise OSError(f"{path}: could not append to the audit log")  # only if it keeps being replaced under us
+
+
+def _pre_chain(f) -> bool:
+    f.seek(0)
+    first = f.readline()
+    try:
+        row = json.loads(first) if first.strip() else None
+    except ValueError:
+        return False
+    return isinstance(row, dict) and "seq" not in row and "hash" not in row
+
+
+def _append(f, path: Path, clean: dict[str, Any]) -> None:
+    last = _last_line(f)
+    prev, seq = GENESIS, 1
+    if last:
+        try:
+            tail = json.loads(last)
+            prev, seq = tail["hash"], int(tail["seq"]) + 1
+        except (ValueError, KeyError, TypeError):
+            # A torn or edited last line: keep appending (an audit log must not stop the
+            # service), chained from its bytes, so `verify` names the bad line.
+            prev, seq = hashlib.sha256(last).hexdigest(), -1
+    clean.update(seq=seq, prev=prev)
+    clean["hash"] = line_hash(clean)
+    f.seek(0, os.SEEK_END)
+    f.write(canonical(clean) + b"\n")
+    f.flush()
+    os.fsync(f.fileno())
+    _write_head(path, seq, clean["hash"])
 
 
 def _head_path(path: Path) -> Path:

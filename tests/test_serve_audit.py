@@ -115,3 +115,25 @@ def test_cli_audit_verify_exit_codes(tmp_path, capsys):
     assert "line 2:" in err and "TAMPERED" in err
     assert kofin(["audit", "verify", str(tmp_path / "missing.jsonl")]) == 2
     assert "no such audit log" in capsys.readouterr().err
+
+
+def test_a_log_from_before_the_chain_is_kept_aside_and_a_new_chain_starts(tmp_path):
+    log = tmp_path / "ask.jsonl"
+    old = '{"user": "kim", "question": "예전 질문", "answer": "예전 답변", "time": "2026-11-01T09:00:00+0900"}\n'
+    log.write_text(old, encoding="utf-8")
+    _log(log, 2)
+    kept = list(tmp_path.glob("ask.jsonl.pre-chain-*"))
+    assert len(kept) == 1 and kept[0].read_text(encoding="utf-8") == old
+    check = verify_audit(log)
+    assert check.ok and check.lines == 2
+
+
+def test_a_chained_log_with_its_first_line_stripped_is_not_moved_aside(tmp_path):
+    log = _log(tmp_path / "audit.jsonl", 3)
+    lines = log.read_text(encoding="utf-8").splitlines()
+    lines[0] = json.dumps({"user": "someone", "question": "x"})
+    _rewrite(log, lines)
+    _log(log, 1)
+    assert not list(tmp_path.glob("*.pre-chain-*"))
+    check = verify_audit(log)
+    assert not check.ok and check.bad_line == 1
