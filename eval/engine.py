@@ -8,8 +8,8 @@ the context is encoded with the tokenizer's special tokens (BOS), the continuati
 encoding `context + continuation` adds after the context's tokens, whitespace that ends the context
 moves to the continuation, and requests run longest first so a batch wastes little padding.
 Batches are right-padded: a causal model never attends to the padding after a token, so a
-request scores the same alone or in a batch. Generation is greedy (deterministic) and
-left-padded, cut at the first stop string.
+request scores the same alone or in a batch. Generation is greedy (deterministic),
+left-padded, left-truncated (a long prompt keeps its end), and cut at the first stop string.
 """
 
 from __future__ import annotations
@@ -119,6 +119,7 @@ class TransformersBackend:
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
             tok.padding_side = "left"  # new tokens follow every prompt directly
+            tok.truncation_side = "left"  # a prompt too long keeps its end: the question and '답:' it answers
             enc = tok([prompts[i] for i in batch], return_tensors="pt", padding=True,
                       truncation=True, max_length=max(self.max_length - max_new_tokens, 1))
             with torch.inference_mode():
@@ -131,7 +132,7 @@ class TransformersBackend:
                 out[i] = cut_at_stop(text, stop)
             if progress:
                 progress(len(batch))
-        tok.padding_side = "right"
+        tok.padding_side, tok.truncation_side = "right", "right"
         return out
 
 

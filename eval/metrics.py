@@ -238,7 +238,8 @@ def citation_scores(
 
     for sentence in sentences:
         ids = list(dict.fromkeys(int(x) for m in _CITE.finditer(sentence) for x in m.group(1).split(",")))
-        text = _CITE.sub("", sentence).strip()
+        # "금리는 3%입니다 [1]." loses its marker; the space it leaves before the period goes too (a judge reads this).
+        text = re.sub(r"\s+([.!?。])", r"\1", _CITE.sub("", sentence)).strip()
         n_citations += len(ids)
         if not ids:
             continue

@@ -50,11 +50,9 @@ def main(cfg: EvalConfig) -> Path:
         _carry_finished_records(cfg.output_dir / "records", records_root)
         results: dict[str, dict[str, dict[str, float]]] = {}
         scored = 0
-        judge, judge_name = None, str(cfg.citation_nli_model or "lexical")
-        if cfg.citation_nli_model is not None:
-            from kofin.eval.metrics import nli_judge
+        from kofin.eval.judge import citation_judge
 
-            judge = nli_judge(str(cfg.citation_nli_model))
+        judge, judge_name = citation_judge(cfg) if any(s.kind == "rag" for s in specs) else (None, "lexical")
         bert = None
         if cfg.bertscore_encoder is not None:
             from kofin.eval.metrics import BertScorer
@@ -102,7 +100,7 @@ def make_backend(m: EvalModel, path: Path, cfg: EvalConfig) -> Any:
     return TransformersBackend(path, batch_size=cfg.batch_size, device=cfg.device, dtype=cfg.dtype, cpu_threads=cfg.cpu_threads)
 
 
-def resolve_model(m: EvalModel) -> tuple[Path, dict | None]:
+def resolve_model(m: EvalModel, where: str | None = None) -> tuple[Path, dict | None]:
     """The model folder and, when it is a kofin run directory, that run's manifest."""
     if m.endpoint is not None:
         return Path("endpoint"), None  # no local folder; records are keyed by URL and served name
@@ -112,7 +110,7 @@ def resolve_model(m: EvalModel) -> tuple[Path, dict | None]:
         path = default_tiny_model()
     else:
         path = m.path
-    where = f"models[{m.name}].path"
+    where = where or f"models[{m.name}].path"
     manifest = None
     if (path / "manifest.json").exists() or Path(f"{path}.partial").exists():
         manifest = require_complete(path, what=where)
@@ -132,7 +130,7 @@ class ModelRecords:
         if endpoint is not None:  # "URL served-name": a server's weights are not ours to hash
             identity = {"endpoint": endpoint}
         else:
-            identity = {"path": str(model_path), "weights": _weights_digest(model_path, manifest)}
+            identity = {"path": str(model_path), "weights": weights_digest(model_path, manifest)}
         info = folder / "model.json"
         if info.exists() and json.loads(info.read_text(encoding="utf-8")) != identity:
             shutil.rmtree(folder)  # other weights under the same name: nothing here is reusable
@@ -188,7 +186,7 @@ def example_key(spec: TaskSpec, ex: Example, judge_name: str = "lexical") -> str
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _weights_digest(path: Path, manifest: dict | None) -> str:
+def weights_digest(path: Path, manifest: dict | None) -> str:
     if manifest is not None:
         return sha256_tree(path)  # the manifest's output hashes: cheap for a 20 GB run
     # A plain model folder: names, sizes and modification times, not gigabytes of reading.

@@ -29,7 +29,7 @@ TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 LETTERS = "ABCDEFGHIJ"
 
 Kind = Literal["mcq", "classification", "numeric_qa", "rag"]
-Format = Literal["financial_mmlu_ko", "kmmlu_csv", "sentiment", "numeric_qa", "gsm8k", "finlora", "laws_questions"]
+Format = Literal["financial_mmlu_ko", "kmmlu_csv", "sentiment", "fpb_txt", "numeric_qa", "gsm8k", "finlora", "laws_questions"]
 
 
 class TaskError(KofinError, ValueError):
@@ -43,7 +43,8 @@ class TaskSpec(KofinModel):
     kind: Kind = Field(description="mcq (options, log-likelihood + generated letter), classification "
                        "(label words, accuracy + weighted F1) or numeric_qa (generated answer, exact match).")
     format: Format = Field(description="Loader for `path`: financial_mmlu_ko (conversations), kmmlu_csv, "
-                           "sentiment (FPB / FiQA-SA / TFNS / NWGI / KorFin-ASC style JSONL), numeric_qa, gsm8k, finlora (context/target), "
+                           "sentiment (text + label columns in JSONL / JSON / CSV / Parquet: FPB, FiQA-SA, TFNS, NWGI, KorFin-ASC, headlines, "
+                           "NER types), fpb_txt (FPB's original 'sentence@label' lines), numeric_qa, gsm8k, finlora (context/target), "
                            "laws_questions (qid/question/gold/answer).")
     path: ResolvedPath = Field(description="The data file; relative paths resolve against the task YAML.")
     group: Literal["finance", "general"] = Field(
@@ -52,6 +53,9 @@ class TaskSpec(KofinModel):
     categories: list[str] = Field(default_factory=list, description="kmmlu_csv: keep only these Category values (empty: all).")
     text_field: str = Field("sentence", description="sentiment: the column holding the text.")
     label_field: str = Field("label", description="sentiment: the column holding the gold label.")
+    aspect_field: str | None = Field(
+        None, description="sentiment: the column naming the entity the sentiment is asked about (KorFin-ASC's `aspect`); "
+        "shown to the model after the text as '대상: ...'.")
     label_map: dict[str, str] = Field(
         default_factory=dict, description="sentiment: raw label -> label word the model is scored on (e.g. positive: 긍정).")
     labels: list[str] = Field(default_factory=list, description="classification: the label words, in a fixed order.")

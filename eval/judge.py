@@ -1,0 +1,94 @@
+"""Citation judges: does a cited source support a sentence? ALCE's citation recall and precision ask this.
+
+Run as: a library; `kofin eval` builds the judge its config names (`citation_judge(cfg)`) and
+`kofin.eval.metrics.citation_scores` asks it `judge(sentence, passages) -> bool`.
+
+- lexical (default): kofin's character-bigram support share, the check `kofin ask` runs on every answer.
+- nli (`citation_nli_model`): a local NLI classifier, P(entailment) >= 0.5, as ALCE's TRUE judge.
+- llm (`citation_llm_judge`): a causal LM, local (transformers) or an OpenAI-compatible endpoint,
+  asked in Korean whether the sources support the sentence. The greedy answer is parsed as
+  yes / no; when it names neither (small models ramble), the likelier of '예' and '아니오' after
+  the same prompt decides. Both steps are greedy, so a verdict is deterministic.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+Judge = Callable[[str, list[str]], bool]
+
+JUDGE_INSTRUCTION = ("다음 자료가 문장의 내용을 뒷받침하는지 판단하세요. "
+                     "자료에 문장의 근거가 있으면 '예', 없으면 '아니오'로만 답하세요.")
+_NO = re.compile(r"^\W*(아니오|아니요|아니|no|false|not)(?!\w)", re.IGNORECASE)
+_YES = re.compile(r"^\W*(예|네|yes|true|supported)(?!\w)", re.IGNORECASE)
+
+
+def parse_verdict(answer: str) -> bool | None:
+    """'예' / '네' / 'Yes' -> True, '아니오' / 'No' -> False, anything else -> None."""
+    if _NO.match(answer):  # first: "not supported" must not read as "supported"
+        return False
+    if _YES.match(answer):
+        return True
+    return None
+
+
+class LlmCitationJudge:
+    """`judge(sentence, passages)` from a backend with `generate` and `loglikelihood` (transformers or endpoint).
+
+    Verdicts are remembered per (sentence, passages): ALCE precision asks about the same
+    citation alone and within its group, and one forward pass per question is enough.
+    """
+
+    def __init__(self, backend: Any, max_new_tokens: int = 4):
+        self.backend = backend
+        self.max_new_tokens = max_new_tokens
+        self.chat = bool(getattr(getattr(backend, "tokenizer", None), "chat_template", None))
+        self.verdicts: dict[tuple[str, tuple[str, ...]], bool] = {}
+        self.answers: dict[tuple[str, tuple[str, ...]], str] = {}  # raw generations, for inspection
+
+    def prompt(self, sentence: str, passages: list[str]) -> str:
+        sources = "\n".join(f"[{i}] {p}" for i, p in enumerate(passages, 1))
+        text = f"{JUDGE_INSTRUCTION}\n\n자료:\n{sources}\n\n문장: {sentence}"
+        if self.chat:  # an instruct model answers its own turn format far better than plain text
+            return self.backend.tokenizer.apply_chat_template(
+                [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False)
+        return f"{text}\n답:"
+
+    def __call__(self, sentence: str, passages: list[str]) -> bool:
+        if not passages:
+            return False
+        key = (sentence, tuple(passages))
+        if key not in self.verdicts:
+            prompt = self.prompt(sentence, passages)
+            answer = self.backend.generate([prompt], self.max_new_tokens, stop=("\n",))[0]
+            verdict = parse_verdict(answer)
+            if verdict is None:
+                lead = "" if self.chat else " "
+                yes, no = self.backend.loglikelihood([(prompt, f"{lead}예"), (prompt, f"{lead}아니오")])
+                verdict = yes.logprob > no.logprob
+            self.answers[key], self.verdicts[key] = answer, verdict
+        return self.verdicts[key]
+
+
+def citation_judge(cfg: Any) -> tuple[Judge | None, str]:
+    """The judge an EvalConfig names and its identity (part of each RAG record's resume key); None = lexical."""
+    if cfg.citation_nli_model is not None:
+        from kofin.eval.metrics import nli_judge
+
+        return nli_judge(str(cfg.citation_nli_model)), str(cfg.citation_nli_model)
+    spec = cfg.citation_llm_judge
+    if spec is None:
+        return None, "lexical"
+    if spec.endpoint is not None:
+        from kofin.eval.endpoint import EndpointBackend
+
+        backend = EndpointBackend(spec.endpoint, spec.served_model, batch_size=1, api_key_env=spec.api_key_env)
+        return LlmCitationJudge(backend, spec.max_new_tokens), f"llm:{spec.endpoint} {spec.served_model}"
+    from kofin.eval.engine import TransformersBackend
+    from kofin.eval.run import EvalModel, resolve_model, weights_digest
+
+    # A run directory holding a model works here as for the evaluated models.
+    path, manifest = resolve_model(EvalModel(name="judge", path=spec.path), where="citation_llm_judge.path")
+    backend = TransformersBackend(path, batch_size=1, device=cfg.device, dtype=cfg.dtype, cpu_threads=cfg.cpu_threads)
+    return LlmCitationJudge(backend, spec.max_new_tokens), f"llm:{path} {weights_digest(path, manifest)[:16]}"
