@@ -40,12 +40,24 @@ class LlmCitationJudge:
     citation alone and within its group, and one forward pass per question is enough.
     """
 
-    def __init__(self, backend: Any, max_new_tokens: int = 4):
-        self.backend = backend
+    def __init__(self, backend: Any = None, max_new_tokens: int = 4, load: Callable[[], Any] | None = None):
+        if (backend is None) == (load is None):
+            raise ValueError("give a backend or a function that loads one")
+        # A resumed run whose RAG records are all scored never asks: a 10B judge is loaded on the first question.
+        self._backend, self._load = backend, load
         self.max_new_tokens = max_new_tokens
-        self.chat = bool(getattr(getattr(backend, "tokenizer", None), "chat_template", None))
         self.verdicts: dict[tuple[str, tuple[str, ...]], bool] = {}
         self.answers: dict[tuple[str, tuple[str, ...]], str] = {}  # raw generations, for inspection
+
+    @property
+    def backend(self) -> Any:
+        if self._backend is None:
+            self._backend = self._load()
+        return self._backend
+
+    @property
+    def chat(self) -> bool:
+        return bool(getattr(getattr(self.backend, "tokenizer", None), "chat_template", None))
 
     def prompt(self, sentence: str, passages: list[str]) -> str:
         sources = "\n".join(f"[{i}] {p}" for i, p in enumerate(passages, 1))
@@ -90,5 +102,7 @@ def citation_judge(cfg: Any) -> tuple[Judge | None, str]:
 
     # A run directory holding a model works here as for the evaluated models.
     path, manifest = resolve_model(EvalModel(name="judge", path=spec.path), where="citation_llm_judge.path")
-    backend = TransformersBackend(path, batch_size=1, device=cfg.device, dtype=cfg.dtype, cpu_threads=cfg.cpu_threads)
-    return LlmCitationJudge(backend, spec.max_new_tokens), f"llm:{path} {weights_digest(path, manifest)[:16]}"
+    def load() -> TransformersBackend:
+        return TransformersBackend(path, batch_size=1, device=cfg.device, dtype=cfg.dtype, cpu_threads=cfg.cpu_threads)
+
+    return LlmCitationJudge(max_new_tokens=spec.max_new_tokens, load=load), f"llm:{path} {weights_digest(path, manifest)[:16]}"

@@ -7,8 +7,9 @@ calls these on the per-example records it writes.
 - Extraction / QA: Korean number normalisation (`1억 2천만원` = 120000000), exact match with it,
   token F1 and ROUGE-L over Kiwi content morphemes (`kofin.serve.korean`).
 - Retrieval: Recall@k, MRR, nDCG@k against gold ids (binary relevance).
-- Citations: ALCE-style citation recall and precision with a lexical judge (the character-bigram
-  support check `kofin.serve.citations` uses on every answer `kofin ask` gives).
+- Citations: ALCE-style citation recall and precision with a pluggable judge: lexical by default
+  (the character-bigram support check `kofin.serve.citations` uses on every answer `kofin ask`
+  gives), an NLI classifier, or an LLM (`kofin.eval.judge`).
 """
 
 from __future__ import annotations

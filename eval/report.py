@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from kofin.errors import KofinError
+from kofin.rundir import atomic_write_text
 
 PRIMARY = {"mcq": "acc", "classification": "weighted_f1", "numeric_qa": "exact_match", "rag": "mrr"}
 KOREAN_FONT_NAMES = ("NanumGothic", "Noto Sans CJK KR", "Noto Sans KR", "Malgun Gothic", "AppleGothic", "UnDotum")
@@ -63,8 +64,10 @@ def _pyplot():
 
 def _save(plt, fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
+    tmp.replace(path)  # a chart is whole or absent
     return path
 
 
@@ -235,6 +238,7 @@ def build_report(run_dir: Path) -> list[Path]:
                   recall_chart(metrics, run_dir / "charts" / "retrieval_recall.png")):
         charts += [extra] if extra else []
     parts = sections(metrics, run_dir)
-    (run_dir / "report.md").write_text(render_markdown(metrics, parts, charts), encoding="utf-8")
-    (run_dir / "report.html").write_text(render_html(metrics, parts, charts), encoding="utf-8")
+    # Rebuilt in place by `build_report(run_dir)` too: a reader never sees half a report.
+    atomic_write_text(run_dir / "report.md", render_markdown(metrics, parts, charts))
+    atomic_write_text(run_dir / "report.html", render_html(metrics, parts, charts))
     return [run_dir / "report.md", run_dir / "report.html", *charts]

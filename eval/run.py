@@ -27,7 +27,7 @@ from typing import Any
 from kofin.errors import KofinError
 from kofin.eval.config import EvalConfig, EvalModel
 from kofin.eval.tasks import Example, TaskSpec, load_examples, load_task, prompt_for
-from kofin.rundir import atomic_write_json, is_complete, open_run, require_complete, sha256_tree
+from kofin.rundir import atomic_write_json, atomic_write_text, is_complete, open_run, require_complete, sha256_tree
 
 # Training-cost numbers a kofin sft/dpo manifest records under `metrics`, shown per stage.
 COST_KEYS = ("method", "world_size", "gpu_hours", "cost", "tokens_per_s", "tokens_total",
@@ -174,7 +174,7 @@ class ModelRecords:
                     r["bertscore_f1"] = round(bert.f1(r["generation"], str(r["gold"])), 6)
         # Rewrite in example order, without superseded or stale lines, so the file is the record of this run.
         path = self._file(spec)
-        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ordered), encoding="utf-8")
+        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ordered))  # a kill keeps the old file
         return task_metrics(spec, ordered)
 
 

@@ -92,7 +92,7 @@ def test_tiny_model_judge_is_deterministic_and_its_verdicts_are_used(tiny_model,
     cfg = load_config(EvalConfig, None, [f"output_dir={tmp_path}/o", "models=[{name: t}]", "cpu_threads=1",
                                          f"citation_llm_judge={{path: {tiny_model}}}", "device=cpu"])
     judge, name = citation_judge(cfg)
-    assert name.startswith(f"llm:{tiny_model} ")
+    assert name.startswith(f"llm:{tiny_model} ") and judge._backend is None  # loaded on the first question only
     scores = citation_scores(ANSWER, SOURCES, judge)
     assert len(judge.verdicts) == 5
     backend = judge.backend

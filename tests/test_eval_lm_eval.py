@@ -17,7 +17,8 @@ def test_export_writes_the_exact_prompts(tmp_path):
     paths = export_lm_eval(None, tmp_path)
     assert sorted(p.name for p in paths) == [
         "kofin_fin_headline.yaml", "kofin_fin_mcq_fmmlu.yaml", "kofin_fin_mcq_kmmlu.yaml", "kofin_fin_ner_cls.yaml", "kofin_fin_sentiment.yaml",
-        "kofin_fin_sentiment_fiqa.yaml", "kofin_general_mcq_ko.yaml",
+        "kofin_fin_sentiment_fiqa.yaml", "kofin_fin_sentiment_korfin_asc.yaml", "kofin_fin_sentiment_nwgi.yaml",
+        "kofin_fin_sentiment_tfns.yaml", "kofin_general_mcq_ko.yaml",
     ]  # numeric QA, XBRL extraction and RAG generate answers: not exported
     task = yaml.safe_load((tmp_path / "kofin_fin_sentiment.yaml").read_text(encoding="utf-8"))
     assert task["output_type"] == "multiple_choice" and task["doc_to_choice"] == "choices"
