@@ -14,7 +14,8 @@ Every problem in a file is collected and reported at once as `file:line  field: 
   TFNS `text, label` (0 bearish, 1 bullish, 2 neutral), NWGI `news, label` (seven levels from
   `strong negative` to `strong positive`, folded to three as FinGPT's benchmark folds them),
   KorFin-ASC `title, aspect, sentiment` (POSITIVE / NEGATIVE / NEUTRAL about `aspect`), FinGPT's
-  headline and NER-type classification `input, output`.
+  headline and NER-type classification `input, output`; FinLoRA's test files `context, target`
+  (the context is a whole prompt: `text_pattern` picks the input out of it).
 - fpb_txt: FPB's original release, one `sentence@label` per line (`Sentences_50Agree.txt`).
 - numeric_qa: `{"id"?, "question", "answer", "context"?}`; gsm8k: `answer` ends in `#### 72`.
 - finlora: `{"context", "target"}` (FinLoRA's XBRL extraction and formula tasks).
@@ -139,8 +140,15 @@ def _label_index(spec: TaskSpec, raw: str) -> int:
 
 
 def load_sentiment(spec: TaskSpec) -> list[Example]:
+    pattern = re.compile(spec.text_pattern, re.S) if spec.text_pattern else None
+
     def convert(where: str, row: Any) -> Example:
         text = _field(row, spec.text_field)
+        if pattern is not None:  # FinLoRA / FinGPT rows carry a whole prompt; keep only what the pattern picks
+            m = pattern.search(text)
+            if not m:
+                raise RowError(spec.text_field, f"does not match text_pattern {spec.text_pattern!r}")
+            text = "\n".join(g.strip() for g in m.groups() if g)
         if spec.aspect_field:  # aspect-based (KorFin-ASC): the same sentence can be good for one firm, bad for another
             text = f"{text}\n대상: {_field(row, spec.aspect_field)}"
         return Example(_row_id(row, where, "id"), where, text, _label_index(spec, _field(row, spec.label_field)),

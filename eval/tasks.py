@@ -16,6 +16,7 @@ of a kind, so the same question scores the same whichever file it came from.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -53,6 +54,9 @@ class TaskSpec(KofinModel):
     categories: list[str] = Field(default_factory=list, description="kmmlu_csv: keep only these Category values (empty: all).")
     text_field: str = Field("sentence", description="sentiment: the column holding the text.")
     label_field: str = Field("label", description="sentiment: the column holding the gold label.")
+    text_pattern: str | None = Field(
+        None, description="sentiment: a regular expression whose groups pick the text out of text_field, joined by "
+        "newlines; for FinLoRA / FinGPT rows that hold a whole prompt, e.g. context: 'Input: (.*)\\nAnswer:'.")
     aspect_field: str | None = Field(
         None, description="sentiment: the column naming the entity the sentiment is asked about (KorFin-ASC's `aspect`); "
         "shown to the model after the text as '대상: ...'.")
@@ -86,6 +90,13 @@ class TaskSpec(KofinModel):
         if self.score_thresholds and len(self.score_thresholds) != len(self.labels) - 1:
             raise ValueError(f"score_thresholds needs one number fewer than labels ({len(self.labels) - 1}), "
                              f"got {len(self.score_thresholds)}")
+        if self.text_pattern is not None:
+            try:
+                groups = re.compile(self.text_pattern, re.S).groups
+            except re.error as err:
+                raise ValueError(f"text_pattern {self.text_pattern!r} is not a valid regular expression: {err}") from None
+            if not groups:
+                raise ValueError("text_pattern needs a (group) around the text to keep, e.g. 'Input: (.*)\\nAnswer:'")
         if self.max_new_tokens is None:
             self.max_new_tokens = {"mcq": 8, "classification": 8, "rag": 128}.get(self.kind, 32)
         return self

@@ -152,3 +152,28 @@ def test_tfns_csv_bad_label_is_named(tmp_path):
     data.write_text("text,label\n좋다,1\n나쁘다,3\n", encoding="utf-8")
     with pytest.raises(DataInputError, match=r"sent_valid.csv:3  label: label '3' is not one of \['0', '1', '2'\]"):
         load_examples(load_task("fin_sentiment_tfns").model_copy(update={"path": data}))
+
+
+def test_finlora_classification_rows_keep_only_the_input(tmp_path):
+    # FinLoRA's test files hold FinGPT's whole prompt in `context` and the label word in `target`.
+    rows = [{"context": "Instruction: What is the sentiment of this news? Please choose an answer from {negative/neutral/positive}.\n"
+                        "Input: 가람은행 순이익이 늘었다.\nAnswer: ", "target": "positive"},
+            {"context": "Instruction: What is the entity type of '부산' in the input sentence.\nOptions: person, location, "
+                        "organization\nInput: 가람은행은 부산에 센터를 열었다.\nAnswer: ", "target": "location"},
+            {"context": "Input 없이 쓴 줄", "target": "neutral"}]
+    data = tmp_path / "fpb_test.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    spec = TaskSpec(name="f", kind="classification", format="sentiment", path=data, text_field="context", label_field="target",
+                    text_pattern=r"Input: (.*?)\s*Answer:", labels=["긍정", "부정", "중립", "장소"],
+                    label_map={"positive": "긍정", "negative": "부정", "neutral": "중립", "location": "장소"})
+    with pytest.raises(DataInputError, match=r"fpb_test.jsonl:3  context: does not match text_pattern"):
+        load_examples(spec)
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[:2]), encoding="utf-8")
+    ex = load_examples(spec)
+    assert [(e.question, e.choices[e.answer]) for e in ex] == [("가람은행 순이익이 늘었다.", "긍정"), ("가람은행은 부산에 센터를 열었다.", "장소")]
+    # The NER row's entity comes along when the pattern has a group for it.
+    data.write_text(json.dumps(rows[1], ensure_ascii=False) + "\n", encoding="utf-8")
+    ner = load_examples(spec.model_copy(update={"text_pattern": r"type of '(.+?)'.*Input: (.*?)\s*Answer:"}))
+    assert ner[0].question == "부산\n가람은행은 부산에 센터를 열었다."
+    with pytest.raises(ValueError, match="text_pattern needs a \\(group\\)"):
+        TaskSpec(name="f", kind="classification", format="sentiment", path=data, labels=["a"], text_pattern="Input:")
