@@ -118,10 +118,13 @@ def recall_chart(metrics: dict, path: Path) -> Path | None:
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
+    cutoffs: set[int] = set()
     for t in rag:
         for m in metrics["models"]:
             points = sorted((int(k.split("@")[1]), v) for k, v in metrics["results"][m][t].items() if k.startswith("recall@"))
             ax.plot([k for k, _ in points], [v for _, v in points], marker="o", label=f"{m} · {_label(metrics, t)}")
+            cutoffs |= {k for k, _ in points}
+    ax.set_xticks(sorted(cutoffs))  # the measured cut-offs, not fractional ticks between them
     ax.set_xlabel("k (검색 문서 수)")
     ax.set_ylabel("Recall@k")
     ax.set_ylim(0, 1.05)
