@@ -19,8 +19,9 @@ class EvalModel(KofinModel):
     name: str = Field(description="Label in records, metrics.json and the report (e.g. base, sft, dpo, merged).",
                       pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     path: ResolvedPath | None = Field(
-        None, description="A model folder (config.json + weights + tokenizer) or a complete kofin run directory "
-        "holding one; null = the embedded tiny model.")
+        None, description="A model folder (config.json + weights + tokenizer), a complete kofin run directory "
+        "holding one, or a kofin sft / dpo run (its LoRA adapter applied to the base it was trained on); "
+        "null = the embedded tiny model.")
     endpoint: str | None = Field(
         None, description="OpenAI-compatible base URL (vLLM), e.g. http://127.0.0.1:8000/v1, instead of path.")
     served_model: str = Field("kofin", description="Model name sent to the endpoint (vLLM's --served-model-name).")

@@ -33,7 +33,7 @@ class LogLikelihood:
 
 
 class TransformersBackend:
-    """A local causal LM (a folder with config.json and weights, as every kofin stage writes)."""
+    """A local causal LM: a folder with config.json and weights, or a kofin sft / dpo run holding a LoRA adapter."""
 
     def __init__(self, path: Path, *, batch_size: int = 8, device: str = "auto", dtype: str = "auto",
                  cpu_threads: int | None = None):
@@ -44,17 +44,26 @@ class TransformersBackend:
             # Small models on a shared CPU run ~10x faster on one thread than oversubscribed on all.
             torch.set_num_threads(cpu_threads)
 
+        from kofin.eval.adapters import adapter_stack, is_adapter_run, load_with_adapters
+
         path = Path(path)
-        if not (path / "config.json").exists():
+        adapters = is_adapter_run(path)
+        if not adapters and not (path / "config.json").exists():
             raise BackendError(f"model {path}: no config.json; point the model at a folder with the model's "
-                               "config, weights and tokenizer (a kofin tiny/sft/merge run directory or a local download)")
+                               "config, weights and tokenizer (a kofin tiny/sft/dpo/merge run directory or a local download)")
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         torch_dtype = {"auto": torch.bfloat16 if self.device.startswith("cuda") else torch.float32,
                        "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        if adapters:  # a kofin sft / dpo run: its base with the run's adapters merged in
+            stack = adapter_stack(path)
+            self.tokenizer = AutoTokenizer.from_pretrained(stack.tokenizer_dir)
+            model = load_with_adapters(stack, torch_dtype)
+        else:
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(self.device).eval()
+        self.model = model.to(self.device).eval()
         self.batch_size = batch_size
         self.max_length = int(getattr(self.model.config, "max_position_embeddings", 2048))
         self.name = path.name

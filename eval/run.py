@@ -117,9 +117,12 @@ def resolve_model(m: EvalModel, where: str | None = None) -> tuple[Path, dict | 
     if (path / "config.json").exists():
         return path, manifest
     if (path / "adapter_config.json").exists():
-        raise EvalError(f"{where}: {path} holds a LoRA adapter, not a full model. Evaluate the merged model "
-                        "(kofin merge, or peft's merge_and_unload saved to a folder) and point path at it.")
-    raise EvalError(f"{where}: {path} has no config.json; point it at a model folder or a run directory holding one.")
+        from kofin.eval.adapters import adapter_stack
+
+        adapter_stack(path, where)  # the base and earlier adapters are found now, not after other models scored
+        return path, manifest
+    raise EvalError(f"{where}: {path} has no config.json; point it at a model folder, a run directory holding one, "
+                    "or a kofin sft / dpo run (a LoRA adapter).")
 
 
 class ModelRecords:
@@ -131,6 +134,12 @@ class ModelRecords:
             identity = {"endpoint": endpoint}
         else:
             identity = {"path": str(model_path), "weights": weights_digest(model_path, manifest)}
+            from kofin.eval.adapters import adapter_stack, is_adapter_run
+
+            if is_adapter_run(model_path):  # what the adapter applies to decides the scores as much as the adapter
+                stack = adapter_stack(model_path)
+                identity["base"] = str(stack.base)
+                identity["merged_first"] = [sha256_tree(a) for a in stack.adapters[:-1]]
         info = folder / "model.json"
         if info.exists() and json.loads(info.read_text(encoding="utf-8")) != identity:
             shutil.rmtree(folder)  # other weights under the same name: nothing here is reusable

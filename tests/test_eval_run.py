@@ -9,8 +9,9 @@ import pytest
 
 from kofin.config import ConfigError, load_config
 from kofin.eval import scoring
+from kofin.eval.adapters import AdapterRunError
 from kofin.eval.config import EvalConfig
-from kofin.eval.run import EvalError, forgetting_deltas, main
+from kofin.eval.run import forgetting_deltas, main
 from kofin.eval.tasks import load_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,7 +119,7 @@ def test_config_and_model_errors_say_what_to_fix(tmp_path):
     (adapter / "adapter_config.json").write_text("{}")
     cfg = load_config(EvalConfig, None, [f"output_dir={tmp_path}/o", f'models=[{{name: sft, path: {adapter}}}]',
                                          'tasks=[fin_mcq_kmmlu]'])
-    with pytest.raises(EvalError, match=r"models\[sft\].path: .* holds a LoRA adapter, not a full model"):
+    with pytest.raises(AdapterRunError, match=r"models\[sft\].path: .* has adapter_config.json but no adapter weights"):
         main(cfg)
     cfg = load_config(EvalConfig, None, [f"output_dir={tmp_path}/o", "models=[{name: t}]", "tasks=[fin_mcq_kmmlux]"])
     with pytest.raises(Exception, match="unknown task 'fin_mcq_kmmlux'"):
