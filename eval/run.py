@@ -34,6 +34,10 @@ COST_KEYS = ("method", "world_size", "gpu_hours", "cost", "tokens_per_s", "token
              "peak_gpu_memory_gib_per_gpu", "train_runtime_s")
 
 
+# Where a `kofin merge` run directory keeps the merged model (beside tuned/, the adapters folded in).
+MERGED_MODEL = "merged"
+
+
 class EvalError(KofinError):
     """A model or task the eval stage cannot use."""
 
@@ -116,6 +120,8 @@ def resolve_model(m: EvalModel, where: str | None = None) -> tuple[Path, dict | 
         manifest = require_complete(path, what=where)
     if (path / "config.json").exists():
         return path, manifest
+    if manifest is not None and (path / MERGED_MODEL / "config.json").exists():
+        return path / MERGED_MODEL, manifest  # a `kofin merge` run: the model it built for serving
     if (path / "adapter_config.json").exists():
         from kofin.eval.adapters import adapter_stack
 

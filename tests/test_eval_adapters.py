@@ -78,3 +78,22 @@ def test_adapter_on_a_missing_base_says_what_to_do(tmp_path, tiny_model):
                                          "tasks=[general_mcq_ko]", "progress=false"])
     with pytest.raises(AdapterRunError, match=r"models\[dpo\].path: .* trained on .*gone, which is not a local model folder here"):
         main(cfg)
+
+
+def test_a_merge_run_directory_is_scored_on_its_merged_model(tmp_path, tiny_model):
+    import shutil
+
+    from kofin.rundir import open_run
+
+    out = tmp_path / "merge-tiny"
+    with open_run("merge", {"output_dir": str(out)}) as run:  # laid out as `kofin merge` writes: merged/ beside tuned/
+        shutil.copytree(tiny_model, run.path / "merged", ignore=shutil.ignore_patterns("manifest.json", "COMPLETE", "config.yaml"))
+        (run.path / "tuned").mkdir()
+        run.metrics.update(method="slerp")
+    cfg = load_config(EvalConfig, None, [f"output_dir={tmp_path}/eval", f"models=[{{name: base, base: true}}, {{name: merged, path: {out}}}]",
+                                         "tasks=[general_mcq_ko]", "limit=2", "progress=false", "cpu_threads=1", "report=false"])
+    metrics = json.loads((main(cfg) / "metrics.json").read_text(encoding="utf-8"))
+    assert json.loads((tmp_path / "eval/records/merged/model.json").read_text())["path"] == str(out / "merged")
+    assert metrics["training"]["merged"]["stage"] == "merge"
+    # The same weights as the base: the same scores, so every forgetting delta is 0.
+    assert all(v == 0 for v in metrics["forgetting"]["merged"]["general_mcq_ko"].values())
