@@ -64,6 +64,11 @@ class LlmJudge(KofinModel):
         return self
 
 
+class GpuPrice(KofinModel):
+    gpu_hour_price: float = Field(gt=0, description="Price of one GPU-hour.")
+    currency: str = Field("USD", description="Currency of gpu_hour_price.")
+
+
 class EvalConfig(StageConfig):
     """Evaluate each model on each task; write per-example records, metrics.json and the forgetting deltas."""
 
@@ -77,6 +82,9 @@ class EvalConfig(StageConfig):
     training_runs: list[ResolvedPath] = Field(
         default_factory=list, description="kofin sft / dpo / merge run directories whose time and cost the report shows "
         "(GPU-hours, tokens/s, peak GPU memory, cost from their manifests).")
+    gpu_price: GpuPrice | None = Field(
+        None, description="{gpu_hour_price: 8.0, currency: USD}: prices the GPU-hours of training runs whose manifest "
+        "records no cost (kofin dpo, merge); shown as estimates. null = only recorded costs.")
     bertscore_encoder: ResolvedPath | None = Field(
         None, description="Local encoder folder (e.g. a Korean BERT/RoBERTa) for BERTScore F1 of generated answers; null = off.")
     citation_nli_model: ResolvedPath | None = Field(

@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from kofin.errors import KofinError
-from kofin.eval.config import EvalConfig, EvalModel
+from kofin.eval.config import EvalConfig, EvalModel, GpuPrice
 from kofin.eval.tasks import Example, TaskSpec, load_examples, load_task, prompt_for
 from kofin.rundir import atomic_write_json, atomic_write_text, is_complete, open_run, require_complete, sha256_tree
 
 # Training-cost numbers a kofin sft/dpo manifest records under `metrics`, shown per stage.
-COST_KEYS = ("method", "world_size", "gpu_hours", "cost", "tokens_per_s", "tokens_total",
-             "peak_gpu_memory_gib_per_gpu", "train_runtime_s")
+COST_KEYS = ("method", "world_size", "gpu_hours", "cost", "tokens_per_s", "tokens_per_s_per_gpu", "tokens_total",
+             "peak_gpu_memory_gib_rank0", "peak_gpu_memory_gib_per_gpu", "train_runtime_s")
 
 
 # Where a `kofin merge` run directory keeps the merged model (beside tuned/, the adapters folded in).
@@ -83,7 +83,7 @@ def main(cfg: EvalConfig) -> Path:
                                "description": s.description, "path": str(s.path)} for s in specs},
             "results": results,
             "forgetting": forgetting_deltas(results, cfg.base_model.name, [s.name for s in specs if s.group == "general"]),
-            "training": training_table(models, cfg.training_runs),
+            "training": training_table(models, cfg.training_runs, cfg.gpu_price),
         }
         atomic_write_json(run.path / "metrics.json", metrics)
         if cfg.report:
@@ -250,19 +250,39 @@ def forgetting_deltas(results: dict[str, dict[str, dict[str, float]]], base: str
     return out
 
 
-def training_table(models: dict[str, tuple[Path, dict | None]], runs: list[Path]) -> dict[str, dict[str, Any]]:
+def training_table(models: dict[str, tuple[Path, dict | None]], runs: list[Path], price: GpuPrice | None = None) -> dict[str, dict[str, Any]]:
     """Time and cost of each training stage: the evaluated models' own runs, then `training_runs`."""
-    rows = {name: training_cost(manifest) for name, (_, manifest) in models.items() if manifest is not None}
+    rows = {name: training_cost(manifest, price) for name, (_, manifest) in models.items() if manifest is not None}
     for i, path in enumerate(runs):
         manifest = require_complete(path, what=f"training_runs[{i}]")
-        rows[f"{manifest.get('stage')}:{path.name}"] = training_cost(manifest)
+        rows[f"{manifest.get('stage')}:{path.name}"] = training_cost(manifest, price)
     return rows
 
 
-def training_cost(manifest: dict) -> dict[str, Any]:
+def training_cost(manifest: dict, price: GpuPrice | None = None) -> dict[str, Any]:
+    """One stage's row: what its manifest records, and estimates where it records none.
+
+    `kofin sft` records GPU-hours and cost from its launcher; other stages (DPO in-process, merge)
+    record only wall time and per-device peak memory, so GPU-hours are wall time x the GPUs that
+    held memory, priced with the eval config's `gpu_hour_price`, and marked as estimates.
+    """
     m = manifest.get("metrics") or {}
     row = {"stage": manifest.get("stage"), "wall_time_s": manifest.get("wall_time_s"),
            **{k: m[k] for k in COST_KEYS if k in m}}
+    gpus = {k: v for k, v in (manifest.get("peak_gpu_mb") or {}).items() if v}
+    if gpus and not any(k.startswith("peak_gpu_memory") for k in row):
+        row["peak_gpu_memory_gib"] = round(max(gpus.values()) / 1024, 3)
+    rss = manifest.get("peak_rss_mb") or {}
+    if rss:
+        row["peak_rss_gib"] = round(max(rss.values()) / 1024, 3)
+    if "gpu_hours" not in row and gpus and row["wall_time_s"]:
+        row["gpu_hours"] = round(row["wall_time_s"] * len(gpus) / 3600, 4)
+        row["gpu_hours_estimated"] = True
     if isinstance(row.get("cost"), dict):  # {"amount": 12.0, "currency": "USD", ...} -> "12.0 USD"
-        row["cost"] = f"{row['cost'].get('amount')} {row['cost'].get('currency', '')}".strip()
+        amount = row["cost"].get("amount")
+        row["cost"] = f"{amount} {row['cost'].get('currency', '')}".strip() if row["cost"].get("gpu_hour_price") != 0 else None
+    if row.get("cost") is None and price is not None and row.get("gpu_hours") is not None:
+        row["cost"] = f"{round(row['gpu_hours'] * price.gpu_hour_price, 2)} {price.currency} (est.)"
+    if row.get("cost") is None:
+        row.pop("cost", None)
     return row

@@ -33,7 +33,7 @@ def sft_run(tmp_path_factory) -> Path:
     with open_run("sft", {"output_dir": str(out)}) as run:
         (run.path / "adapter_config.json").write_text("{}")
         run.metrics.update(method="qlora", world_size=8, gpu_hours=1.5, tokens_per_s=1234.5,
-                           peak_gpu_memory_gib_per_gpu=26.1, cost={"amount": 12.0, "currency": "USD", "gpu_hour_price": 8.0})
+                           peak_gpu_memory_gib_rank0=26.1, cost={"amount": 12.0, "currency": "USD", "gpu_hour_price": 8.0})
     return out
 
 
