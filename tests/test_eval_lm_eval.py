@@ -50,3 +50,15 @@ def test_lm_eval_gives_kofins_accuracy_on_the_tiny_model(tmp_path, tiny_model):
     for sample, rec in zip(samples, records, strict=True):
         lls = [resp[0][0] for resp in sample["resps"]]
         assert lls == pytest.approx(rec["logprob"], abs=1e-3)
+
+
+def test_export_command_line(tmp_path, capsys):
+    from kofin.cli import main as kofin
+
+    assert kofin(["eval", "export-lm-eval", str(tmp_path / "out"), "--tasks", "fin_sentiment_korfin_asc", "--limit", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "wrote 1 lm-eval tasks" in printed and f"--include_path {tmp_path / 'out'} --tasks kofin_fin_sentiment_korfin_asc" in printed
+    rows = (tmp_path / "out" / "kofin_fin_sentiment_korfin_asc.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(rows) == 2 and "대상: 나래전자" in json.loads(rows[1])["prompt"]
+    assert kofin(["eval", "export-lm-eval", str(tmp_path / "x"), "--tasks", "kb_rag"]) != 0
+    assert "only multiple-choice tasks" in capsys.readouterr().err
