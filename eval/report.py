@@ -196,8 +196,13 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _judge(metrics: dict) -> str:
+    rag = any(info["kind"] == "rag" for info in metrics["tasks"].values())
+    return f" · citation judge: {metrics['citation_judge']}" if rag and metrics.get("citation_judge") else ""
+
+
 def render_markdown(metrics: dict, parts: list, charts: list[Path]) -> str:
-    lines = ["# kofin 평가 보고서", "", f"models: {', '.join(metrics['models'])} · base: {metrics['base']}", ""]
+    lines = ["# kofin 평가 보고서", "", f"models: {', '.join(metrics['models'])} · base: {metrics['base']}{_judge(metrics)}", ""]
     lines += [f"![{c.stem}](charts/{c.name})" for c in charts] + [""]
     for title, body in parts:
         lines += [f"## {title}", ""]
@@ -213,7 +218,8 @@ def render_markdown(metrics: dict, parts: list, charts: list[Path]) -> str:
 
 def render_html(metrics: dict, parts: list, charts: list[Path]) -> str:
     esc = html.escape
-    body = [f"<h1>kofin 평가 보고서</h1><p>models: {esc(', '.join(metrics['models']))} · base: {esc(metrics['base'])}</p>"]
+    body = [f"<h1>kofin 평가 보고서</h1><p>models: {esc(', '.join(metrics['models']))} · base: {esc(metrics['base'])}"
+            f"{esc(_judge(metrics))}</p>"]
     for c in charts:
         data = base64.b64encode(c.read_bytes()).decode()
         body.append(f'<figure><img alt="{esc(c.stem)}" src="data:image/png;base64,{data}"></figure>')

@@ -79,6 +79,8 @@ def main(cfg: EvalConfig) -> Path:
         metrics = {
             "models": [m.name for m in cfg.models],
             "base": cfg.base_model.name,
+            # Citation scores from different judges are not comparable: the report says which one judged.
+            "citation_judge": judge_name,
             "tasks": {s.name: {"kind": s.kind, "group": s.group, "examples": len(examples[s.name]),
                                "description": s.description, "path": str(s.path)} for s in specs},
             "results": results,

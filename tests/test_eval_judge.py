@@ -131,8 +131,11 @@ def test_kofin_eval_rag_records_carry_the_llm_judges_verdicts(judge_server, tmp_
     def run(*extra: str) -> dict:
         cfg = load_config(EvalConfig, None, [f"output_dir={tmp_path}/eval", "models=[{name: t}]", "progress=false",
                                              f"tasks=[{tmp_path}/rag.yaml]", "cpu_threads=1", "report=false", *extra])
-        out = main(cfg)
-        return json.loads((out / "metrics.json").read_text(encoding="utf-8"))["results"]["t"]["mini_rag"]
+        metrics = json.loads((main(cfg) / "metrics.json").read_text(encoding="utf-8"))
+        judges.append(metrics["citation_judge"])
+        return metrics["results"]["t"]["mini_rag"]
+
+    judges: list[str] = []
 
     lexical = run()  # the extractive answer quotes its sources: the lexical judge finds every citation supported
     assert lexical["citation_recall"] == 1.0 and lexical["citation_precision"] == 1.0
@@ -141,6 +144,7 @@ def test_kofin_eval_rag_records_carry_the_llm_judges_verdicts(judge_server, tmp_
     # A judge that always answers 아니오: no sentence supported, no citation relevant; the records were re-scored.
     assert judged["citation_recall"] == 0.0 and judged["citation_precision"] == 0.0
     assert state["prompts"] and all("문장:" in p for p in state["prompts"])
+    assert judges == ["lexical", f"llm:{url} kofin"]  # metrics.json (and the report) say which judge scored
     assert judged["recall@1"] == lexical["recall@1"] == pytest.approx((1 + 1 + 0.5) / 3, abs=1e-6)  # not on the judge
 
 

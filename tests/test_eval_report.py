@@ -95,7 +95,7 @@ def test_recall_curve_and_rag_drill_down(report_run):
     rag = metrics["results"]["base"]["mini_rag"]
     assert rag["recall@1"] == pytest.approx((1 + 1 + 0.5) / 3, abs=1e-6)
     md = (report_run / "report.md").read_text(encoding="utf-8")
-    assert "![retrieval_recall](charts/retrieval_recall.png)" in md
+    assert "![retrieval_recall](charts/retrieval_recall.png)" in md and "· citation judge: lexical" in md
     assert f"| base | mini_rag | ndcg@3 | {rag['ndcg@3']:.3f} |" in md
     # Every gold document of every question is retrieved within k=3, so RAG has no drill-down failures.
     assert "## 오답 사례: base / mini_rag" not in md
