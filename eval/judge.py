@@ -8,7 +8,8 @@ Run as: a library; `kofin eval` builds the judge its config names (`citation_jud
 - llm (`citation_llm_judge`): a causal LM, local (transformers) or an OpenAI-compatible endpoint,
   asked in Korean whether the sources support the sentence. The greedy answer is parsed as
   yes / no; when it names neither (small models ramble), the likelier of '예' and '아니오' after
-  the same prompt decides. Both steps are greedy, so a verdict is deterministic.
+  the same prompt decides. Both steps are greedy, so a verdict is deterministic. RAG scoring
+  hands it every question's checks at once (`prefetch`), so they run batched.
 """
 
 from __future__ import annotations
@@ -72,15 +73,45 @@ class LlmCitationJudge:
             return False
         key = (sentence, tuple(passages))
         if key not in self.verdicts:
-            prompt = self.prompt(sentence, passages)
-            answer = self.backend.generate([prompt], self.max_new_tokens, stop=("\n",))[0]
-            verdict = parse_verdict(answer)
-            if verdict is None:
-                lead = "" if self.chat else " "
-                yes, no = self.backend.loglikelihood([(prompt, f"{lead}예"), (prompt, f"{lead}아니오")])
-                verdict = yes.logprob > no.logprob
-            self.answers[key], self.verdicts[key] = answer, verdict
+            self.prefetch([key])
         return self.verdicts[key]
+
+    def prefetch(self, queries: list[tuple[str, tuple[str, ...]]]) -> None:
+        """Judge many (sentence, passages) at once: one batched generation, one batched likelihood fallback.
+
+        Greedy batched generation gives what one-at-a-time gives (the engine is batch-invariant),
+        so prefetching changes the speed, never a verdict.
+        """
+        todo = list(dict.fromkeys(q for q in queries if q[1] and q not in self.verdicts))
+        if not todo:
+            return
+        prompts = [self.prompt(sentence, list(passages)) for sentence, passages in todo]
+        answers = self.backend.generate(prompts, self.max_new_tokens, stop=("\n",))
+        verdicts = [parse_verdict(a) for a in answers]
+        unsure = [i for i, v in enumerate(verdicts) if v is None]
+        if unsure:
+            lead = "" if self.chat else " "
+            requests = [(prompts[i], f"{lead}{word}") for i in unsure for word in ("예", "아니오")]
+            scores = self.backend.loglikelihood(requests)
+            for n, i in enumerate(unsure):
+                verdicts[i] = scores[2 * n].logprob > scores[2 * n + 1].logprob
+        for key, answer, verdict in zip(todo, answers, verdicts):
+            self.answers[key], self.verdicts[key] = answer, bool(verdict)
+
+
+def citation_queries(answer: str, sources: list[str]) -> list[tuple[str, tuple[str, ...]]]:
+    """Every (sentence, passages) `citation_scores` can ask a judge about for this answer (a superset:
+    a judge that says yes to all is asked everything), so an LLM judge can batch them."""
+    from kofin.eval.metrics import citation_scores
+
+    asked: list[tuple[str, tuple[str, ...]]] = []
+
+    def recorder(sentence: str, passages: list[str]) -> bool:
+        asked.append((sentence, tuple(passages)))
+        return True
+
+    citation_scores(answer, sources, recorder)
+    return asked
 
 
 def citation_judge(cfg: Any) -> tuple[Judge | None, str]:
@@ -95,7 +126,7 @@ def citation_judge(cfg: Any) -> tuple[Judge | None, str]:
     if spec.endpoint is not None:
         from kofin.eval.endpoint import EndpointBackend
 
-        backend = EndpointBackend(spec.endpoint, spec.served_model, batch_size=1, api_key_env=spec.api_key_env)
+        backend = EndpointBackend(spec.endpoint, spec.served_model, batch_size=cfg.batch_size, api_key_env=spec.api_key_env)
         return LlmCitationJudge(backend, spec.max_new_tokens), f"llm:{spec.endpoint} {spec.served_model}"
     from kofin.eval.engine import TransformersBackend
     from kofin.eval.run import EvalModel, resolve_model, weights_digest
@@ -103,6 +134,6 @@ def citation_judge(cfg: Any) -> tuple[Judge | None, str]:
     # A run directory holding a model works here as for the evaluated models.
     path, manifest = resolve_model(EvalModel(name="judge", path=spec.path), where="citation_llm_judge.path")
     def load() -> TransformersBackend:
-        return TransformersBackend(path, batch_size=1, device=cfg.device, dtype=cfg.dtype, cpu_threads=cfg.cpu_threads)
+        return TransformersBackend(path, batch_size=cfg.batch_size, device=cfg.device, dtype=cfg.dtype, cpu_threads=cfg.cpu_threads)
 
     return LlmCitationJudge(max_new_tokens=spec.max_new_tokens, load=load), f"llm:{path} {weights_digest(path, manifest)[:16]}"

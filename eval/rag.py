@@ -78,10 +78,14 @@ def score_rag(spec: TaskSpec, examples: list[Example], backend: Any, judge: Any 
     else:
         prompts = [_prompt(backend.tokenizer, build_messages(ex.question, src)) for ex, src in zip(examples, shown)]
         raw = backend.generate(prompts, spec.max_new_tokens, stop=())
+    answers = [verify_citations(text, [s.text for s in src]).text for text, src in zip(raw, shown)]
+    if hasattr(judge, "prefetch"):  # an LLM judge: every question's citation checks in one batched pass
+        from kofin.eval.judge import citation_queries
+
+        judge.prefetch([q for answer, src in zip(answers, shown) for q in citation_queries(answer, [s.text for s in src])])
     records = []
-    for ex, docs, src, text in zip(examples, retrieved, shown, raw):
+    for ex, docs, src, answer in zip(examples, retrieved, shown, answers):
         passages = [s.text for s in src]
-        answer = verify_citations(text, passages).text
         cites = M.citation_scores(answer, passages, judge)
         gold = ex.meta["gold"]
         records.append({

@@ -13,7 +13,7 @@ import pytest
 
 from kofin.config import ConfigError, load_config
 from kofin.eval.config import EvalConfig
-from kofin.eval.judge import LlmCitationJudge, citation_judge, parse_verdict
+from kofin.eval.judge import LlmCitationJudge, citation_judge, citation_queries, parse_verdict
 from kofin.eval.metrics import citation_scores, lexical_judge
 from test_eval_rag import DOCS as RAG_DOCS, QUESTIONS as RAG_QUESTIONS
 
@@ -25,7 +25,7 @@ ANSWER = "예금 금리는 연 3%입니다 [1]. 대출 한도는 1억원입니�
 @pytest.fixture(scope="module")
 def judge_server():
     """A vLLM-shaped /v1/completions server whose 'model' says 예 when the sources contain '근거'."""
-    state = {"mode": "rule", "prompts": []}
+    state = {"mode": "rule", "prompts": [], "posts": 0}
 
     def verdict(prompt: str) -> str:
         if state["mode"] == "no":
@@ -39,6 +39,7 @@ def judge_server():
             # The judge must answer from its generation here: a likelihood request would mean it misread the answer.
             assert self.path == "/v1/completions" and not body.get("echo") and body["temperature"] == 0.0
             state["prompts"] += body["prompt"]
+            state["posts"] += 1
             data = json.dumps({"choices": [{"index": i, "text": verdict(p)} for i, p in enumerate(body["prompt"])]}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -112,6 +113,10 @@ def test_tiny_model_judge_is_deterministic_and_its_verdicts_are_used(tiny_model,
     # A fresh judge on the same model gives the same verdicts, and the scores are a function of them.
     again = LlmCitationJudge(backend)
     assert citation_scores(ANSWER, SOURCES, again) == scores and again.verdicts == judge.verdicts
+    # Judging everything in one batched pass gives the same verdicts as one question at a time.
+    batched = LlmCitationJudge(backend)
+    batched.prefetch(citation_queries(ANSWER, SOURCES))
+    assert {k: batched.verdicts[k] for k in judge.verdicts} == judge.verdicts
     table = dict(judge.verdicts)
     assert citation_scores(ANSWER, SOURCES, lambda s, p: table[(s, tuple(p))]) == scores
 
@@ -139,11 +144,13 @@ def test_kofin_eval_rag_records_carry_the_llm_judges_verdicts(judge_server, tmp_
 
     lexical = run()  # the extractive answer quotes its sources: the lexical judge finds every citation supported
     assert lexical["citation_recall"] == 1.0 and lexical["citation_precision"] == 1.0
-    state["mode"], state["prompts"] = "no", []
-    judged = run(f"citation_llm_judge={{endpoint: '{url}'}}")
+    state["mode"], state["prompts"], state["posts"] = "no", [], 0
+    judged = run(f"citation_llm_judge={{endpoint: '{url}'}}", "batch_size=4")
     # A judge that always answers 아니오: no sentence supported, no citation relevant; the records were re-scored.
     assert judged["citation_recall"] == 0.0 and judged["citation_precision"] == 0.0
     assert state["prompts"] and all("문장:" in p for p in state["prompts"])
+    # Every question's citation checks were sent together, batch_size prompts per request.
+    assert len(state["prompts"]) > 4 and state["posts"] == -(-len(state["prompts"]) // 4)
     assert judges == ["lexical", f"llm:{url} kofin"]  # metrics.json (and the report) say which judge scored
     assert judged["recall@1"] == lexical["recall@1"] == pytest.approx((1 + 1 + 0.5) / 3, abs=1e-6)  # not on the judge
 
