@@ -27,7 +27,7 @@ from typing import Any
 from kofin.errors import KofinError
 from kofin.eval.config import EvalConfig, EvalModel
 from kofin.eval.tasks import Example, TaskSpec, load_examples, load_task, prompt_for
-from kofin.rundir import atomic_write_json, is_complete, open_run, require_complete, sha256_tree
+from kofin.rundir import atomic_write_json, is_complete, open_run, require_complete
 
 # Training-cost numbers a kofin sft/dpo manifest records under `metrics`, shown per stage.
 COST_KEYS = ("method", "world_size", "gpu_hours", "cost", "tokens_per_s", "tokens_total",
@@ -118,6 +118,8 @@ def resolve_model(m: EvalModel) -> tuple[Path, dict | None]:
         manifest = require_complete(path, what=where)
     if (path / "config.json").exists():
         return path, manifest
+    if manifest is not None and manifest.get("stage") == "merge" and (path / "merged" / "config.json").exists():
+        return path / "merged", manifest  # a merge run keeps the merged model in merged/
     if (path / "adapter_config.json").exists():
         raise EvalError(f"{where}: {path} holds a LoRA adapter, not a full model. Evaluate the merged model "
                         "(kofin merge, or peft's merge_and_unload saved to a folder) and point path at it.")
@@ -189,8 +191,8 @@ def example_key(spec: TaskSpec, ex: Example, judge_name: str = "lexical") -> str
 
 
 def _weights_digest(path: Path, manifest: dict | None) -> str:
-    if manifest is not None:
-        return sha256_tree(path)  # the manifest's output hashes: cheap for a 20 GB run
+    if manifest is not None:  # the run's recorded output hashes: cheap for a 20 GB run
+        return hashlib.sha256(json.dumps(manifest.get("outputs", {}), sort_keys=True).encode()).hexdigest()
     # A plain model folder: names, sizes and modification times, not gigabytes of reading.
     facts = sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*") if p.is_file())
     return hashlib.sha256(json.dumps(facts).encode()).hexdigest()
