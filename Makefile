@@ -71,10 +71,12 @@ demo: $(STAMP) $(AXOLOTL_STAMP)
 	@echo "== 7/8 knowledge base from the bundled documents, then a cited answer"
 	$(BIN)/kofin ingest --kb runs/kb-demo data_ko/kb
 	$(BIN)/kofin ask --kb runs/kb-demo "정기예금을 만기 전에 해지하면 이자는 어떻게 되나요?"
-	@echo "== 8/8 eval pack on the tiny model (MCQ, classification, QA, RAG, forgetting) -> runs/eval-tiny/report.html"
-	$(BIN)/kofin eval --config configs/eval/tiny.yaml --quiet
+	@echo "== 8/8 eval pack: the tiny base vs. the merged model (MCQ, classification, QA, RAG, forgetting) -> runs/eval-pipeline-tiny/report.html"
+	$(BIN)/kofin eval --config configs/eval/pipeline_tiny.yaml --quiet
+	@echo "== the same stages as one pipeline: every step is up to date, so each is skipped"
+	$(BIN)/kofin pipeline --config configs/pipeline/tiny.yaml --quiet
 	@echo
-	@echo "Not built yet (each says so when called): kofin serve, pipeline."
+	@echo "Not built yet (says so when called): kofin serve."
 
 test: $(STAMP) $(AXOLOTL_STAMP)
 	$(BIN)/python -m pytest -q

@@ -27,15 +27,11 @@ from typing import Any
 from kofin.errors import KofinError
 from kofin.eval.config import EvalConfig, EvalModel, GpuPrice
 from kofin.eval.tasks import Example, TaskSpec, load_examples, load_task, prompt_for
-from kofin.rundir import atomic_write_json, atomic_write_text, is_complete, open_run, require_complete, sha256_tree
+from kofin.rundir import atomic_write_json, atomic_write_text, is_complete, open_run, require_complete
 
 # Training-cost numbers a kofin sft/dpo manifest records under `metrics`, shown per stage.
 COST_KEYS = ("method", "world_size", "gpu_hours", "cost", "tokens_per_s", "tokens_per_s_per_gpu", "tokens_total",
              "peak_gpu_memory_gib_rank0", "peak_gpu_memory_gib_per_gpu", "train_runtime_s")
-
-
-# Where a `kofin merge` run directory keeps the merged model (beside tuned/, the adapters folded in).
-MERGED_MODEL = "merged"
 
 
 class EvalError(KofinError):
@@ -122,8 +118,8 @@ def resolve_model(m: EvalModel, where: str | None = None) -> tuple[Path, dict | 
         manifest = require_complete(path, what=where)
     if (path / "config.json").exists():
         return path, manifest
-    if manifest is not None and (path / MERGED_MODEL / "config.json").exists():
-        return path / MERGED_MODEL, manifest  # a `kofin merge` run: the model it built for serving
+    if manifest is not None and manifest.get("stage") == "merge" and (path / "merged" / "config.json").exists():
+        return path / "merged", manifest  # a merge run keeps the merged model in merged/
     if (path / "adapter_config.json").exists():
         from kofin.eval.adapters import adapter_stack
 
@@ -147,7 +143,7 @@ class ModelRecords:
             if is_adapter_run(model_path):  # what the adapter applies to decides the scores as much as the adapter
                 stack = adapter_stack(model_path)
                 identity["base"] = str(stack.base)
-                identity["merged_first"] = [sha256_tree(a) for a in stack.adapters[:-1]]
+                identity["merged_first"] = [weights_digest(a, require_complete(a)) for a in stack.adapters[:-1]]
         info = folder / "model.json"
         if info.exists() and json.loads(info.read_text(encoding="utf-8")) != identity:
             shutil.rmtree(folder)  # other weights under the same name: nothing here is reusable
@@ -204,8 +200,8 @@ def example_key(spec: TaskSpec, ex: Example, judge_name: str = "lexical") -> str
 
 
 def weights_digest(path: Path, manifest: dict | None) -> str:
-    if manifest is not None:
-        return sha256_tree(path)  # the manifest's output hashes: cheap for a 20 GB run
+    if manifest is not None:  # the run's recorded output hashes: cheap for a 20 GB run
+        return hashlib.sha256(json.dumps(manifest.get("outputs", {}), sort_keys=True).encode()).hexdigest()
     # A plain model folder: names, sizes and modification times, not gigabytes of reading.
     facts = sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*") if p.is_file())
     return hashlib.sha256(json.dumps(facts).encode()).hexdigest()

@@ -57,7 +57,10 @@ COMMANDS: dict[str, Command] = {
     ),
     "ask": Command("kofin.serve.cli:ask_cli", "answer questions from a knowledge base with verified citations"),
     "serve": Command(None, "serve the Gradio chat for bank staff", "issue #7, Gradio chat"),
-    "pipeline": Command(None, "run the stages of a pipeline YAML in order, skipping finished ones", "the pipeline runner"),
+    "pipeline": Command(
+        "kofin.pipeline_cli:run_cli", "run the stages of a pipeline YAML in order, skipping finished ones",
+        config="kofin.pipeline:PipelineConfig",
+    ),
 }
 
 EXIT_NOT_BUILT = 3
