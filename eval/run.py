@@ -249,12 +249,38 @@ def forgetting_deltas(results: dict[str, dict[str, dict[str, float]]], base: str
 
 
 def training_table(models: dict[str, tuple[Path, dict | None]], runs: list[Path], price: GpuPrice | None = None) -> dict[str, dict[str, Any]]:
-    """Time and cost of each training stage: the evaluated models' own runs, then `training_runs`."""
-    rows = {name: training_cost(manifest, price) for name, (_, manifest) in models.items() if manifest is not None}
+    """Time and cost of each training stage: the runs that made each evaluated model (a merge run's
+    DPO and SFT runs before it, found through the manifests' inputs), the model's own run, then
+    `training_runs`."""
+    rows: dict[str, dict[str, Any]] = {}
+    for name, (_, manifest) in models.items():
+        if manifest is None:
+            continue
+        for path, upstream in _upstream_runs(manifest):
+            rows.setdefault(f"{upstream.get('stage')}:{path.name}", training_cost(upstream, price))
+        rows[name] = training_cost(manifest, price)
     for i, path in enumerate(runs):
         manifest = require_complete(path, what=f"training_runs[{i}]")
         rows[f"{manifest.get('stage')}:{path.name}"] = training_cost(manifest, price)
     return rows
+
+
+LINEAGE_STAGES = ("data", "sft", "dpo", "merge")
+
+
+def _upstream_runs(manifest: dict, seen: set[Path] | None = None) -> list[tuple[Path, dict]]:
+    """Complete data/sft/dpo/merge runs a run read as inputs, recursively, earliest first."""
+    seen = set() if seen is None else seen
+    out: list[tuple[Path, dict]] = []
+    for item in (manifest.get("inputs") or {}).values():
+        path = Path(item.get("path", ""))
+        if path in seen or not is_complete(path):
+            continue
+        seen.add(path)
+        upstream = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+        if upstream.get("stage") in LINEAGE_STAGES:
+            out += _upstream_runs(upstream, seen) + [(path, upstream)]
+    return out
 
 
 def training_cost(manifest: dict, price: GpuPrice | None = None) -> dict[str, Any]:
