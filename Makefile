@@ -81,12 +81,13 @@ demo: $(STAMP) $(AXOLOTL_STAMP)
 	@echo "== 7/9 knowledge base from the bundled documents, then a cited answer"
 	$(BIN)/kofin ingest --kb runs/kb-demo data_ko/kb
 	$(BIN)/kofin ask --kb runs/kb-demo "정기예금을 만기 전에 해지하면 이자는 어떻게 되나요?"
-	@echo "== 8/9 eval pack on the tiny model (MCQ, classification, QA, RAG, forgetting) -> runs/eval-tiny/report.html"
-	$(BIN)/kofin eval --config configs/eval/tiny.yaml --quiet
+	@echo "== 8/9 eval pack: the tiny base vs. the merged model (MCQ, classification, QA, RAG, forgetting) -> runs/eval-pipeline-tiny/report.html"
+	$(BIN)/kofin eval --config configs/eval/pipeline_tiny.yaml --quiet
+	@echo "== the same stages as one pipeline: every step is up to date, so each is skipped"
+	$(BIN)/kofin pipeline --config configs/pipeline/tiny.yaml --quiet
 	@echo "== 9/9 chat app: the bundled knowledge base behind a login, on http://127.0.0.1:7860 (Ctrl+C stops it)"
 	@echo "   demo logins (user / password):  teller / teller-demo-1 (창구, branch)   compliance / comply-demo-1 (준법감시)   admin / admin-demo-1 (관리자: 문서 관리)"
 	@echo "   every answer is logged to runs/serve-demo/audit.jsonl; check it with: $(BIN)/kofin audit verify runs/serve-demo/audit.jsonl"
-	@echo "Not built yet (says so when called): kofin pipeline."
 	$(BIN)/kofin serve --config configs/serve/demo.yaml
 
 test: $(STAMP) $(AXOLOTL_STAMP) browser

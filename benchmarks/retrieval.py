@@ -4,6 +4,10 @@ Run as:
     .venv/bin/python benchmarks/retrieval.py                       # laws corpus, offline default
     .venv/bin/python benchmarks/retrieval.py --scale 300000        # + latency at 300k chunks
 
+Two question sets: the 60 dev questions in ../shared/data/laws, and benchmarks/questions_heldout.jsonl
+(80 questions about other articles, written the same way by someone who had not seen the
+retrieval code, to check that a change helps questions it was not developed on).
+
 Article-level: a question counts as found at rank r when a chunk of its gold article is the
 r-th distinct document in the ranking. The 300k scale-up replicates the laws chunks with shuffled
 morphemes and jittered vectors (synthetic text, real index structures and the real search code).
@@ -25,6 +29,7 @@ from kofin.offline import apply_offline_env
 
 ROOT = Path(__file__).resolve().parents[1]
 LAWS = ROOT.parent / "shared" / "data" / "laws"
+HELDOUT = Path(__file__).resolve().parent / "questions_heldout.jsonl"
 
 
 def evaluate(retriever, questions: list[dict], depth: int = 10) -> dict:
@@ -89,6 +94,7 @@ def main() -> int:
     apply_offline_env()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--laws", type=Path, default=LAWS, help="folder with fin_articles.jsonl and questions_dev.jsonl")
+    parser.add_argument("--heldout", type=Path, default=HELDOUT, help="second question set (qid, question, gold)")
     parser.add_argument("--kb", type=Path, help="KB folder to (re)build; default: a temp folder")
     parser.add_argument("--scale", type=int, default=0, help="also measure latency at this many chunks (synthetic)")
     parser.add_argument("--out", type=Path, help="write the numbers as JSON here")
@@ -101,6 +107,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="kofin-bench-"))
     kb_dir = args.kb or tmp / "kb-laws"
     questions = [json.loads(line) for line in open(args.laws / "questions_dev.jsonl", encoding="utf-8")]
+    heldout = [json.loads(line) for line in open(args.heldout, encoding="utf-8")] if args.heldout.exists() else []
     try:
         t = time.perf_counter()
         report = ingest(IngestConfig(output_dir=kb_dir, inputs=[args.laws / "fin_articles.jsonl"], rebuild=True))
@@ -110,6 +117,8 @@ def main() -> int:
         retriever.search("워밍업 질문", ("all",))  # Kiwi model load is not a query's latency
         results = {"ingest_s": round(ingest_s, 2), "chunks": report.chunks, "documents": report.documents}
         results["laws"] = evaluate(retriever, questions)
+        if heldout:
+            results["heldout"] = evaluate(retriever, heldout)
         print(json.dumps(results, ensure_ascii=False), flush=True)
         if args.scale:
             big = scaled_kb(kb, args.scale)

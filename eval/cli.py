@@ -21,7 +21,7 @@ def run_cli(argv: list[str]) -> int:
 
     parser = argparse.ArgumentParser(
         prog="kofin eval",
-        description="Evaluate models (the embedded tiny model, local model folders, complete run directories, "
+        description="Evaluate models (the embedded tiny model, local model folders, complete run directories incl. sft/dpo adapters, "
         "OpenAI-compatible endpoints) on Korean financial tasks: multiple choice and classification scored by option "
         "log-likelihood and by the generated answer (accuracy, weighted F1), generated answers (exact match with Korean "
         "number normalisation, token F1, ROUGE-L, BERTScore), RAG (Recall@k, MRR, nDCG, citation precision/recall); "

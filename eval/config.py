@@ -19,8 +19,9 @@ class EvalModel(KofinModel):
     name: str = Field(description="Label in records, metrics.json and the report (e.g. base, sft, dpo, merged).",
                       pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     path: ResolvedPath | None = Field(
-        None, description="A model folder (config.json + weights + tokenizer) or a complete kofin run directory "
-        "holding one; null = the embedded tiny model.")
+        None, description="A model folder (config.json + weights + tokenizer), a complete kofin run directory "
+        "holding one, or a kofin sft / dpo run (its LoRA adapter applied to the base it was trained on); "
+        "null = the embedded tiny model.")
     endpoint: str | None = Field(
         None, description="OpenAI-compatible base URL (vLLM), e.g. http://127.0.0.1:8000/v1, instead of path.")
     served_model: str = Field("kofin", description="Model name sent to the endpoint (vLLM's --served-model-name).")
@@ -40,23 +41,59 @@ class EvalModel(KofinModel):
         return self
 
 
+class LlmJudge(KofinModel):
+    """A causal LM that judges citation support: a local model folder or an OpenAI-compatible endpoint."""
+
+    path: ResolvedPath | None = Field(
+        None, description="Local model folder (config.json + weights + tokenizer) or a complete kofin run directory holding one.")
+    endpoint: str | None = Field(
+        None, description="OpenAI-compatible base URL (vLLM), e.g. http://127.0.0.1:8000/v1, instead of path.")
+    served_model: str = Field("kofin", description="Model name sent to the endpoint (vLLM's --served-model-name).")
+    api_key_env: str = Field("KOFIN_OPENAI_API_KEY", description="Environment variable holding the endpoint's API key.")
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1", "localhost", "::1"],
+        description="Hosts the endpoint may be on; add the bank's internal vLLM host here.")
+    max_new_tokens: int = Field(4, gt=0, description="Tokens generated for the verdict ('예' / '아니오' need one or two).")
+
+    @model_validator(mode="after")
+    def _path_xor_endpoint(self) -> "LlmJudge":
+        if (self.path is None) == (self.endpoint is None):
+            raise ValueError("give exactly one of path (a local judge model) or endpoint (an OpenAI-compatible server)")
+        if self.endpoint is not None:
+            check_endpoint_host(self.endpoint, self.allowed_hosts, "endpoint")
+        return self
+
+
+class GpuPrice(KofinModel):
+    gpu_hour_price: float = Field(gt=0, description="Price of one GPU-hour.")
+    currency: str = Field("USD", description="Currency of gpu_hour_price.")
+
+
 class EvalConfig(StageConfig):
     """Evaluate each model on each task; write per-example records, metrics.json and the forgetting deltas."""
 
     models: list[EvalModel] = Field(min_length=1, description="Models to evaluate, in report order.")
     tasks: list[str] = Field(
-        default_factory=lambda: ["fin_mcq_fmmlu", "fin_mcq_kmmlu", "fin_sentiment", "fin_sentiment_fiqa", "fin_headline",
+        default_factory=lambda: ["fin_mcq_fmmlu", "fin_mcq_kmmlu", "fin_sentiment", "fin_sentiment_fiqa",
+                                 "fin_sentiment_tfns", "fin_sentiment_nwgi", "fin_sentiment_korfin_asc", "fin_headline",
                                  "fin_ner_cls", "fin_numeric_qa", "fin_xbrl_extraction", "kb_rag",
                                  "general_mcq_ko", "general_gsm8k_ko"],
         description="Bundled task names (eval/tasks/*.yaml) or paths of task YAMLs (relative to this config).")
     training_runs: list[ResolvedPath] = Field(
         default_factory=list, description="kofin sft / dpo / merge run directories whose time and cost the report shows "
         "(GPU-hours, tokens/s, peak GPU memory, cost from their manifests).")
+    gpu_price: GpuPrice | None = Field(
+        None, description="{gpu_hour_price: 8.0, currency: USD}: prices the GPU-hours of training runs whose manifest "
+        "records no cost (kofin dpo, merge); shown as estimates. null = only recorded costs.")
     bertscore_encoder: ResolvedPath | None = Field(
         None, description="Local encoder folder (e.g. a Korean BERT/RoBERTa) for BERTScore F1 of generated answers; null = off.")
     citation_nli_model: ResolvedPath | None = Field(
         None, description="Local NLI classifier (labels include 'entailment') that judges citation support in RAG "
         "tasks, as ALCE does; null = the lexical (character-bigram) judge.")
+    citation_llm_judge: LlmJudge | None = Field(
+        None, description="An LLM judge for citation support in RAG tasks ({path: MODEL_DIR} or {endpoint: URL, "
+        "served_model: NAME}): asked in Korean whether the cited sources support the sentence, greedy answer parsed "
+        "as 예/아니오; null = citation_nli_model, else the lexical judge.")
     limit: int | None = Field(None, gt=0, description="Score only the first N examples of each task (smoke runs).")
     batch_size: int = Field(8, gt=0, description="Sequences per forward pass (log-likelihood and generation).")
     device: str = Field("auto", description="auto (cuda when present, else cpu), cpu, cuda, cuda:1 ...")
@@ -82,6 +119,8 @@ class EvalConfig(StageConfig):
             raise ValueError(f"model names must be unique; {dupes} appear more than once")
         if sum(m.base for m in self.models) > 1:
             raise ValueError("at most one model can have base: true (the reference for forgetting deltas)")
+        if self.citation_nli_model is not None and self.citation_llm_judge is not None:
+            raise ValueError("set one citation judge: citation_nli_model or citation_llm_judge, not both")
         if len(set(self.tasks)) != len(self.tasks):
             raise ValueError("a task is listed twice in tasks")
         return self

@@ -8,8 +8,8 @@ the context is encoded with the tokenizer's special tokens (BOS), the continuati
 encoding `context + continuation` adds after the context's tokens, whitespace that ends the context
 moves to the continuation, and requests run longest first so a batch wastes little padding.
 Batches are right-padded: a causal model never attends to the padding after a token, so a
-request scores the same alone or in a batch. Generation is greedy (deterministic) and
-left-padded, cut at the first stop string.
+request scores the same alone or in a batch. Generation is greedy (deterministic),
+left-padded, left-truncated (a long prompt keeps its end), and cut at the first stop string.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class LogLikelihood:
 
 
 class TransformersBackend:
-    """A local causal LM (a folder with config.json and weights, as every kofin stage writes)."""
+    """A local causal LM: a folder with config.json and weights, or a kofin sft / dpo run holding a LoRA adapter."""
 
     def __init__(self, path: Path, *, batch_size: int = 8, device: str = "auto", dtype: str = "auto",
                  cpu_threads: int | None = None):
@@ -44,17 +44,26 @@ class TransformersBackend:
             # Small models on a shared CPU run ~10x faster on one thread than oversubscribed on all.
             torch.set_num_threads(cpu_threads)
 
+        from kofin.eval.adapters import adapter_stack, is_adapter_run, load_with_adapters
+
         path = Path(path)
-        if not (path / "config.json").exists():
+        adapters = is_adapter_run(path)
+        if not adapters and not (path / "config.json").exists():
             raise BackendError(f"model {path}: no config.json; point the model at a folder with the model's "
-                               "config, weights and tokenizer (a kofin tiny/sft/merge run directory or a local download)")
+                               "config, weights and tokenizer (a kofin tiny/sft/dpo/merge run directory or a local download)")
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         torch_dtype = {"auto": torch.bfloat16 if self.device.startswith("cuda") else torch.float32,
                        "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        if adapters:  # a kofin sft / dpo run: its base with the run's adapters merged in
+            stack = adapter_stack(path)
+            self.tokenizer = AutoTokenizer.from_pretrained(stack.tokenizer_dir)
+            model = load_with_adapters(stack, torch_dtype)
+        else:
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(self.device).eval()
+        self.model = model.to(self.device).eval()
         self.batch_size = batch_size
         self.max_length = int(getattr(self.model.config, "max_position_embeddings", 2048))
         self.name = path.name
@@ -119,6 +128,7 @@ class TransformersBackend:
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
             tok.padding_side = "left"  # new tokens follow every prompt directly
+            tok.truncation_side = "left"  # a prompt too long keeps its end: the question and '답:' it answers
             enc = tok([prompts[i] for i in batch], return_tensors="pt", padding=True,
                       truncation=True, max_length=max(self.max_length - max_new_tokens, 1))
             with torch.inference_mode():
@@ -131,7 +141,7 @@ class TransformersBackend:
                 out[i] = cut_at_stop(text, stop)
             if progress:
                 progress(len(batch))
-        tok.padding_side = "right"
+        tok.padding_side, tok.truncation_side = "right", "right"
         return out
 
 

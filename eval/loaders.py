@@ -8,8 +8,15 @@ Every problem in a file is collected and reported at once as `file:line  field: 
 - financial_mmlu_ko: `{"conversation_id", "conversations": [{"from": "human", "value":
   "question\\n1. ..\\n2. .."}, {"from": "gpt", "value": "2"}]}` (allganize/financial-mmlu-ko).
 - kmmlu_csv: `question, answer (1-4), A, B, C, D, Category` (HAERAE-HUB/KMMLU).
-- sentiment: one text column and one label column, names set per task (FPB `sentence`/`label`,
-  FiQA-SA's numeric score mapped through `label_map`, KorFin-ASC `SRC`/`SENTIMENT` ...).
+- sentiment: one text column and one label column, names set per task, in JSONL / JSON / Parquet
+  (`read_records`) or CSV. The public layouts: FPB `sentence, label` (0 negative, 1 neutral,
+  2 positive, or the words), FiQA-SA `sentence, score` (a number binned by `score_thresholds`),
+  TFNS `text, label` (0 bearish, 1 bullish, 2 neutral), NWGI `news, label` (seven levels from
+  `strong negative` to `strong positive`, folded to three as FinGPT's benchmark folds them),
+  KorFin-ASC `title, aspect, sentiment` (POSITIVE / NEGATIVE / NEUTRAL about `aspect`), FinGPT's
+  headline and NER-type classification `input, output`; FinLoRA's test files `context, target`
+  (the context is a whole prompt: `text_pattern` picks the input out of it).
+- fpb_txt: FPB's original release, one `sentence@label` per line (`Sentences_50Agree.txt`).
 - numeric_qa: `{"id"?, "question", "answer", "context"?}`; gsm8k: `answer` ends in `#### 72`.
 - finlora: `{"context", "target"}` (FinLoRA's XBRL extraction and formula tasks).
 - laws_questions: `{"qid", "question", "gold": [ids], "answer"}` (../shared/data/laws).
@@ -99,7 +106,7 @@ def _read_csv(path: Path) -> Iterable[tuple[str, dict]]:
     if not path.exists():
         raise DataInputError(str(path), [f"{path}: no such file; check the task's path"])
     with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f)
+        reader = csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
         for row in reader:
             # line_num is the line the row ends on; a quoted newline spans lines, so report that.
             yield f"{path.name}:{reader.line_num}", row
@@ -124,17 +131,55 @@ def load_kmmlu_csv(spec: TaskSpec) -> list[Example]:
 # ---------------------------------------------------------------- classification
 
 
-def load_sentiment(spec: TaskSpec) -> list[Example]:
-    def convert(where: str, row: Any) -> Example:
-        raw = _field(row, spec.label_field)
-        label = _score_label(spec, raw) if spec.score_thresholds else spec.label_map.get(raw, raw)
-        if label not in spec.labels:
-            known = sorted(spec.label_map) or spec.labels
-            raise RowError(spec.label_field, f"label {raw!r} is not one of {known}; add it to the task's label_map")
-        return Example(_row_id(row, where, "id"), where, _field(row, spec.text_field),
-                       spec.labels.index(label), list(spec.labels))
+def _label_index(spec: TaskSpec, raw: str) -> int:
+    label = _score_label(spec, raw) if spec.score_thresholds else spec.label_map.get(raw, raw)
+    if label not in spec.labels:
+        known = sorted(spec.label_map) or spec.labels
+        raise RowError(spec.label_field, f"label {raw!r} is not one of {known}; add it to the task's label_map")
+    return spec.labels.index(label)
 
-    return _collect(spec.path, read_records(spec.path), convert)
+
+def load_sentiment(spec: TaskSpec) -> list[Example]:
+    pattern = re.compile(spec.text_pattern, re.S) if spec.text_pattern else None
+
+    def convert(where: str, row: Any) -> Example:
+        text = _field(row, spec.text_field)
+        if pattern is not None:  # FinLoRA / FinGPT rows carry a whole prompt; keep only what the pattern picks
+            m = pattern.search(text)
+            if not m:
+                raise RowError(spec.text_field, f"does not match text_pattern {spec.text_pattern!r}")
+            text = "\n".join(g.strip() for g in m.groups() if g)
+        if spec.aspect_field:  # aspect-based (KorFin-ASC): the same sentence can be good for one firm, bad for another
+            text = f"{text}\n대상: {_field(row, spec.aspect_field)}"
+        return Example(_row_id(row, where, "id"), where, text, _label_index(spec, _field(row, spec.label_field)),
+                       list(spec.labels))
+
+    rows = _read_csv(spec.path) if spec.path.suffix.lower() in (".csv", ".tsv") else read_records(spec.path)
+    return _collect(spec.path, rows, convert)
+
+
+def load_fpb_txt(spec: TaskSpec) -> list[Example]:
+    """Financial PhraseBank as released: `sentence@label` per line, Latin-1 in the original, UTF-8 accepted."""
+    if not spec.path.exists():
+        raise DataInputError(str(spec.path), [f"{spec.path}: no such file; check the task's path"])
+    raw = spec.path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")  # the original FPB files are ISO-8859-1
+
+    def rows() -> Iterable[tuple[str, Any]]:
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                yield f"{spec.path.name}:{lineno}", line
+
+    def convert(where: str, line: str) -> Example:
+        sentence, at, label = line.rstrip().rpartition("@")
+        if not at or not sentence.strip():
+            raise RowError("line", "expected 'sentence@label' (e.g. '...rose 5%.@positive')")
+        return Example(where, where, sentence.strip(), _label_index(spec, label.strip()), list(spec.labels))
+
+    return _collect(spec.path, rows(), convert)
 
 
 def _score_label(spec: TaskSpec, raw: str) -> str:
@@ -192,6 +237,7 @@ LOADERS: dict[str, Callable[[TaskSpec], list[Example]]] = {
     "financial_mmlu_ko": load_financial_mmlu_ko,
     "kmmlu_csv": load_kmmlu_csv,
     "sentiment": load_sentiment,
+    "fpb_txt": load_fpb_txt,
     "numeric_qa": load_numeric_qa,
     "gsm8k": load_gsm8k,
     "finlora": load_finlora,

@@ -7,8 +7,9 @@ calls these on the per-example records it writes.
 - Extraction / QA: Korean number normalisation (`1억 2천만원` = 120000000), exact match with it,
   token F1 and ROUGE-L over Kiwi content morphemes (`kofin.serve.korean`).
 - Retrieval: Recall@k, MRR, nDCG@k against gold ids (binary relevance).
-- Citations: ALCE-style citation recall and precision with a lexical judge (the character-bigram
-  support check `kofin.serve.citations` uses on every answer `kofin ask` gives).
+- Citations: ALCE-style citation recall and precision with a pluggable judge: lexical by default
+  (the character-bigram support check `kofin.serve.citations` uses on every answer `kofin ask`
+  gives), an NLI classifier, or an LLM (`kofin.eval.judge`).
 """
 
 from __future__ import annotations
@@ -238,7 +239,8 @@ def citation_scores(
 
     for sentence in sentences:
         ids = list(dict.fromkeys(int(x) for m in _CITE.finditer(sentence) for x in m.group(1).split(",")))
-        text = _CITE.sub("", sentence).strip()
+        # "금리는 3%입니다 [1]." loses its marker; the space it leaves before the period goes too (a judge reads this).
+        text = re.sub(r"\s+([.!?。])", r"\1", _CITE.sub("", sentence)).strip()
         n_citations += len(ids)
         if not ids:
             continue

@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from kofin.errors import KofinError
+from kofin.rundir import atomic_write_text
 
 PRIMARY = {"mcq": "acc", "classification": "weighted_f1", "numeric_qa": "exact_match", "rag": "mrr"}
 KOREAN_FONT_NAMES = ("NanumGothic", "Noto Sans CJK KR", "Noto Sans KR", "Malgun Gothic", "AppleGothic", "UnDotum")
-COST_COLUMNS = ("stage", "method", "world_size", "gpu_hours", "tokens_per_s", "tokens_total",
-                "peak_gpu_memory_gib_per_gpu", "train_runtime_s", "wall_time_s", "cost")
+COST_COLUMNS = ("stage", "method", "world_size", "gpu_hours", "gpu_hours_estimated", "tokens_per_s", "tokens_per_s_per_gpu",
+                "tokens_total", "peak_gpu_memory_gib_rank0", "peak_gpu_memory_gib_per_gpu", "peak_gpu_memory_gib",
+                "peak_rss_gib", "train_runtime_s", "wall_time_s", "cost")
 MAX_FAILURES = 5  # per model and task in the drill-down
 
 
@@ -63,8 +65,10 @@ def _pyplot():
 
 def _save(plt, fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
+    tmp.replace(path)  # a chart is whole or absent
     return path
 
 
@@ -115,10 +119,13 @@ def recall_chart(metrics: dict, path: Path) -> Path | None:
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
+    cutoffs: set[int] = set()
     for t in rag:
         for m in metrics["models"]:
             points = sorted((int(k.split("@")[1]), v) for k, v in metrics["results"][m][t].items() if k.startswith("recall@"))
             ax.plot([k for k, _ in points], [v for _, v in points], marker="o", label=f"{m} · {_label(metrics, t)}")
+            cutoffs |= {k for k, _ in points}
+    ax.set_xticks(sorted(cutoffs))  # the measured cut-offs, not fractional ticks between them
     ax.set_xlabel("k (검색 문서 수)")
     ax.set_ylabel("Recall@k")
     ax.set_ylim(0, 1.05)
@@ -189,8 +196,13 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _judge(metrics: dict) -> str:
+    rag = any(info["kind"] == "rag" for info in metrics["tasks"].values())
+    return f" · citation judge: {metrics['citation_judge']}" if rag and metrics.get("citation_judge") else ""
+
+
 def render_markdown(metrics: dict, parts: list, charts: list[Path]) -> str:
-    lines = ["# kofin 평가 보고서", "", f"models: {', '.join(metrics['models'])} · base: {metrics['base']}", ""]
+    lines = ["# kofin 평가 보고서", "", f"models: {', '.join(metrics['models'])} · base: {metrics['base']}{_judge(metrics)}", ""]
     lines += [f"![{c.stem}](charts/{c.name})" for c in charts] + [""]
     for title, body in parts:
         lines += [f"## {title}", ""]
@@ -206,7 +218,8 @@ def render_markdown(metrics: dict, parts: list, charts: list[Path]) -> str:
 
 def render_html(metrics: dict, parts: list, charts: list[Path]) -> str:
     esc = html.escape
-    body = [f"<h1>kofin 평가 보고서</h1><p>models: {esc(', '.join(metrics['models']))} · base: {esc(metrics['base'])}</p>"]
+    body = [f"<h1>kofin 평가 보고서</h1><p>models: {esc(', '.join(metrics['models']))} · base: {esc(metrics['base'])}"
+            f"{esc(_judge(metrics))}</p>"]
     for c in charts:
         data = base64.b64encode(c.read_bytes()).decode()
         body.append(f'<figure><img alt="{esc(c.stem)}" src="data:image/png;base64,{data}"></figure>')
@@ -235,6 +248,7 @@ def build_report(run_dir: Path) -> list[Path]:
                   recall_chart(metrics, run_dir / "charts" / "retrieval_recall.png")):
         charts += [extra] if extra else []
     parts = sections(metrics, run_dir)
-    (run_dir / "report.md").write_text(render_markdown(metrics, parts, charts), encoding="utf-8")
-    (run_dir / "report.html").write_text(render_html(metrics, parts, charts), encoding="utf-8")
+    # Rebuilt in place by `build_report(run_dir)` too: a reader never sees half a report.
+    atomic_write_text(run_dir / "report.md", render_markdown(metrics, parts, charts))
+    atomic_write_text(run_dir / "report.html", render_html(metrics, parts, charts))
     return [run_dir / "report.md", run_dir / "report.html", *charts]

@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from kofin.errors import KofinError
-from kofin.eval.config import EvalConfig, EvalModel
+from kofin.eval.config import EvalConfig, EvalModel, GpuPrice
 from kofin.eval.tasks import Example, TaskSpec, load_examples, load_task, prompt_for
-from kofin.rundir import atomic_write_json, is_complete, open_run, require_complete, sha256_tree
+from kofin.rundir import atomic_write_json, atomic_write_text, is_complete, open_run, require_complete
 
 # Training-cost numbers a kofin sft/dpo manifest records under `metrics`, shown per stage.
-COST_KEYS = ("method", "world_size", "gpu_hours", "cost", "tokens_per_s", "tokens_total",
-             "peak_gpu_memory_gib_per_gpu", "train_runtime_s")
+COST_KEYS = ("method", "world_size", "gpu_hours", "cost", "tokens_per_s", "tokens_per_s_per_gpu", "tokens_total",
+             "peak_gpu_memory_gib_rank0", "peak_gpu_memory_gib_per_gpu", "train_runtime_s")
 
 
 class EvalError(KofinError):
@@ -50,11 +50,9 @@ def main(cfg: EvalConfig) -> Path:
         _carry_finished_records(cfg.output_dir / "records", records_root)
         results: dict[str, dict[str, dict[str, float]]] = {}
         scored = 0
-        judge, judge_name = None, str(cfg.citation_nli_model or "lexical")
-        if cfg.citation_nli_model is not None:
-            from kofin.eval.metrics import nli_judge
+        from kofin.eval.judge import citation_judge
 
-            judge = nli_judge(str(cfg.citation_nli_model))
+        judge, judge_name = citation_judge(cfg) if any(s.kind == "rag" for s in specs) else (None, "lexical")
         bert = None
         if cfg.bertscore_encoder is not None:
             from kofin.eval.metrics import BertScorer
@@ -77,11 +75,13 @@ def main(cfg: EvalConfig) -> Path:
         metrics = {
             "models": [m.name for m in cfg.models],
             "base": cfg.base_model.name,
+            # Citation scores from different judges are not comparable: the report says which one judged.
+            "citation_judge": judge_name,
             "tasks": {s.name: {"kind": s.kind, "group": s.group, "examples": len(examples[s.name]),
                                "description": s.description, "path": str(s.path)} for s in specs},
             "results": results,
             "forgetting": forgetting_deltas(results, cfg.base_model.name, [s.name for s in specs if s.group == "general"]),
-            "training": training_table(models, cfg.training_runs),
+            "training": training_table(models, cfg.training_runs, cfg.gpu_price),
         }
         atomic_write_json(run.path / "metrics.json", metrics)
         if cfg.report:
@@ -102,7 +102,7 @@ def make_backend(m: EvalModel, path: Path, cfg: EvalConfig) -> Any:
     return TransformersBackend(path, batch_size=cfg.batch_size, device=cfg.device, dtype=cfg.dtype, cpu_threads=cfg.cpu_threads)
 
 
-def resolve_model(m: EvalModel) -> tuple[Path, dict | None]:
+def resolve_model(m: EvalModel, where: str | None = None) -> tuple[Path, dict | None]:
     """The model folder and, when it is a kofin run directory, that run's manifest."""
     if m.endpoint is not None:
         return Path("endpoint"), None  # no local folder; records are keyed by URL and served name
@@ -112,16 +112,21 @@ def resolve_model(m: EvalModel) -> tuple[Path, dict | None]:
         path = default_tiny_model()
     else:
         path = m.path
-    where = f"models[{m.name}].path"
+    where = where or f"models[{m.name}].path"
     manifest = None
     if (path / "manifest.json").exists() or Path(f"{path}.partial").exists():
         manifest = require_complete(path, what=where)
     if (path / "config.json").exists():
         return path, manifest
+    if manifest is not None and manifest.get("stage") == "merge" and (path / "merged" / "config.json").exists():
+        return path / "merged", manifest  # a merge run keeps the merged model in merged/
     if (path / "adapter_config.json").exists():
-        raise EvalError(f"{where}: {path} holds a LoRA adapter, not a full model. Evaluate the merged model "
-                        "(kofin merge, or peft's merge_and_unload saved to a folder) and point path at it.")
-    raise EvalError(f"{where}: {path} has no config.json; point it at a model folder or a run directory holding one.")
+        from kofin.eval.adapters import adapter_stack
+
+        adapter_stack(path, where)  # the base and earlier adapters are found now, not after other models scored
+        return path, manifest
+    raise EvalError(f"{where}: {path} has no config.json; point it at a model folder, a run directory holding one, "
+                    "or a kofin sft / dpo run (a LoRA adapter).")
 
 
 class ModelRecords:
@@ -132,7 +137,13 @@ class ModelRecords:
         if endpoint is not None:  # "URL served-name": a server's weights are not ours to hash
             identity = {"endpoint": endpoint}
         else:
-            identity = {"path": str(model_path), "weights": _weights_digest(model_path, manifest)}
+            identity = {"path": str(model_path), "weights": weights_digest(model_path, manifest)}
+            from kofin.eval.adapters import adapter_stack, is_adapter_run
+
+            if is_adapter_run(model_path):  # what the adapter applies to decides the scores as much as the adapter
+                stack = adapter_stack(model_path)
+                identity["base"] = str(stack.base)
+                identity["merged_first"] = [weights_digest(a, require_complete(a)) for a in stack.adapters[:-1]]
         info = folder / "model.json"
         if info.exists() and json.loads(info.read_text(encoding="utf-8")) != identity:
             shutil.rmtree(folder)  # other weights under the same name: nothing here is reusable
@@ -176,7 +187,7 @@ class ModelRecords:
                     r["bertscore_f1"] = round(bert.f1(r["generation"], str(r["gold"])), 6)
         # Rewrite in example order, without superseded or stale lines, so the file is the record of this run.
         path = self._file(spec)
-        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ordered), encoding="utf-8")
+        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ordered))  # a kill keeps the old file
         return task_metrics(spec, ordered)
 
 
@@ -188,9 +199,9 @@ def example_key(spec: TaskSpec, ex: Example, judge_name: str = "lexical") -> str
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _weights_digest(path: Path, manifest: dict | None) -> str:
-    if manifest is not None:
-        return sha256_tree(path)  # the manifest's output hashes: cheap for a 20 GB run
+def weights_digest(path: Path, manifest: dict | None) -> str:
+    if manifest is not None:  # the run's recorded output hashes: cheap for a 20 GB run
+        return hashlib.sha256(json.dumps(manifest.get("outputs", {}), sort_keys=True).encode()).hexdigest()
     # A plain model folder: names, sizes and modification times, not gigabytes of reading.
     facts = sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*") if p.is_file())
     return hashlib.sha256(json.dumps(facts).encode()).hexdigest()
@@ -237,19 +248,65 @@ def forgetting_deltas(results: dict[str, dict[str, dict[str, float]]], base: str
     return out
 
 
-def training_table(models: dict[str, tuple[Path, dict | None]], runs: list[Path]) -> dict[str, dict[str, Any]]:
-    """Time and cost of each training stage: the evaluated models' own runs, then `training_runs`."""
-    rows = {name: training_cost(manifest) for name, (_, manifest) in models.items() if manifest is not None}
+def training_table(models: dict[str, tuple[Path, dict | None]], runs: list[Path], price: GpuPrice | None = None) -> dict[str, dict[str, Any]]:
+    """Time and cost of each training stage: the runs that made each evaluated model (a merge run's
+    DPO and SFT runs before it, found through the manifests' inputs), the model's own run, then
+    `training_runs`."""
+    rows: dict[str, dict[str, Any]] = {}
+    for name, (_, manifest) in models.items():
+        if manifest is None:
+            continue
+        for path, upstream in _upstream_runs(manifest):
+            rows.setdefault(f"{upstream.get('stage')}:{path.name}", training_cost(upstream, price))
+        rows[name] = training_cost(manifest, price)
     for i, path in enumerate(runs):
         manifest = require_complete(path, what=f"training_runs[{i}]")
-        rows[f"{manifest.get('stage')}:{path.name}"] = training_cost(manifest)
+        rows[f"{manifest.get('stage')}:{path.name}"] = training_cost(manifest, price)
     return rows
 
 
-def training_cost(manifest: dict) -> dict[str, Any]:
+LINEAGE_STAGES = ("data", "sft", "dpo", "merge")
+
+
+def _upstream_runs(manifest: dict, seen: set[Path] | None = None) -> list[tuple[Path, dict]]:
+    """Complete data/sft/dpo/merge runs a run read as inputs, recursively, earliest first."""
+    seen = set() if seen is None else seen
+    out: list[tuple[Path, dict]] = []
+    for item in (manifest.get("inputs") or {}).values():
+        path = Path(item.get("path", ""))
+        if path in seen or not is_complete(path):
+            continue
+        seen.add(path)
+        upstream = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+        if upstream.get("stage") in LINEAGE_STAGES:
+            out += _upstream_runs(upstream, seen) + [(path, upstream)]
+    return out
+
+
+def training_cost(manifest: dict, price: GpuPrice | None = None) -> dict[str, Any]:
+    """One stage's row: what its manifest records, and estimates where it records none.
+
+    `kofin sft` records GPU-hours and cost from its launcher; other stages (DPO in-process, merge)
+    record only wall time and per-device peak memory, so GPU-hours are wall time x the GPUs that
+    held memory, priced with the eval config's `gpu_hour_price`, and marked as estimates.
+    """
     m = manifest.get("metrics") or {}
     row = {"stage": manifest.get("stage"), "wall_time_s": manifest.get("wall_time_s"),
            **{k: m[k] for k in COST_KEYS if k in m}}
+    gpus = {k: v for k, v in (manifest.get("peak_gpu_mb") or {}).items() if v}
+    if gpus and not any(k.startswith("peak_gpu_memory") for k in row):
+        row["peak_gpu_memory_gib"] = round(max(gpus.values()) / 1024, 3)
+    rss = manifest.get("peak_rss_mb") or {}
+    if rss:
+        row["peak_rss_gib"] = round(max(rss.values()) / 1024, 3)
+    if "gpu_hours" not in row and gpus and row["wall_time_s"]:
+        row["gpu_hours"] = round(row["wall_time_s"] * len(gpus) / 3600, 4)
+        row["gpu_hours_estimated"] = True
     if isinstance(row.get("cost"), dict):  # {"amount": 12.0, "currency": "USD", ...} -> "12.0 USD"
-        row["cost"] = f"{row['cost'].get('amount')} {row['cost'].get('currency', '')}".strip()
+        amount = row["cost"].get("amount")
+        row["cost"] = f"{amount} {row['cost'].get('currency', '')}".strip() if row["cost"].get("gpu_hour_price") != 0 else None
+    if row.get("cost") is None and price is not None and row.get("gpu_hours") is not None:
+        row["cost"] = f"{round(row['gpu_hours'] * price.gpu_hour_price, 2)} {price.currency} (est.)"
+    if row.get("cost") is None:
+        row.pop("cost", None)
     return row

@@ -16,6 +16,7 @@ of a kind, so the same question scores the same whichever file it came from.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -29,7 +30,7 @@ TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 LETTERS = "ABCDEFGHIJ"
 
 Kind = Literal["mcq", "classification", "numeric_qa", "rag"]
-Format = Literal["financial_mmlu_ko", "kmmlu_csv", "sentiment", "numeric_qa", "gsm8k", "finlora", "laws_questions"]
+Format = Literal["financial_mmlu_ko", "kmmlu_csv", "sentiment", "fpb_txt", "numeric_qa", "gsm8k", "finlora", "laws_questions"]
 
 
 class TaskError(KofinError, ValueError):
@@ -43,7 +44,8 @@ class TaskSpec(KofinModel):
     kind: Kind = Field(description="mcq (options, log-likelihood + generated letter), classification "
                        "(label words, accuracy + weighted F1) or numeric_qa (generated answer, exact match).")
     format: Format = Field(description="Loader for `path`: financial_mmlu_ko (conversations), kmmlu_csv, "
-                           "sentiment (FPB / FiQA-SA / TFNS / NWGI / KorFin-ASC style JSONL), numeric_qa, gsm8k, finlora (context/target), "
+                           "sentiment (text + label columns in JSONL / JSON / CSV / Parquet: FPB, FiQA-SA, TFNS, NWGI, KorFin-ASC, headlines, "
+                           "NER types), fpb_txt (FPB's original 'sentence@label' lines), numeric_qa, gsm8k, finlora (context/target), "
                            "laws_questions (qid/question/gold/answer).")
     path: ResolvedPath = Field(description="The data file; relative paths resolve against the task YAML.")
     group: Literal["finance", "general"] = Field(
@@ -52,6 +54,12 @@ class TaskSpec(KofinModel):
     categories: list[str] = Field(default_factory=list, description="kmmlu_csv: keep only these Category values (empty: all).")
     text_field: str = Field("sentence", description="sentiment: the column holding the text.")
     label_field: str = Field("label", description="sentiment: the column holding the gold label.")
+    text_pattern: str | None = Field(
+        None, description="sentiment: a regular expression whose groups pick the text out of text_field, joined by "
+        "newlines; for FinLoRA / FinGPT rows that hold a whole prompt, e.g. context: 'Input: (.*)\\nAnswer:'.")
+    aspect_field: str | None = Field(
+        None, description="sentiment: the column naming the entity the sentiment is asked about (KorFin-ASC's `aspect`); "
+        "shown to the model after the text as '대상: ...'.")
     label_map: dict[str, str] = Field(
         default_factory=dict, description="sentiment: raw label -> label word the model is scored on (e.g. positive: 긍정).")
     labels: list[str] = Field(default_factory=list, description="classification: the label words, in a fixed order.")
@@ -82,6 +90,13 @@ class TaskSpec(KofinModel):
         if self.score_thresholds and len(self.score_thresholds) != len(self.labels) - 1:
             raise ValueError(f"score_thresholds needs one number fewer than labels ({len(self.labels) - 1}), "
                              f"got {len(self.score_thresholds)}")
+        if self.text_pattern is not None:
+            try:
+                groups = re.compile(self.text_pattern, re.S).groups
+            except re.error as err:
+                raise ValueError(f"text_pattern {self.text_pattern!r} is not a valid regular expression: {err}") from None
+            if not groups:
+                raise ValueError("text_pattern needs a (group) around the text to keep, e.g. 'Input: (.*)\\nAnswer:'")
         if self.max_new_tokens is None:
             self.max_new_tokens = {"mcq": 8, "classification": 8, "rag": 128}.get(self.kind, 32)
         return self

@@ -61,7 +61,10 @@ COMMANDS: dict[str, Command] = {
         config="kofin.serve.serve_config:ServeConfig",
     ),
     "audit": Command("kofin.serve.cli:audit_cli", "verify the hash-chained audit log of kofin ask / serve"),
-    "pipeline": Command(None, "run the stages of a pipeline YAML in order, skipping finished ones", "the pipeline runner"),
+    "pipeline": Command(
+        "kofin.pipeline_cli:run_cli", "run the stages of a pipeline YAML in order, skipping finished ones",
+        config="kofin.pipeline:PipelineConfig",
+    ),
 }
 
 EXIT_NOT_BUILT = 3

@@ -257,6 +257,7 @@ class open_run:  # noqa: N801 - used as a context manager, reads like a function
 
     def __enter__(self) -> Run:
         final = self.run.final_dir
+        self._lock = _lock_output(final)
         if final.exists() and not _is_replaceable(final):
             raise RunDirError(
                 f"output_dir {final} already exists and is not a kofin run directory (no {MANIFEST}); "
@@ -269,9 +270,41 @@ class open_run:  # noqa: N801 - used as a context manager, reads like a function
         return self.run
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is None:
-            self.run.finish()
+        try:
+            if exc_type is None:
+                self.run.finish()
+        finally:
+            self._lock.close()  # releases the lock; the empty lock file stays, harmlessly
         return False
+
+
+def _lock_output(final: Path):
+    """Hold an exclusive lock on `final` for this run, or say who holds it.
+
+    Two runs writing one output directory (a second terminal, a pipeline and a hand-run stage,
+    a retry while the first attempt still trains) would resume from, and delete, each other's
+    checkpoints. The OS releases the lock when its holder dies, so a killed run never leaves a
+    stale one.
+    """
+    import fcntl
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(final.with_name(f".{final.name}.lock"), "a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise RunDirError(
+            f"output_dir {final} is being written by another kofin run ({holder}). Wait for it to "
+            "finish, stop it, or choose another output_dir."
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {platform.node()}, since {datetime.now(timezone.utc).isoformat(timespec='seconds')}\n")
+    handle.flush()
+    return handle
 
 
 # ---------------------------------------------------------------- reading a run

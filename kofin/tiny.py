@@ -20,7 +20,7 @@ from typing import Iterable
 
 from pydantic import Field, model_validator
 
-from kofin.config import StageConfig
+from kofin.config import ResolvedPath, StageConfig
 from kofin.rundir import is_complete, open_run
 
 # Bump when the build recipe changes so cached models are rebuilt, not reused.
@@ -64,7 +64,7 @@ class TinyConfig(StageConfig):
     num_key_value_heads: int = Field(1, gt=0, description="KV heads for grouped-query attention (EEVE: 8).")
     vocab_size: int = Field(8192, ge=512, description="Target BPE vocabulary (EEVE: 40960); padded to a multiple of 64.")
     max_position_embeddings: int = Field(4096, gt=0, description="Context length (EEVE: 4096).")
-    corpus: Path | None = Field(None, description="Text to train the tokenizer on; default: the bundled knowledge base.")
+    corpus: ResolvedPath | None = Field(None, description="Text to train the tokenizer on (a file or folder, relative to the config); default: the bundled knowledge base.")
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "TinyConfig":

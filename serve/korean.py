@@ -21,6 +21,13 @@ _CONTENT = frozenset(CONTENT_TAGS)
 # Light verbs and the bound nouns every legal sentence has: they match everything.
 _STOP = frozenset({"하", "되", "있", "없", "않", "이", "것", "수", "등", "및", "때", "경우", "바", "중", "그", "이하", "이상"})
 
+# Words of the question frame: interrogatives and "tell me / I wonder". They say what kind of
+# answer is wanted, not what it is about, and match whatever happens to contain them.
+QUESTION_WORDS = frozenset({
+    "누구", "무엇", "뭐", "언제", "어디", "얼마", "어떤", "어떻", "몇", "무슨", "왜", "어느",  # interrogatives
+    "알리", "궁금", "저", "같", "따르",  # 알려 주세요, 궁금합니다, 저는, 인터넷뱅킹 같은, 법에 따르면
+})
+
 _lock = threading.Lock()
 # Morphemes of each distinct word (eojeol) seen so far. Legal and bank text repeats its words a
 # lot (2,953 statute articles: 292k words, 36k distinct), so analysing each distinct word once

@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from kofin.serve.korean import morpheme_terms
+
 # short name -> full statute name. Several short names may name one statute.
 STATUTE_ALIASES: dict[str, str] = {
     "자본시장법": "자본시장과 금융투자업에 관한 법률",
@@ -75,7 +77,11 @@ STATUTE_ALIASES: dict[str, str] = {
 
 # What people say -> what documents write. One direction on purpose: expanding a formal term
 # into everyday words only adds noise, since the documents use the formal term already.
+# A key matches a question when it is one of the question's Kiwi morphemes (verb stems match
+# every conjugation: 맡길/맡겨서/맡기려면 -> 맡기) or, for keys of two or more syllables, when it
+# appears in the question as written (multi-word keys such as 인터넷뱅킹 or 문을 닫).
 SYNONYMS: dict[str, tuple[str, ...]] = {
+    # institutions and products as customers name them
     "P2P": ("온라인투자연계금융업",),
     "온투업": ("온라인투자연계금융업",),
     "코인": ("가상자산",),
@@ -84,6 +90,9 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     "카드사": ("신용카드업자",),
     "카드회사": ("신용카드업자",),
     "카드 회원": ("신용카드회원",),
+    "체크카드": ("직불카드",),
+    "현금서비스": ("단기카드대출",),
+    "카드론": ("장기카드대출",),
     "보험사": ("보험회사",),
     "증권사": ("투자매매업자", "투자중개업자"),
     "운용사": ("집합투자업자",),
@@ -102,20 +111,82 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     "신용평가사": ("신용평가회사",),
     "신용점수": ("신용평점",),
     "인터넷은행": ("인터넷전문은행",),
+    "인터넷뱅킹": ("전자금융거래",),
+    "모바일뱅킹": ("전자금융거래",),
+    "비밀번호": ("접근매체",),
+    "공인인증서": ("접근매체",),
     "지주사": ("금융지주회사",),
     "환전": ("외국환",),
+    # people and money
+    "사장": ("대표이사",),
+    "직원": ("임직원", "종사자"),
+    "고객": ("이용자", "금융소비자"),
+    "손님": ("이용자", "금융소비자"),
+    "주인": ("소유자", "권리자"),
+    "월급": ("보수", "급여"),
+    "연봉": ("보수",),
+    "돈": ("금전", "자금"),
+    "세금": ("조세",),
     "금리": ("이자율",),
     "빚": ("채무",),
-    "빌리": ("차입",),
-    "빌려주": ("대부", "대출"),
-    "허락": ("승인", "허가"),
-    "벌금": ("과태료", "벌칙"),
-    "사장": ("대표이사",),
-    "고객": ("이용자",),
     "통장": ("계좌",),
-    "해킹": ("침해사고",),
-    "돌려받": ("반환", "환급"),
+    "서류": ("서면",),
+    "우리나라": ("대한민국", "국내"),
+    "외국 사람": ("외국인",),
+    "최소": ("최저",),
+    "최대": ("최고", "한도"),
+    "벌금": ("과태료", "벌칙"),
+    "처벌": ("벌칙", "징역"),
+    "감옥": ("징역",),
     "숨은 돈": ("휴면예금",),
+    "해킹": ("침해사고",),
+    "대신": ("대리", "대행"),
+    "강제": ("강요",),
+    "마음대로": ("임의",),
+    "거짓": ("허위",),
+    # what people do, in everyday verbs -> the statutes' verbs (Kiwi stems)
+    "빌리": ("차입", "대출"),
+    "갚": ("상환", "변제"),
+    "돌려주": ("반환", "환급"),
+    "돌려받": ("반환", "환급"),
+    "맡기": ("위탁", "위임"),
+    "넘기": ("제공", "이전", "양도"),
+    "팔": ("매도", "처분"),
+    "사들이": ("매수", "취득"),
+    "뽑": ("선임", "선출"),
+    "임명": ("임면", "선임"),
+    "그만두": ("퇴임", "퇴직"),
+    "쫓아내": ("제명", "해임"),
+    "고치": ("변경",),
+    "바꾸": ("변경",),
+    "만들": ("작성", "설립"),
+    "세우": ("설립", "수립"),
+    "없애": ("폐지", "말소"),
+    "알리": ("통지", "공시"),
+    "공개": ("공시",),
+    "보이": ("제시",),
+    "확인": ("조회", "열람"),
+    "살펴보": ("검사", "조사"),
+    "허락": ("승인", "허가", "인가"),
+    "어기": ("위반",),
+    "지키": ("준수",),
+    "속이": ("기망", "허위"),
+    "나누": ("배분", "분배"),
+    "합치": ("합병", "합산"),
+    "쪼개": ("분할",),
+    "미루": ("유예", "연기"),
+    "늦추": ("유예", "연기"),
+    "거절": ("거부",),
+    "망하": ("파산", "부실"),
+    "문을 닫": ("폐업", "해산"),
+    "시작": ("개시",),
+    "끝나": ("종료", "만료"),
+    "늘리": ("증액", "확대"),
+    "올리": ("인상",),
+    "낮추": ("인하",),
+    "깎": ("감면", "인하"),
+    "도와주": ("지원",),
+    "이어받": ("승계",),
 }
 
 
@@ -146,8 +217,10 @@ class Lexicon:
             if full and full not in statutes and full not in question:
                 statutes.append(full)
         folded = question.lower()
+        stems = {t.lower() for t in morpheme_terms(question)}
         synonyms: list[str] = []
         for said, written in self.synonyms.items():
-            if said.lower() in folded:
+            key = said.lower()
+            if key in stems or (len(key) >= 2 and key in folded):
                 synonyms.extend(w for w in written if w not in question and w not in synonyms)
         return Expansion(tuple(statutes), tuple(synonyms))

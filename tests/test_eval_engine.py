@@ -95,3 +95,22 @@ def test_parse_generated_answers():
     assert parse_choice(cls, ex, "이 문장은 부정적이며 긍정 요소는 없다") == 1
     assert parse_choice(cls, ex, "모름") is None
     assert cut_at_stop("\n 답: 30만원\n다음 질문", ["\n"]) == "답: 30만원"
+
+
+def test_a_prompt_longer_than_the_context_keeps_its_end(backends, monkeypatch):
+    one, _ = backends
+    seen = []
+    real = one.model.generate
+
+    def recording(**kw):
+        seen.append(kw["input_ids"][0].tolist())
+        return real(**kw)
+
+    monkeypatch.setattr(one.model, "generate", recording)
+    monkeypatch.setattr(one, "max_length", 24)
+    prompt = "예금 약관 " * 40 + "질문: 중도해지 이율은?\n답:"
+    one.generate([prompt], max_new_tokens=8)
+    ids = one.tokenizer(prompt).input_ids
+    # BOS, then the prompt's last tokens: the question and '답:' survive, the start of the sources goes.
+    assert len(ids) > 24 and seen[0] == ids[:1] + ids[-15:]
+    assert one.tokenizer.truncation_side == "right"

@@ -17,7 +17,8 @@ def test_export_writes_the_exact_prompts(tmp_path):
     paths = export_lm_eval(None, tmp_path)
     assert sorted(p.name for p in paths) == [
         "kofin_fin_headline.yaml", "kofin_fin_mcq_fmmlu.yaml", "kofin_fin_mcq_kmmlu.yaml", "kofin_fin_ner_cls.yaml", "kofin_fin_sentiment.yaml",
-        "kofin_fin_sentiment_fiqa.yaml", "kofin_general_mcq_ko.yaml",
+        "kofin_fin_sentiment_fiqa.yaml", "kofin_fin_sentiment_korfin_asc.yaml", "kofin_fin_sentiment_nwgi.yaml",
+        "kofin_fin_sentiment_tfns.yaml", "kofin_general_mcq_ko.yaml",
     ]  # numeric QA, XBRL extraction and RAG generate answers: not exported
     task = yaml.safe_load((tmp_path / "kofin_fin_sentiment.yaml").read_text(encoding="utf-8"))
     assert task["output_type"] == "multiple_choice" and task["doc_to_choice"] == "choices"
@@ -49,3 +50,15 @@ def test_lm_eval_gives_kofins_accuracy_on_the_tiny_model(tmp_path, tiny_model):
     for sample, rec in zip(samples, records, strict=True):
         lls = [resp[0][0] for resp in sample["resps"]]
         assert lls == pytest.approx(rec["logprob"], abs=1e-3)
+
+
+def test_export_command_line(tmp_path, capsys):
+    from kofin.cli import main as kofin
+
+    assert kofin(["eval", "export-lm-eval", str(tmp_path / "out"), "--tasks", "fin_sentiment_korfin_asc", "--limit", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "wrote 1 lm-eval tasks" in printed and f"--include_path {tmp_path / 'out'} --tasks kofin_fin_sentiment_korfin_asc" in printed
+    rows = (tmp_path / "out" / "kofin_fin_sentiment_korfin_asc.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(rows) == 2 and "대상: 나래전자" in json.loads(rows[1])["prompt"]
+    assert kofin(["eval", "export-lm-eval", str(tmp_path / "x"), "--tasks", "kb_rag"]) != 0
+    assert "only multiple-choice tasks" in capsys.readouterr().err

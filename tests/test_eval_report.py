@@ -33,16 +33,31 @@ def sft_run(tmp_path_factory) -> Path:
     with open_run("sft", {"output_dir": str(out)}) as run:
         (run.path / "adapter_config.json").write_text("{}")
         run.metrics.update(method="qlora", world_size=8, gpu_hours=1.5, tokens_per_s=1234.5,
-                           peak_gpu_memory_gib_per_gpu=26.1, cost={"amount": 12.0, "currency": "USD", "gpu_hour_price": 8.0})
+                           peak_gpu_memory_gib_rank0=26.1, cost={"amount": 12.0, "currency": "USD", "gpu_hour_price": 8.0})
     return out
 
 
 @pytest.fixture(scope="module")
-def report_run(tmp_path_factory, tiny_model, second_tiny_model, sft_run) -> Path:
+def rag_task(tmp_path_factory) -> Path:
+    """test_eval_rag's small knowledge base and questions, answered extractively (fast on CPU)."""
+    from test_eval_rag import DOCS, QUESTIONS
+
+    root = tmp_path_factory.mktemp("rag")
+    (root / "docs").mkdir()
+    for name, text in DOCS.items():
+        (root / "docs" / name).write_text(text, encoding="utf-8")
+    (root / "q.jsonl").write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in QUESTIONS), encoding="utf-8")
+    (root / "mini_rag.yaml").write_text("name: mini_rag\nkind: rag\nformat: laws_questions\npath: q.jsonl\ndocuments: docs\n"
+                                        "answer_with: extractive\nk: [1, 2, 3]\ndescription: 은행 문서 검색\n", encoding="utf-8")
+    return root / "mini_rag.yaml"
+
+
+@pytest.fixture(scope="module")
+def report_run(tmp_path_factory, tiny_model, second_tiny_model, sft_run, rag_task) -> Path:
     out = tmp_path_factory.mktemp("report") / "eval"
     models = f"[{{name: base, base: true}}, {{name: tuned, path: {second_tiny_model}}}]"
     cfg = load_config(EvalConfig, ROOT / "configs" / "eval" / "tiny.yaml", [
-        f"output_dir={out}", f"models={models}", "tasks=[fin_mcq_kmmlu, fin_numeric_qa, general_mcq_ko]",
+        f"output_dir={out}", f"models={models}", f"tasks=[fin_mcq_kmmlu, fin_numeric_qa, general_mcq_ko, {rag_task}]",
         f"training_runs=[{sft_run}]",
         "limit=4", "progress=false", "cpu_threads=1",
     ])
@@ -51,7 +66,7 @@ def report_run(tmp_path_factory, tiny_model, second_tiny_model, sft_run) -> Path
 
 def test_report_files_and_every_section(report_run):
     files = {str(p.relative_to(report_run)) for p in report_run.rglob("*") if p.is_file()}
-    assert {"report.md", "report.html", "charts/tasks.png", "charts/forgetting.png"} <= files
+    assert {"report.md", "report.html", "charts/tasks.png", "charts/forgetting.png", "charts/retrieval_recall.png"} <= files
     md = (report_run / "report.md").read_text(encoding="utf-8")
     for title in ("## 모델 × 과제 (주 지표)", "## 전체 지표", "## 망각 점검 (기준 모델 대비 변화)",
                   "## 학습 단계별 비용과 시간", "## 오답 사례: base / fin_mcq_kmmlu"):
@@ -75,9 +90,24 @@ def test_report_files_and_every_section(report_run):
     assert f"| {wrong['id']} | {wrong['where']} | {wrong['question']} | {wrong['choices'][wrong['gold']]} |" in md
 
 
+def test_recall_curve_and_rag_drill_down(report_run):
+    metrics = json.loads((report_run / "metrics.json").read_text(encoding="utf-8"))
+    rag = metrics["results"]["base"]["mini_rag"]
+    assert rag["recall@1"] == pytest.approx((1 + 1 + 0.5) / 3, abs=1e-6)
+    md = (report_run / "report.md").read_text(encoding="utf-8")
+    assert "![retrieval_recall](charts/retrieval_recall.png)" in md and "· citation judge: lexical" in md
+    assert f"| base | mini_rag | ndcg@3 | {rag['ndcg@3']:.3f} |" in md
+    # Every gold document of every question is retrieved within k=3, so RAG has no drill-down failures.
+    assert "## 오답 사례: base / mini_rag" not in md
+    from PIL import Image
+
+    with Image.open(report_run / "charts" / "retrieval_recall.png") as png:
+        assert png.size[0] > 300 and len(png.convert("L").getcolors(maxcolors=1 << 16) or []) > 10  # a drawn chart, not a blank canvas
+
+
 def test_html_is_self_contained(report_run):
     page = (report_run / "report.html").read_text(encoding="utf-8")
-    assert page.count('src="data:image/png;base64,') == 2
+    assert page.count('src="data:image/png;base64,') == 3  # tasks, forgetting, retrieval Recall@k curves
     assert not re.search(r"(src|href)=\"(https?:)?//", page)  # nothing fetched when opened offline
     assert "<h2>망각 점검 (기준 모델 대비 변화)</h2>" in page and "<h2>학습 단계별 비용과 시간</h2>" in page
 

@@ -9,8 +9,9 @@ import pytest
 
 from kofin.config import ConfigError, load_config
 from kofin.eval import scoring
+from kofin.eval.adapters import AdapterRunError
 from kofin.eval.config import EvalConfig
-from kofin.eval.run import EvalError, forgetting_deltas, main
+from kofin.eval.run import forgetting_deltas, main
 from kofin.eval.tasks import load_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,7 +119,7 @@ def test_config_and_model_errors_say_what_to_fix(tmp_path):
     (adapter / "adapter_config.json").write_text("{}")
     cfg = load_config(EvalConfig, None, [f"output_dir={tmp_path}/o", f'models=[{{name: sft, path: {adapter}}}]',
                                          'tasks=[fin_mcq_kmmlu]'])
-    with pytest.raises(EvalError, match=r"models\[sft\].path: .* holds a LoRA adapter, not a full model"):
+    with pytest.raises(AdapterRunError, match=r"models\[sft\].path: .* has adapter_config.json but no adapter weights"):
         main(cfg)
     cfg = load_config(EvalConfig, None, [f"output_dir={tmp_path}/o", "models=[{name: t}]", "tasks=[fin_mcq_kmmlux]"])
     with pytest.raises(Exception, match="unknown task 'fin_mcq_kmmlux'"):
@@ -152,3 +153,25 @@ def test_bertscore_is_added_when_an_encoder_is_configured(tmp_path, tiny_model):
     records = _records(out, "general_gsm8k_ko")
     assert got == pytest.approx(sum(r["bertscore_f1"] for r in records) / 2, abs=1e-6)
     assert 0 <= got <= 1
+
+
+def test_training_cost_recorded_or_estimated_from_the_manifest():
+    from kofin.eval.config import GpuPrice
+    from kofin.eval.run import training_cost
+
+    sft = {"stage": "sft", "wall_time_s": 4000.0, "peak_gpu_mb": None, "peak_rss_mb": {"self": 2048.0, "children": 3072.0},
+           "metrics": {"method": "qlora", "gpu_hours": 8.0, "tokens_per_s": 900.0, "peak_gpu_memory_gib_rank0": 26.1,
+                       "cost": {"amount": 64.0, "currency": "USD", "gpu_hour_price": 8.0}}}
+    assert training_cost(sft, GpuPrice(gpu_hour_price=1.0)) == {
+        "stage": "sft", "wall_time_s": 4000.0, "method": "qlora", "gpu_hours": 8.0, "cost": "64.0 USD", "tokens_per_s": 900.0,
+        "peak_gpu_memory_gib_rank0": 26.1, "peak_rss_gib": 3.0}  # the recorded cost wins over the eval's price
+    # kofin dpo runs in-process: wall time and per-device peak memory only. Two GPUs held memory for 1.5 h.
+    dpo = {"stage": "dpo", "wall_time_s": 5400.0, "peak_gpu_mb": {"cuda:0": 20480.0, "cuda:1": 10240.0, "cuda:2": 0.0},
+           "peak_rss_mb": {"self": 1024.0, "children": 0.0}, "metrics": {"tokens_per_s": 300.0}}
+    row = training_cost(dpo, GpuPrice(gpu_hour_price=8.0, currency="USD"))
+    assert row == {"stage": "dpo", "wall_time_s": 5400.0, "tokens_per_s": 300.0, "peak_gpu_memory_gib": 20.0, "peak_rss_gib": 1.0,
+                   "gpu_hours": 3.0, "gpu_hours_estimated": True, "cost": "24.0 USD (est.)"}
+    assert "cost" not in training_cost(dpo)  # no price configured: no cost invented
+    # An unpriced SFT launch (gpu_hour_price 0) records amount 0: priced by the eval config, as an estimate.
+    unpriced = {**sft, "metrics": {**sft["metrics"], "cost": {"amount": 0.0, "currency": "USD", "gpu_hour_price": 0.0}}}
+    assert training_cost(unpriced, GpuPrice(gpu_hour_price=2.0, currency="KRW"))["cost"] == "16.0 KRW (est.)"

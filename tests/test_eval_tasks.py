@@ -104,3 +104,76 @@ def test_bad_csv_answer_and_task_yaml_errors(tmp_path):
     assert "bad.yaml:5  labelz: unknown key" in str(err.value)
     with pytest.raises(TaskError, match="unknown task 'nope'; bundled tasks: fin_headline, fin_mcq_fmmlu, fin_mcq_kmmlu, fin_ner_cls, "):
         load_task("nope")
+
+
+def test_tfns_nwgi_and_korfin_asc_in_their_public_layouts():
+    # TFNS: text,label CSV with 0 bearish / 1 bullish / 2 neutral.
+    tfns = load_examples(load_task("fin_sentiment_tfns"))
+    assert [e.choices[e.answer] for e in tfns] == ["부정", "긍정", "중립", "부정", "긍정"]
+    assert tfns[0].where == "tfns_ko.csv:2" and tfns[0].question.startswith("가람전자 목표주가 하향")
+    # NWGI: seven levels folded as FinGPT's benchmark folds them (mildly -> neutral).
+    nwgi = load_examples(load_task("fin_sentiment_nwgi"))
+    assert [e.choices[e.answer] for e in nwgi] == ["부정", "부정", "중립", "중립", "긍정", "중립"]
+    # KorFin-ASC: the sentiment toward `aspect`; one headline, two firms, two labels.
+    spec = load_task("fin_sentiment_korfin_asc")
+    asc = load_examples(spec)
+    assert [e.choices[e.answer] for e in asc] == ["긍정", "부정", "중립", "부정"]
+    assert asc[0].question.split("\n")[0] == asc[1].question.split("\n")[0]
+    assert asc[1].question.endswith("\n대상: 나래전자")
+    assert "문장: 가람전자 영업이익 30% 증가…경쟁사 나래전자는 적자 전환\n대상: 나래전자\n선택지: 긍정, 부정, 중립\n정답:" in prompt_for(spec, asc[1])
+
+
+def test_fpb_integer_labels_parquet_and_the_original_txt_release(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fpb = load_task("fin_sentiment")
+    # financial_phrasebank as the hub serves it (parquet, label 0 negative / 1 neutral / 2 positive).
+    data = tmp_path / "fpb.parquet"
+    pq.write_table(pa.table({"sentence": ["순이익이 늘었다.", "연체율이 올랐다.", "회의가 열린다."], "label": [2, 0, 1]}), data)
+    ex = load_examples(fpb.model_copy(update={"path": data}))
+    assert [e.choices[e.answer] for e in ex] == ["긍정", "부정", "중립"] and ex[1].question == "연체율이 올랐다."
+    # The original Sentences_50Agree.txt: 'sentence@label' lines in Latin-1.
+    txt = tmp_path / "Sentences_50Agree.txt"
+    txt.write_bytes("Café chain's sales rose 5% .@positive\nThe board meets on Monday .@neutral\n".encode("latin-1"))
+    spec = fpb.model_copy(update={"path": txt, "format": "fpb_txt"})
+    ex = load_examples(spec)
+    assert [(e.question, e.choices[e.answer], e.id) for e in ex] == [
+        ("Café chain's sales rose 5% .", "긍정", "Sentences_50Agree.txt:1"), ("The board meets on Monday .", "중립", "Sentences_50Agree.txt:2")]
+    txt.write_text("이익이 늘었다.@positive\n라벨 없는 줄\n손실.@bearish\n", encoding="utf-8")
+    with pytest.raises(DataInputError) as err:
+        load_examples(spec)
+    assert "Sentences_50Agree.txt:2  line: expected 'sentence@label'" in str(err.value)
+    assert "Sentences_50Agree.txt:3  label: label 'bearish' is not one of" in str(err.value)
+
+
+def test_tfns_csv_bad_label_is_named(tmp_path):
+    data = tmp_path / "sent_valid.csv"
+    data.write_text("text,label\n좋다,1\n나쁘다,3\n", encoding="utf-8")
+    with pytest.raises(DataInputError, match=r"sent_valid.csv:3  label: label '3' is not one of \['0', '1', '2'\]"):
+        load_examples(load_task("fin_sentiment_tfns").model_copy(update={"path": data}))
+
+
+def test_finlora_classification_rows_keep_only_the_input(tmp_path):
+    # FinLoRA's test files hold FinGPT's whole prompt in `context` and the label word in `target`.
+    rows = [{"context": "Instruction: What is the sentiment of this news? Please choose an answer from {negative/neutral/positive}.\n"
+                        "Input: 가람은행 순이익이 늘었다.\nAnswer: ", "target": "positive"},
+            {"context": "Instruction: What is the entity type of '부산' in the input sentence.\nOptions: person, location, "
+                        "organization\nInput: 가람은행은 부산에 센터를 열었다.\nAnswer: ", "target": "location"},
+            {"context": "Input 없이 쓴 줄", "target": "neutral"}]
+    data = tmp_path / "fpb_test.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    spec = TaskSpec(name="f", kind="classification", format="sentiment", path=data, text_field="context", label_field="target",
+                    text_pattern=r"Input: (.*?)\s*Answer:", labels=["긍정", "부정", "중립", "장소"],
+                    label_map={"positive": "긍정", "negative": "부정", "neutral": "중립", "location": "장소"})
+    with pytest.raises(DataInputError, match=r"fpb_test.jsonl:3  context: does not match text_pattern"):
+        load_examples(spec)
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[:2]), encoding="utf-8")
+    ex = load_examples(spec)
+    assert [(e.question, e.choices[e.answer]) for e in ex] == [("가람은행 순이익이 늘었다.", "긍정"), ("가람은행은 부산에 센터를 열었다.", "장소")]
+    # The NER row's entity comes along when the pattern has a group for it.
+    data.write_text(json.dumps(rows[1], ensure_ascii=False) + "\n", encoding="utf-8")
+    ner = load_examples(spec.model_copy(update={"text_pattern": r"type of '(.+?)'.*Input: (.*?)\s*Answer:"}))
+    assert ner[0].question == "부산\n가람은행은 부산에 센터를 열었다."
+    with pytest.raises(ValueError, match="text_pattern needs a \\(group\\)"):
+        TaskSpec(name="f", kind="classification", format="sentiment", path=data, labels=["a"], text_pattern="Input:")

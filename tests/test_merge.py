@@ -295,3 +295,23 @@ def test_missing_model_folder_is_named(sft_run, tmp_path):
     with pytest.raises(MergeInputError, match=r"models\.0: /models/yanolja/EEVE-Korean-Instruct-10\.8B-v1\.0 has no config\.json"):
         merge_run.main(merge_config(tmp_path / "out", sft_run, "models.0.path=/models/yanolja/EEVE-Korean-Instruct-10.8B-v1.0",
                                     "models.0.tiny_seed=null"))
+
+
+def test_eval_takes_a_merge_run_directory_as_a_model(slerp_t0):
+    """Eval configs name the merge run (its manifest carries the lineage and cost); the weights
+    are in its merged/ folder."""
+    from kofin.eval.config import EvalModel
+    from kofin.eval.run import resolve_model
+
+    path, manifest = resolve_model(EvalModel(name="merged", path=slerp_t0))
+    assert path == slerp_t0 / "merged" and (path / "config.json").is_file()
+    assert manifest["stage"] == "merge"
+
+
+def test_eval_cost_table_follows_a_merged_model_back_to_its_training_runs(slerp_t0, sft_run):
+    from kofin.eval.config import EvalModel
+    from kofin.eval.run import resolve_model, training_table
+
+    rows = training_table({"merged": resolve_model(EvalModel(name="merged", path=slerp_t0))}, [])
+    assert list(rows) == [f"sft:{sft_run.name}", "merged"]  # upstream first, then the model's own run
+    assert rows[f"sft:{sft_run.name}"]["stage"] == "sft" and rows["merged"]["stage"] == "merge"

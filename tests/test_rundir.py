@@ -115,3 +115,25 @@ def test_refuses_to_replace_a_folder_kofin_did_not_write(tmp_path):
     with open_run("demo", _cfg(empty)):
         pass
     require_complete(empty)
+
+
+def test_a_second_run_on_the_same_output_dir_is_refused_while_the_first_holds_it(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    second = (
+        "import sys; from kofin.rundir import open_run, RunDirError\n"
+        "try:\n"
+        f"    with open_run('sft', {{'output_dir': {str(out)!r}}}, resume=True): pass\n"
+        "except RunDirError as e:\n    print(e); sys.exit(7)\n"
+    )
+    with open_run("sft", {"output_dir": str(out)}, resume=True) as run:
+        (run.path / "checkpoint-1").mkdir()
+        res = subprocess.run([sys.executable, "-c", second], capture_output=True, text=True)
+        assert res.returncode == 7, res.stderr
+        assert "being written by another kofin run" in res.stdout and f"pid {os.getpid()}" in res.stdout
+        assert (run.path / "checkpoint-1").is_dir()  # the refused run cleared nothing
+    # Released when the first run ends: the same command now works.
+    res = subprocess.run([sys.executable, "-c", second], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr

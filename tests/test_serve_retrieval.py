@@ -68,22 +68,65 @@ def test_langchain_retriever_returns_documents_with_citation_metadata(acl_kb):
     assert "의심거래보고" in docs[0].page_content
 
 
-def test_laws_retrieval_quality_floor(laws_dir, tmp_path):
-    """Floor below the benchmark target (R@5 0.95 / MRR 0.85, benchmarks/README.md) on the dev questions."""
-    ingest(IngestConfig(output_dir=tmp_path / "kb", inputs=[laws_dir / "fin_articles.jsonl"]))
-    retriever = HybridRetriever(load_kb(tmp_path / "kb"))
-    questions = [json.loads(line) for line in open(laws_dir / "questions_dev.jsonl", encoding="utf-8")]
-    recall5 = mrr = 0.0
+def _article_ranks(retriever, questions):
+    """Rank (1-10) of each question's gold article among distinct articles, None if absent."""
+    ranks = []
     for q in questions:
         docs: list[str] = []
         for h in retriever.search(q["question"], k=40):
             if h.chunk["doc_id"] not in docs:
                 docs.append(h.chunk["doc_id"])
-        rank = next((i for i, d in enumerate(docs[:10], 1) if d in q["gold"]), None)
-        recall5 += bool(rank and rank <= 5)
-        mrr += 1 / rank if rank else 0
-    recall5, mrr = recall5 / len(questions), mrr / len(questions)
-    assert recall5 >= 0.88 and mrr >= 0.72, (recall5, mrr)
+        ranks.append(next((i for i, d in enumerate(docs[:10], 1) if d in q["gold"]), None))
+    return ranks
+
+
+def test_laws_retrieval_meets_the_targets_on_dev_and_held_out_questions(laws_dir, tmp_path):
+    """The issue's targets (R@5 >= 0.95, MRR@10 >= 0.85) with the offline default, on the dev
+    questions and on the 80 held-out ones written blind (benchmarks/questions_heldout.jsonl)."""
+    from pathlib import Path
+
+    ingest(IngestConfig(output_dir=tmp_path / "kb", inputs=[laws_dir / "fin_articles.jsonl"]))
+    retriever = HybridRetriever(load_kb(tmp_path / "kb"))
+    heldout = Path(__file__).resolve().parents[1] / "benchmarks" / "questions_heldout.jsonl"
+    for path in (laws_dir / "questions_dev.jsonl", heldout):
+        questions = [json.loads(line) for line in open(path, encoding="utf-8")]
+        ranks = _article_ranks(retriever, questions)
+        recall5 = sum(bool(r and r <= 5) for r in ranks) / len(ranks)
+        mrr = sum(1 / r for r in ranks if r) / len(ranks)
+        assert recall5 >= 0.95 and mrr >= 0.85, (path.name, recall5, mrr)
+
+
+def test_everyday_verbs_expand_to_the_statutes_terms_in_any_conjugation():
+    from kofin.serve.lexicon import Lexicon
+
+    lexicon = Lexicon()
+    for question in ("업무를 외부에 맡길 수 있나요?", "외부에 맡겨서 처리해도 되나요?", "맡기려면 어떻게 하나요?"):
+        assert "위탁" in lexicon.expand(question).synonyms, question
+    assert "매도" in lexicon.expand("주식을 기한까지 팔지 않으면?").synonyms
+    # one-syllable keys match whole morphemes only: 팔 (sell) is not inside 팔십 (eighty)
+    assert "매도" not in lexicon.expand("팔십 세 이상 고객의 예금").synonyms
+    assert "전자금융거래" in lexicon.expand("인터넷뱅킹 약관이 바뀌면?").synonyms
+
+
+def test_question_frame_words_are_not_search_terms(acl_kb):
+    terms = HybridRetriever(acl_kb[0]).query_terms("의심거래보고는 누구에게 언제 몇 번 해야 하는지 알려주세요")
+    assert "의심" in terms and "보고" in terms
+    assert not {"누구", "언제", "몇", "알리"} & set(terms)
+
+
+def test_score_fusion_keeps_a_clear_winner_that_rank_fusion_would_tie(acl_kb):
+    """Two equally weighted lists, each with its own first hit: RRF alone ties them; one list's
+    first hit is far ahead of the rest of its list, so the blended score puts it first."""
+    from kofin.serve.retrieve import RetrievalConfig
+
+    lists = [
+        (1.0, ([7, 8, 9, 10], [9.0, 1.0, 0.9, 0.8])),   # 7 towers over its list
+        (1.0, ([8, 7, 11, 12], [1.0, 0.99, 0.98, 0.97])),  # a flat list: 8 barely ahead
+    ]
+    rrf_only = HybridRetriever(acl_kb[0], RetrievalConfig(score_weight=0))._fuse(lists)
+    assert rrf_only[7] == pytest.approx(rrf_only[8])
+    blended = HybridRetriever(acl_kb[0], RetrievalConfig(score_weight=0.3))._fuse(lists)
+    assert blended[7] > blended[8] > blended[9]
 
 
 def test_a_words_morphemes_do_not_depend_on_what_was_analysed_before():
