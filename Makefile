@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 # Where no local CPU wheel is configured and no GPU is present, point pip at a CPU-only index
 # (a local mirror in an air-gapped bank), e.g. TORCH_INDEX=https://mirror.bank/torch-cpu/simple
 TORCH_INDEX ?=
-EXTRAS ?= model,train,rag,merge,eval,dev
+EXTRAS ?= model,train,rag,merge,eval,serve,dev
 comma  := ,
 STAMP  := $(VENV)/.kofin-$(subst $(comma),-,$(EXTRAS))
 # The SFT stage runs axolotl in its own env: axolotl pins transformers/trl/peft versions that
@@ -20,12 +20,13 @@ AXOLOTL_LOCK := training/axolotl-requirements.txt
 AXOLOTL_STAMP := $(AXOLOTL_VENV)/.kofin-axolotl
 AXOLOTL_VERSION ?= 0.19.0
 
-.PHONY: install axolotl-env axolotl-lock demo test clean help
+.PHONY: install axolotl-env axolotl-lock browser demo test clean help
 
 help:
 	@echo "make demo   run every built stage on the embedded tiny model and bundled Korean data"
 	@echo "make test   run the test suite (CPU, offline; GPU tests are skipped without a GPU)"
 	@echo "make axolotl-env  create .venv-axolotl, the pinned env kofin sft runs axolotl in (make demo/test do it)"
+	@echo "make browser  install Debian's chromium for the chat's browser test (make test does it)"
 	@echo "make clean  remove runs/ and test scratch (keeps the virtual env)"
 
 $(STAMP): pyproject.toml
@@ -54,31 +55,42 @@ axolotl-lock:
 	{ sed -n '1,4p' $(AXOLOTL_LOCK); $(AXOLOTL_VENV).lock-tmp/bin/pip freeze | grep -v '^torch=='; } > $(AXOLOTL_LOCK).new
 	mv $(AXOLOTL_LOCK).new $(AXOLOTL_LOCK) && rm -rf $(AXOLOTL_VENV).lock-tmp
 
+# The chat's browser test drives Debian's Chromium through Playwright's API (never a browser
+# downloaded by `playwright install`); installed once per machine, with sudo where not root.
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+browser:
+	@test -x $(CHROMIUM) || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends chromium; }
+	@test -x $(CHROMIUM) || { echo "$(CHROMIUM) still missing after apt-get install chromium"; exit 1; }
+
 demo: $(STAMP) $(AXOLOTL_STAMP)
-	@echo "== 1/8 embedded tiny EEVE-shaped model"
+	@echo "== 1/9 embedded tiny EEVE-shaped model"
 	$(BIN)/kofin tiny path
-	@echo "== 2/8 Korean SFT + DPO data from the bundled knowledge base (reading comprehension, PII scrub, dedupe)"
+	@echo "== 2/9 Korean SFT + DPO data from the bundled knowledge base (reading comprehension, PII scrub, dedupe)"
 	$(BIN)/kofin data build --config configs/data/tiny.yaml
-	@echo "== 3/8 validate the built SFT data against the tiny tokenizer"
+	@echo "== 3/9 validate the built SFT data against the tiny tokenizer"
 	$(BIN)/kofin data validate runs/data-tiny/sft/train.jsonl --kind sft
-	@echo "== 4/8 domain SFT through axolotl (LoRA on the tiny model, CPU); the EEVE recipe's plan, without weights"
+	@echo "== 4/9 domain SFT through axolotl (LoRA on the tiny model, CPU); the EEVE recipe's plan, without weights"
 	$(BIN)/kofin sft --config configs/sft/tiny.yaml --quiet
 	$(BIN)/kofin sft --config configs/sft/eeve_qlora_r256_8xh100.yaml --dry-run
-	@echo "== 5/8 DPO on top of the SFT adapter (TRL; unsloth where CUDA is present)"
+	@echo "== 5/9 DPO on top of the SFT adapter (TRL; unsloth where CUDA is present)"
 	$(BIN)/kofin dpo --config configs/dpo/tiny.yaml --quiet
-	@echo "== 6/8 merge the DPO model with a second tiny model through mergekit (slerp with per-layer t), checked"
+	@echo "== 6/9 merge the DPO model with a second tiny model through mergekit (slerp with per-layer t), checked"
 	$(BIN)/kofin merge --config configs/merge/tiny.yaml
-	@echo "== 7/8 knowledge base from the bundled documents, then a cited answer"
+	@echo "== 7/9 knowledge base from the bundled documents, then a cited answer"
 	$(BIN)/kofin ingest --kb runs/kb-demo data_ko/kb
 	$(BIN)/kofin ask --kb runs/kb-demo "정기예금을 만기 전에 해지하면 이자는 어떻게 되나요?"
-	@echo "== 8/8 eval pack: the tiny base vs. the merged model (MCQ, classification, QA, RAG, forgetting) -> runs/eval-pipeline-tiny/report.html"
+	@echo "== 8/9 eval pack: the tiny base vs. the merged model (MCQ, classification, QA, RAG, forgetting) -> runs/eval-pipeline-tiny/report.html"
 	$(BIN)/kofin eval --config configs/eval/pipeline_tiny.yaml --quiet
 	@echo "== the same stages as one pipeline: every step is up to date, so each is skipped"
 	$(BIN)/kofin pipeline --config configs/pipeline/tiny.yaml --quiet
-	@echo
-	@echo "Not built yet (says so when called): kofin serve."
+	@echo "== 9/9 chat app: the bundled knowledge base behind a login, on http://127.0.0.1:7860 (Ctrl+C stops it)"
+	@echo "   demo logins (user / password):  teller / teller-demo-1 (창구, branch)   compliance / comply-demo-1 (준법감시)   admin / admin-demo-1 (관리자: 문서 관리)"
+	@echo "   every answer is logged to runs/serve-demo/audit.jsonl; check it with: $(BIN)/kofin audit verify runs/serve-demo/audit.jsonl"
+	$(BIN)/kofin serve --config configs/serve/demo.yaml
 
-test: $(STAMP) $(AXOLOTL_STAMP)
+test: $(STAMP) $(AXOLOTL_STAMP) browser
 	$(BIN)/python -m pytest -q
 
 clean:

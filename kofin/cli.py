@@ -56,7 +56,11 @@ COMMANDS: dict[str, Command] = {
         config="kofin.serve.ingest:IngestConfig",
     ),
     "ask": Command("kofin.serve.cli:ask_cli", "answer questions from a knowledge base with verified citations"),
-    "serve": Command(None, "serve the Gradio chat for bank staff", "issue #7, Gradio chat"),
+    "serve": Command(
+        "kofin.serve.cli:serve_cli", "serve the Gradio chat for bank staff (login, cited streaming answers, document admin, audit log)",
+        config="kofin.serve.serve_config:ServeConfig",
+    ),
+    "audit": Command("kofin.serve.cli:audit_cli", "verify the hash-chained audit log of kofin ask / serve"),
     "pipeline": Command(
         "kofin.pipeline_cli:run_cli", "run the stages of a pipeline YAML in order, skipping finished ones",
         config="kofin.pipeline:PipelineConfig",

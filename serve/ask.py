@@ -9,16 +9,18 @@ Run as:
 One process answers one question or a whole file (`qid`, `question` per line -> one JSON result
 per line). Every answer goes through the same steps: retrieve with the user's groups, check
 relevance, answer (extractive, or generate from the numbered sources), verify citations, and
-append a PII-masked line to the audit log.
+append a PII-masked, hash-chained line to the audit log. The chat (serve/app.py) streams the same
+steps through `Assistant.stream` with the logged-in user's groups.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import yaml
 from pydantic import Field
@@ -28,7 +30,7 @@ from kofin.data_ko.corpus import read_utf8
 from kofin.errors import KofinError
 from kofin.rundir import atomic_write_text
 from kofin.serve.answer import NO_ANSWER, Source, build_messages, extractive_answer, relevant
-from kofin.serve.audit import default_audit_log, install_log_masking, write_audit
+from kofin.serve.audit import audit_record, default_audit_log, install_log_masking, write_audit
 from kofin.serve.backends import GenerationConfig, make_backend
 from kofin.serve.citations import verify_citations
 from kofin.serve.retrieve import HybridRetriever, RetrievalConfig
@@ -38,11 +40,11 @@ class AskConfig(KofinModel):
     kb: ResolvedPath = Field(description="Knowledge-base folder written by `kofin ingest`.")
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig, description="Hybrid retrieval settings.")
     generation: GenerationConfig = Field(default_factory=GenerationConfig, description="Answer backend.")
-    users_file: ResolvedPath | None = Field(None, description="YAML mapping user -> access groups (`kim: [branch, credit]`); needed for --user.")
+    users_file: ResolvedPath | None = Field(None, description="YAML mapping user -> access groups (`kim: [branch, credit]`), or the chat's users file (`users:` list with name and groups); needed for --user.")
     min_coverage: float = Field(0.35, ge=0, le=1, description="Below this share of the question's (idf-weighted) words found in the best sources, the answer is that nothing was found.")
     min_support: float = Field(0.5, ge=0, le=1, description="A cited sentence with less of its text in its sources than this is flagged.")
     max_sentences: int = Field(3, ge=1, le=10, description="Sentences the extractive backend quotes.")
-    audit_log: ResolvedPath | None = Field(None, description="Where each question/answer is logged, PII masked. Default: $KOFIN_HOME/logs/ask.jsonl.")
+    audit_log: ResolvedPath | None = Field(None, description="Hash-chained audit log (question PII-masked, answer as sha256); `kofin audit verify` checks it. Default: $KOFIN_HOME/logs/ask.jsonl.")
 
 
 @dataclass
@@ -71,13 +73,15 @@ def load_users(path: Path | None) -> dict[str, tuple[str, ...]]:
     except (OSError, yaml.YAMLError) as err:
         raise KofinError(f"users_file {path}: cannot read it ({err})") from None
     users = data.get("users", data) if isinstance(data, dict) else None
+    if isinstance(users, list) and all(isinstance(u, dict) and "name" in u for u in users):
+        users = {u["name"]: list(u.get("groups") or []) for u in users}  # the chat's users file (serve/users.py)
     if not isinstance(users, dict) or not all(isinstance(g, list) for g in users.values()):
         raise KofinError(f"users_file {path}: expected `user: [group, ...]` lines, e.g. `kim: [branch, credit]`")
     return {str(u): tuple(str(g) for g in gs) for u, gs in users.items()}
 
 
 class Assistant:
-    """A loaded KB, retriever and backend; `ask` answers one question for one user."""
+    """A loaded KB, retriever and backend; `ask` answers one question for one user, `stream` as it goes."""
 
     def __init__(self, cfg: AskConfig):
         from kofin.serve.kb import load_kb
@@ -88,6 +92,15 @@ class Assistant:
         self.backend = make_backend(cfg.generation)
         self.users = load_users(cfg.users_file)
         self.audit_log = cfg.audit_log or default_audit_log()
+        self._swap = threading.Lock()
+
+    def reload_kb(self) -> None:
+        """Load the KB again (after an ingest); questions in flight finish on the one they started with."""
+        from kofin.serve.kb import load_kb
+
+        retriever = HybridRetriever(load_kb(self.cfg.kb), self.cfg.retrieval)
+        with self._swap:
+            self.retriever = retriever
 
     def groups_of(self, user: str | None) -> tuple[str, ...]:
         if user is None:
@@ -98,23 +111,41 @@ class Assistant:
         return self.users[user] + ("all",)
 
     def ask(self, question: str, user: str | None = None, top_k: int | None = None, on_token: Callable[[str], None] | None = None, qid: str | None = None) -> AskResult:
+        for kind, value in self.stream(question, user, top_k=top_k, qid=qid):
+            if kind == "delta" and on_token and self.backend is not None:
+                on_token(value)
+            elif kind == "done":
+                return value
+        raise AssertionError("Assistant.stream ended without a result")  # stream always ends with "done"
+
+    def stream(self, question: str, user: str | None = None, groups: tuple[str, ...] | None = None, top_k: int | None = None,
+               qid: str | None = None, channel: str = "ask") -> Iterator[tuple[str, object]]:
+        """("delta", text) pieces of the raw answer as they come, then ("done", AskResult) once verified.
+
+        `groups` (the chat passes the logged-in user's) replaces the users-file lookup; access
+        control is applied in retrieval, before anything is ranked.
+        """
         started = time.time()
-        groups = self.groups_of(user)
-        hits = self.retriever.search(question, groups, top_k or self.cfg.retrieval.top_k)
+        groups = tuple(groups) + ("all",) if groups is not None else self.groups_of(user)
+        with self._swap:
+            retriever = self.retriever
+        hits = retriever.search(question, groups, top_k or self.cfg.retrieval.top_k)
         sources = [Source(i, h) for i, h in enumerate(hits, 1)]
         result = AskResult(question, NO_ANSWER, [], backend=self.cfg.generation.backend, user=user, qid=qid)
-        if not hits or not relevant(self.retriever, question, hits, self.cfg.min_coverage):
+        if not hits or not relevant(retriever, question, hits, self.cfg.min_coverage):
             result.found = False
         else:
+            pieces = []
             if self.backend is None:
-                raw = extractive_answer(self.retriever, question, sources, self.cfg.max_sentences)
+                # Extractive answers are ready at once; sent line by line like generated text.
+                raw = extractive_answer(retriever, question, sources, self.cfg.max_sentences)
+                stream: Iterator[str] = iter(raw.splitlines(keepends=True))
             else:
-                pieces = []
-                for piece in self.backend.stream(build_messages(question, sources)):
-                    pieces.append(piece)
-                    if on_token:
-                        on_token(piece)
-                raw = "".join(pieces)
+                stream = self.backend.stream(build_messages(question, sources))
+            for piece in stream:
+                pieces.append(piece)
+                yield "delta", piece
+            raw = "".join(pieces)
             check = verify_citations(raw, [s.text for s in sources], self.cfg.min_support)
             result.answer = check.text or NO_ANSWER
             result.cited, result.removed_citations = check.cited, check.removed
@@ -122,13 +153,13 @@ class Assistant:
             result.found = result.answer != NO_ANSWER
         result.sources = [_source_json(s, s.number in result.cited) for s in sources] if result.found else []
         result.seconds = round(time.time() - started, 3)
-        write_audit(self.audit_log, {
-            "qid": qid, "user": user, "groups": list(groups), "question": question, "answer": result.answer,
-            "found": result.found, "sources": [s["chunk_id"] for s in result.sources], "cited": result.cited,
-            "removed_citations": result.removed_citations, "flagged": result.flagged, "backend": result.backend,
-            "seconds": result.seconds,
-        })
-        return result
+        write_audit(self.audit_log, audit_record(
+            user=user, question=question, answer=result.answer, retrieved=[h.chunk["chunk_id"] for h in hits],
+            cited=[sources[n - 1].hit.chunk["chunk_id"] for n in result.cited], backend=result.backend,
+            qid=qid, channel=channel, groups=list(groups), found=result.found, removed_citations=result.removed_citations,
+            flagged=result.flagged, seconds=result.seconds,
+        ))
+        yield "done", result
 
 
 def _source_json(src: Source, cited: bool) -> dict:

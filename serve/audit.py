@@ -1,25 +1,44 @@
-"""What kofin logs about questions and answers, with personal data masked first.
+"""The audit log: one PII-masked, hash-chained JSON line per answered question.
 
-Run as: a library; `kofin ask` appends one JSON line per question to the audit log and routes
-kofin's `logging` records through `PiiMaskingFilter`.
+Run as:
+    kofin audit verify runs/serve-demo/audit.jsonl     (exit 0 intact, 1 tampered, with the line)
 
-Bank staff paste customers' resident numbers, phones, cards and accounts into questions; none of
-that may reach a log. Masking uses kofin.data_ko.pii (the same scrubber as the training data).
+`kofin ask` and the chat append through `write_audit`; kofin's `logging` records go through
+`PiiMaskingFilter`. Bank staff paste customers' resident numbers, phones, cards and accounts into
+questions; none of that may reach a log, so the question is masked with kofin.data_ko.pii (the
+same scrubber as the training data) and the answer is stored only as its sha256.
+
+Tamper evidence: every line carries `seq`, `prev` (the previous line's `hash`; 64 zeros on the
+first line) and `hash` = sha256 of the line's canonical JSON without `hash`. Editing a line breaks
+its own hash, deleting or reordering lines breaks `seq`/`prev`, a torn last line is not JSON. A
+sidecar `<log>.head` holds the count and hash of the last line, so cutting whole lines off the end
+is caught too. A log from before the chain (no `.head`) is renamed `<log>.pre-chain-<time>` on the
+first write and a new chain starts. The chain makes tampering evident, not impossible: someone who can rewrite the
+whole file and its head can forge a consistent chain, so ship `verify`'s head hash to a store the
+server cannot rewrite (syslog, WORM) when that matters.
+
+Appends hold an exclusive `fcntl` lock on the log, so concurrent sessions and processes never
+interleave lines or fork the chain.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import logging
 import os
 import threading
 import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from kofin.data_ko.pii import scrub_pii
 
-_lock = threading.Lock()
+GENESIS = "0" * 64
+_thread_lock = threading.Lock()  # flock is per open file; this orders threads of one process too
 
 
 def mask(text: str) -> str:
@@ -49,16 +68,179 @@ def default_audit_log() -> Path:
     return home / "logs" / "ask.jsonl"
 
 
-def write_audit(path: Path, record: dict[str, Any]) -> None:
-    """Append one masked JSON line: question, answer and flagged sentences are scrubbed."""
+def canonical(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def line_hash(record: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical({k: v for k, v in record.items() if k != "hash"})).hexdigest()
+
+
+def answer_sha256(answer: str) -> str:
+    return hashlib.sha256(answer.encode("utf-8")).hexdigest()
+
+
+def audit_record(*, user: str | None, question: str, answer: str, retrieved: list[str], cited: list[str],
+                 backend: str, **extra: Any) -> dict[str, Any]:
+    """The fields every audit line has; `extra` (qid, groups, found, flagged, seconds...) is kept."""
+    return {"user": user, "question": question, "retrieved": retrieved, "cited": cited,
+            "answer_sha256": answer_sha256(answer), "backend": backend, **extra}
+
+
+def _masked(record: dict[str, Any]) -> dict[str, Any]:
     clean = dict(record)
-    for key in ("question", "answer"):
-        if isinstance(clean.get(key), str):
-            clean[key] = mask(clean[key])
+    if isinstance(clean.get("question"), str):
+        clean["question"] = mask(clean["question"])
     if clean.get("flagged"):
         clean["flagged"] = [dict(f, sentence=mask(f["sentence"])) for f in clean["flagged"]]
-    clean["time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    clean.pop("answer", None)  # only its hash is kept (answer_sha256)
+    return clean
+
+
+def _last_line(f) -> bytes:
+    """The file's last complete line (the log's tail, read backwards; the log can be large)."""
+    f.seek(0, os.SEEK_END)
+    end = f.tell()
+    block, data = 8192, b""
+    pos = end
+    while pos > 0:
+        step = min(block, pos)
+        pos -= step
+        f.seek(pos)
+        data = f.read(step) + data
+        if data.rstrip(b"\n").count(b"\n") >= 1:
+            break
+    lines = data.rstrip(b"\n").split(b"\n")
+    return lines[-1] if lines and lines[-1] else b""
+
+
+def write_audit(path: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """Append one masked, chained line (see the module docstring); returns the line as written."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(clean, ensure_ascii=False) + "\n"
-    with _lock, open(path, "a", encoding="utf-8") as f:  # one write per line: lines never interleave
-        f.write(line)
+    clean = _masked(record)
+    clean["time"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    with _thread_lock:
+        for _ in range(2):
+            with open(path, "a+b") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)
+                try:
+                    if _pre_chain(f) and not _head_path(path).exists():
+                        # A log written before the chain existed (no .head ever written beside it):
+                        # kept under another name, and a new chain starts. A chained log whose first
+                        # line lost its fields is not moved aside: `verify` must name that line.
+                        os.replace(path, path.with_name(f"{path.name}.pre-chain-{int(time.time())}"))
+                        continue
+                    _append(f, path, clean)
+                    return clean
+                finally:
+                    fcntl.flock(f, fcntl.LOCK_UN)
+    raise OSError(f"{path}: could not append to the audit log")  # only if it keeps being replaced under us
+
+
+def _pre_chain(f) -> bool:
+    f.seek(0)
+    first = f.readline()
+    try:
+        row = json.loads(first) if first.strip() else None
+    except ValueError:
+        return False
+    return isinstance(row, dict) and "seq" not in row and "hash" not in row
+
+
+def _append(f, path: Path, clean: dict[str, Any]) -> None:
+    last = _last_line(f)
+    prev, seq = GENESIS, 1
+    if last:
+        try:
+            tail = json.loads(last)
+            prev, seq = tail["hash"], int(tail["seq"]) + 1
+        except (ValueError, KeyError, TypeError):
+            # A torn or edited last line: keep appending (an audit log must not stop the
+            # service), chained from its bytes, so `verify` names the bad line.
+            prev, seq = hashlib.sha256(last).hexdigest(), -1
+    clean.update(seq=seq, prev=prev)
+    clean["hash"] = line_hash(clean)
+    f.seek(0, os.SEEK_END)
+    f.write(canonical(clean) + b"\n")
+    f.flush()
+    os.fsync(f.fileno())
+    _write_head(path, seq, clean["hash"])
+
+
+def _head_path(path: Path) -> Path:
+    return path.with_name(path.name + ".head")
+
+
+def _write_head(path: Path, seq: int, digest: str) -> None:
+    head = _head_path(path)
+    tmp = head.with_name(head.name + ".tmp")
+    tmp.write_text(json.dumps({"lines": seq, "hash": digest}) + "\n", encoding="utf-8")
+    os.replace(tmp, head)
+
+
+# ---------------------------------------------------------------- verify
+
+
+@dataclass
+class AuditCheck:
+    path: Path
+    lines: int = 0
+    head: str = GENESIS
+    bad_line: int | None = None  # 1-based line number of the first problem
+    problem: str = ""
+    head_checked: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.bad_line is None and not self.problem
+
+    def summary(self) -> str:
+        if not self.ok:
+            where = f"line {self.bad_line}: " if self.bad_line else ""
+            return f"{self.path}: TAMPERED — {where}{self.problem}"
+        head = "matches its .head file" if self.head_checked else "no .head file to compare the end against"
+        return f"{self.path}: intact — {self.lines} lines, chain head {self.head} ({head})"
+
+
+def verify_audit(path: Path) -> AuditCheck:
+    """Walk the chain; the first line that breaks it is reported with what is wrong."""
+    path = Path(path)
+    check = AuditCheck(path)
+    raw = path.read_bytes()
+    if raw and not raw.endswith(b"\n"):
+        n = raw.count(b"\n") + 1
+        check.bad_line, check.problem = n, "the last line is cut off (no newline at its end): truncated or torn write"
+        return check
+    prev, expected_seq = GENESIS, 1
+    for n, line in enumerate(raw.split(b"\n")[:-1] if raw else [], 1):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            check.bad_line, check.problem = n, "not a JSON object (edited, or a torn write)"
+            return check
+        missing = [k for k in ("seq", "prev", "hash") if k not in record]
+        if missing:
+            check.bad_line, check.problem = n, f"no {', '.join(missing)} field (not a chained audit line)"
+            return check
+        if line_hash(record) != record["hash"]:
+            check.bad_line, check.problem = n, "its hash does not match its content (the line was edited)"
+            return check
+        if record["prev"] != prev or record["seq"] != expected_seq:
+            what = (f"it is entry {record['seq']} but entry {expected_seq} should come here"
+                    if record["seq"] != expected_seq else "its prev hash is not the previous line's hash")
+            check.bad_line, check.problem = n, f"{what} (a line before it was deleted, or lines were reordered)"
+            return check
+        prev, expected_seq = record["hash"], expected_seq + 1
+        check.lines = n
+    check.head = prev
+    head_file = _head_path(path)
+    if head_file.exists():
+        head = json.loads(head_file.read_text(encoding="utf-8"))
+        check.head_checked = True
+        if head.get("lines") != check.lines or head.get("hash") != prev:
+            check.problem = (f"{head_file.name} says {head.get('lines')} lines ending in {str(head.get('hash'))[:12]}…, "
+                             f"the log has {check.lines} ending in {prev[:12]}… (lines were cut off the end)")
+    return check

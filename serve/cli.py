@@ -1,9 +1,12 @@
-"""Command lines of `kofin ingest` and `kofin ask` (thin: parse, build the config, call the stage).
+"""Command lines of `kofin ingest`, `ask`, `serve` and `audit` (thin: parse, build the config, call the stage).
 
 Run as:
     kofin ingest --kb KB_DIR PATHS... [--remove PATH ...] [--rebuild] [--config YAML] [key.path=value ...]
     kofin ask --kb KB_DIR [--user U --users FILE] [--json] [--top-k K] "질문"
     kofin ask --kb KB_DIR --questions Q.jsonl --out A.jsonl
+    kofin serve --config configs/serve/demo.yaml [--check] [key.path=value ...]
+    kofin serve hash-password
+    kofin audit verify AUDIT.jsonl
 """
 
 from __future__ import annotations
@@ -156,3 +159,92 @@ def ask_cli(argv: list[str]) -> int:
                 print(f" {mark}[{s['n']}] {s['title']} — {s['section']}{page} ({s['id']})")
 
     return run_reporting_errors(prog, act)
+
+
+# ---------------------------------------------------------------- serve
+
+
+def serve_parser() -> argparse.ArgumentParser:
+    from kofin.serve.serve_config import ServeConfig
+
+    parser = argparse.ArgumentParser(
+        prog="kofin serve", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Serve the Gradio chat for bank staff: login, streamed cited answers, sources panel, "
+        "document admin, hash-chained audit log. `kofin serve hash-password` makes a password hash for the users list.",
+        epilog=config_help(ServeConfig),
+    )
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override a config key, e.g. server_port=7861")
+    parser.add_argument("--config", type=Path, metavar="YAML", help="serve config, e.g. configs/serve/demo.yaml")
+    parser.add_argument("--check", action="store_true", help="load the config, users and KB (building it if missing), then exit without serving")
+    return parser
+
+
+def serve_cli(argv: list[str]) -> int:
+    prog = "kofin serve"
+    if argv[:1] == ["hash-password"]:
+        return hash_password_cli(argv[1:])
+    args = serve_parser().parse_args(argv)
+    if not args.config:
+        print(f"{prog}: give --config YAML, e.g. --config configs/serve/demo.yaml", file=sys.stderr)
+        return 2
+    from kofin.serve.serve_config import ServeConfig
+
+    cfg = _load(ServeConfig, args, args.overrides, prog)
+
+    def act() -> None:
+        from kofin.serve.app import main, prepare
+
+        if args.check:
+            chat = prepare(cfg)
+            print(f"{prog}: ok — {chat.describe()}")
+            return
+        main(cfg)
+
+    return run_reporting_errors(prog, act)
+
+
+def hash_password_cli(argv: list[str]) -> int:
+    import getpass
+
+    from kofin.serve.users import hash_password
+
+    parser = argparse.ArgumentParser(prog="kofin serve hash-password", description="Print a salted scrypt hash for the `password_hash` of a chat user. "
+                                     "Reads the password twice from the terminal, or one line from standard input when piped.")
+    parser.parse_args(argv)
+    if sys.stdin.isatty():
+        password = getpass.getpass("비밀번호: ")
+        if getpass.getpass("비밀번호 확인: ") != password:
+            print("kofin serve hash-password: the two passwords differ; nothing printed", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if len(password) < 8:
+        print("kofin serve hash-password: use at least 8 characters", file=sys.stderr)
+        return 1
+    print(hash_password(password))
+    return 0
+
+
+# ---------------------------------------------------------------- audit
+
+
+def audit_cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="kofin audit", description="Check the hash-chained audit log written by `kofin ask` and `kofin serve`. "
+        "Exit 0 when intact; 1 with the first bad line and what is wrong (edited, deleted, reordered, truncated).",
+    )
+    sub = parser.add_subparsers(dest="action", required=True)
+    verify = sub.add_parser("verify", help="verify every line's hash and the chain")
+    verify.add_argument("path", type=Path, metavar="AUDIT.jsonl")
+    args = parser.parse_args(argv)
+    from kofin.serve.audit import verify_audit
+
+    if not args.path.is_file():
+        print(f"kofin audit: no such audit log: {args.path}", file=sys.stderr)
+        return 2
+    check = verify_audit(args.path)
+    if check.ok:
+        print(check.summary())
+        return 0
+    print(check.summary(), file=sys.stderr)
+    return 1

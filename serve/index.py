@@ -113,6 +113,9 @@ def char_vectorizer(vocabulary: dict[str, int] | None = None, idf: np.ndarray | 
 
 def build_chars(chunks: list[dict], cfg: IndexConfig, out: Path) -> None:
     vec = char_vectorizer(cfg=cfg)
+    if len(chunks) * cfg.char_max_df < 1:
+        # A KB of a few chunks (an admin's first upload): a share under one chunk would drop every n-gram.
+        vec.set_params(max_df=1.0)
     matrix = vec.fit_transform([index_text(c) for c in chunks])
     _save_csc(out / "chars.npz", matrix.tocsc())
     atomic_write_json(out / "chars_vocab.json", {k: int(v) for k, v in vec.vocabulary_.items()})

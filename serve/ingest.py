@@ -25,7 +25,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from kofin.config import ResolvedPath, StageConfig
+from kofin.config import KofinModel, ResolvedPath, StageConfig
 from kofin.errors import KofinError
 from kofin.rundir import atomic_write_json, atomic_write_text, is_complete, open_run, sha256_file
 from kofin.serve.chunking import ChunkingConfig, chunk_document
@@ -37,6 +37,11 @@ from kofin.data_ko.corpus import DocumentError
 SKIP_NAMES = {"readme.md"}  # folder notes, not knowledge (the bundled KB has one)
 
 
+class AccessRule(KofinModel):
+    path: ResolvedPath = Field(description="A file or folder; the rule covers every file under it.")
+    groups: list[str] = Field(min_length=1, description="Access groups of those files (`all`: everyone).")
+
+
 class IngestConfig(StageConfig):
     """`output_dir` is the knowledge-base folder (`--kb`)."""
 
@@ -44,6 +49,7 @@ class IngestConfig(StageConfig):
     remove: list[ResolvedPath] = Field(default_factory=list, description="Files or folders whose chunks are removed from the KB.")
     rebuild: bool = Field(False, description="Ignore the existing KB and ingest from scratch (also repairs a corrupted KB).")
     max_file_mb: float = Field(50.0, gt=0, description="Files larger than this are skipped and reported.")
+    access: list[AccessRule] = Field(default_factory=list, description="Access groups for files under a path, replacing their own front matter (the chat's admin uploads use this); a changed rule re-reads the file.")
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig, description="How documents are cut into chunks.")
     index: IndexConfig = Field(default_factory=IndexConfig, description="BM25, char n-gram and dense index settings.")
 
@@ -87,12 +93,13 @@ def main(cfg: IngestConfig) -> IngestReport:
             report.skipped.append((key, reason))
             continue
         digest = sha256_file(path)
-        if key in old_sources and old_sources[key]["sha256"] == digest:
+        forced = _forced_groups(path, cfg.access)
+        if key in old_sources and old_sources[key]["sha256"] == digest and old_sources[key].get("groups") == forced:
             report.unchanged.append(key)
             continue
         rel = path.relative_to(root).as_posix()
         try:
-            new = [_record(c, key) for doc in load_file(path, rel) for c in chunk_document(doc, cfg.chunking)]
+            new = [_record(c, key, forced) for doc in load_file(path, rel) for c in chunk_document(doc, cfg.chunking)]
         except (LoaderError, DocumentError) as err:
             report.skipped.append((key, str(err).removeprefix(f"{path}: ").removeprefix(f"{path}")))
             continue
@@ -103,6 +110,8 @@ def main(cfg: IngestConfig) -> IngestReport:
         (report.updated if key in old_sources else report.added).append(key)
         chunks_by_source[key] = new
         sources[key] = {"sha256": digest, "bytes": path.stat().st_size, "root": str(root), "documents": sorted({c["doc_id"] for c in new})}
+        if forced is not None:
+            sources[key]["groups"] = forced
 
     for key in list(sources):
         if _removed(key, sources[key], cfg, seen):
@@ -156,9 +165,17 @@ def _too_big_or_unknown(path: Path, max_mb: float) -> str:
     return ""
 
 
-def _record(chunk, source: str) -> dict:
+def _forced_groups(path: Path, rules: list[AccessRule]) -> list[str] | None:
+    """Groups of the most specific access rule covering `path` (None: the document's own)."""
+    covering = [r for r in rules if path == r.path or r.path in path.parents]
+    if not covering:
+        return None
+    return sorted(set(max(covering, key=lambda r: len(r.path.parts)).groups))
+
+
+def _record(chunk, source: str, forced: list[str] | None = None) -> dict:
     rec = asdict(chunk)
-    rec["groups"] = list(chunk.groups)
+    rec["groups"] = list(forced) if forced is not None else list(chunk.groups)
     rec["source"] = source
     return rec
 

@@ -125,3 +125,14 @@ def axolotl_sft_run(tmp_path_factory, tiny_data_run, axolotl_env) -> Path:
     cfg = load_config(SftConfig, ROOT / "configs" / "sft" / "tiny.yaml",
                       [f"output_dir={out}", f"datasets.0.path={tiny_data_run}", "training.max_steps=3", "training.save_steps=3"])
     return main(cfg, echo=False)
+
+
+@pytest.fixture(scope="session")
+def bundled_kb(tmp_path_factory) -> Path:
+    """The bundled 가람은행 knowledge base (data_ko/kb, with its restricted documents), built once."""
+    from kofin.serve.chunking import ChunkingConfig
+    from kofin.serve.ingest import IngestConfig, main
+
+    out = tmp_path_factory.mktemp("bundled") / "kb-demo"
+    main(IngestConfig(output_dir=out, inputs=[ROOT / "data_ko" / "kb"], chunking=ChunkingConfig(max_chars=900)))
+    return out

@@ -10,7 +10,7 @@ import pytest
 
 from kofin.cli import COMMANDS, EXIT_NOT_BUILT, main
 
-STAGES = ["data", "sft", "dpo", "merge", "eval", "ingest", "ask", "serve", "pipeline", "tiny"]
+STAGES = ["data", "sft", "dpo", "merge", "eval", "ingest", "ask", "serve", "audit", "pipeline", "tiny"]
 
 
 def run_kofin(*args: str, **kw) -> subprocess.CompletedProcess:
@@ -46,8 +46,12 @@ def _timed(fn, *args) -> float:
     return time.perf_counter() - t
 
 
-@pytest.mark.parametrize("stage", [n for n, c in COMMANDS.items() if c.module is None])
-def test_unbuilt_stage_says_so_and_fails(stage, capsys):
+def test_unbuilt_stage_says_so_and_fails(capsys, monkeypatch):
+    # Every stage is built now; the table still supports one that is not (a future stage).
+    from kofin.cli import Command
+
+    stage = "future"
+    monkeypatch.setitem(COMMANDS, stage, Command(None, "a stage that is not built", "issue #99"))
     assert main([stage, "--config", "x.yaml"]) == EXIT_NOT_BUILT
     err = capsys.readouterr().err
     assert "not built yet" in err and "nothing was run" in err

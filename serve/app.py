@@ -1,0 +1,171 @@
+"""`kofin serve`: the Gradio chat for bank staff.
+
+Run as:
+    kofin serve --config configs/serve/demo.yaml [server_port=7861 ...]
+
+One page, in Korean: log in (Gradio's login form, checked against salted scrypt hashes), ask, watch
+the cited answer stream in, open each cited passage in the sources panel. Admins get a second tab
+to upload documents into the knowledge base with access groups and to re-index. Every answer is
+appended to the hash-chained audit log.
+
+Offline and closed by construction: no `share`, the configured address only (127.0.0.1 by
+default), Gradio analytics off (kofin.offline), no run history, MCP, monitoring or server-side
+rendering, system fonts only (no Google Fonts), and every Gradio route that runs or describes
+an event (API info, config, queue, /call, uploads, files) needs the login cookie.
+"""
+
+# No `from __future__ import annotations`: Gradio finds the `gr.Request` parameter of a handler
+# by its real annotation object, and a string annotation would hide it (the user would be None).
+import os
+import socket
+from pathlib import Path
+
+from kofin.errors import KofinError
+from kofin.offline import apply_offline_env
+from kofin.serve.chat import AccessDenied, Chat, md_escape, prepare, sources_html
+from kofin.serve.serve_config import ServeConfig
+
+FONTS = ["Pretendard", "Noto Sans KR", "Noto Sans CJK KR", "Malgun Gothic", "Apple SD Gothic Neo", "sans-serif"]
+MONO = ["D2Coding", "Noto Sans Mono CJK KR", "monospace"]
+CSS = """
+.kofin-sources details { border: 1px solid var(--border-color-primary); border-radius: 6px; padding: 6px 10px; margin: 6px 0; }
+.kofin-sources summary { cursor: pointer; }
+.kofin-n { font-weight: 700; color: var(--color-accent); }
+.kofin-snippet { font-size: 0.9em; opacity: 0.85; margin-top: 4px; }
+.kofin-doc { font-size: 0.8em; opacity: 0.6; margin: 4px 0; }
+.kofin-text { white-space: pre-wrap; font-size: 0.92em; }
+.kofin-text mark { background: #fff2a8; }
+"""
+AUTH_MESSAGE = "가람은행 업무 도우미 — 직원 계정으로 로그인하세요."
+
+
+def _gradio():
+    apply_offline_env()  # GRADIO_ANALYTICS_ENABLED=False before gradio is imported
+    import gradio as gr
+
+    return gr
+
+
+def build_app(chat: Chat):
+    gr = _gradio()
+
+    def whoami(request: gr.Request):
+        user = chat.users.get(request.username if request else None)
+        if user is None:
+            return "로그인이 필요합니다.", gr.update(visible=False)
+        groups = ", ".join(user.groups) or "(공개 문서만)"
+        role = " · 관리자" if user.admin else ""
+        return f"**{user.name}** 님{role} · 열람 그룹: {groups} · [로그아웃](/logout)", gr.update(visible=user.admin)
+
+    def respond(message: str, history: list, request: gr.Request):
+        history = list(history or [])
+        if not (message or "").strip():
+            yield history, message, gr.skip()
+            return
+        history += [{"role": "user", "content": md_escape(message)}, {"role": "assistant", "content": "…"}]
+        yield history, "", '<div class="kofin-sources kofin-empty">답변을 찾는 중입니다…</div>'
+        final = None
+        try:
+            for text, final in chat.answer(message, request.username if request else None):
+                history[-1] = {"role": "assistant", "content": text}
+                yield history, "", sources_html(final) if final is not None else gr.skip()
+            if final is None:  # refused before answering (too long): no sources to wait for
+                yield history, "", sources_html(None)
+        except AccessDenied as err:
+            raise gr.Error(str(err)) from None
+        except KofinError as err:
+            raise gr.Error(f"답변하지 못했습니다: {err}") from None
+
+    def upload(files: list | None, groups: list[str], request: gr.Request):
+        try:
+            pairs = [(Path(f), Path(f).name) for f in files or []]
+            status = chat.upload(pairs, groups or [], request.username if request else None)
+        except AccessDenied as err:
+            raise gr.Error(str(err)) from None
+        except KofinError as err:
+            status = f"색인하지 못했습니다: {err}"
+        return status, chat.uploaded(), None
+
+    def reindex(request: gr.Request):
+        try:
+            status = chat.reindex(request.username if request else None)
+        except AccessDenied as err:
+            raise gr.Error(str(err)) from None
+        except KofinError as err:
+            status = f"색인하지 못했습니다: {err}"
+        return status, chat.uploaded()
+
+    with gr.Blocks(title=chat.cfg.title, analytics_enabled=False) as demo:
+        with gr.Row():
+            gr.Markdown(f"## {chat.cfg.title}")
+            who = gr.Markdown(elem_id="kofin-user")
+        gr.Markdown(chat.backend_notice(), elem_id="kofin-backend")
+        with gr.Tabs():
+            with gr.Tab("질문하기", id="chat"):
+                with gr.Row():
+                    with gr.Column(scale=3):
+                        chatbot = gr.Chatbot(label="답변", elem_id="kofin-chat", height=460, buttons=["copy"],
+                                             latex_delimiters=[], feedback_options=None, allow_file_downloads=False)
+                        box = gr.Textbox(label="질문", placeholder="예: 정기예금을 만기 전에 해지하면 이자는?", elem_id="kofin-question", lines=2)
+                        send = gr.Button("질문하기", variant="primary", elem_id="kofin-send")
+                        gr.Examples(examples=[[q] for q in chat.cfg.examples], inputs=[box], label="예시 질문")
+                    with gr.Column(scale=2):
+                        sources = gr.HTML('<div class="kofin-sources kofin-empty">질문하면 인용된 출처가 여기에 표시됩니다.</div>',
+                                          label="출처", elem_id="kofin-sources")
+            with gr.Tab("문서 관리", id="admin", visible=False) as admin_tab:
+                gr.Markdown(f"문서를 올리면 지식베이스에 바로 색인됩니다. 허용 형식: {', '.join(chat.cfg.uploads.types)} · 최대 {chat.cfg.uploads.max_file_mb:g} MB")
+                files = gr.File(label="문서", file_count="multiple", type="filepath", file_types=list(chat.cfg.uploads.types), elem_id="kofin-upload")
+                groups = gr.CheckboxGroup(choices=list(chat.cfg.uploads.groups), label="열람 그룹", elem_id="kofin-groups")
+                with gr.Row():
+                    upload_btn = gr.Button("올리고 색인하기", variant="primary", elem_id="kofin-upload-btn")
+                    reindex_btn = gr.Button("전체 다시 색인", elem_id="kofin-reindex")
+                status = gr.Markdown(elem_id="kofin-admin-status")
+                listing = gr.Markdown(elem_id="kofin-uploaded")
+
+        demo.load(whoami, outputs=[who, admin_tab], api_visibility="private")
+        # "undocumented": callable by logged-in clients, but not described in the API schema that
+        # Gradio also embeds in the (anonymous) login page.
+        send.click(respond, [box, chatbot], [chatbot, box, sources], api_name="ask", api_visibility="undocumented")
+        box.submit(respond, [box, chatbot], [chatbot, box, sources], api_visibility="private")
+        upload_btn.click(upload, [files, groups], [status, listing, files], api_name="upload", api_visibility="undocumented")
+        reindex_btn.click(reindex, None, [status, listing], api_name="reindex", api_visibility="undocumented")
+        demo.load(lambda: chat.uploaded(), outputs=[listing], api_visibility="private")
+    demo.queue(default_concurrency_limit=chat.cfg.concurrency_limit, max_size=chat.cfg.queue_size, api_open=False)
+    return demo
+
+
+def launch_options(chat: Chat) -> dict:
+    gr = _gradio()
+    theme = gr.themes.Default(font=FONTS, font_mono=MONO)
+    return dict(
+        auth=chat.users.check, auth_message=AUTH_MESSAGE, share=False, server_name=chat.cfg.server_name,
+        server_port=chat.cfg.server_port, show_error=False, footer_links=[], run_history=False, enable_monitoring=False,
+        mcp_server=False, ssr_mode=False, pwa=False, max_file_size=int(chat.cfg.uploads.max_file_mb * 2**20), theme=theme, css=CSS,
+        allowed_paths=[], quiet=True, inbrowser=False,
+    )
+
+
+def check_port(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a closed server's TIME_WAIT is no conflict
+        try:
+            s.bind((host, port))
+        except OSError as err:
+            raise KofinError(f"server_port {port} on {host} is not free ({err.strerror}); stop the other server or set server_port=<another port>") from None
+
+
+def start(chat: Chat, block: bool = True):
+    """Launch the page; with block=False returns (app, url) and serves from a thread (tests, benchmarks)."""
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(chat.cfg.output_dir / "gradio-tmp"))  # uploads staged in the serve dir
+    check_port(chat.cfg.server_name, chat.cfg.server_port)
+    demo = build_app(chat)
+    demo.launch(prevent_thread_lock=not block, **launch_options(chat))
+    return demo
+
+
+def main(cfg: ServeConfig) -> None:
+    check_port(cfg.server_name, cfg.server_port)  # before the KB build: say it at once
+    chat = prepare(cfg)
+    print(f"kofin serve: {chat.describe()}")
+    print(f"kofin serve: http://{cfg.server_name}:{cfg.server_port}  (Ctrl+C to stop)", flush=True)
+    start(chat, block=True)

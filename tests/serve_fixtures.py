@@ -1,0 +1,58 @@
+"""Helpers for the chat tests: the demo config with scratch paths, a running app on a free port,
+and the text of documents a user may not read (to prove it never reaches them)."""
+
+from __future__ import annotations
+
+import socket
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "configs" / "serve" / "demo.yaml"
+PASSWORDS = {"teller": "teller-demo-1", "compliance": "comply-demo-1", "admin": "admin-demo-1"}
+# Asked by the tests: answered from the compliance-only STR procedure for a compliance user.
+RESTRICTED_QUESTION = "의심거래 내부보고서는 누가 작성하고 보고 여부는 누가 최종 결정하나요?"
+RESTRICTED_DOC = "procedure/str-internal-procedure.md"
+OPEN_QUESTION = "정기예금을 만기 전에 해지하면 이자는 어떻게 되나요?"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def demo_config(kb: Path, out: Path, *overrides: str):
+    from kofin.config import load_config
+    from kofin.serve.serve_config import ServeConfig
+
+    return load_config(ServeConfig, DEMO, [f"kb={kb}", f"output_dir={out}", f"server_port={free_port()}", *overrides])
+
+
+@contextmanager
+def running_app(cfg):
+    """The chat serving from a thread on cfg's port; closed on exit."""
+    from kofin.serve.app import start
+    from kofin.serve.chat import prepare
+
+    chat = prepare(cfg)
+    demo = start(chat, block=False)
+    try:
+        yield chat, f"http://127.0.0.1:{cfg.server_port}"
+    finally:
+        demo.close()
+
+
+def restricted_sentences(kb_path: Path, groups: list[str]) -> list[str]:
+    """Sentences (20+ chars) of chunks outside `groups` that no chunk inside them also contains."""
+    from kofin.serve.kb import read_chunks
+    from kofin.serve.korean import split_sentences
+
+    chunks = read_chunks(kb_path)
+    allowed = set(groups) | {"all"}
+    readable = "\n".join(c["text"] for c in chunks if set(c["groups"]) & allowed)
+    out = []
+    for c in chunks:
+        if not set(c["groups"]) & allowed:
+            out += [s for s in split_sentences(c["text"]) if len(s) >= 20 and s not in readable]
+    return out

@@ -1,0 +1,297 @@
+"""The chat server: login on every API route, access control through chat / sources / API,
+streaming, the audit log, users, config errors, and the serve CLI. (The browser test is
+test_serve_browser.py; uploads are test_serve_uploads.py.)"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import pytest
+
+from serve_fixtures import (
+    DEMO, OPEN_QUESTION, PASSWORDS, RESTRICTED_DOC, RESTRICTED_QUESTION, demo_config,
+    restricted_sentences, running_app,
+)
+
+
+@pytest.fixture(scope="module")
+def app(bundled_kb, tmp_path_factory):
+    cfg = demo_config(bundled_kb, tmp_path_factory.mktemp("serve") / "serve")
+    with running_app(cfg) as (chat, url):
+        yield chat, url
+
+
+def _client(url: str, user: str):
+    from gradio_client import Client
+
+    return Client(url + "/", auth=(user, PASSWORDS[user]), verbose=False)
+
+
+def _answer_text(history: list) -> str:
+    content = history[-1]["content"]
+    return content if isinstance(content, str) else " ".join(p.get("text", "") for p in content)
+
+
+def _http(url: str, method: str = "GET", body: dict | None = None, headers: dict | None = None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode("utf-8", "replace")
+
+
+# ---------------------------------------------------------------- login
+
+
+PROTECTED = [
+    ("GET", "/config"), ("GET", "/gradio_api/info"), ("GET", "/gradio_api/openapi.json"),
+    ("GET", "/gradio_api/queue/data?session_hash=abc"), ("GET", "/gradio_api/upload_progress?upload_id=x"),
+    ("GET", "/gradio_api/file=/etc/passwd"), ("GET", "/gradio_api/call/ask/xyz"),
+    ("POST", "/gradio_api/queue/join"), ("POST", "/gradio_api/call/ask"), ("POST", "/gradio_api/call/upload"),
+    ("POST", "/gradio_api/call/reindex"), ("POST", "/gradio_api/run/ask"), ("POST", "/gradio_api/api/ask"),
+    ("POST", "/gradio_api/upload"),
+]
+
+
+@pytest.mark.parametrize("method,path", PROTECTED, ids=[p for _, p in PROTECTED])
+def test_api_routes_refuse_anonymous_requests(app, method, path):
+    _, url = app
+    body = {"data": [RESTRICTED_QUESTION, []], "fn_index": 0, "session_hash": "abc"} if method == "POST" else None
+    status, text = _http(url + path, method, body)
+    assert status in (401, 403), f"{method} {path} answered {status} without login: {text[:200]}"
+    assert "STR" not in text and "Not authenticated" in text
+
+
+def test_wrong_password_gets_no_session(app):
+    from gradio_client import Client
+
+    _, url = app
+    with pytest.raises(Exception, match="(?i)login|auth|401|credentials"):
+        Client(url + "/", auth=("teller", "wrong-password"), verbose=False)
+    req = urllib.request.Request(url + "/login", data=b"username=teller&password=wrong", method="POST",
+                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=30)
+    assert err.value.code in (400, 401) and "access-token" not in str(err.value.headers.get("set-cookie"))
+    req = urllib.request.Request(url + "/login", data=b"username=teller&password=teller-demo-1", method="POST",
+                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.status == 200 and "access-token" in r.headers.get("set-cookie", "")
+
+
+def test_login_then_api_answers_with_citations_and_streams(app):
+    chat, url = app
+    client = _client(url, "teller")
+    job = client.submit(OPEN_QUESTION, [], api_name="/ask")
+    updates = [out for out in job]
+    history, box, sources = job.result()
+    text = _answer_text(history)
+    assert re.search(r"\\?\[1\\?\]", text) and "중도해지이율" in text
+    assert len(updates) >= 3, "the answer should arrive in several streamed updates"
+    assert box == "" and "kofin-cited" in sources and "<mark>" in sources and "garam-smart-term-deposit" in sources
+
+
+def test_audit_log_records_chat_answers_and_stays_verifiable(app):
+    from kofin.serve.audit import verify_audit
+
+    chat, url = app
+    before = verify_audit(chat.cfg.audit_path).lines if chat.cfg.audit_path.exists() else 0
+    _client(url, "compliance").predict("주민번호 900101-1234567 고객의 " + RESTRICTED_QUESTION, [], api_name="/ask")
+    check = verify_audit(chat.cfg.audit_path)
+    assert check.ok and check.lines == before + 1
+    last = json.loads(chat.cfg.audit_path.read_text(encoding="utf-8").splitlines()[-1])
+    assert last["user"] == "compliance" and last["channel"] == "chat" and last["backend"] == "extractive"
+    assert "900101-1234567" not in last["question"] and "[주민등록번호]" in last["question"]
+    assert any(c.startswith(RESTRICTED_DOC) for c in last["cited"]) and len(last["answer_sha256"]) == 64
+    assert set(last["cited"]) <= set(last["retrieved"])
+
+
+# ---------------------------------------------------------------- access control
+
+
+def test_restricted_document_reaches_its_group(app, bundled_kb):
+    _, url = app
+    history, _, sources = _client(url, "compliance").predict(RESTRICTED_QUESTION, [], api_name="/ask")
+    assert RESTRICTED_DOC in sources
+    # The leak check below would see it: the compliance user gets sentences a teller may not.
+    assert [s for s in restricted_sentences(bundled_kb, ["branch"]) if s in sources]
+
+
+def test_restricted_document_never_reaches_a_user_outside_its_group(app, bundled_kb):
+    chat, url = app
+    secret = restricted_sentences(bundled_kb, ["branch"])
+    assert len(secret) > 20  # the compliance and credit documents are there to be kept out
+    # Through the API, as the page calls it.
+    history, _, sources = _client(url, "teller").predict(RESTRICTED_QUESTION, [], api_name="/ask")
+    seen = json.dumps(history, ensure_ascii=False) + sources
+    assert RESTRICTED_DOC not in seen and "edd-high-risk" not in seen
+    assert not [s for s in secret if s in seen or s in seen.replace("\\", "")]
+    # Through the chat itself, every streamed step included.
+    steps = list(chat.answer(RESTRICTED_QUESTION, "teller"))
+    result = steps[-1][1]
+    assert all(src["id"] != RESTRICTED_DOC for src in result.sources)
+    assert not [s for s in secret if any(s in text for text, _ in steps)]
+
+
+def test_the_user_comes_from_the_session_not_the_request_body(app):
+    _, url = app
+    client = _client(url, "teller")
+    deps = {d.get("api_name"): d for d in client.config["dependencies"]}
+    types = {c["id"]: c["type"] for c in client.config["components"]}
+    assert [types[i] for i in deps["ask"]["inputs"]] == ["textbox", "chatbot"]  # the question and history: no user or groups to forge
+    assert not deps["reindex"]["inputs"] and {"upload", "reindex"} <= set(deps)
+
+
+def test_the_anonymous_login_page_describes_no_endpoint(app):
+    _, url = app
+    status, page = _http(url + "/")
+    assert status == 200 and '"auth_required":true' in page
+    assert '"/ask"' not in page and '"/upload"' not in page and '"components":[]' in page
+
+
+def test_admin_actions_are_refused_for_staff_on_the_server(app):
+    chat, url = app
+    client = _client(url, "teller")
+    with pytest.raises(Exception, match="관리자만"):
+        client.predict(api_name="/reindex")
+    assert not chat.cfg.upload_dir.exists()
+
+
+# ---------------------------------------------------------------- users and config
+
+
+def test_password_hashes_check_and_unknown_users_fail():
+    from kofin.serve.users import User, UserRegistry, check_password, hash_password
+
+    stored = hash_password("s3cret-pass")
+    assert stored.startswith("scrypt$") and "s3cret-pass" not in stored and stored != hash_password("s3cret-pass")
+    assert check_password("s3cret-pass", stored) and not check_password("s3cret-pasS", stored)
+    reg = UserRegistry([User(name="김대리", password_hash=stored, groups=["branch"])])
+    assert reg.check("김대리", "s3cret-pass") and not reg.check("김대리", "x") and not reg.check("nobody", "s3cret-pass")
+
+
+def test_a_plain_password_in_the_users_file_is_an_error_naming_the_line(tmp_path):
+    from kofin.config import ConfigError, load_config
+    from kofin.serve.serve_config import ServeConfig
+
+    users = tmp_path / "users.yaml"
+    users.write_text("users:\n  - name: kim\n    password_hash: hunter22\n    groups: [branch]\n", encoding="utf-8")
+    from kofin.serve.users import UserRegistry
+
+    with pytest.raises(ConfigError, match=r"users.yaml:3 .*password_hash.*hash-password"):
+        UserRegistry.load([], users)
+    with pytest.raises(ConfigError, match="no users"):
+        load_config(ServeConfig, None, [f"kb={tmp_path}", f"output_dir={tmp_path}"])
+
+
+def test_missing_kb_without_build_source_is_explained(tmp_path):
+    from kofin.errors import KofinError
+    from kofin.serve.chat import prepare
+
+    cfg = demo_config(tmp_path / "nokb", tmp_path / "out", "build_from=[]")
+    with pytest.raises(KofinError, match=r"kofin ingest --kb .*build_from"):
+        prepare(cfg)
+
+
+def test_port_in_use_is_explained():
+    from kofin.errors import KofinError
+    from kofin.serve.app import check_port
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        with pytest.raises(KofinError, match=r"server_port \d+ on 127.0.0.1 is not free.*server_port="):
+            check_port("127.0.0.1", s.getsockname()[1])
+
+
+def test_serve_cli_help_check_and_hash_password(bundled_kb, tmp_path):
+    kofin = [sys.executable, "-m", "kofin.cli"]
+    out = subprocess.run(kofin + ["serve", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "server_port" in out.stdout and "users_file" in out.stdout and "hash-password" in out.stdout
+    out = subprocess.run(kofin + ["serve", "--config", str(DEMO), "--check", f"kb={bundled_kb}", f"output_dir={tmp_path}"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "63 documents" in out.stdout and "3 users" in out.stdout
+    out = subprocess.run(kofin + ["serve", "hash-password"], input="long-enough-pw\n", capture_output=True, text=True)
+    from kofin.serve.users import check_password
+
+    assert out.returncode == 0 and check_password("long-enough-pw", out.stdout.strip())
+    out = subprocess.run(kofin + ["serve"], capture_output=True, text=True)
+    assert out.returncode == 2 and "--config" in out.stderr
+
+
+def test_demo_config_binds_loopback_and_stores_only_hashes():
+    from kofin.config import load_config
+    from kofin.serve.serve_config import ServeConfig
+    from kofin.serve.users import check_password
+
+    cfg = load_config(ServeConfig, DEMO)
+    assert cfg.server_name == "127.0.0.1" and cfg.server_port == 7860 and cfg.generation.backend == "extractive"
+    assert {u.name for u in cfg.users} == set(PASSWORDS) and [u.name for u in cfg.users if u.admin] == ["admin"]
+    assert "compliance" not in next(u for u in cfg.users if u.name == "teller").groups
+    for user in cfg.users:  # the printed demo passwords open exactly these hashes
+        assert check_password(PASSWORDS[user.name], user.password_hash)
+
+
+def test_kofin_ask_reads_the_chat_users_file(bundled_kb, tmp_path, capsys, monkeypatch):
+    from kofin.cli import main as kofin
+
+    monkeypatch.setenv("KOFIN_HOME", str(tmp_path / "home"))
+    users = tmp_path / "users.yaml"
+    users.write_text(DEMO.read_text(encoding="utf-8").split("users:\n", 1)[1].join(["users:\n", ""]), encoding="utf-8")
+    for user, expect in (("compliance", True), ("teller", False)):
+        assert kofin(["ask", "--kb", str(bundled_kb), "--users", str(users), "--user", user, "--json", RESTRICTED_QUESTION]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert any(s["id"] == RESTRICTED_DOC for s in out["sources"]) is expect
+    from kofin.serve.audit import verify_audit
+
+    assert verify_audit(tmp_path / "home" / "logs" / "ask.jsonl").lines == 2
+
+
+def test_an_overlong_question_is_refused_with_a_clear_state(app):
+    chat, url = app
+    history, _, sources = _client(url, "teller").predict("예금 " * (chat.cfg.max_question_chars // 2), [], api_name="/ask")
+    assert "질문이 너무 깁니다" in _answer_text(history) and "표시할 출처가 없습니다" in sources
+
+
+@pytest.mark.slow
+def test_twenty_simultaneous_sessions_all_get_answers(app):
+    """Behaviour, not speed (benchmarks/serve_concurrency.py measures the times): 20 logged-in
+    sessions released at once through the queue all get their own cited answer, and the audit
+    chain stays whole."""
+    import threading
+
+    from kofin.serve.audit import verify_audit
+
+    chat, url = app
+    questions = ["정기예금을 만기 전에 해지하면 이자는 어떻게 되나요?", "예금자보호 한도는 얼마인가요?", "신용카드를 분실했을 때 어떻게 해야 하나요?",
+                 "해외송금 한도와 필요한 서류는 무엇인가요?", "휴면예금은 어떻게 찾을 수 있나요?"]
+    clients = [_client(url, ("teller", "compliance", "admin")[i % 3]) for i in range(20)]
+    before = verify_audit(chat.cfg.audit_path).lines if chat.cfg.audit_path.exists() else 0
+    barrier, results, errors = threading.Barrier(20), [], []
+
+    def ask(i: int) -> None:
+        barrier.wait()
+        try:
+            history, _, sources = clients[i].predict(questions[i % len(questions)], [], api_name="/ask")
+            results.append((i, _answer_text(history), sources))
+        except Exception as err:  # noqa: BLE001 - collected and asserted below
+            errors.append(f"{i}: {err}")
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors and len(results) == 20
+    assert all(re.search(r"\\?\[\d\\?\]", text) and "kofin-cited" in sources for _, text, sources in results)
+    check = verify_audit(chat.cfg.audit_path)
+    assert check.ok and check.lines == before + 20

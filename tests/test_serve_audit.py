@@ -1,0 +1,139 @@
+"""The hash-chained audit log: masked questions, answer hashes, and `kofin audit verify` catching edits."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+from kofin.cli import main as kofin
+from kofin.serve.audit import GENESIS, answer_sha256, audit_record, verify_audit, write_audit
+
+
+def _log(path: Path, n: int = 4) -> Path:
+    for i in range(n):
+        write_audit(path, audit_record(user=f"user{i}", question=f"질문 {i} 주민번호 900101-1234567", answer=f"답변 {i} [1]",
+                                       retrieved=[f"doc#{i}", "doc#9"], cited=[f"doc#{i}"], backend="extractive"))
+    return path
+
+
+def test_lines_are_masked_hashed_and_chained(tmp_path):
+    log = _log(tmp_path / "audit.jsonl")
+    rows = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+    assert [r["seq"] for r in rows] == [1, 2, 3, 4]
+    assert rows[0]["prev"] == GENESIS and all(rows[i]["prev"] == rows[i - 1]["hash"] for i in range(1, 4))
+    assert "900101-1234567" not in log.read_text(encoding="utf-8") and "[주민등록번호]" in rows[0]["question"]
+    assert rows[2]["answer_sha256"] == answer_sha256("답변 2 [1]") and "answer" not in rows[2]
+    assert rows[1]["user"] == "user1" and rows[1]["retrieved"] == ["doc#1", "doc#9"] and rows[1]["cited"] == ["doc#1"]
+    assert rows[1]["backend"] == "extractive" and rows[1]["time"].endswith("Z")
+    check = verify_audit(log)
+    assert check.ok and check.lines == 4 and check.head == rows[-1]["hash"] and check.head_checked
+
+
+def _rewrite(log: Path, lines: list[str]) -> None:
+    log.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+def test_an_edited_line_is_named(tmp_path):
+    log = _log(tmp_path / "audit.jsonl")
+    lines = log.read_text(encoding="utf-8").splitlines()
+    row = json.loads(lines[2])
+    row["user"] = "someone-else"
+    lines[2] = json.dumps(row, ensure_ascii=False)
+    _rewrite(log, lines)
+    check = verify_audit(log)
+    assert not check.ok and check.bad_line == 3 and "edited" in check.problem
+
+
+def test_an_edit_that_recomputes_the_hash_breaks_the_next_line(tmp_path):
+    from kofin.serve.audit import canonical, line_hash
+
+    log = _log(tmp_path / "audit.jsonl")
+    lines = log.read_text(encoding="utf-8").splitlines()
+    row = json.loads(lines[1])
+    row["cited"] = []
+    row["hash"] = line_hash(row)
+    lines[1] = canonical(row).decode()
+    _rewrite(log, lines)
+    check = verify_audit(log)
+    assert not check.ok and check.bad_line == 3 and "prev hash" in check.problem
+
+
+def test_a_deleted_line_is_named(tmp_path):
+    log = _log(tmp_path / "audit.jsonl")
+    lines = log.read_text(encoding="utf-8").splitlines()
+    del lines[1]
+    _rewrite(log, lines)
+    check = verify_audit(log)
+    assert not check.ok and check.bad_line == 2 and "deleted" in check.problem
+
+
+def test_reordered_lines_are_named(tmp_path):
+    log = _log(tmp_path / "audit.jsonl")
+    lines = log.read_text(encoding="utf-8").splitlines()
+    lines[1], lines[2] = lines[2], lines[1]
+    _rewrite(log, lines)
+    check = verify_audit(log)
+    assert not check.ok and check.bad_line == 2 and "reordered" in check.problem
+
+
+def test_cut_off_lines_at_the_end_are_caught_by_the_head(tmp_path):
+    log = _log(tmp_path / "audit.jsonl")
+    lines = log.read_text(encoding="utf-8").splitlines()
+    _rewrite(log, lines[:-1])
+    check = verify_audit(log)
+    assert not check.ok and "cut off the end" in check.problem
+
+
+def test_a_truncated_last_line_is_named(tmp_path):
+    log = _log(tmp_path / "audit.jsonl")
+    raw = log.read_bytes()
+    log.write_bytes(raw[:-20])
+    check = verify_audit(log)
+    assert not check.ok and check.bad_line == 4 and "cut off" in check.problem
+
+
+def test_concurrent_writers_keep_one_chain(tmp_path):
+    log = tmp_path / "audit.jsonl"
+    threads = [threading.Thread(target=_log, args=(log, 10)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    check = verify_audit(log)
+    assert check.ok and check.lines == 80
+
+
+def test_cli_audit_verify_exit_codes(tmp_path, capsys):
+    log = _log(tmp_path / "audit.jsonl")
+    assert kofin(["audit", "verify", str(log)]) == 0
+    assert "intact — 4 lines" in capsys.readouterr().out
+    lines = log.read_text(encoding="utf-8").splitlines()
+    _rewrite(log, [lines[0], lines[2], lines[1], lines[3]])
+    assert kofin(["audit", "verify", str(log)]) == 1
+    err = capsys.readouterr().err
+    assert "line 2:" in err and "TAMPERED" in err
+    assert kofin(["audit", "verify", str(tmp_path / "missing.jsonl")]) == 2
+    assert "no such audit log" in capsys.readouterr().err
+
+
+def test_a_log_from_before_the_chain_is_kept_aside_and_a_new_chain_starts(tmp_path):
+    log = tmp_path / "ask.jsonl"
+    old = '{"user": "kim", "question": "예전 질문", "answer": "예전 답변", "time": "2026-11-01T09:00:00+0900"}\n'
+    log.write_text(old, encoding="utf-8")
+    _log(log, 2)
+    kept = list(tmp_path.glob("ask.jsonl.pre-chain-*"))
+    assert len(kept) == 1 and kept[0].read_text(encoding="utf-8") == old
+    check = verify_audit(log)
+    assert check.ok and check.lines == 2
+
+
+def test_a_chained_log_with_its_first_line_stripped_is_not_moved_aside(tmp_path):
+    log = _log(tmp_path / "audit.jsonl", 3)
+    lines = log.read_text(encoding="utf-8").splitlines()
+    lines[0] = json.dumps({"user": "someone", "question": "x"})
+    _rewrite(log, lines)
+    _log(log, 1)
+    assert not list(tmp_path.glob("*.pre-chain-*"))
+    check = verify_audit(log)
+    assert not check.ok and check.bad_line == 1
