@@ -76,14 +76,22 @@ def build_app(chat: Chat):
         except KofinError as err:
             raise gr.Error(f"답변하지 못했습니다: {err}") from None
 
+    def listing_for(request: gr.Request):
+        # The page loads this for everyone; only an admin may learn which documents exist for whom.
+        return chat.uploaded_for(request.username if request else None)
+
     def upload(files: list | None, groups: list[str], request: gr.Request):
+        pairs = [(Path(f), Path(f).name) for f in files or []]
         try:
-            pairs = [(Path(f), Path(f).name) for f in files or []]
             status = chat.upload(pairs, groups or [], request.username if request else None)
         except AccessDenied as err:
             raise gr.Error(str(err)) from None
         except KofinError as err:
             status = f"색인하지 못했습니다: {err}"
+        finally:
+            # Gradio's staged copy would otherwise outlive the upload, outside the KB's groups.
+            for staged, _ in pairs:
+                staged.unlink(missing_ok=True)
         return status, chat.uploaded(), None
 
     def reindex(request: gr.Request):
@@ -95,7 +103,8 @@ def build_app(chat: Chat):
             status = f"색인하지 못했습니다: {err}"
         return status, chat.uploaded()
 
-    with gr.Blocks(title=chat.cfg.title, analytics_enabled=False) as demo:
+    # delete_cache: Gradio's staged files (uploads, cached outputs) older than 10 min, every 10 min.
+    with gr.Blocks(title=chat.cfg.title, analytics_enabled=False, delete_cache=(600, 600)) as demo:
         with gr.Row():
             gr.Markdown(f"## {chat.cfg.title}")
             who = gr.Markdown(elem_id="kofin-user")
@@ -129,19 +138,24 @@ def build_app(chat: Chat):
         box.submit(respond, [box, chatbot], [chatbot, box, sources], api_visibility="private")
         upload_btn.click(upload, [files, groups], [status, listing, files], api_name="upload", api_visibility="undocumented")
         reindex_btn.click(reindex, None, [status, listing], api_name="reindex", api_visibility="undocumented")
-        demo.load(lambda: chat.uploaded(), outputs=[listing], api_visibility="private")
+        demo.load(listing_for, outputs=[listing], api_visibility="private")
     demo.queue(default_concurrency_limit=chat.cfg.concurrency_limit, max_size=chat.cfg.queue_size, api_open=False)
     return demo
 
 
 def launch_options(chat: Chat) -> dict:
+    from starlette.middleware import Middleware
+
+    from kofin.serve.guard import SessionGuard
+
     gr = _gradio()
     theme = gr.themes.Default(font=FONTS, font_mono=MONO)
     return dict(
-        auth=chat.users.check, auth_message=AUTH_MESSAGE, share=False, server_name=chat.cfg.server_name,
+        auth=chat.users.check_async, auth_message=AUTH_MESSAGE, share=False, server_name=chat.cfg.server_name,
         server_port=chat.cfg.server_port, show_error=False, footer_links=[], run_history=False, enable_monitoring=False,
         mcp_server=False, ssr_mode=False, pwa=False, max_file_size=int(chat.cfg.uploads.max_file_mb * 2**20), theme=theme, css=CSS,
         allowed_paths=[], quiet=True, inbrowser=False,
+        app_kwargs={"middleware": [Middleware(SessionGuard, users=chat.users)]},
     )
 
 

@@ -142,9 +142,19 @@ class Assistant:
                 stream: Iterator[str] = iter(raw.splitlines(keepends=True))
             else:
                 stream = self.backend.stream(build_messages(question, sources))
-            for piece in stream:
-                pieces.append(piece)
-                yield "delta", piece
+            try:
+                for piece in stream:
+                    pieces.append(piece)
+                    yield "delta", piece
+            except GeneratorExit:
+                # The client went away (closed the page, or Gradio's cancel) after part of the
+                # answer was sent: what was sent is still logged, marked as cut short.
+                write_audit(self.audit_log, audit_record(
+                    user=user, question=question, answer="".join(pieces), retrieved=[h.chunk["chunk_id"] for h in hits],
+                    cited=[], backend=result.backend, qid=qid, channel=channel, groups=list(groups), found=False,
+                    aborted=True, seconds=round(time.time() - started, 3),
+                ))
+                raise
             raw = "".join(pieces)
             check = verify_citations(raw, [s.text for s in sources], self.cfg.min_support)
             result.answer = check.text or NO_ANSWER

@@ -28,8 +28,10 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
 import time
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,8 +43,19 @@ GENESIS = "0" * 64
 _thread_lock = threading.Lock()  # flock is per open file; this orders threads of one process too
 
 
+# What kofin.data_ko.pii leaves because training data needs it precise (a card number must pass
+# Luhn there) but a log must not keep anyway: any 13-19 digit run (a mistyped card or account),
+# e-mail addresses and passport numbers. Full-width digits are folded first (NFKC).
+_LONG_NUMBER = re.compile(r"(?<![\d])\d(?:[ -]?\d){12,18}(?![\d])")
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_PASSPORT = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{1,2}\d{7,8}(?![0-9])")
+
+
 def mask(text: str) -> str:
-    return scrub_pii(text)[0]
+    text = scrub_pii(unicodedata.normalize("NFKC", text))[0]
+    text = _EMAIL.sub("[EMAIL]", text)
+    text = _LONG_NUMBER.sub("[NUMBER]", text)
+    return _PASSPORT.sub("[PASSPORT]", text)
 
 
 class PiiMaskingFilter(logging.Filter):
@@ -237,8 +250,18 @@ def verify_audit(path: Path) -> AuditCheck:
         check.lines = n
     check.head = prev
     head_file = _head_path(path)
+    if check.lines and not head_file.exists():
+        # Every chained write updates the head; without it, lines cut off the end go unseen.
+        check.problem = f"{head_file.name} is missing: lines may have been cut off the end (the writer always keeps it)"
+        return check
     if head_file.exists():
-        head = json.loads(head_file.read_text(encoding="utf-8"))
+        try:
+            head = json.loads(head_file.read_text(encoding="utf-8"))
+            if not isinstance(head, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            check.problem = f"{head_file.name} is not the JSON the writer keeps there (edited or damaged)"
+            return check
         check.head_checked = True
         if head.get("lines") != check.lines or head.get("hash") != prev:
             check.problem = (f"{head_file.name} says {head.get('lines')} lines ending in {str(head.get('hash'))[:12]}…, "

@@ -126,6 +126,12 @@ class Chat:
         skipped = "".join(f"\n- 건너뜀: {Path(p).name} — {why}" for p, why in report.skipped)
         return f"색인 완료: 문서 {report.documents}개, 조각 {report.chunks}개 (추가 {len(report.added)}, 변경 {len(report.updated)}, 삭제 {len(report.removed)}){skipped}"
 
+    def uploaded_for(self, username: str | None) -> str:
+        """The upload listing for an admin; nothing for anyone else (which documents exist for
+        which groups is itself restricted)."""
+        user = self.users.get(username)
+        return self.uploaded() if user is not None and user.admin else ""
+
     def uploaded(self) -> str:
         from kofin.serve.uploads import read_access
 

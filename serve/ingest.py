@@ -94,6 +94,8 @@ def main(cfg: IngestConfig) -> IngestReport:
             continue
         digest = sha256_file(path)
         forced = _forced_groups(path, cfg.access)
+        if forced is None:
+            forced = _upload_record_groups(path)
         if key in old_sources and old_sources[key]["sha256"] == digest and old_sources[key].get("groups") == forced:
             report.unchanged.append(key)
             continue
@@ -171,6 +173,20 @@ def _forced_groups(path: Path, rules: list[AccessRule]) -> list[str] | None:
     if not covering:
         return None
     return sorted(set(max(covering, key=lambda r: len(r.path.parts)).groups))
+
+
+UNASSIGNED = "unassigned-upload"  # a group no user is given: an unrecorded upload is visible to nobody
+
+
+def _upload_record_groups(path: Path) -> list[str] | None:
+    """Groups the chat's admin chose for a file in its upload folder (its access.json), also when
+    that folder is ingested by hand: a restricted upload must not fall back to its own (open)
+    groups. A file in such a folder without a record is closed to everyone."""
+    from kofin.serve.uploads import ACCESS_FILE, read_access
+
+    if not (path.parent / ACCESS_FILE).is_file():
+        return None
+    return sorted(set(read_access(path.parent).get(path.name) or [UNASSIGNED]))
 
 
 def _record(chunk, source: str, forced: list[str] | None = None) -> dict:

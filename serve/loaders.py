@@ -49,6 +49,8 @@ def load_file(path: Path, doc_id: str) -> list[LoadedDoc]:
         raise LoaderError(f"{path}: unknown format '{suffix or path.name}'; kofin reads {', '.join(SUFFIXES)}")
     if path.stat().st_size == 0:
         raise LoaderError(f"{path}: the file is empty")
+    if suffix in _ZIPPED:
+        check_unzipped_size(path)
     try:
         docs = reader(path, doc_id)
     except (LoaderError, DocumentError):
@@ -59,6 +61,25 @@ def load_file(path: Path, doc_id: str) -> list[LoadedDoc]:
     if not docs:
         raise LoaderError(f"{path}: no text found (a scanned PDF needs OCR first; an empty document has nothing to index)")
     return docs
+
+
+# DOCX and HWPX are zip archives: a few compressed kilobytes can unpack to gigabytes (a zip bomb),
+# so their unpacked size is checked from the archive's directory before any member is read.
+_ZIPPED = (".docx", ".hwpx")
+MAX_UNZIPPED_MB = 200
+MAX_ZIP_RATIO = 200  # office XML compresses ~5-20x; hundreds of times is a bomb, not a document
+
+
+def check_unzipped_size(path: Path, max_mb: float = MAX_UNZIPPED_MB) -> None:
+    try:
+        with zipfile.ZipFile(path) as z:
+            unpacked = sum(info.file_size for info in z.infolist())
+    except zipfile.BadZipFile:
+        raise LoaderError(f"{path}: not a readable {path.suffix[1:].upper()} file (not a zip archive)") from None
+    packed = max(path.stat().st_size, 1)
+    if unpacked > max_mb * 2**20 or unpacked / packed > MAX_ZIP_RATIO:
+        raise LoaderError(f"{path}: unpacks to {unpacked / 2**20:.0f} MB from {packed / 2**20:.2f} MB "
+                          f"(limits {max_mb:g} MB, {MAX_ZIP_RATIO}x); refused as a possible zip bomb")
 
 
 # ---------------------------------------------------------------- text formats

@@ -61,6 +61,13 @@ def check_content(src: Path, suffix: str, max_file_mb: float) -> None:
         head = f.read(8)
     if suffix in _MAGIC and not head.startswith(_MAGIC[suffix]):
         raise UploadRejected(f"파일 내용이 {suffix} 형식이 아닙니다 (확장자만 바꾼 파일은 받지 않습니다)")
+    if suffix in (".docx", ".hwpx"):
+        from kofin.serve.loaders import LoaderError, check_unzipped_size
+
+        try:
+            check_unzipped_size(src)
+        except LoaderError:
+            raise UploadRejected("압축을 풀면 지나치게 커지는 파일입니다 (zip bomb 의심). 받지 않습니다.") from None
     if suffix in _TEXT:
         try:
             src.read_bytes().decode("utf-8")

@@ -121,5 +121,12 @@ class UserRegistry:
         ok = check_password(password, user.password_hash if user else _DUMMY)
         return ok and user is not None
 
+    async def check_async(self, username: str, password: str) -> bool:
+        """`check` for Gradio's login route: scrypt (~60 ms) runs in a worker thread, so a burst
+        of login attempts cannot stall the event loop that streams every session's answers."""
+        import asyncio
+
+        return await asyncio.to_thread(self.check, username, password)
+
     def get(self, username: str | None) -> User | None:
         return self.users.get(username) if username else None

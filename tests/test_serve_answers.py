@@ -205,3 +205,24 @@ def test_cli_names_a_bad_questions_line(kb, tmp_path, capsys):
     questions.write_text('{"qid": "a", "question": "예금자보호 한도는?"}\n{"qid": "b"}\n', encoding="utf-8")
     assert kofin(["ask", "--kb", str(kb), "--questions", str(questions), "--out", str(tmp_path / "a.jsonl")]) == 1
     assert "q.jsonl:2" in capsys.readouterr().err and not (tmp_path / "a.jsonl").exists()
+
+
+def test_an_answer_cut_short_by_the_client_is_still_audited(kb, tmp_path):
+    from kofin.serve.audit import verify_audit
+
+    assistant = _assistant(kb, tmp_path)
+    stream = assistant.stream("정기예금을 만기 전에 해지하면 이자는 어떻게 되나요?", "staff", groups=())
+    kind, first = next(stream)
+    assert kind == "delta" and first.strip()
+    stream.close()  # what Gradio does when the browser leaves or cancel is pressed
+    lines = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(lines) == 1 and lines[0]["aborted"] is True and lines[0]["retrieved"]
+    assert verify_audit(tmp_path / "audit.jsonl").ok
+
+
+def test_log_masking_also_covers_mistyped_cards_emails_passports_and_full_width_digits():
+    from kofin.serve.audit import mask
+
+    text = mask("카드 1234-5678-9012-3456, hong@bank.co.kr, 여권 M12345678, ９００１０１－１２３４５６７, 제5조 100분의 70")
+    assert "1234-5678" not in text and "hong@" not in text and "M12345678" not in text and "９００１０１" not in text
+    assert "제5조 100분의 70" in text  # statute numbers are not PII

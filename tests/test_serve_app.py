@@ -295,3 +295,51 @@ def test_twenty_simultaneous_sessions_all_get_answers(app):
     assert all(re.search(r"\\?\[\d\\?\]", text) and "kofin-cited" in sources for _, text, sources in results)
     check = verify_audit(chat.cfg.audit_path)
     assert check.ok and check.lines == before + 20
+
+
+# ---------------------------------------------------------------- what Gradio's login leaves open (serve/guard.py)
+
+
+def _logged_in(url: str, user: str):
+    import http.cookiejar
+
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    form = f"username={user}&password={PASSWORDS[user]}".encode()
+    opener.open(urllib.request.Request(url + "/login", data=form, method="POST",
+                                       headers={"Content-Type": "application/x-www-form-urlencoded"}), timeout=30)
+
+    def call(path: str, method: str = "GET", headers: dict | None = None, data: bytes | None = None):
+        req = urllib.request.Request(url + path, data=data, method=method, headers=headers or {})
+        try:
+            with opener.open(req, timeout=30) as r:
+                return r.status, r.read().decode("utf-8", "replace")
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode("utf-8", "replace")
+
+    return call
+
+
+@pytest.mark.parametrize("method,path", [("POST", "/gradio_api/cancel"), ("GET", "/gradio_api/heartbeat/abc"),
+                                         ("GET", "/gradio_api/stream/abc")])
+def test_session_routes_gradio_leaves_open_need_a_login(app, method, path):
+    _, url = app
+    status, text = _http(url + path, method, {"session_hash": "abc", "event_id": "x", "fn_index": 0} if method == "POST" else None)
+    assert status == 401 and "Not authenticated" in text
+
+
+def test_deep_links_staff_uploads_and_other_origins_are_refused(app):
+    _, url = app
+    teller, admin = _logged_in(url, "teller"), _logged_in(url, "admin")
+    assert teller("/gradio_api/deep_link?session_hash=abc")[0] == 404  # would snapshot another session's chat
+    assert teller("/?deep_link=abcdef")[0] == 404
+    multipart = {"Content-Type": "multipart/form-data; boundary=x"}
+    body = b'--x\r\nContent-Disposition: form-data; name="files"; filename="a.md"\r\n\r\nhello\r\n--x--\r\n'
+    assert teller("/gradio_api/upload", "POST", multipart, body)[0] == 403
+    assert admin("/gradio_api/upload", "POST", multipart, body)[0] == 200
+    assert teller("/config", headers={"Origin": "https://evil.example"})[0] == 403
+    assert teller("/config", headers={"Origin": url})[0] == 200
+
+
+def test_only_admins_get_the_upload_listing(app):
+    chat, _ = app
+    assert chat.uploaded_for("admin").strip() and chat.uploaded_for("teller") == "" and chat.uploaded_for(None) == ""

@@ -137,3 +137,16 @@ def test_a_chained_log_with_its_first_line_stripped_is_not_moved_aside(tmp_path)
     assert not list(tmp_path.glob("*.pre-chain-*"))
     check = verify_audit(log)
     assert not check.ok and check.bad_line == 1
+
+
+def test_a_missing_or_damaged_head_file_is_not_intact(tmp_path):
+    log = _log(tmp_path / "audit.jsonl")
+    head = log.with_name(log.name + ".head")
+    assert head.exists() and verify_audit(log).ok
+    _rewrite(log, log.read_text(encoding="utf-8").splitlines()[:-1])
+    head.unlink()  # lines cut off the end and the head removed to hide it
+    check = verify_audit(log)
+    assert not check.ok and "missing" in check.problem
+    head.write_text("", encoding="utf-8")
+    check = verify_audit(log)
+    assert not check.ok and "not the JSON" in check.problem

@@ -156,7 +156,8 @@ def test_uploads_through_the_api_are_for_admins_and_keep_their_groups(tmp_path):
     src.write_text(SECRET_MD, encoding="utf-8")
     with running_app(cfg) as (chat, url):
         login = lambda user: Client(url + "/", auth=(user, PASSWORDS[user]), verbose=False)  # noqa: E731
-        with pytest.raises(Exception, match="관리자만"):
+        # Refused at Gradio's upload route already (serve/guard.py: 403); chat.upload checks again.
+        with pytest.raises(Exception, match="403|관리자만"):
             login("teller").predict([handle_file(str(src))], ["all"], api_name="/upload")
         assert not (cfg.upload_dir / src.name).exists()
         status, listing, _ = login("admin").predict([handle_file(str(src))], ["compliance"], api_name="/upload")
@@ -166,3 +167,31 @@ def test_uploads_through_the_api_are_for_admins_and_keep_their_groups(tmp_path):
         assert "셋째 주 목요일" in sources and src.name in sources
         history, _, sources = login("teller").predict(SECRET_Q, [], api_name="/ask")
         assert "셋째 주 목요일" not in sources + str(history) and src.name not in sources
+
+
+def test_a_zip_bomb_is_refused_before_it_is_unpacked(chat, tmp_path):
+    import zipfile
+
+    from kofin.serve.loaders import LoaderError, load_file
+
+    bomb = tmp_path / "bomb.hwpx"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("mimetype", "application/hwp+zip")
+        z.writestr("Contents/section0.xml", "<a>" + "가" * 4_000_000 + "</a>")  # 12 MB of XML, ~12 kB packed
+    status = chat.upload([(bomb, "bomb.hwpx")], ["all"], "admin")
+    assert "zip bomb" in status and not (chat.cfg.upload_dir / "bomb.hwpx").exists()
+    with pytest.raises(LoaderError, match="zip bomb"):
+        load_file(bomb, "bomb.hwpx")  # kofin ingest refuses it too
+
+
+def test_ingesting_the_upload_folder_by_hand_keeps_the_admins_groups(chat, tmp_path):
+    from kofin.serve.ingest import IngestConfig, main as ingest
+    from kofin.serve.kb import load_kb
+
+    src = tmp_path / "지침.md"
+    src.write_text(SECRET_MD, encoding="utf-8")
+    chat.upload([(src, src.name)], ["compliance"], "admin")
+    (chat.cfg.upload_dir / "stray.md").write_text("# 기록 없는 문서\n\n업로드 기록이 없는 파일입니다.\n", encoding="utf-8")
+    ingest(IngestConfig(output_dir=tmp_path / "kb2", inputs=[chat.cfg.upload_dir]))  # plain `kofin ingest`, no access rules
+    groups = {c["doc_id"]: c["groups"] for c in load_kb(tmp_path / "kb2").chunks}
+    assert groups["지침.md"] == ["compliance"] and groups["stray.md"] == ["unassigned-upload"]
