@@ -15,13 +15,9 @@ from kofin.config import KofinModel, ResolvedPath, StageConfig
 from kofin.offline import check_endpoint_host
 
 
-class EvalModel(KofinModel):
-    name: str = Field(description="Label in records, metrics.json and the report (e.g. base, sft, dpo, merged).",
-                      pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    path: ResolvedPath | None = Field(
-        None, description="A model folder (config.json + weights + tokenizer), a complete kofin run directory "
-        "holding one, or a kofin sft / dpo run (its LoRA adapter applied to the base it was trained on); "
-        "null = the embedded tiny model.")
+class Endpoint(KofinModel):
+    """Where a model is served instead of loaded: an OpenAI-compatible server (vLLM)."""
+
     endpoint: str | None = Field(
         None, description="OpenAI-compatible base URL (vLLM), e.g. http://127.0.0.1:8000/v1, instead of path.")
     served_model: str = Field("kofin", description="Model name sent to the endpoint (vLLM's --served-model-name).")
@@ -29,6 +25,15 @@ class EvalModel(KofinModel):
     allowed_hosts: list[str] = Field(
         default_factory=lambda: ["127.0.0.1", "localhost", "::1"],
         description="Hosts the endpoint may be on; kofin is offline by design, so add the bank's internal vLLM host here.")
+
+
+class EvalModel(Endpoint):
+    name: str = Field(description="Label in records, metrics.json and the report (e.g. base, sft, dpo, merged).",
+                      pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    path: ResolvedPath | None = Field(
+        None, description="A model folder (config.json + weights + tokenizer), a complete kofin run directory "
+        "holding one, or a kofin sft / dpo run (its LoRA adapter applied to the base it was trained on); "
+        "null = the embedded tiny model.")
     base: bool = Field(False, description="The reference model: forgetting deltas of the others are measured against it.")
 
     @model_validator(mode="after")
@@ -41,18 +46,11 @@ class EvalModel(KofinModel):
         return self
 
 
-class LlmJudge(KofinModel):
+class LlmJudge(Endpoint):
     """A causal LM that judges citation support: a local model folder or an OpenAI-compatible endpoint."""
 
     path: ResolvedPath | None = Field(
         None, description="Local model folder (config.json + weights + tokenizer) or a complete kofin run directory holding one.")
-    endpoint: str | None = Field(
-        None, description="OpenAI-compatible base URL (vLLM), e.g. http://127.0.0.1:8000/v1, instead of path.")
-    served_model: str = Field("kofin", description="Model name sent to the endpoint (vLLM's --served-model-name).")
-    api_key_env: str = Field("KOFIN_OPENAI_API_KEY", description="Environment variable holding the endpoint's API key.")
-    allowed_hosts: list[str] = Field(
-        default_factory=lambda: ["127.0.0.1", "localhost", "::1"],
-        description="Hosts the endpoint may be on; add the bank's internal vLLM host here.")
     max_new_tokens: int = Field(4, gt=0, description="Tokens generated for the verdict ('예' / '아니오' need one or two).")
 
     @model_validator(mode="after")

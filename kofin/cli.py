@@ -110,10 +110,11 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_NOT_BUILT
-    return _load(cmd.module)(rest)
+    return load_target(cmd.module)(rest)
 
 
-def _load(target: str) -> Callable[[list[str]], int]:
+def load_target(target: str) -> Callable:
+    """The object `pkg.module:name` names (a CLI function, a config model, a stage's main)."""
     module, _, func = target.partition(":")
     return getattr(importlib.import_module(module), func)
 

@@ -16,7 +16,6 @@ Stages never import each other; the runner, which is no stage, imports each one'
 
 from __future__ import annotations
 
-import importlib
 import json
 import time
 from dataclasses import dataclass
@@ -25,21 +24,22 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from kofin.cli import COMMANDS, load_target
 from kofin.config import ConfigError, KofinModel, ResolvedPath, _is_path_field, load_config
 from kofin.errors import KofinError
 from kofin.rundir import COMPLETE, MANIFEST, config_digest, is_complete, sha256_input
 
 StageName = Literal["tiny", "data", "sft", "dpo", "merge", "ingest", "eval"]
 
-# stage -> (config model, main function). The same models `kofin <stage> --config` validates.
-STAGES: dict[str, tuple[str, str]] = {
-    "tiny": ("kofin.tiny:TinyConfig", "kofin.tiny:build_tiny_model"),
-    "data": ("kofin.data_ko.config:DataConfig", "kofin.data_ko.run:main"),
-    "sft": ("kofin.training.sft_config:SftConfig", "kofin.training.sft:main"),
-    "dpo": ("kofin.training.dpo_config:DpoConfig", "kofin.training.dpo:main"),
-    "merge": ("kofin.merge.config:MergeConfig", "kofin.merge.run:main"),
-    "ingest": ("kofin.serve.ingest:IngestConfig", "kofin.serve.ingest:main"),
-    "eval": ("kofin.eval.config:EvalConfig", "kofin.eval.run:main"),
+# stage -> its main(cfg). Config models are the ones `kofin <stage> --config` validates (kofin.cli.COMMANDS).
+STAGE_MAINS: dict[str, str] = {
+    "tiny": "kofin.tiny:build_tiny_model",
+    "data": "kofin.data_ko.run:main",
+    "sft": "kofin.training.sft:main",
+    "dpo": "kofin.training.dpo:main",
+    "merge": "kofin.merge.run:main",
+    "ingest": "kofin.serve.ingest:main",
+    "eval": "kofin.eval.run:main",
 }
 # Keyword arguments that silence a stage's own progress output under `--quiet`.
 QUIET_KWARGS: dict[str, dict[str, bool]] = {"data": {"progress": False}, "sft": {"echo": False}, "dpo": {"progress": False}}
@@ -69,11 +69,6 @@ class PipelineConfig(KofinModel):
         return self
 
 
-def _load(spec: str):
-    module, attr = spec.split(":")
-    return getattr(importlib.import_module(module), attr)
-
-
 @dataclass
 class Planned:
     step: PipelineStep
@@ -84,7 +79,7 @@ class Planned:
 
 def step_config(step: PipelineStep, base_dir: Path, extra: list[str]) -> Any:
     """The stage config of one step: its YAML < the pipeline's `set:` < command-line overrides."""
-    model = _load(STAGES[step.stage][0])
+    model = load_target(COMMANDS[step.stage].config)
     overrides = []
     for key, value in step.set.items():
         keys = tuple(key.split("."))
@@ -171,7 +166,7 @@ def main(cfg: PipelineConfig, source: Path, *, overrides: list[str] = (), force:
         echo(f"{head}: running ({reason}) -> {p.output_dir}")
         started = time.perf_counter()
         try:
-            _load(STAGES[p.step.stage][1])(p.cfg, **(QUIET_KWARGS.get(p.step.stage, {}) if quiet else {}))
+            load_target(STAGE_MAINS[p.step.stage])(p.cfg, **(QUIET_KWARGS.get(p.step.stage, {}) if quiet else {}))
         except KofinError as err:
             alone = f"kofin tiny build {p.output_dir}" if p.step.stage == "tiny" else (
                 f"kofin {'data build' if p.step.stage == 'data' else p.step.stage} --config {p.step.config}")

@@ -118,10 +118,8 @@ class Chat:
         return self.ingest(rebuild=True)
 
     def ingest(self, rebuild: bool) -> str:
-        from kofin.serve.uploads import access_rules
-
         with self._ingest_lock:
-            report = build_kb(self.cfg, rebuild=rebuild, rules=access_rules(self.cfg.upload_dir))
+            report = build_kb(self.cfg, rebuild=rebuild)
             self.assistant.reload_kb()
         skipped = "".join(f"\n- 건너뜀: {Path(p).name} — {why}" for p, why in report.skipped)
         return f"색인 완료: 문서 {report.documents}개, 조각 {report.chunks}개 (추가 {len(report.added)}, 변경 {len(report.updated)}, 삭제 {len(report.removed)}){skipped}"
@@ -141,20 +139,19 @@ class Chat:
         return "\n".join(f"- {md_escape(name)} — 열람 그룹: {', '.join(groups)}" for name, groups in sorted(access.items()))
 
 
-def build_kb(cfg: ServeConfig, rebuild: bool = False, rules: list[dict] | None = None):
-    """Ingest `build_from` plus the uploaded files (with their groups) into `cfg.kb`."""
+def build_kb(cfg: ServeConfig, rebuild: bool = False):
+    """Ingest `build_from` plus the uploaded files into `cfg.kb` (ingest reads their groups from the
+    upload folder's access.json)."""
     from kofin.serve.ingest import IngestConfig, main as ingest
+    from kofin.serve.uploads import recorded_uploads
 
-    uploads = [Path(r["path"]) for r in rules or [] if Path(r["path"]).is_file()]
-    icfg = IngestConfig(output_dir=cfg.kb, inputs=[*cfg.build_from, *uploads], rebuild=rebuild, access=rules or [],
+    icfg = IngestConfig(output_dir=cfg.kb, inputs=[*cfg.build_from, *recorded_uploads(cfg.upload_dir)], rebuild=rebuild,
                         chunking=cfg.chunking, index=cfg.index, max_file_mb=max(cfg.uploads.max_file_mb, 50.0))
     return ingest(icfg)
 
 
 def prepare(cfg: ServeConfig) -> Chat:
     """Users, KB (built from `build_from` when missing) and the assistant: everything but the page."""
-    from kofin.serve.uploads import access_rules
-
     users = UserRegistry.load(cfg.users, cfg.users_file)
     if not is_complete(cfg.kb):
         if not cfg.build_from:
@@ -163,7 +160,7 @@ def prepare(cfg: ServeConfig) -> Chat:
         missing = [str(p) for p in cfg.build_from if not p.exists()]
         if missing:
             raise KofinError(f"build_from: {', '.join(missing)} not found; the KB {cfg.kb} cannot be built")
-        build_kb(cfg, rules=access_rules(cfg.upload_dir))
+        build_kb(cfg)
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     ask = AskConfig(kb=cfg.kb, retrieval=cfg.retrieval, generation=cfg.generation, min_coverage=cfg.min_coverage,
                     min_support=cfg.min_support, max_sentences=cfg.max_sentences, audit_log=cfg.audit_path)

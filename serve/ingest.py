@@ -25,7 +25,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from kofin.config import KofinModel, ResolvedPath, StageConfig
+from kofin.config import ResolvedPath, StageConfig
 from kofin.errors import KofinError
 from kofin.rundir import atomic_write_json, atomic_write_text, is_complete, open_run, sha256_file
 from kofin.serve.chunking import ChunkingConfig, chunk_document
@@ -37,11 +37,6 @@ from kofin.data_ko.corpus import DocumentError
 SKIP_NAMES = {"readme.md"}  # folder notes, not knowledge (the bundled KB has one)
 
 
-class AccessRule(KofinModel):
-    path: ResolvedPath = Field(description="A file or folder; the rule covers every file under it.")
-    groups: list[str] = Field(min_length=1, description="Access groups of those files (`all`: everyone).")
-
-
 class IngestConfig(StageConfig):
     """`output_dir` is the knowledge-base folder (`--kb`)."""
 
@@ -49,7 +44,6 @@ class IngestConfig(StageConfig):
     remove: list[ResolvedPath] = Field(default_factory=list, description="Files or folders whose chunks are removed from the KB.")
     rebuild: bool = Field(False, description="Ignore the existing KB and ingest from scratch (also repairs a corrupted KB).")
     max_file_mb: float = Field(50.0, gt=0, description="Files larger than this are skipped and reported.")
-    access: list[AccessRule] = Field(default_factory=list, description="Access groups for files under a path, replacing their own front matter (the chat's admin uploads use this); a changed rule re-reads the file.")
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig, description="How documents are cut into chunks.")
     index: IndexConfig = Field(default_factory=IndexConfig, description="BM25, char n-gram and dense index settings.")
 
@@ -93,9 +87,7 @@ def main(cfg: IngestConfig) -> IngestReport:
             report.skipped.append((key, reason))
             continue
         digest = sha256_file(path)
-        forced = _forced_groups(path, cfg.access)
-        if forced is None:
-            forced = _upload_record_groups(path)
+        forced = _upload_record_groups(path)
         if key in old_sources and old_sources[key]["sha256"] == digest and old_sources[key].get("groups") == forced:
             report.unchanged.append(key)
             continue
@@ -167,21 +159,14 @@ def _too_big_or_unknown(path: Path, max_mb: float) -> str:
     return ""
 
 
-def _forced_groups(path: Path, rules: list[AccessRule]) -> list[str] | None:
-    """Groups of the most specific access rule covering `path` (None: the document's own)."""
-    covering = [r for r in rules if path == r.path or r.path in path.parents]
-    if not covering:
-        return None
-    return sorted(set(max(covering, key=lambda r: len(r.path.parts)).groups))
-
-
 UNASSIGNED = "unassigned-upload"  # a group no user is given: an unrecorded upload is visible to nobody
 
 
 def _upload_record_groups(path: Path) -> list[str] | None:
-    """Groups the chat's admin chose for a file in its upload folder (its access.json), also when
-    that folder is ingested by hand: a restricted upload must not fall back to its own (open)
-    groups. A file in such a folder without a record is closed to everyone."""
+    """Groups the chat's admin chose for a file in its upload folder (its access.json), replacing
+    the file's own front matter, whether the chat or a hand-run ingest reads it: a restricted upload
+    must never fall back to its own (open) groups. A file in such a folder without a record is closed
+    to everyone. Stored with the source, so a changed choice re-reads the file."""
     from kofin.serve.uploads import ACCESS_FILE, read_access
 
     if not (path.parent / ACCESS_FILE).is_file():

@@ -119,10 +119,10 @@ def save_upload(src: Path, name: str, groups: list[str], folder: Path, allowed_s
     return target
 
 
-def access_rules(folder: Path) -> list[dict]:
-    """Ingest `access` rules for the uploaded files; a file without a recorded group is closed to all but admins' groups."""
+def recorded_uploads(folder: Path) -> list[Path]:
+    """The uploaded files that have their groups recorded (and still exist): what the chat ingests."""
     folder = Path(folder).resolve()
-    return [{"path": str(folder / name), "groups": groups} for name, groups in sorted(read_access(folder).items())]
+    return [folder / name for name in sorted(read_access(folder)) if (folder / name).is_file()]
 
 
 def uploaded_files(folder: Path, allowed_suffixes: list[str]) -> list[Path]:

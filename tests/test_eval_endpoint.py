@@ -7,11 +7,8 @@ that kofin reads an endpoint's numbers exactly as it computes them locally.
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
-
 import pytest
+from fake_openai import completions_server
 
 from kofin.config import ConfigError, load_config
 from kofin.eval.config import EvalConfig
@@ -44,25 +41,12 @@ def server(local):
         offsets = [len(tok.decode(ids[1 : i + 1])) for i in range(len(ids))]  # text before each token
         return {"text": prompt, "logprobs": {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}}
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            assert self.path == "/v1/completions" and body["model"] == "kofin-tiny"
-            choices = [dict(complete(p, body), index=i) for i, p in enumerate(body["prompt"])]
-            data = json.dumps({"choices": choices}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def choice(path: str, body: dict, i: int) -> dict:
+        assert path == "/v1/completions" and body["model"] == "kofin-tiny"
+        return complete(body["prompt"][i], body)
 
-        def log_message(self, *args):
-            pass
-
-    httpd = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_port}/v1"
-    httpd.shutdown()
+    with completions_server(choice) as url:
+        yield url
 
 
 def test_endpoint_loglikelihood_and_generation_match_local(server, local):

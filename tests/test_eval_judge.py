@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
+from fake_openai import completions_server
 
 from kofin.config import ConfigError, load_config
 from kofin.eval.config import EvalConfig
@@ -33,27 +32,15 @@ def judge_server():
         sources = prompt.split("자료:", 1)[1].split("문장:", 1)[0]
         return " 예, 뒷받침합니다." if "근거" in sources else " 아니요."
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            # The judge must answer from its generation here: a likelihood request would mean it misread the answer.
-            assert self.path == "/v1/completions" and not body.get("echo") and body["temperature"] == 0.0
-            state["prompts"] += body["prompt"]
-            state["posts"] += 1
-            data = json.dumps({"choices": [{"index": i, "text": verdict(p)} for i, p in enumerate(body["prompt"])]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def choice(path: str, body: dict, i: int) -> dict:
+        # The judge must answer from its generation here: a likelihood request would mean it misread the answer.
+        assert path == "/v1/completions" and not body.get("echo") and body["temperature"] == 0.0
+        state["posts"] += i == 0
+        state["prompts"].append(body["prompt"][i])
+        return {"text": verdict(body["prompt"][i])}
 
-        def log_message(self, *args):
-            pass
-
-    httpd = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_port}/v1", state
-    httpd.shutdown()
+    with completions_server(choice) as url:
+        yield url, state
 
 
 def _endpoint_judge(url: str, tmp_path: Path):
