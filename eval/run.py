@@ -277,7 +277,7 @@ def _upstream_runs(manifest: dict, seen: set[Path] | None = None) -> list[tuple[
         if path in seen or not is_complete(path):
             continue
         seen.add(path)
-        upstream = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+        upstream = require_complete(path)
         if upstream.get("stage") in LINEAGE_STAGES:
             out += _upstream_runs(upstream, seen) + [(path, upstream)]
     return out

@@ -27,7 +27,7 @@ from pydantic import Field, model_validator
 from kofin.cli import COMMANDS, load_target
 from kofin.config import ConfigError, KofinModel, ResolvedPath, _is_path_field, load_config
 from kofin.errors import KofinError
-from kofin.rundir import COMPLETE, MANIFEST, config_digest, is_complete, sha256_input
+from kofin.rundir import COMPLETE, config_digest, is_complete, require_complete, sha256_input
 
 StageName = Literal["tiny", "data", "sft", "dpo", "merge", "ingest", "eval"]
 
@@ -74,7 +74,7 @@ class Planned:
     step: PipelineStep
     cfg: Any                 # the stage's validated config
     output_dir: Path
-    reason: str | None       # why it runs; None when it is up to date
+    forced: bool             # --force: runs even when up to date
 
 
 def step_config(step: PipelineStep, base_dir: Path, extra: list[str]) -> Any:
@@ -93,7 +93,7 @@ def why_run(stage: str, cfg: Any, output_dir: Path) -> str | None:
     """None when `output_dir` already holds this exact work; else the reason it must run."""
     if not is_complete(output_dir):
         return "no complete run yet" if not output_dir.exists() else f"{output_dir.name} has no {COMPLETE}"
-    manifest = json.loads((output_dir / MANIFEST).read_text(encoding="utf-8"))
+    manifest = require_complete(output_dir)
     if manifest.get("stage") != stage:
         return f"{output_dir} holds a '{manifest.get('stage')}' run"
     if manifest.get("config_sha256") != config_digest(cfg.model_dump(mode="json")):
@@ -128,14 +128,9 @@ def plan(cfg: PipelineConfig, source: Path, overrides: list[str] = (), force: li
             problems.append(f"step '{step.label}' ({step.config}): " + "; ".join(err.problems))
     if problems:
         raise ConfigError(str(source), problems)
-    planned = []
-    for step, stage_cfg in steps:
-        out = Path(stage_cfg.output_dir)
-        forced = "all" in force or step.label in force
-        # An upstream step that will run may change this step's inputs: decide after it ran.
-        reason = "forced" if forced else why_run(step.stage, stage_cfg, out)
-        planned.append(Planned(step, stage_cfg, out, reason))
-    return planned
+    # Whether a step is up to date is decided when its turn comes: the steps before it may change its inputs.
+    return [Planned(step, stage_cfg, Path(stage_cfg.output_dir), "all" in force or step.label in force)
+            for step, stage_cfg in steps]
 
 
 def main(cfg: PipelineConfig, source: Path, *, overrides: list[str] = (), force: list[str] = (),
@@ -146,8 +141,7 @@ def main(cfg: PipelineConfig, source: Path, *, overrides: list[str] = (), force:
     rerun: dict[Path, str] = {}  # output dirs of steps that run (or would), by step name
     for n, p in enumerate(steps, 1):
         head = f"[{n}/{len(steps)}] {p.step.label} ({p.step.stage})"
-        # Re-check now: the steps before this one may have just re-written its inputs.
-        reason = p.reason if p.reason == "forced" else why_run(p.step.stage, p.cfg, p.output_dir)
+        reason = "forced" if p.forced else why_run(p.step.stage, p.cfg, p.output_dir)
         upstream = [rerun[d] for d in _input_dirs(p.output_dir) if d in rerun]
         if reason is None and dry_run and upstream:
             echo(f"{head}: up to date now; runs again if {', '.join(upstream)} changes its outputs")
@@ -186,8 +180,7 @@ def _input_dirs(output_dir: Path) -> list[Path]:
     """The input paths the complete run in `output_dir` recorded (none if there is no run)."""
     if not is_complete(output_dir):
         return []
-    manifest = json.loads((output_dir / MANIFEST).read_text(encoding="utf-8"))
-    return [Path(i["path"]).resolve() for i in manifest.get("inputs", {}).values()]
+    return [Path(i["path"]).resolve() for i in require_complete(output_dir).get("inputs", {}).values()]
 
 
 def _record(p: Planned, status: str, seconds: float, reason: str | None = None) -> dict:
