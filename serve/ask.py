@@ -31,19 +31,15 @@ from kofin.errors import KofinError
 from kofin.rundir import atomic_write_text
 from kofin.serve.answer import NO_ANSWER, Source, build_messages, extractive_answer, relevant
 from kofin.serve.audit import audit_record, default_audit_log, install_log_masking, write_audit
-from kofin.serve.backends import GenerationConfig, make_backend
+from kofin.serve.backends import make_backend
 from kofin.serve.citations import verify_citations
-from kofin.serve.retrieve import HybridRetriever, RetrievalConfig
+from kofin.serve.retrieve import HybridRetriever
+from kofin.serve.settings import AnswerSettings
 
 
-class AskConfig(KofinModel):
+class AskConfig(AnswerSettings):
     kb: ResolvedPath = Field(description="Knowledge-base folder written by `kofin ingest`.")
-    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig, description="Hybrid retrieval settings.")
-    generation: GenerationConfig = Field(default_factory=GenerationConfig, description="Answer backend.")
     users_file: ResolvedPath | None = Field(None, description="YAML mapping user -> access groups (`kim: [branch, credit]`), or the chat's users file (`users:` list with name and groups); needed for --user.")
-    min_coverage: float = Field(0.35, ge=0, le=1, description="Below this share of the question's (idf-weighted) words found in the best sources, the answer is that nothing was found.")
-    min_support: float = Field(0.5, ge=0, le=1, description="A cited sentence with less of its text in its sources than this is flagged.")
-    max_sentences: int = Field(3, ge=1, le=10, description="Sentences the extractive backend quotes.")
     audit_log: ResolvedPath | None = Field(None, description="Hash-chained audit log (question PII-masked, answer as sha256); `kofin audit verify` checks it. Default: $KOFIN_HOME/logs/ask.jsonl.")
 
 
@@ -56,6 +52,9 @@ class AskResult:
     removed_citations: list[int] = field(default_factory=list)
     flagged: list[dict] = field(default_factory=list)
     found: bool = True
+    rewritten_query: str | None = None  # the query retrieval ran when a follow-up was rewritten with its history
+    caveat: str | None = None  # shown above the answer when the evidence is weak or the sources disagree
+    conflicts: list[dict] = field(default_factory=list)  # statements of the sources that disagree
     backend: str = "extractive"
     user: str | None = None
     qid: str | None = None
@@ -119,7 +118,7 @@ class Assistant:
         raise AssertionError("Assistant.stream ended without a result")  # stream always ends with "done"
 
     def stream(self, question: str, user: str | None = None, groups: tuple[str, ...] | None = None, top_k: int | None = None,
-               qid: str | None = None, channel: str = "ask") -> Iterator[tuple[str, object]]:
+               qid: str | None = None, channel: str = "ask", history: list[dict] | None = None) -> Iterator[tuple[str, object]]:
         """("delta", text) pieces of the raw answer as they come, then ("done", AskResult) once verified.
 
         `groups` (the chat passes the logged-in user's) replaces the users-file lookup; access

@@ -162,8 +162,7 @@ def prepare(cfg: ServeConfig) -> Chat:
             raise KofinError(f"build_from: {', '.join(missing)} not found; the KB {cfg.kb} cannot be built")
         build_kb(cfg)
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
-    ask = AskConfig(kb=cfg.kb, retrieval=cfg.retrieval, generation=cfg.generation, min_coverage=cfg.min_coverage,
-                    min_support=cfg.min_support, max_sentences=cfg.max_sentences, audit_log=cfg.audit_path)
+    ask = AskConfig(kb=cfg.kb, audit_log=cfg.audit_path, **cfg.answer_settings())
     chat = Chat(cfg, users, Assistant(ask))
     # The first question loads Kiwi's model and warms the indexes (seconds); pay that before the
     # first user does. No answer is produced, so nothing reaches the audit log.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import threading
+import unicodedata
 from functools import lru_cache
 
 # Kiwi tags that carry content: nouns, verb/adjective stems, roots, foreign words, numbers,
@@ -27,6 +28,19 @@ QUESTION_WORDS = frozenset({
     "누구", "무엇", "뭐", "언제", "어디", "얼마", "어떤", "어떻", "몇", "무슨", "왜", "어느",  # interrogatives
     "알리", "궁금", "저", "같", "따르",  # 알려 주세요, 궁금합니다, 저는, 인터넷뱅킹 같은, 법에 따르면
 })
+
+# Characters that render as nothing (zero-width space/joiners, word joiner, BOM, soft hyphen) or
+# reorder text (bidi controls): inside a word they split it for the tokenizer while a reader sees
+# one word, so a sentence could hide from retrieval or a number from the PII masker.
+_INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """Text as a reader sees it: NFKC (full-width digits and letters to ASCII), invisible and bidi
+    characters removed, lone surrogates (not encodable as UTF-8) replaced by U+FFFD."""
+    return _INVISIBLE.sub("", unicodedata.normalize("NFKC", _SURROGATE.sub("\ufffd", text)))
+
 
 _lock = threading.Lock()
 # Morphemes of each distinct word (eojeol) seen so far. Legal and bank text repeats its words a

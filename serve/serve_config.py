@@ -11,11 +11,10 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from kofin.config import KofinModel, ResolvedPath, StageConfig
-from kofin.serve.backends import GenerationConfig
 from kofin.serve.chunking import ChunkingConfig
 from kofin.serve.index import IndexConfig
 from kofin.serve.loaders import SUFFIXES
-from kofin.serve.retrieve import RetrievalConfig
+from kofin.serve.settings import AnswerSettings
 from kofin.serve.users import User
 
 EXAMPLES = [
@@ -41,18 +40,13 @@ class UploadConfig(KofinModel):
         return self
 
 
-class ServeConfig(StageConfig):
+class ServeConfig(StageConfig, AnswerSettings):
     """`output_dir` holds the chat's own state: audit.jsonl (+ .head) and uploads/."""
 
     kb: ResolvedPath = Field(description="Knowledge-base folder the chat answers from.")
     build_from: list[ResolvedPath] = Field(default_factory=list, description="Documents to ingest when the KB folder does not exist yet (and on re-index), e.g. data_ko/kb.")
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig, description="Chunking when the chat builds or updates the KB.")
     index: IndexConfig = Field(default_factory=IndexConfig, description="Index settings when the chat builds or updates the KB.")
-    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig, description="Hybrid retrieval settings.")
-    generation: GenerationConfig = Field(default_factory=GenerationConfig, description="Answer backend (shown in the page header).")
-    min_coverage: float = Field(0.35, ge=0, le=1, description="Below this share of the question's words found in the best sources, the chat says it found nothing.")
-    min_support: float = Field(0.5, ge=0, le=1, description="A cited sentence with less of its text in its sources is flagged.")
-    max_sentences: int = Field(3, ge=1, le=10, description="Sentences the extractive backend quotes.")
     users: list[User] = Field(default_factory=list, description="Users (name, password_hash, groups, admin); see `kofin serve hash-password`.")
     users_file: ResolvedPath | None = Field(None, description="A YAML file with more users (`users:` list, same fields); keeps hashes out of the config.")
     audit_log: ResolvedPath | None = Field(None, description="Hash-chained audit log (`kofin audit verify` checks it). Default: <output_dir>/audit.jsonl.")

@@ -1,0 +1,28 @@
+"""`AnswerSettings`: how a question becomes an answer, declared once for `kofin ask` and the chat.
+
+Run as: a library; `AskConfig` (serve/ask.py) and `ServeConfig` (serve/serve_config.py) both
+inherit these keys, so a YAML key means the same thing in either config and a new answer
+setting reaches both.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from kofin.config import KofinModel
+from kofin.serve.backends import GenerationConfig
+from kofin.serve.retrieve import RetrievalConfig
+
+
+class AnswerSettings(KofinModel):
+    """How a question becomes an answer; shared by `kofin ask` (AskConfig) and the chat (ServeConfig)."""
+
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig, description="Hybrid retrieval settings.")
+    generation: GenerationConfig = Field(default_factory=GenerationConfig, description="Answer backend.")
+    min_coverage: float = Field(0.35, ge=0, le=1, description="Below this share of the question's (idf-weighted) words found in the best sources, the answer is that nothing was found.")
+    min_support: float = Field(0.5, ge=0, le=1, description="A cited sentence with less of its text in its sources than this is flagged.")
+    max_sentences: int = Field(3, ge=1, le=10, description="Sentences the extractive backend quotes.")
+
+    def answer_settings(self) -> dict:
+        """The AnswerSettings fields of this config, to build the other config kind from it."""
+        return {name: getattr(self, name) for name in AnswerSettings.model_fields}
