@@ -16,13 +16,14 @@ an event (API info, config, queue, /call, uploads, files) needs the login cookie
 
 # No `from __future__ import annotations`: Gradio finds the `gr.Request` parameter of a handler
 # by its real annotation object, and a string annotation would hide it (the user would be None).
+import logging
 import os
 import socket
 from pathlib import Path
 
 from kofin.errors import KofinError
 from kofin.offline import apply_offline_env
-from kofin.serve.chat import AccessDenied, Chat, md_escape, prepare, sources_html
+from kofin.serve.chat import AccessDenied, Chat, conversation, md_escape, prepare, sources_html
 from kofin.serve.serve_config import ServeConfig
 
 FONTS = ["Pretendard", "Noto Sans KR", "Noto Sans CJK KR", "Malgun Gothic", "Apple SD Gothic Neo", "sans-serif"]
@@ -35,7 +36,9 @@ CSS = """
 .kofin-doc { font-size: 0.8em; opacity: 0.6; margin: 4px 0; }
 .kofin-text { white-space: pre-wrap; font-size: 0.92em; }
 .kofin-text mark { background: #fff2a8; }
+.kofin-suspicious { color: #b42318; font-size: 0.85em; margin-top: 4px; }
 """
+log = logging.getLogger("kofin.serve")
 AUTH_MESSAGE = "가람은행 업무 도우미 — 직원 계정으로 로그인하세요."
 
 
@@ -62,11 +65,14 @@ def build_app(chat: Chat):
         if not (message or "").strip():
             yield history, message, gr.skip()
             return
+        # The conversation so far, as text, helps read a follow-up ("그럼 중도해지하면요?"); it is
+        # the page's copy, so it only ever rewrites the query: the groups come from the session.
+        earlier = conversation(history)
         history += [{"role": "user", "content": md_escape(message)}, {"role": "assistant", "content": "…"}]
         yield history, "", '<div class="kofin-sources kofin-empty">답변을 찾는 중입니다…</div>'
         final = None
         try:
-            for text, final in chat.answer(message, request.username if request else None):
+            for text, final in chat.answer(message, request.username if request else None, history=earlier):
                 history[-1] = {"role": "assistant", "content": text}
                 yield history, "", sources_html(final) if final is not None else gr.skip()
             if final is None:  # refused before answering (too long): no sources to wait for
@@ -75,6 +81,9 @@ def build_app(chat: Chat):
             raise gr.Error(str(err)) from None
         except KofinError as err:
             raise gr.Error(f"답변하지 못했습니다: {err}") from None
+        except Exception as err:  # noqa: BLE001 - Gradio (show_error=False) would show a bare "Error"
+            log.exception("answering a chat question failed")
+            raise gr.Error(f"답변하지 못했습니다: 내부 오류({type(err).__name__})입니다. 관리자에게 알려 주세요.") from None
 
     def listing_for(request: gr.Request):
         # The page loads this for everyone; only an admin may learn which documents exist for whom.

@@ -5,9 +5,11 @@ Run as: a library (`kofin serve --config configs/serve/demo.yaml` runs serve/app
 
 The user always comes from the login session (Gradio's `request.username`), never from anything
 the page sends: access control is the same retrieval code path as `kofin ask`, with that user's
-groups, so hiding something in the UI is never what protects it. Document text is untrusted: it
-is HTML-escaped in the sources panel and Markdown-escaped in the chat, so a document cannot add
-links, images (an outside request) or markup to the page.
+groups, so hiding something in the UI is never what protects it; the conversation sent back as
+`history` only rewrites the query (and a forged one could do no more). Document text is
+untrusted: it is HTML-escaped in the sources panel and Markdown-escaped in the chat, autolinks
+included (Gradio's Markdown, marked with GFM, turns a bare `http://x.y`, `www.x.y` or `a@b.c`
+into a link), so a document cannot add links, images (an outside request) or markup to the page.
 """
 
 from __future__ import annotations
@@ -24,13 +26,21 @@ from kofin.rundir import is_complete
 from kofin.serve.answer import NO_ANSWER
 from kofin.serve.ask import AskConfig, AskResult, Assistant
 from kofin.serve.citations import bigrams
-from kofin.serve.korean import split_sentences
+from kofin.serve.korean import clean_text, split_sentences
 from kofin.serve.serve_config import ServeConfig
 from kofin.serve.users import User, UserRegistry
 
 _CITE = re.compile(r"\[\d{1,3}(?:\s*,\s*\d{1,3})*\]")
 _BULLET = re.compile(r"^(?:[-*•·]\s+)+")
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|<>~&$-])")
+# Markdown syntax, plus what GFM autolinks: the ':' of '://', the '.' of 'www.' and every '@'.
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|<>~&$@-]|:(?=//)|(?<=[wW]{3})\.)")
+# What a chat message is made of besides the answer (caveat, conflicts, warnings, hints, the
+# rewritten query): whole lines that an escaped answer line can never start with.
+_DECORATION = re.compile(r"^[>_]")
+HISTORY_MESSAGES = 6  # the last three exchanges go back to the answer path as `history`
+HISTORY_CHARS = 2000  # per message: an earlier answer's topic is in its first lines
+SOURCES_DISAGREE_TITLE = "⚠ 출처 간 내용이 다릅니다"
+SUSPICIOUS_NOTE = "⚠ 문서 속 지시문 — 답변에 쓰지 않음"
 NO_ANSWER_HINT = "질문을 더 구체적으로 바꾸어 보세요 (상품명·업무명·조건 등). 열람 권한이 있는 문서에서만 찾습니다."
 BACKEND_NOTICE = {
     "extractive": "추출형 — 문서의 문장을 그대로 인용합니다 (생성 모델 없음)",
@@ -70,15 +80,21 @@ class Chat:
 
     # ------------------------------------------------------------ answering
 
-    def answer(self, question: str, username: str | None) -> Iterator[tuple[str, AskResult | None]]:
-        """(chat Markdown so far, None) while the answer streams, then (final Markdown, result)."""
+    def answer(self, question: str, username: str | None,
+               history: list[dict] | None = None) -> Iterator[tuple[str, AskResult | None]]:
+        """(chat Markdown so far, None) while the answer streams, then (final Markdown, result).
+
+        `history`: the earlier messages as plain text (`conversation` of the Chatbot's messages).
+        The groups are the logged-in user's, whatever the history says.
+        """
         user = self.user(username)
-        question = question.strip()
+        question = clean_text(question).strip()  # a lone surrogate from the API would fail Kiwi and the audit log
         if len(question) > self.cfg.max_question_chars:
             yield f"질문이 너무 깁니다 ({len(question)}자). {self.cfg.max_question_chars}자 이내로 줄여 주세요.", None
             return
         raw = ""
-        for kind, value in self.assistant.stream(question, user.name, groups=tuple(user.groups), channel="chat"):
+        for kind, value in self.assistant.stream(question, user.name, groups=tuple(user.groups), channel="chat",
+                                                  history=history or None):
             if kind == "delta":
                 raw += value
                 yield answer_markdown(raw), None
@@ -177,6 +193,38 @@ def md_escape(text: str) -> str:
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 
+def md_plain(markdown: str) -> str:
+    """The text a `md_escape`d / `answer_markdown` line shows: escapes undone, bold marks dropped."""
+    out, i = [], 0
+    while i < len(markdown):
+        if markdown[i] == "\\" and i + 1 < len(markdown):
+            out.append(markdown[i + 1])
+            i += 2
+        elif markdown.startswith("**", i):
+            i += 2
+        else:
+            out.append(markdown[i])
+            i += 1
+    return "".join(out)
+
+
+def conversation(messages: list | None) -> list[dict]:
+    """The Chatbot's messages (the page's Markdown) as plain-text OpenAI chat messages, the last
+    few only: what the answer path reads to understand a follow-up."""
+    out = []
+    for m in messages or []:
+        role, content = (m.get("role"), m.get("content")) if isinstance(m, dict) else (getattr(m, "role", None), getattr(m, "content", None))
+        if isinstance(content, list):  # Gradio may hand content back as parts
+            content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+        if role not in ("user", "assistant") or not isinstance(content, str):
+            continue
+        lines = [line for line in content.split("\n") if not _DECORATION.match(line)]
+        text = md_plain("\n".join(lines)).strip()
+        if text and text != "…":
+            out.append({"role": role, "content": text[:HISTORY_CHARS]})
+    return out[-HISTORY_MESSAGES:]
+
+
 def answer_markdown(text: str) -> str:
     """Answer text for the chat: document words escaped, bullets and [n] kept readable."""
     out = []
@@ -192,12 +240,38 @@ def answer_markdown(text: str) -> str:
 
 
 def final_markdown(result: AskResult) -> str:
+    """The answer as the chat shows it: caveat above; conflicts, unsupported sentences and the
+    query that was searched below. Everything but the answer is a `>` or `_` line (see
+    `conversation`), and every piece of document or user text is escaped."""
+    searched = getattr(result, "rewritten_query", None)
+    tail = f"\n\n_검색한 질문: {md_escape(searched)}_" if searched else ""
     if not result.found:
-        return f"{NO_ANSWER}\n\n_{NO_ANSWER_HINT}_"
-    text = answer_markdown(result.answer)
+        return f"{NO_ANSWER}\n\n_{NO_ANSWER_HINT}_{tail}"
+    parts = []
+    caveat = getattr(result, "caveat", None)
+    if caveat:
+        parts.append(f"> ⚠ {md_escape(caveat)}")
+    parts.append(answer_markdown(result.answer))
+    conflicts = getattr(result, "conflicts", None) or []
+    if conflicts:
+        parts.append(conflicts_markdown(conflicts))
     if result.flagged:
-        text += "\n\n⚠ 확인 필요: 출처와 맞지 않는 부분이 있을 수 있는 문장 " + ", ".join(f"“{md_escape(f['sentence'][:40])}”" for f in result.flagged)
-    return text
+        parts.append("> ⚠ 확인 필요: 출처와 맞지 않는 부분이 있을 수 있는 문장 "
+                     + ", ".join(f"“{md_escape(f['sentence'][:40])}”" for f in result.flagged))
+    return "\n\n".join(parts) + tail
+
+
+def conflicts_markdown(conflicts: list[dict]) -> str:
+    """Each disagreement: what it is about, then every source's value with its title and effective date."""
+    lines = [f"> **{SOURCES_DISAGREE_TITLE}**"]
+    for c in conflicts:
+        lines += [">", f"> {md_escape(str(c.get('subject') or '같은 항목'))}:"]
+        for st in c.get("statements") or []:
+            value = md_escape(str(st.get("value") or st.get("sentence") or ""))
+            title = md_escape(str(st.get("title") or st.get("doc_id") or ""))
+            effective = f" (시행 {md_escape(str(st['effective']))})" if st.get("effective") else " (시행일 없음)"
+            lines.append(f"> - **{value}** — {title}{effective}")
+    return "\n".join(lines)
 
 
 def _cited_sentences(answer: str, n: int) -> set[str]:
@@ -245,7 +319,11 @@ def _source_block(s: dict, answer: str, cited: bool) -> str:
     page = f" · {int(s['page'])}쪽" if s.get("page") else ""
     section = f" · {html.escape(s['section'])}" if s.get("section") else ""
     snippet = f'<div class="kofin-snippet">“{html.escape(first)}”</div>' if first else ""
+    # Sentences that address an assistant or claim to override other text: never part of an
+    # answer; shown, flagged, so staff can report the document.
+    warn = "".join(f'<div class="kofin-suspicious">{SUSPICIOUS_NOTE}: “{html.escape(str(line))}”</div>'
+                   for line in s.get("suspicious") or [])
     kind = "kofin-cited" if cited else "kofin-uncited"
     return (f'<details class="kofin-source {kind}" data-n="{s["n"]}"><summary><span class="kofin-n">[{s["n"]}]</span> '
-            f'<b class="kofin-title">{html.escape(s["title"])}</b>{section}{page}{snippet}</summary>'
+            f'<b class="kofin-title">{html.escape(s["title"])}</b>{section}{page}{snippet}{warn}</summary>'
             f'<div class="kofin-doc">{html.escape(s["id"])}</div><div class="kofin-text">{body}</div></details>')

@@ -12,7 +12,9 @@ Run as:
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -29,10 +31,48 @@ def _load(model, args, overrides: list[str], prog: str):
         raise SystemExit(2) from None
 
 
-def _split(items: list[str]) -> tuple[list[str], list[str]]:
-    """Positional words: `key.path=value` overrides vs the rest (paths, the question)."""
-    overrides = [w for w in items if "=" in w.split("/")[0] and not w.startswith(("/", "."))]
-    return overrides, [w for w in items if w not in overrides]
+# A config key path: lowercase dotted identifiers (`min_coverage`, `retrieval.top_k`).
+_KEY_PATH = re.compile(r"[a-z_][a-z0-9_]*(?:\.[a-z0-9_]+)*")
+
+
+def _split(model, items: list[str]) -> tuple[list[str], list[str]]:
+    """Positional words: `key.path=value` overrides of `model` vs the rest (paths, the question).
+
+    A word is an override when its key is one of the model's key paths, or looks like one and is
+    close to one (a typo: `min_coverag=0.2` gets load_config's "did you mean"). Anything else,
+    `LTV=70%이면` included, is a path or part of the question."""
+    from kofin.config import describe_fields
+
+    keys = [k for k, _, _ in describe_fields(model)]
+    names = keys + sorted({k.rsplit(".", 1)[-1] for k in keys})
+    tops = {k.split(".", 1)[0] for k in keys}
+
+    def is_override(word: str) -> bool:
+        key, sep, _ = word.partition("=")
+        if not sep or not _KEY_PATH.fullmatch(key):
+            return False
+        return key in keys or key.split(".", 1)[0] in tops or bool(difflib.get_close_matches(key, names, n=1, cutoff=0.8))
+
+    overrides = [w for w in items if is_override(w)]
+    return overrides, [w for w in items if not is_override(w)]
+
+
+def _json_text(data, **kw) -> str:
+    """JSON as UTF-8 can carry it: a lone surrogate left in some text becomes U+FFFD instead of
+    failing the print or the write after the answer was found."""
+    return re.sub(r"[\ud800-\udfff]", "\ufffd", json.dumps(data, ensure_ascii=False, **kw))
+
+
+def _readable_errors(what: str, fn):
+    """Run `fn`; text that cannot be encoded (a lone surrogate from a JSON "\\ud800" escape or
+    undecodable argv bytes) becomes an error that says so and names the input, not a traceback."""
+    from kofin.errors import KofinError
+
+    try:
+        return fn()
+    except UnicodeError as err:
+        raise KofinError(f"{what}: text that is not valid Unicode ({err}); remove lone surrogates "
+                         "such as \\ud800 from it and ask again") from None
 
 
 # ---------------------------------------------------------------- ingest
@@ -60,7 +100,7 @@ def ingest_cli(argv: list[str]) -> int:
 
     prog = "kofin ingest"
     args = ingest_parser().parse_intermixed_args(argv)
-    overrides, paths = _split(args.paths)
+    overrides, paths = _split(IngestConfig, args.paths)
     if args.kb:
         overrides.append(f"output_dir={args.kb}")
     if paths:
@@ -98,10 +138,11 @@ def ask_parser() -> argparse.ArgumentParser:
         description="Answer a question (or a JSONL file of questions) from a knowledge base, with verified citations.",
         epilog=config_help(AskConfig),
     )
-    parser.add_argument("question", nargs="*", help="the question (KEY=VALUE words are config overrides)")
+    parser.add_argument("question", nargs="*", help="the question; a word `key.path=value` whose key is a config key below is an override "
+                        "(other words, `LTV=70%%이면` too, are the question)")
     parser.add_argument("--kb", type=Path, help="knowledge-base folder written by `kofin ingest`")
     parser.add_argument("--user", help="answer as this user: only documents in their groups are searched")
-    parser.add_argument("--users", type=Path, metavar="FILE", help="users file: YAML `user: [group, ...]`")
+    parser.add_argument("--users", type=Path, metavar="FILE", help="users file: YAML `user: [group, ...]`, or the chat's `users:` list")
     parser.add_argument("--json", action="store_true", help="print the answer and its ranked sources as JSON")
     parser.add_argument("--top-k", type=int, metavar="K", help="sources to retrieve (default 5)")
     parser.add_argument("--backend", choices=("extractive", "transformers", "openai"), help="answer backend (default extractive)")
@@ -115,15 +156,16 @@ def ask_parser() -> argparse.ArgumentParser:
 
 def ask_cli(argv: list[str]) -> int:
     from kofin.serve.ask import AskConfig
+    from kofin.serve.korean import clean_text
 
     prog = "kofin ask"
     args = ask_parser().parse_intermixed_args(argv)
-    overrides, words = _split(args.question)
+    overrides, words = _split(AskConfig, args.question)
     for flag, key in ((args.kb, "kb"), (args.users, "users_file"), (args.top_k, "retrieval.top_k"), (args.backend, "generation.backend"),
                       (args.model_path, "generation.model_path"), (args.base_url, "generation.base_url")):
         if flag is not None:
             overrides.append(f"{key}={flag}")
-    question = " ".join(words).strip()
+    question = clean_text(" ".join(words)).strip()  # a lone surrogate (undecodable argv bytes) cannot reach UTF-8 output
     if bool(question) == bool(args.questions) or (args.questions and not args.out):
         print(f"{prog}: give one question, or --questions Q.jsonl --out A.jsonl", file=sys.stderr)
         return 2
@@ -135,30 +177,61 @@ def ask_cli(argv: list[str]) -> int:
     def act() -> None:
         from kofin.serve.ask import Assistant, answer_file
 
+        _check_users_file(cfg.users_file)
         assistant = Assistant(cfg)
         if args.questions:
-            n = answer_file(assistant, args.questions, args.out.resolve(), args.user, args.top_k)
+            n = _readable_errors(f"questions file {args.questions}",
+                                 lambda: answer_file(assistant, args.questions, args.out.resolve(), args.user, args.top_k))
             print(f"{prog}: answered {n} questions -> {args.out}")
             return
         streaming = cfg.generation.backend != "extractive" and not args.json
         on_token = (lambda piece: print(piece, end="", flush=True)) if streaming else None
-        result = assistant.ask(question, args.user, args.top_k, on_token=on_token)
+        result = _readable_errors("the question", lambda: assistant.ask(question, args.user, args.top_k, on_token=on_token))
         if args.json:
-            print(json.dumps(result.to_json(), ensure_ascii=False, indent=2))
+            print(_json_text(result.to_json(), indent=2))
             return
-        if streaming:
-            print("\n--- 검증 후 답변 ---")
-        print(result.answer)
-        for f in result.flagged:
-            print(f"  [확인 필요] {f['sentence']} ({f['reason']})")
-        if result.sources:
-            print("\n출처:")
-            for s in result.sources:
-                page = f", p.{s['page']}" if s["page"] else ""
-                mark = "*" if s["cited"] else " "
-                print(f" {mark}[{s['n']}] {s['title']} — {s['section']}{page} ({s['id']})")
+        print(_plain_answer(result, streaming))
 
     return run_reporting_errors(prog, act)
+
+
+USERS_FORMATS = ("accepted formats: a mapping of user to groups, one line each (`kim: [branch, credit]`), "
+                 "or the chat's users file (`users:` list of `- name: kim` with `groups: [branch, credit]`; "
+                 "password_hash and admin are read by the chat only)")
+
+
+def _check_users_file(path: Path | None) -> None:
+    """Load the users file once up front so a rejected format is answered with both accepted ones."""
+    from kofin.errors import KofinError
+    from kofin.serve.ask import load_users
+
+    try:
+        load_users(path)
+    except KofinError as err:
+        message = str(err) or f"users_file {path}: not a users file"
+        raise KofinError(message if "users:" in message else f"{message}; {USERS_FORMATS}") from None
+
+
+def _plain_answer(result, streamed: bool) -> str:
+    lines = ["\n--- 검증 후 답변 ---"] if streamed else []
+    if getattr(result, "rewritten_query", None):
+        lines.append(f"(검색한 질문: {result.rewritten_query})")
+    if getattr(result, "caveat", None):
+        lines.append(f"[주의] {result.caveat}")
+    lines.append(result.answer)
+    lines += [f"  [확인 필요] {f['sentence']} ({f['reason']})" for f in result.flagged]
+    for c in getattr(result, "conflicts", None) or []:
+        lines.append(f"  [출처 간 불일치] {c.get('subject') or ''}")
+        lines += [f"    - {st.get('value')} — {st.get('title')} (시행 {st.get('effective') or '미상'})" for st in c.get("statements") or []]
+    if result.sources:
+        lines.append("\n출처:")
+        for s in result.sources:
+            page = f", p.{s['page']}" if s.get("page") else ""
+            mark = "*" if s["cited"] else " "
+            lines.append(f" {mark}[{s['n']}] {s['title']} — {s.get('section') or ''}{page} ({s['id']})")
+            lines += [f"      ⚠ 문서 속 지시문 — 답변에 쓰지 않음: {line}" for line in s.get("suspicious") or []]
+    # What the terminal can show: a lone surrogate left in a source would fail the whole print.
+    return re.sub(r"[\ud800-\udfff]", "\ufffd", "\n".join(lines))
 
 
 # ---------------------------------------------------------------- serve

@@ -1,7 +1,9 @@
-"""`kofin` CLI: the subcommand table, a fast --help, and honest 'not built yet' stages."""
+"""`kofin` CLI: the subcommand table, a fast --help, honest 'not built yet' stages, and `kofin ask`'s
+words (overrides vs the question), odd text (lone surrogates) and users-file formats."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -71,3 +73,93 @@ def test_no_top_level_eval_merge_serve_training_modules_installed():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
     import kofin.eval, kofin.merge, kofin.serve, kofin.training, kofin.data_ko  # noqa: E401,F401
+
+
+# ---------------------------------------------------------------- kofin ask: words, odd text, users files
+
+DEPOSIT = ("---\ntitle: 가람 정기예금 상품설명서\ngroups: [all]\n---\n# 가람 정기예금 상품설명서\n## 4. 중도해지이율\n"
+           "만기 전에 해지하면 약정이율 대신 중도해지이율을 적용한다. 가입 후 6개월 미만이면 기본이율의 30%를 적용한다.\n")
+CREDIT = "---\ntitle: 여신 심사 지침\ngroups: [credit]\n---\n# 여신 심사 지침\n## 2. LTV\nLTV가 70%를 넘는 주택담보대출은 본부 승인을 받는다.\n"
+ASK = "정기예금을 만기 전에 해지하면 이자는?"
+
+
+@pytest.fixture(scope="module")
+def ask_kb(tmp_path_factory):
+    from kofin.serve.ingest import IngestConfig, main as ingest
+
+    root = tmp_path_factory.mktemp("ask-cli")
+    (root / "docs").mkdir()
+    (root / "docs" / "deposit.md").write_text(DEPOSIT, encoding="utf-8")
+    (root / "docs" / "credit.md").write_text(CREDIT, encoding="utf-8")
+    ingest(IngestConfig(output_dir=root / "kb", inputs=[root / "docs"]))
+    return root / "kb"
+
+
+@pytest.fixture
+def kofin_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("KOFIN_HOME", str(tmp_path / "home"))
+
+
+def _ask_json(capsys, *argv: str) -> dict:
+    assert main(["ask", *argv, "--json"]) == 0, capsys.readouterr().err
+    return json.loads(capsys.readouterr().out)
+
+
+def test_ask_takes_only_real_config_keys_as_overrides():
+    from kofin.serve.ask import AskConfig
+    from kofin.serve.cli import _split
+    from kofin.serve.ingest import IngestConfig
+
+    words = ["LTV=70%이면", "대출", "한도는?", "min_coverage=0.2", "retrieval.top_k=3", "min_coverag=0.2", "DSR=40%", "a=b", "x.y=1"]
+    assert _split(AskConfig, words) == (["min_coverage=0.2", "retrieval.top_k=3", "min_coverag=0.2"],
+                                        ["LTV=70%이면", "대출", "한도는?", "DSR=40%", "a=b", "x.y=1"])
+    assert _split(IngestConfig, ["docs/x=1.md", "LTV=1.md", "rebuild=true"]) == (["rebuild=true"], ["docs/x=1.md", "LTV=1.md"])
+
+
+def test_ask_question_with_an_equals_sign_is_asked(ask_kb, kofin_home, capsys):
+    out = _ask_json(capsys, "--kb", str(ask_kb), "LTV=70%이면 정기예금을 만기 전에 해지하면 이자는?", "min_coverage=0.1")
+    assert out["question"].startswith("LTV=70%이면") and out["found"]
+
+
+def test_ask_mistyped_key_gets_the_nearest_key(ask_kb, kofin_home, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["ask", "--kb", str(ask_kb), "min_coverag=0.2", ASK])
+    assert exit.value.code == 2 and "did you mean 'min_coverage'" in capsys.readouterr().err
+
+
+def test_ask_survives_a_lone_surrogate(ask_kb, kofin_home, capsys, tmp_path):
+    out = _ask_json(capsys, "--kb", str(ask_kb), ASK + "\ud800")
+    assert out["found"] and "\ud800" not in json.dumps(out)
+    assert main(["ask", "--kb", str(ask_kb), "\udcff" + ASK]) == 0  # undecodable argv bytes arrive as \udcXX
+    assert "[1]" in capsys.readouterr().out
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"qid": "a", "question": "정기예금을 만기 전에 해지하면 이자는?\\ud800"}\n', encoding="utf-8")
+    rc = main(["ask", "--kb", str(ask_kb), "--questions", str(questions), "--out", str(tmp_path / "a.jsonl")])
+    err = capsys.readouterr().err
+    if rc == 0:  # the answer path cleans questions (serve/korean.clean_text)
+        assert json.loads((tmp_path / "a.jsonl").read_text(encoding="utf-8"))["found"]
+    else:  # or it says what is wrong with which file: never a bare traceback or an empty message
+        assert rc == 1 and "q.jsonl" in err and "Unicode" in err
+
+
+def test_readable_errors_name_the_input():
+    from kofin.errors import KofinError
+    from kofin.serve.cli import _json_text, _readable_errors
+
+    with pytest.raises(KofinError, match=r"questions file q.jsonl: text that is not valid Unicode .*\\ud800"):
+        _readable_errors("questions file q.jsonl", lambda: "\ud800".encode("utf-8"))
+    assert json.loads(_json_text({"qid": "a\ud800"})) == {"qid": "a\ufffd"}
+
+
+def test_ask_users_file_formats(ask_kb, kofin_home, capsys, tmp_path):
+    mapping, chat_list, rejected = tmp_path / "map.yaml", tmp_path / "chat.yaml", tmp_path / "list.yaml"
+    mapping.write_text("kim: [credit]\n", encoding="utf-8")
+    chat_list.write_text('users:\n  - name: kim\n    password_hash: "scrypt$16384$8$1$c2FsdA$a2V5"\n    groups: [credit]\n    admin: false\n',
+                         encoding="utf-8")
+    rejected.write_text("- name: kim\n  groups: [credit]\n", encoding="utf-8")
+    for users in (mapping, chat_list):
+        out = _ask_json(capsys, "--kb", str(ask_kb), "--users", str(users), "--user", "kim", "LTV 70% 넘는 주택담보대출은?")
+        assert [s["id"] for s in out["sources"] if s["cited"]] == ["credit.md"], users.name
+    assert main(["ask", "--kb", str(ask_kb), "--users", str(rejected), "--user", "kim", ASK]) == 1
+    err = capsys.readouterr().err
+    assert str(rejected) in err and "kim: [branch, credit]" in err and "users:" in err and "- name: kim" in err

@@ -141,6 +141,67 @@ def test_restricted_document_never_reaches_a_user_outside_its_group(app, bundled
     assert not [s for s in secret if any(s in text for text, _ in steps)]
 
 
+FOLLOW_UP = "그럼 보고 여부는 누가 최종 결정하나요?"
+
+
+def _restricted_history(bundled_kb) -> list[dict]:
+    """A conversation steering a follow-up to the compliance-only document: its question and its
+    own sentences as an earlier "answer" (what a forged page, or a user who was told, could send),
+    in the Chatbot's message format (content as text parts)."""
+    turns = [("user", RESTRICTED_QUESTION), ("assistant", " ".join(s.lstrip("> ") for s in restricted_sentences(bundled_kb, ["branch"])[:3]))]
+    return [{"role": role, "content": [{"type": "text", "text": text}]} for role, text in turns]
+
+
+def test_history_never_widens_what_a_user_may_see(app, bundled_kb):
+    chat, url = app
+    secret = restricted_sentences(bundled_kb, ["branch"])
+    history = _restricted_history(bundled_kb)
+    # The same follow-up and history reach the document for its group: the history does steer retrieval.
+    _, _, sources = _client(url, "compliance").predict(FOLLOW_UP, history, api_name="/ask")
+    assert RESTRICTED_DOC in sources
+    # A teller sending it (through the page's API) gets nothing of the document.
+    shown, _, sources = _client(url, "teller").predict(FOLLOW_UP, history, api_name="/ask")
+    answer = _answer_text(shown)
+    assert RESTRICTED_DOC not in sources and not [s for s in secret if s in sources or s in answer.replace("\\", "")]
+    from kofin.serve.chat import conversation
+
+    steps = list(chat.answer(FOLLOW_UP, "teller", history=conversation(history)))
+    result = steps[-1][1]
+    assert result is not None and all(src["id"] != RESTRICTED_DOC for src in result.sources)
+    assert not [s for s in secret if s in result.answer]
+
+
+def test_the_chat_sends_the_conversation_as_plain_history(app, monkeypatch):
+    chat, url = app
+    seen: list = []
+    real = chat.assistant.stream
+
+    def recording(question, user=None, **kw):
+        seen.append(kw.get("history"))
+        return real(question, user, **kw)
+
+    monkeypatch.setattr(chat.assistant, "stream", recording)
+    client = _client(url, "teller")
+    first, _, _ = client.predict(OPEN_QUESTION, [], api_name="/ask")
+    client.predict("그럼 6개월 미만이면요?", first, api_name="/ask")
+    assert seen[0] is None
+    assert seen[1][0] == {"role": "user", "content": OPEN_QUESTION}
+    assert seen[1][1]["role"] == "assistant" and "중도해지이율" in seen[1][1]["content"]
+    assert "\\" not in seen[1][1]["content"] and "**" not in seen[1][1]["content"]
+
+
+def test_an_unexpected_failure_is_shown_with_a_message(app, monkeypatch):
+    chat, url = app
+
+    def broken(*args, **kw):
+        raise RuntimeError()  # no message of its own: Gradio would show a bare "Error"
+        yield
+
+    monkeypatch.setattr(chat.assistant, "stream", broken)
+    with pytest.raises(Exception, match="답변하지 못했습니다: 내부 오류"):
+        _client(url, "teller").predict(OPEN_QUESTION, [], api_name="/ask")
+
+
 def test_the_user_comes_from_the_session_not_the_request_body(app):
     _, url = app
     client = _client(url, "teller")

@@ -2,8 +2,9 @@
 
 Staff log in, ask a question on the bundled knowledge base, wait for the streamed answer, see
 numbered citations and the sources panel, open a cited passage; a user outside a document's group
-never sees its content; the admin tab is there for admins only; and no request leaves 127.0.0.1
-(no fonts, analytics or version checks from the internet).
+never sees its content; the admin tab is there for admins only; links, images and bare URLs in a
+cited document are never clickable and never fetched; and no request leaves 127.0.0.1 (no fonts,
+analytics or version checks from the internet).
 
 Needs /usr/bin/chromium (`make browser`, which `make test` runs). Playwright never downloads a
 browser here: it launches that executable. A fresh temporary profile per launch.
@@ -17,7 +18,9 @@ from urllib.parse import urlparse
 
 import pytest
 
-from serve_fixtures import OPEN_QUESTION, PASSWORDS, RESTRICTED_DOC, RESTRICTED_QUESTION, demo_config, restricted_sentences, running_app
+from serve_fixtures import (
+    OPEN_QUESTION, PASSWORDS, RESTRICTED_DOC, RESTRICTED_QUESTION, ROOT, demo_config, restricted_sentences, running_app,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Without the background-networking flags Chromium keeps calling Google services, which a closed
@@ -26,6 +29,19 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
          "--disable-component-update", "--disable-sync", "--disable-default-apps", "--disable-extensions",
          "--metrics-recording-only", "--no-default-browser-check", "--disable-dev-shm-usage"]
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+# A document whose every link form Gradio's Markdown (marked, GFM) or the HTML panel could render:
+# raw HTML, a Markdown link and image, bare URLs (http://, www.) and an e-mail address.
+LINKS_DOC = """---
+title: 가람 무지개적금 안내
+groups: [all]
+---
+# 가람 무지개적금 안내
+## 1. 신청
+무지개적금 가입 신청은 <a href="http://evil.example/x">클릭</a> 또는 [링크](http://evil.example) 에서 받는다.
+무지개적금 금리표는 ![img](http://evil.example/i.png) 그림과 http://evil.example/path 주소에 있다.
+무지개적금 약관은 www.evil.example 누리집이나 help@evil.example 메일로 받는다.
+"""
+LINKS_QUESTION = "무지개적금 가입 신청, 금리표, 약관은 어디서 받나요?"
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +57,21 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def app(bundled_kb, tmp_path_factory):
-    cfg = demo_config(bundled_kb, tmp_path_factory.mktemp("serve-browser") / "serve")
+def kb(tmp_path_factory):
+    """The bundled knowledge base plus LINKS_DOC."""
+    from kofin.serve.chunking import ChunkingConfig
+    from kofin.serve.ingest import IngestConfig, main
+
+    root = tmp_path_factory.mktemp("serve-browser")
+    (root / "links").mkdir()
+    (root / "links" / "rainbow-savings.md").write_text(LINKS_DOC, encoding="utf-8")
+    main(IngestConfig(output_dir=root / "kb", inputs=[ROOT / "data_ko" / "kb", root / "links"], chunking=ChunkingConfig(max_chars=900)))
+    return root / "kb"
+
+
+@pytest.fixture(scope="module")
+def app(kb, tmp_path_factory):
+    cfg = demo_config(kb, tmp_path_factory.mktemp("serve-browser") / "serve")
     with running_app(cfg) as (chat, url):
         yield chat, url
 
@@ -121,9 +150,9 @@ def test_a_question_outside_the_knowledge_base_says_so(browser, app, requests_se
     context.close()
 
 
-def test_restricted_documents_stay_with_their_group(browser, app, bundled_kb, requests_seen):
+def test_restricted_documents_stay_with_their_group(browser, app, kb, requests_seen):
     _, url = app
-    secret = restricted_sentences(bundled_kb, ["branch"])
+    secret = restricted_sentences(kb, ["branch"])
     context, page = _login(browser, url, "teller", requests_seen)
     _ask(page, RESTRICTED_QUESTION)
     # Open every source so hidden text is visible text too, then read the whole page.
@@ -148,4 +177,36 @@ def test_admins_get_the_document_tab(browser, app, requests_seen):
     tab.click()
     page.wait_for_selector("#kofin-upload")
     assert "관리자" in page.inner_text("#kofin-user") and page.locator("#kofin-reindex").is_visible()
+    context.close()
+
+
+# Every link and image the page has after an answer, as the browser resolved them.
+_LINKS_JS = """() => [
+  ...[...document.querySelectorAll('a[href]')].map(a => ['a', a.href, a.closest('#kofin-chat, #kofin-sources') ? 'answer' : 'page']),
+  ...[...document.querySelectorAll('img[src], image, source[src], iframe[src], video[src], audio[src]')]
+       .map(e => [e.tagName.toLowerCase(), e.src || e.getAttribute('href') || '', 'any']),
+]"""
+
+
+def test_links_in_a_cited_document_are_never_clickable_or_fetched(browser, app, requests_seen):
+    _, url = app
+    seen: list[str] = []
+    context, page = _login(browser, url, "teller", seen)
+    _ask(page, LINKS_QUESTION)
+    for summary in page.locator("#kofin-sources summary").all():
+        summary.click()
+    page.wait_for_timeout(500)  # an <img> would have been requested by now
+    answer = page.locator("#kofin-chat .message.bot, #kofin-chat [data-testid=bot]").last
+    text = answer.inner_text()
+    # The document was cited, its link text shows as text: the checks below see real input.
+    assert "무지개적금" in page.inner_text("#kofin-sources") and re.search(r"\[\d\]", text)
+    for shown in ('<a href="http://evil.example/x">', "[링크](http://evil.example)", "http://evil.example/path", "www.evil.example"):
+        assert shown in text or shown in page.inner_text("#kofin-sources"), shown
+    elements = page.evaluate(_LINKS_JS)
+    outside = [e for e in elements if urlparse(e[1]).scheme not in ("", "data", "blob") and (urlparse(e[1]).hostname or "") not in LOCAL_HOSTS]
+    assert not outside, f"links or images to outside hosts: {outside}"
+    assert not [e for e in elements if e[2] == "answer"], f"a document's text became a link: {elements}"
+    assert answer.locator("a").count() == 0 and page.locator("#kofin-sources a, #kofin-sources img").count() == 0
+    assert not [u for u in seen if "evil.example" in u], seen
+    requests_seen.extend(seen)
     context.close()
