@@ -14,6 +14,10 @@ and the SVD depend on the whole collection; the laws corpus takes seconds).
 
 A file that cannot be read (corrupt, unknown format, empty, over `max_file_mb`) is reported by
 name with the reason and skipped; the rest is ingested.
+
+Every KB written also gets `conflicts.json`: statements of different documents that give the same
+rate, limit, threshold or code different values (kofin.serve.conflicts). The summary lists them for
+the admin who ran the ingest; they name documents, so they are for admins, not for every user.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from kofin.config import ResolvedPath, StageConfig
 from kofin.errors import KofinError
 from kofin.rundir import atomic_write_json, atomic_write_text, is_complete, open_run, sha256_file
 from kofin.serve.chunking import ChunkingConfig, chunk_document
+from kofin.serve.conflicts import CONFLICTS_FILE, Conflict, conflicts_json, describe, find_conflicts, read_conflicts
 from kofin.serve.index import IndexConfig, build_bm25, build_chars, build_dense
 from kofin.serve.kb import FORMAT_VERSION, KnowledgeBaseError, STAGE, read_chunks, read_sources, verified_manifest
 from kofin.serve.loaders import SUFFIXES, LoaderError, load_file
@@ -60,11 +65,18 @@ class IngestReport:
     documents: int = 0
     seconds: float = 0.0
     written: bool = False
+    conflicts: list[Conflict] = field(default_factory=list)  # of the KB as it now is
+    conflict_seconds: float = 0.0
 
     def summary(self) -> str:
         head = f"{len(self.added)} added, {len(self.updated)} updated, {len(self.unchanged)} unchanged, {len(self.removed)} removed, {len(self.skipped)} skipped"
         state = f"{self.documents} documents, {self.chunks} chunks" if self.written else "nothing changed; the KB was left as it was"
-        return f"{self.kb}: {head} -> {state} ({self.seconds:.1f}s)"
+        lines = [f"{self.kb}: {head} -> {state} ({self.seconds:.1f}s)"]
+        if self.conflicts:
+            n = len(self.conflicts)
+            lines.append(f"{n} conflicting statement{'s' if n != 1 else ''} (documents that disagree; check which one is right):")
+            lines += [f"  - {describe(c)}" for c in self.conflicts]
+        return "\n".join(lines)
 
 
 def main(cfg: IngestConfig) -> IngestReport:
@@ -122,6 +134,8 @@ def main(cfg: IngestConfig) -> IngestReport:
             raise KofinError(f"{kb}: nothing to index — every input was skipped or removed (see the reasons above); the KB was not written")
         _write(cfg, chunks, sources, report)
         report.written = True
+    else:
+        report.conflicts = read_conflicts(kb)
     report.seconds = time.time() - started
     return report
 
@@ -208,7 +222,12 @@ def _write(cfg: IngestConfig, chunks: list[dict], sources: dict[str, dict], repo
         build_chars(chunks, cfg.index, run.path)
         dense = build_dense(chunks, bm25, cfg.index, run.path)
         atomic_write_json(run.path / "kb.json", {"format": FORMAT_VERSION, "index": cfg.index.model_dump(mode="json"), "dense": dense.model_dump(mode="json")})
+        started = time.perf_counter()
+        report.conflicts = find_conflicts(chunks)
+        report.conflict_seconds = time.perf_counter() - started
+        atomic_write_json(run.path / CONFLICTS_FILE, conflicts_json(report.conflicts))
         run.metrics.update(
             documents=report.documents, chunks=report.chunks, added=len(report.added), updated=len(report.updated),
             unchanged=len(report.unchanged), removed=len(report.removed), skipped=[list(s) for s in report.skipped],
+            conflicts=len(report.conflicts), conflicts_seconds=round(report.conflict_seconds, 3),
         )

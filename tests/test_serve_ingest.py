@@ -137,9 +137,10 @@ def test_kb_files_and_manifest(corpus, tmp_path):
     names = {p.name for p in kb.iterdir()}
     assert names == {
         "chunks.jsonl", "sources.json", "kb.json", "bm25.npz", "bm25_vocab.json", "bm25_idf.npy", "chars.npz",
-        "chars_vocab.json", "chars_idf.npy", "dense.faiss", "svd_components.npy", "config.yaml", "manifest.json", "COMPLETE",
+        "chars_vocab.json", "chars_idf.npy", "dense.faiss", "svd_components.npy", "conflicts.json", "config.yaml", "manifest.json",
+        "COMPLETE",
     }
     manifest = json.loads((kb / "manifest.json").read_text(encoding="utf-8"))
-    assert manifest["stage"] == "ingest" and "dense.faiss" in manifest["outputs"]
+    assert manifest["stage"] == "ingest" and "dense.faiss" in manifest["outputs"] and "conflicts.json" in manifest["outputs"]
     assert not any(n.endswith((".pkl", ".pickle")) for n in names)
     shutil.rmtree(kb)
