@@ -528,8 +528,8 @@ def find_conflicts(chunks: list[dict]) -> list[Conflict]:
     for members in groups.values():
         statements, seen = [], set()
         for f in sorted(members, key=lambda f: (f.st.effective or "", f.st.doc_id), reverse=True):
-            if (f.st.doc_id, f.st.value) not in seen:
-                seen.add((f.st.doc_id, f.st.value))
+            if (f.st.chunk_id, f.st.value) not in seen:  # every chunk saying it: any may be an answer's source
+                seen.add((f.st.chunk_id, f.st.value))
                 statements.append(f.st)
         kind = members[0].kind.split("/")[0]
         subject = min((f.label for f in members), key=lambda s: (s == "같은 항목", len(s)))
@@ -579,7 +579,7 @@ def conflicts_among(conflicts: list[Conflict], chunk_ids: set[str]) -> list[Conf
 def describe(c: Conflict) -> str:
     """One line for a person: '예금자보호 한도: 5천만원 (deposit/a, 2026-01-01) vs 1억원 (deposit/b, 2025-06-01)'."""
     parts = [f"{s.value} ({s.doc_id}, {s.effective or 'no effective date'})" for s in c.statements]
-    return f"{c.subject}: " + " vs ".join(parts)
+    return f"{c.subject}: " + " vs ".join(dict.fromkeys(parts))
 
 
 def main(argv: list[str] | None = None) -> int:
