@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -29,10 +28,11 @@ from kofin.config import KofinModel, ResolvedPath
 from kofin.data_ko.corpus import read_utf8
 from kofin.errors import KofinError
 from kofin.rundir import atomic_write_text
-from kofin.serve.answer import NO_ANSWER, Source, build_messages, extractive_answer, relevant
 from kofin.serve.audit import audit_record, default_audit_log, install_log_masking, write_audit
 from kofin.serve.backends import make_backend
-from kofin.serve.citations import verify_citations
+from kofin.serve.conflicts import read_conflicts
+from kofin.serve.korean import clean_text
+from kofin.serve.respond import AskResult, answer_stream
 from kofin.serve.retrieve import HybridRetriever
 from kofin.serve.settings import AnswerSettings
 
@@ -43,27 +43,6 @@ class AskConfig(AnswerSettings):
     audit_log: ResolvedPath | None = Field(None, description="Hash-chained audit log (question PII-masked, answer as sha256); `kofin audit verify` checks it. Default: $KOFIN_HOME/logs/ask.jsonl.")
 
 
-@dataclass
-class AskResult:
-    question: str
-    answer: str
-    sources: list[dict]
-    cited: list[int] = field(default_factory=list)
-    removed_citations: list[int] = field(default_factory=list)
-    flagged: list[dict] = field(default_factory=list)
-    found: bool = True
-    rewritten_query: str | None = None  # the query retrieval ran when a follow-up was rewritten with its history
-    caveat: str | None = None  # shown above the answer when the evidence is weak or the sources disagree
-    conflicts: list[dict] = field(default_factory=list)  # statements of the sources that disagree
-    backend: str = "extractive"
-    user: str | None = None
-    qid: str | None = None
-    seconds: float = 0.0
-
-    def to_json(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if not (k == "qid" and v is None)}
-
-
 def load_users(path: Path | None) -> dict[str, tuple[str, ...]]:
     if path is None:
         return {}
@@ -72,10 +51,15 @@ def load_users(path: Path | None) -> dict[str, tuple[str, ...]]:
     except (OSError, yaml.YAMLError) as err:
         raise KofinError(f"users_file {path}: cannot read it ({err})") from None
     users = data.get("users", data) if isinstance(data, dict) else None
+    if isinstance(data, list):
+        users = data
     if isinstance(users, list) and all(isinstance(u, dict) and "name" in u for u in users):
-        users = {u["name"]: list(u.get("groups") or []) for u in users}  # the chat's users file (serve/users.py)
+        users = {u["name"]: u.get("groups") or [] for u in users}  # the chat's users file (serve/users.py)
+    if isinstance(users, dict):
+        users = {u: [g] if isinstance(g, str) else g for u, g in users.items()}  # `groups: branch` is one group
     if not isinstance(users, dict) or not all(isinstance(g, list) for g in users.values()):
-        raise KofinError(f"users_file {path}: expected `user: [group, ...]` lines, e.g. `kim: [branch, credit]`")
+        raise KofinError(f"users_file {path}: not a users file; accepted formats: a mapping of user to groups "
+                         "(`kim: [branch, credit]`), or the chat's users file (`users:` list of `- name: kim` with `groups: [...]`)")
     return {str(u): tuple(str(g) for g in gs) for u, gs in users.items()}
 
 
@@ -88,6 +72,7 @@ class Assistant:
         install_log_masking()
         self.cfg = cfg
         self.retriever = HybridRetriever(load_kb(cfg.kb), cfg.retrieval)
+        self.conflicts = read_conflicts(cfg.kb)
         self.backend = make_backend(cfg.generation)
         self.users = load_users(cfg.users_file)
         self.audit_log = cfg.audit_log or default_audit_log()
@@ -98,8 +83,9 @@ class Assistant:
         from kofin.serve.kb import load_kb
 
         retriever = HybridRetriever(load_kb(self.cfg.kb), self.cfg.retrieval)
+        conflicts = read_conflicts(self.cfg.kb)
         with self._swap:
-            self.retriever = retriever
+            self.retriever, self.conflicts = retriever, conflicts
 
     def groups_of(self, user: str | None) -> tuple[str, ...]:
         if user is None:
@@ -109,8 +95,9 @@ class Assistant:
             raise KofinError(f"unknown user '{user}' ({where}); add `{user}: [group, ...]` to the users file")
         return self.users[user] + ("all",)
 
-    def ask(self, question: str, user: str | None = None, top_k: int | None = None, on_token: Callable[[str], None] | None = None, qid: str | None = None) -> AskResult:
-        for kind, value in self.stream(question, user, top_k=top_k, qid=qid):
+    def ask(self, question: str, user: str | None = None, top_k: int | None = None, on_token: Callable[[str], None] | None = None,
+            qid: str | None = None, history: list[dict] | None = None) -> AskResult:
+        for kind, value in self.stream(question, user, top_k=top_k, qid=qid, history=history):
             if kind == "delta" and on_token and self.backend is not None:
                 on_token(value)
             elif kind == "done":
@@ -122,77 +109,68 @@ class Assistant:
         """("delta", text) pieces of the raw answer as they come, then ("done", AskResult) once verified.
 
         `groups` (the chat passes the logged-in user's) replaces the users-file lookup; access
-        control is applied in retrieval, before anything is ranked.
+        control is applied in retrieval, before anything is ranked. `history` is the conversation
+        so far (OpenAI chat messages); it can rewrite the query, never widen the groups.
         """
-        started = time.time()
         groups = tuple(groups) + ("all",) if groups is not None else self.groups_of(user)
         with self._swap:
-            retriever = self.retriever
-        hits = retriever.search(question, groups, top_k or self.cfg.retrieval.top_k)
-        sources = [Source(i, h) for i, h in enumerate(hits, 1)]
-        result = AskResult(question, NO_ANSWER, [], backend=self.cfg.generation.backend, user=user, qid=qid)
-        if not hits or not relevant(retriever, question, hits, self.cfg.min_coverage):
-            result.found = False
-        else:
-            pieces = []
-            if self.backend is None:
-                # Extractive answers are ready at once; sent line by line like generated text.
-                raw = extractive_answer(retriever, question, sources, self.cfg.max_sentences)
-                stream: Iterator[str] = iter(raw.splitlines(keepends=True))
-            else:
-                stream = self.backend.stream(build_messages(question, sources))
-            try:
-                for piece in stream:
-                    pieces.append(piece)
-                    yield "delta", piece
-            except GeneratorExit:
-                # The client went away (closed the page, or Gradio's cancel) after part of the
-                # answer was sent: what was sent is still logged, marked as cut short.
-                write_audit(self.audit_log, audit_record(
-                    user=user, question=question, answer="".join(pieces), retrieved=[h.chunk["chunk_id"] for h in hits],
-                    cited=[], backend=result.backend, qid=qid, channel=channel, groups=list(groups), found=False,
-                    aborted=True, seconds=round(time.time() - started, 3),
-                ))
-                raise
-            raw = "".join(pieces)
-            check = verify_citations(raw, [s.text for s in sources], self.cfg.min_support)
-            result.answer = check.text or NO_ANSWER
-            result.cited, result.removed_citations = check.cited, check.removed
-            result.flagged = [asdict(f) for f in check.flagged]
-            result.found = result.answer != NO_ANSWER
-        result.sources = [_source_json(s, s.number in result.cited) for s in sources] if result.found else []
-        result.seconds = round(time.time() - started, 3)
+            retriever, conflicts = self.retriever, self.conflicts
+        started, retrieved, pieces = time.time(), None, []
+        steps = answer_stream(retriever, self.cfg, question, groups, backend=self.backend, history=history, top_k=top_k,
+                              conflicts=conflicts)
+        common = dict(user=user, backend=self.cfg.generation.backend, qid=qid, channel=channel, groups=list(groups))
+        try:
+            for kind, value in steps:
+                if kind == "retrieved":
+                    retrieved = value
+                elif kind == "delta":
+                    pieces.append(value)
+                    yield "delta", value
+                else:
+                    result = value
+        except GeneratorExit:
+            # The client went away (closed the page, or Gradio's cancel) after part of the
+            # answer was sent: what was sent is still logged, marked as cut short.
+            steps.close()
+            write_audit(self.audit_log, audit_record(
+                question=clean_text(question), answer="".join(pieces), cited=[], found=False, aborted=True,
+                retrieved=[h.chunk["chunk_id"] for h in retrieved.hits] if retrieved else [],
+                rewritten_query=retrieved.query if retrieved and retrieved.query != clean_text(question).strip() else None,
+                seconds=round(time.time() - started, 3), **common,
+            ))
+            raise
+        result.user, result.qid = user, qid
+        hits = retrieved.hits if retrieved else []
         write_audit(self.audit_log, audit_record(
-            user=user, question=question, answer=result.answer, retrieved=[h.chunk["chunk_id"] for h in hits],
-            cited=[sources[n - 1].hit.chunk["chunk_id"] for n in result.cited], backend=result.backend,
-            qid=qid, channel=channel, groups=list(groups), found=result.found, removed_citations=result.removed_citations,
-            flagged=result.flagged, seconds=result.seconds,
+            question=result.question, answer=result.answer, retrieved=[h.chunk["chunk_id"] for h in hits],
+            cited=[hits[n - 1].chunk["chunk_id"] for n in result.cited], found=result.found,
+            rewritten_query=result.rewritten_query, removed_citations=result.removed_citations,
+            flagged=result.flagged, seconds=result.seconds, **common,
         ))
         yield "done", result
 
 
-def _source_json(src: Source, cited: bool) -> dict:
-    c = src.hit.chunk
-    return {
-        "n": src.number, "id": c["doc_id"], "chunk_id": c["chunk_id"], "title": c["title"], "section": c["section"],
-        "page": c["page"], "score": round(src.hit.score, 6), "text": c["text"], "cited": cited,
-    }
-
-
 def read_questions(path: Path) -> list[dict]:
+    """`qid`, `question` and, for a follow-up, `history` (earlier messages, OpenAI chat format) per line."""
     from kofin.data_ko.formats import read_records  # same JSONL reading (and errors) as kofin data
 
     rows = []
     for where, row in read_records(Path(path)):
         if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not row["question"].strip():
             raise KofinError(f"{where}: each line needs a non-empty \"question\" (and a \"qid\"), e.g. {{\"qid\": \"q1\", \"question\": \"...\"}}")
-        rows.append({"qid": str(row.get("qid", where)), "question": row["question"]})
+        history = row.get("history") or []
+        if not isinstance(history, list) or not all(
+                isinstance(m, dict) and m.get("role") in ("user", "assistant", "system") and isinstance(m.get("content"), str) for m in history):
+            raise KofinError(f"{where}: \"history\" must be a list of messages like {{\"role\": \"user\", \"content\": \"...\"}} "
+                             "(roles user, assistant; assistant turns optional)")
+        rows.append({"qid": clean_text(str(row.get("qid", where))), "question": row["question"], "history": history})
     return rows
 
 
 def answer_file(assistant: Assistant, questions: Path, out: Path, user: str | None = None, top_k: int | None = None) -> int:
     """Answer every question of a JSONL file into `out` (written atomically); returns the count."""
     rows = read_questions(questions)
-    lines = [json.dumps(assistant.ask(r["question"], user, top_k, qid=r["qid"]).to_json(), ensure_ascii=False) for r in rows]
+    lines = [json.dumps(assistant.ask(r["question"], user, top_k, qid=r["qid"], history=r["history"]).to_json(), ensure_ascii=False)
+             for r in rows]
     atomic_write_text(out, "".join(line + "\n" for line in lines))
     return len(lines)

@@ -102,8 +102,9 @@ def audit_record(*, user: str | None, question: str, answer: str, retrieved: lis
 
 def _masked(record: dict[str, Any]) -> dict[str, Any]:
     clean = dict(record)
-    if isinstance(clean.get("question"), str):
-        clean["question"] = mask(clean["question"])
+    for key in ("question", "rewritten_query"):  # a rewritten follow-up carries the earlier turns' words
+        if isinstance(clean.get(key), str):
+            clean[key] = mask(clean[key])
     if clean.get("flagged"):
         clean["flagged"] = [dict(f, sentence=mask(f["sentence"])) for f in clean["flagged"]]
     clean.pop("answer", None)  # only its hash is kept (answer_sha256)

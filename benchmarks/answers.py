@@ -1,0 +1,205 @@
+"""Answers as served: what staff get from `kofin ask` / the chat, refusals included.
+
+Run as:
+    .venv/bin/python benchmarks/answers.py                     # dev sets only (what tuning may look at)
+    .venv/bin/python benchmarks/answers.py --heldout           # + the blind held-out sets (report only)
+    .venv/bin/python benchmarks/answers.py --heldout --scale 300000 --out benchmarks/results/answers.json
+
+Every question goes through `Assistant.ask` (serve/ask.py), the function `kofin ask` and the chat
+call, with the default AnswerSettings, anonymous (documents open to all), and an audit log in a
+temp folder. A refused question returns no sources, so it counts as a miss in R@5 / MRR@10.
+
+Sets (qid, question, gold; see benchmarks/dev/README.md and benchmarks/heldout/README.md):
+- statutes (../shared/data/laws/fin_articles.jsonl): answerable questions -> R@5, MRR@10 over the
+  distinct documents among the sources (top_k 10), and the share refused; unanswerable questions
+  -> the share refused (goal >= 80%), answerable refused (goal <= 5%);
+- bundled KB (data_ko/kb): key fact (a string from the gold document) present in the answer,
+  refusals of answerable and unanswerable questions; follow-ups: R@5 of the follow-up asked with
+  its history, the same follow-up alone, and the question written out in full;
+- conflicts the ingest reports on the bundled KB; p95 latency of the whole answer at the
+  statutes' ~3.5k chunks and, with --scale, at N synthetic chunks (benchmarks/retrieval.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from kofin.offline import apply_offline_env
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+LAWS = ROOT.parent / "shared" / "data" / "laws"
+KB_DOCS = ROOT / "data_ko" / "kb"
+
+# (name, file, kind, which KB) -- kind: answerable | unanswerable | keyfact | followup
+DEV_SETS = [
+    ("laws-dev60", LAWS / "questions_dev.jsonl", "answerable", "laws"),
+    ("laws-dev80", HERE / "questions_heldout.jsonl", "answerable", "laws"),  # the older held-out set, tuned on since
+    ("laws-styles-dev", HERE / "dev" / "laws_styles.jsonl", "answerable", "laws"),
+    ("laws-unanswerable-dev", HERE / "dev" / "laws_unanswerable.jsonl", "unanswerable", "laws"),
+    ("kb-keyfact-dev", HERE / "dev" / "kb_answerable.jsonl", "keyfact", "kb"),
+    ("kb-unanswerable-dev", HERE / "dev" / "kb_unanswerable.jsonl", "unanswerable", "kb"),
+    ("kb-followups-dev", HERE / "dev" / "kb_followups.jsonl", "followup", "kb"),
+]
+HELDOUT_SETS = [
+    ("laws-heldout", HERE / "heldout" / "laws_answerable.jsonl", "answerable", "laws"),
+    ("laws-unanswerable-heldout", HERE / "heldout" / "laws_unanswerable.jsonl", "unanswerable", "laws"),
+    ("kb-keyfact-heldout", HERE / "heldout" / "kb_answerable.jsonl", "keyfact", "kb"),
+    ("kb-unanswerable-heldout", HERE / "heldout" / "kb_unanswerable.jsonl", "unanswerable", "kb"),
+    ("kb-followups-heldout", HERE / "heldout" / "kb_followups.jsonl", "followup", "kb"),
+]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def ranked_docs(result) -> list[str]:
+    docs: list[str] = []
+    for s in result.sources:
+        if s["id"] not in docs:
+            docs.append(s["id"])
+    return docs
+
+
+def rank_of(docs: list[str], gold: list[str]) -> int | None:
+    return next((i for i, d in enumerate(docs, 1) if d in set(gold)), None)
+
+
+def _squash(text: str) -> str:
+    return re.sub(r"[\s,]", "", text)
+
+
+def run_answerable(assistant, rows: list[dict]) -> dict:
+    r5 = rr = refused = 0.0
+    for q in rows:
+        result = assistant.ask(q["question"], top_k=10, qid=q.get("qid"))
+        rank = rank_of(ranked_docs(result)[:10], q["gold"])
+        r5 += bool(rank and rank <= 5)
+        rr += 1 / rank if rank else 0.0
+        refused += not result.found
+    n = len(rows)
+    return {"n": n, "recall@5": round(r5 / n, 3), "mrr@10": round(rr / n, 3), "refused": round(refused / n, 3)}
+
+
+def run_unanswerable(assistant, rows: list[dict]) -> dict:
+    refused = sum(not assistant.ask(q["question"], qid=q.get("qid")).found for q in rows)
+    return {"n": len(rows), "refused": round(refused / len(rows), 3)}
+
+
+def run_keyfact(assistant, rows: list[dict]) -> dict:
+    present = r5 = refused = 0
+    for q in rows:
+        result = assistant.ask(q["question"], qid=q.get("qid"))
+        present += result.found and _squash(q["key_fact"]) in _squash(result.answer)
+        rank = rank_of(ranked_docs(result), q["gold"])
+        r5 += bool(rank and rank <= 5)
+        refused += not result.found
+    n = len(rows)
+    return {"n": n, "key_fact": round(present / n, 3), "recall@5": round(r5 / n, 3), "refused": round(refused / n, 3)}
+
+
+def run_followups(assistant, rows: list[dict]) -> dict:
+    hits = {"with_history": 0, "alone": 0, "full": 0}
+    present = 0
+    for q in rows:
+        asked = {
+            "with_history": assistant.ask(q["question"], qid=q.get("qid"), history=q["history"]),
+            "alone": assistant.ask(q["question"], qid=q.get("qid")),
+            "full": assistant.ask(q["full_question"], qid=q.get("qid")),
+        }
+        for key, result in asked.items():
+            rank = rank_of(ranked_docs(result), q["gold"])
+            hits[key] += bool(rank and rank <= 5)
+        present += _squash(q.get("key_fact", "\0")) in _squash(asked["with_history"].answer)
+    n = len(rows)
+    return {"n": n, **{f"recall@5_{k}": round(v / n, 3) for k, v in hits.items()}, "key_fact_with_history": round(present / n, 3)}
+
+
+RUNNERS = {"answerable": run_answerable, "unanswerable": run_unanswerable, "keyfact": run_keyfact, "followup": run_followups}
+
+
+def latency(assistant, rows: list[dict]) -> dict:
+    times = []
+    for q in rows:
+        t = time.perf_counter()
+        assistant.ask(q["question"])
+        times.append(time.perf_counter() - t)
+    return {"n": len(times), "p50_ms": round(float(np.percentile(times, 50)) * 1000, 1),
+            "p95_ms": round(float(np.percentile(times, 95)) * 1000, 1)}
+
+
+def main() -> int:
+    apply_offline_env()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--heldout", action="store_true", help="also run the blind held-out sets (never tune on them)")
+    parser.add_argument("--only", nargs="*", default=[], help="run only these set names (e.g. laws-dev60 kb-keyfact-dev)")
+    parser.add_argument("--scale", type=int, default=0, help="also measure answer latency at this many synthetic chunks")
+    parser.add_argument("--work", type=Path, help="folder for the two KBs (kept, reused when up to date); default: a temp folder")
+    parser.add_argument("--out", type=Path, help="write the numbers as JSON here")
+    parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="AnswerSettings overrides for an experiment, e.g. min_coverage=0.3")
+    args = parser.parse_args()
+
+    import yaml
+
+    from kofin.serve.ask import AskConfig, Assistant
+    from kofin.serve.conflicts import read_conflicts
+    from kofin.serve.ingest import IngestConfig, main as ingest
+
+    tmp = Path(tempfile.mkdtemp(prefix="kofin-answers-"))
+    work = args.work or tmp
+    overrides = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.overrides)}
+    results: dict = {"settings": overrides}
+    try:
+        kbs = {"laws": work / "kb-laws", "kb": work / "kb-bundled"}
+        t = time.perf_counter()
+        ingest(IngestConfig(output_dir=kbs["laws"], inputs=[LAWS / "fin_articles.jsonl"]))
+        results["ingest_laws_s"] = round(time.perf_counter() - t, 1)
+        ingest(IngestConfig(output_dir=kbs["kb"], inputs=[KB_DOCS]))
+        assistants = {name: Assistant(AskConfig(kb=path, audit_log=tmp / f"audit-{name}.jsonl", **overrides)) for name, path in kbs.items()}
+        for a in assistants.values():
+            a.retriever.search("워밍업", ("all",), 1)  # Kiwi's model load is not a question's latency
+        results["kb_conflicts"] = len(read_conflicts(kbs["kb"]))
+        sets = DEV_SETS + (HELDOUT_SETS if args.heldout else [])
+        for name, path, kind, kb in sets:
+            if args.only and name not in args.only:
+                continue
+            if not path.exists():
+                print(f"{name}: {path} not found, skipped", file=sys.stderr)
+                continue
+            t = time.perf_counter()
+            results[name] = RUNNERS[kind](assistants[kb], read_jsonl(path))
+            print(f"{name:28s} {json.dumps(results[name], ensure_ascii=False)}  ({time.perf_counter() - t:.0f}s)", flush=True)
+        laws_questions = read_jsonl(LAWS / "questions_dev.jsonl")
+        results["latency_laws"] = latency(assistants["laws"], laws_questions)
+        results["latency_laws"]["chunks"] = len(assistants["laws"].retriever.kb)
+        print(f"{'latency (statutes)':28s} {results['latency_laws']}", flush=True)
+        if args.scale:
+            sys.path.insert(0, str(HERE))
+            from retrieval import scaled_kb
+
+            from kofin.serve.retrieve import HybridRetriever
+
+            big = assistants["laws"]
+            big.retriever = HybridRetriever(scaled_kb(big.retriever.kb, args.scale), big.cfg.retrieval)
+            results[f"latency_{args.scale}"] = latency(big, laws_questions)
+            print(f"{'latency (' + str(args.scale) + ')':28s} {results[f'latency_{args.scale}']}", flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if args.out:
+        args.out.write_text(json.dumps(results, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""The extractive answerer: the source sentences (and table rows) that answer the question, each
+quoted with its [n].
+
+Run as: a library; the answer path (serve/respond.py) calls `extractive_answer` when no
+generative backend is configured.
+
+Staff ask for a fact: a rate, an amount, a period, an age. The sentence that shares the most
+words with the question is often a definition or a pointer ("아래 기준금액 이상이면…") rather
+than the number asked for, so candidates are scored by word overlap and then:
+- a candidate that holds a value of the kind asked for (rate, amount, period, age) is preferred,
+  one without any is held back;
+- a Markdown table row is a candidate of its own, read with its header ("6개월 이상 12개월 미만:
+  만기일시지급식 2.60"), and a sentence that points at a table or list quotes its best rows;
+- questions (FAQ headings "Q3. …?"), headings and sentences addressed to an assistant are never
+  quoted; definitions and worked examples ("예시: 환율이 1,400원이면…") are held back unless one
+  was asked for.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from kofin.serve.answer import NO_ANSWER, Source, is_injection
+from kofin.serve.korean import morpheme_terms, split_sentences
+from kofin.serve.retrieve import HybridRetriever
+
+_BULLET = re.compile(r"^(?:[-*•·]\s+)+")
+
+# What kind of value a question asks for, and what such a value looks like in a document.
+_ASKS = {
+    "rate": re.compile(r"금리|이율|이자율|수수료율|요율|비율|이자\s*얼마|몇\s*(%|퍼센트|프로)|퍼센트|프로(?!그램|세스|필|모션)"),
+    "amount": re.compile(r"얼마|금액|한도|수수료|비용|요금|최대|최고|최소|최저|몇\s*(원|만원|천만원|억)"),
+    "period": re.compile(r"기간|언제|며칠|몇\s*(일|개월|달|년|주|시간|영업일|회)|기한|이내|동안|걸리|걸려|만기|시점|부터|까지"),
+    "age": re.compile(r"나이|몇\s*살|연령|살\s*(이상|부터|까지)|세\s*(이상|미만|부터)|고령"),
+}
+_VALUES = {
+    "rate": re.compile(r"\d+(?:\.\d+)?\s*(%|퍼센트|%p)|연\s*\d+(?:\.\d+)?|\d+\.\d+"),
+    "amount": re.compile(r"\d[\d,.]*\s*(천|만|억|조)?\s*(원|달러|USD|위안|엔)|\d+\s*(천|만|억)\b|무료|면제|없음"),
+    "period": re.compile(r"\d+\s*(영업일|일|개월|년|주|시간|분|회)|(매월|매년|익월|당일|즉시|만기일)"),
+    "age": re.compile(r"(만\s*)?\d+\s*세"),
+}
+_DEFINITION = re.compile(r"(이?란|라\s*함은|라고\s*한다)\s.*(말한다|뜻한다|의미한다|이다)|(을|를)\s*말한다[.]?$")
+_ASKS_DEFINITION = re.compile(r"뜻|의미|무엇|뭐|뭔|이란|란\s*\??$|개념|정의")
+_POINTS_AT_LIST = re.compile(r"아래|다음과\s*같|다음의|다음\s*(표|각|기준|서류|항목)|(표|목록)와\s*같")
+_EXAMPLE = re.compile(r"^\(?(예시|예를\s*들어|예컨대|가령|사례)\b|^\(?예\)|^예\s*[:：]")
+_ASKS_EXAMPLE = re.compile(r"예시|예를|사례|계산")
+_MARKUP = re.compile(r"\*\*|__|`")
+_HEADING = re.compile(r"^(#{1,6}\s|Q\d+[.)]|\d+(\.\d+)*\.?\s+\S{1,20}$)")
+
+
+@dataclass
+class Candidate:
+    number: int          # source number [n]
+    pos: int             # position in the source (keeps the quoted order readable)
+    text: str            # what is quoted
+    terms: set[str]
+    rows: list["Candidate"]  # for a sentence pointing at a table or list: what follows it
+    score: float = 0.0
+
+
+def asked_kinds(question: str) -> set[str]:
+    return {kind for kind, pattern in _ASKS.items() if pattern.search(question)}
+
+
+def _table_rows(lines: list[str]) -> list[str]:
+    """A Markdown table's data rows, each read with its header: "first cell: header2 cell2, …"."""
+    cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines]
+    cells = [row for row in cells if not all(re.fullmatch(r":?-{2,}:?", c) or not c for c in row)]
+    if len(cells) < 2:
+        return [" ".join(c for c in row if c) for row in cells]
+    header, rows = cells[0], cells[1:]
+    out = []
+    for row in rows:
+        if len(header) == 2 or len(row) != len(header):
+            out.append(": ".join(c for c in row if c))
+        else:
+            rest = ", ".join(f"{h} {c}" for h, c in zip(header[1:], row[1:]) if c)
+            out.append(f"{row[0]}: {rest}")
+    return out
+
+
+def _pieces(text: str) -> list[tuple[str, bool]]:
+    """(sentence or table row, is_list_item) in document order."""
+    out: list[tuple[str, bool]] = []
+    table: list[str] = []
+    for line in text.split("\n") + [""]:
+        if line.strip().startswith("|"):
+            table.append(line)
+            continue
+        if table:
+            out += [(row, True) for row in _table_rows(table)]
+            table = []
+        stripped = line.strip()
+        if not stripped or _HEADING.match(stripped):
+            continue
+        item = bool(_BULLET.match(stripped) or re.match(r"^\d+[.)]\s", stripped))
+        out += [(_MARKUP.sub("", _BULLET.sub("", s)).strip(), item) for s in split_sentences(stripped)]
+    return out
+
+
+def _candidates(src: Source) -> list[Candidate]:
+    out: list[Candidate] = []
+    pieces = _pieces(src.text)
+    for pos, (text, _item) in enumerate(pieces):
+        if len(text) < 6 or text.rstrip().endswith(("?", "？")) or re.match(r"^Q\d*[.):]", text) or is_injection(text):
+            continue
+        cand = Candidate(src.number, pos, text, set(morpheme_terms(text)), [])
+        if _POINTS_AT_LIST.search(text):
+            # The list may start a sentence or two later ("…아래의 이율을 적용한다. 기본이율은 …").
+            j, prose = pos + 1, 0
+            while j < len(pieces) and len(cand.rows) < 12:
+                follower, is_item = pieces[j]
+                if not is_item:
+                    prose += 1
+                    if cand.rows or prose > 2:
+                        break
+                elif not is_injection(follower):
+                    cand.rows.append(Candidate(src.number, j, follower, set(morpheme_terms(follower)), []))
+                j += 1
+        out.append(cand)
+    return out
+
+
+def extractive_answer(retriever: HybridRetriever, question: str, sources: list[Source], max_sentences: int = 3,
+                      asked: str | None = None) -> str:
+    """The candidates that best answer `question`, each as "- text [n]", in source order.
+
+    `question` is the query retrieval ran (a rewritten follow-up includes its topic); `asked` is
+    what the user typed, which says what kind of value is wanted (default: `question`).
+    """
+    kb = retriever.kb
+    weights = retriever.query_terms(question)
+    kinds = asked_kinds(asked or question)
+    wants_definition = bool(_ASKS_DEFINITION.search(asked or question))
+    wants_example = bool(_ASKS_EXAMPLE.search(asked or question))
+
+    def idf(term: str) -> float:
+        j = kb.bm25_vocab.get(term)
+        return float(kb.bm25_idf[j]) if j is not None else 0.0
+
+    def score(cand: Candidate) -> float:
+        overlap = sum(w * idf(t) for t, w in weights.items() if t in cand.terms)
+        if overlap <= 0:
+            return 0.0
+        # Long sentences match more words by chance; sqrt length keeps them from winning on size.
+        value = overlap / math.sqrt(max(len(cand.terms), 1))
+        if kinds:
+            holds = any(_VALUES[k].search(cand.text) for k in kinds) or any(
+                _VALUES[k].search(r.text) for r in cand.rows for k in kinds)
+            value *= 1.5 if holds else 0.6
+        if not wants_definition and _DEFINITION.search(cand.text):
+            value *= 0.5
+        if not wants_example and _EXAMPLE.search(cand.text):
+            value *= 0.4  # an illustration's numbers are not the bank's terms
+        return value
+
+    scored = []
+    for src in sources:
+        for cand in _candidates(src):
+            cand.score = score(cand)
+            if cand.score > 0:
+                scored.append(cand)
+    if not scored:
+        return NO_ANSWER
+    scored.sort(key=lambda c: (-c.score, c.number, c.pos))
+    # Filler that shares a word or two with the question is not an answer: keep what scores
+    # close to the best.
+    best = [c for c in scored[:max_sentences] if c.score >= 0.4 * scored[0].score]
+    lines: list[tuple[int, int, str]] = []
+    for cand in best:
+        lines.append((cand.number, cand.pos, cand.text))
+        if cand.rows:
+            for row in _best_rows(cand.rows, score):
+                lines.append((row.number, row.pos, row.text))
+    seen: set[tuple[int, int]] = set()
+    out = []
+    for number, pos, text in sorted(lines):
+        if (number, pos) not in seen:
+            seen.add((number, pos))
+            out.append(f"- {text} [{number}]")
+    return "\n".join(out)
+
+
+def _best_rows(rows: list[Candidate], score) -> list[Candidate]:
+    """All of a short list; of a longer one, the rows that match the question best."""
+    if len(rows) <= 4:
+        return rows
+    ranked = sorted(rows, key=lambda r: -score(r))
+    top = [r for r in ranked[:3] if score(r) > 0]
+    return top or rows[:8]

@@ -1,0 +1,93 @@
+"""Follow-up questions: "그럼 중도해지하면요?" asked after a question about a deposit means the deposit.
+
+Run as: a library; the answer path (serve/respond.py) calls `rewrite_question` before retrieval.
+
+A follow-up is elliptical when it opens with a connective (그럼, 그러면, 그건 …), is short and
+ends in a bare "…은요?/는요?", or has almost no content words of its own. Then:
+- extractive backend: the topic of the conversation (content words of the earlier user turns,
+  latest first, that the follow-up does not already have) is put in front of the follow-up;
+- generative backend: the model is asked to rewrite the follow-up as a standalone question, and
+  the extractive rewrite is used when its reply is empty or implausible.
+History is text only: it changes the query, never the access groups retrieval applies.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from kofin.serve.korean import QUESTION_WORDS, clean_text, morpheme_terms
+
+# What was asked about the topic (its rate, limit, period...), not the topic itself: the follow-up
+# asks something else about the same thing, so these are not carried over.
+_ATTRIBUTE = re.compile(r"^(금리|이율|이자|이자율|수수료|수수료율|금액|한도|기간|기한|조건|요건|대상|자격|서류|방법|절차|나이|연령|비용|최대|최소|최고|최저|가입|신청|얼마)$")
+
+_CONNECTIVE = re.compile(
+    r"^(그럼|그러면|그렇다면|그런데|근데|그건|그거|그것|그게|그때|그\s*경우|이\s*경우|그\s*상품|이\s*상품|이건|이거|그리고|또|또는|"
+    r"만약|만일|혹시|그\s*외|그\s*밖|반대로|아니면|그\s*다음|그다음)"
+)
+_BARE_TAIL = re.compile(r"(은|는|이|가|도|면|이면|라면)?\s*(요|용|여|염)?\s*[?？]*\s*$")
+MAX_TOPIC_TERMS = 6
+MAX_HISTORY_TURNS = 3  # earlier user turns read for the topic
+
+REWRITE_PROMPT = (
+    "다음 대화의 마지막 질문을 앞의 대화 없이도 이해되는 하나의 완전한 질문으로 다시 쓰세요. "
+    "상품명·업무명 등 생략된 대상을 채우고, 질문의 뜻은 바꾸지 마세요. 다시 쓴 질문 한 줄만 출력하세요."
+)
+
+
+def is_elliptical(question: str) -> bool:
+    own = [t for t in morpheme_terms(question) if t not in QUESTION_WORDS and len(t) > 1]
+    if _CONNECTIVE.match(question.strip()):
+        return True
+    short = len(question.split()) <= 4
+    return len(own) <= 1 or (short and len(own) <= 2 and bool(_BARE_TAIL.search(question)))
+
+
+def _user_turns(history: list[dict]) -> list[str]:
+    turns = [clean_text(str(m.get("content") or "")) for m in history if isinstance(m, dict) and m.get("role") == "user"]
+    return [t for t in turns if t.strip()][-MAX_HISTORY_TURNS:]
+
+
+def topic_of(history: list[dict], question: str) -> list[str]:
+    """Content words of the earlier user turns (latest first) that the question lacks."""
+    have = set(morpheme_terms(question))
+    topic: list[str] = []
+    for turn in reversed(_user_turns(history)):
+        for term in morpheme_terms(turn):
+            # One-syllable verb stems (받, 넣) carry no topic; nouns and compounds do.
+            if len(term) > 1 and term not in QUESTION_WORDS and term not in have and term not in topic and not _ATTRIBUTE.match(term):
+                topic.append(term)
+        if len(topic) >= MAX_TOPIC_TERMS:
+            break
+    return topic[:MAX_TOPIC_TERMS]
+
+
+def rewrite_question(question: str, history: list[dict], retriever: Any = None, backend: Any = None) -> str | None:
+    """The query to retrieve with when `question` is an elliptical follow-up; None to use it as is."""
+    if not history or not _user_turns(history) or not is_elliptical(question):
+        return None
+    topic = topic_of(history, question)
+    if not topic:
+        return None
+    extractive = f"{' '.join(topic)} {question}"
+    if backend is None:
+        return extractive
+    return _generated_rewrite(backend, history, question) or extractive
+
+
+def _generated_rewrite(backend: Any, history: list[dict], question: str) -> str | None:
+    lines = [f"{'질문' if m.get('role') == 'user' else '답변'}: {clean_text(str(m.get('content') or ''))[:500]}"
+             for m in history[-2 * MAX_HISTORY_TURNS:] if isinstance(m, dict) and m.get("role") in ("user", "assistant")]
+    messages = [{"role": "system", "content": REWRITE_PROMPT},
+                {"role": "user", "content": "\n".join(lines) + f"\n마지막 질문: {question}\n다시 쓴 질문:"}]
+    try:
+        reply = "".join(backend.stream(messages))
+    except Exception:  # noqa: BLE001 - a failed rewrite falls back to the extractive one; the answer call reports backend errors
+        return None
+    first = next((line.strip() for line in reply.splitlines() if line.strip()), "")
+    first = re.sub(r"^(다시\s*쓴\s*질문|질문)\s*[:：]\s*", "", first)
+    # A rewrite should be a question about as long as the follow-up plus its topic, not an answer.
+    if not first or len(first) > 4 * len(question) + 200 or "[" in first:
+        return None
+    return first

@@ -1,0 +1,174 @@
+"""The one answer path: a question (with its conversation and the asker's groups) -> a cited answer.
+
+Run as: a library. `kofin ask`, the chat (both through `Assistant` in serve/ask.py, which adds
+the audit log) and `kofin eval`'s RAG task call `answer_question` / `answer_stream`, so what eval
+scores is what staff see: the same rewrite of a follow-up, the same access groups, the same
+relevance gate (refusals return no sources), the same answerer and citation checks.
+
+Steps, in order:
+1. Clean the question (NFKC, invisible characters, lone surrogates) and, when it is an elliptical
+   follow-up, rewrite it with the conversation (serve/followup.py). History only ever changes the
+   query text; what may be retrieved is decided by `groups` alone.
+2. Retrieve with the groups applied before ranking.
+3. Gate (serve/answer.py `evidence`): too little of the question in the best sources -> "nothing
+   found"; some but weak -> answer with a caveat and the sources shown.
+4. Answer: extractive (serve/extract.py) or generated from the numbered sources.
+5. Verify citations; flag sources' sentences that address an assistant; say when the cited
+   sources state different values for the same thing (conflicts found at ingest).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterator
+
+from kofin.serve.answer import NO_ANSWER, Source, build_messages, evidence, suspicious_sentences
+from kofin.serve.citations import verify_citations
+from kofin.serve.extract import extractive_answer
+from kofin.serve.followup import rewrite_question
+from kofin.serve.korean import clean_text
+from kofin.serve.retrieve import Hit, HybridRetriever
+from kofin.serve.settings import AnswerSettings
+
+# A document KB has no live market data; "오늘 환율" answered from a worked example is wrong.
+_LIVE = re.compile(r"(오늘|지금|현재|실시간|요즘|이번\s*주|금일)\s*(의|자)?\s*(\S+\s*)?(환율|시세|주가|금값|지수|코스피|기준금리|시장금리)")
+_POINTS_AHEAD = re.compile(r"(아래|다음)(의|과\s*같|와\s*같|\s*표)")
+_LIST_START = re.compile(r"^(\||[-*•·]\s|\d+[.)]\s)")
+
+WEAK_EVIDENCE = "근거가 약합니다: 아래 출처가 질문에 정확히 답하는지 직접 확인하세요."
+SOURCES_DISAGREE = "출처마다 내용이 다릅니다: 각 출처의 시행일을 확인하고 최신 기준을 따르세요."
+
+
+@dataclass
+class AskResult:
+    question: str
+    answer: str
+    sources: list[dict]
+    cited: list[int] = field(default_factory=list)
+    removed_citations: list[int] = field(default_factory=list)
+    flagged: list[dict] = field(default_factory=list)
+    found: bool = True
+    rewritten_query: str | None = None  # the query retrieval ran when a follow-up was rewritten with its history
+    caveat: str | None = None  # shown above the answer when the evidence is weak or the sources disagree
+    conflicts: list[dict] = field(default_factory=list)  # statements of the cited sources that disagree
+    evidence: float = 0.0  # the gate's measure: share of the question found in the best sources
+    backend: str = "extractive"
+    user: str | None = None
+    qid: str | None = None
+    seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if not (k == "qid" and v is None)}
+
+
+@dataclass
+class Retrieved:
+    """What retrieval gave, sent before the answer so a caller can audit an answer cut short."""
+
+    query: str
+    hits: list[Hit]
+
+
+def answer_stream(retriever: HybridRetriever, settings: AnswerSettings, question: str, groups: tuple[str, ...], *,
+                  backend: Any = None, history: list[dict] | None = None, top_k: int | None = None,
+                  conflicts: list | None = None) -> Iterator[tuple[str, Any]]:
+    """("retrieved", Retrieved), then ("delta", text) pieces of the raw answer, then ("done", AskResult).
+
+    `groups` are the asker's access groups, exactly as retrieval applies them (callers add "all").
+    `backend` is a generative backend with `stream(messages)`, or None for the extractive answer.
+    `conflicts` are the KB's conflicting statements (kofin.serve.conflicts), or None.
+    """
+    started = time.time()
+    question = clean_text(question).strip()
+    rewritten = rewrite_question(question, history or [], retriever, backend)
+    query = rewritten or question
+    hits = _with_continuations(retriever, retriever.search(query, groups, top_k or settings.retrieval.top_k))
+    yield "retrieved", Retrieved(query, hits)
+    sources = [Source(i, h) for i, h in enumerate(hits, 1)]
+    result = AskResult(question, NO_ANSWER, [], backend=settings.generation.backend, rewritten_query=rewritten)
+    result.evidence = evidence(retriever, query, hits) if hits else 0.0
+    if result.evidence >= settings.min_coverage and not asks_live_value(question):
+        pieces = []
+        if backend is None:
+            # Extractive answers are ready at once; sent line by line like generated text.
+            raw = extractive_answer(retriever, query, sources, settings.max_sentences, asked=question)
+            stream: Iterator[str] = iter(raw.splitlines(keepends=True))
+        else:
+            stream = backend.stream(build_messages(question if rewritten is None else f"{query}\n(원래 질문: {question})", sources))
+        for piece in stream:
+            pieces.append(piece)
+            yield "delta", piece
+        check = verify_citations("".join(pieces), [s.text for s in sources], settings.min_support)
+        result.answer = check.text or NO_ANSWER
+        result.cited, result.removed_citations = check.cited, check.removed
+        result.flagged = [asdict(f) for f in check.flagged]
+        result.found = result.answer != NO_ANSWER
+    else:
+        result.found = False
+    if result.found:
+        result.sources = [_source_json(s, s.number in result.cited) for s in sources]
+        if result.evidence < settings.confident_coverage:
+            result.caveat = WEAK_EVIDENCE
+        result.conflicts = _disagreements(conflicts, sources, result.cited)
+        if result.conflicts:
+            result.caveat = SOURCES_DISAGREE
+    result.seconds = round(time.time() - started, 3)
+    yield "done", result
+
+
+def answer_question(retriever: HybridRetriever, settings: AnswerSettings, question: str, groups: tuple[str, ...], *,
+                    backend: Any = None, history: list[dict] | None = None, top_k: int | None = None,
+                    conflicts: list | None = None) -> AskResult:
+    """The whole answer at once (see `answer_stream`)."""
+    for kind, value in answer_stream(retriever, settings, question, groups, backend=backend, history=history,
+                                     top_k=top_k, conflicts=conflicts):
+        if kind == "done":
+            return value
+    raise AssertionError("answer_stream ended without a result")  # it always ends with "done"
+
+
+def asks_live_value(question: str) -> bool:
+    """Today's exchange rate, the current base rate, a live price: documents hold only examples."""
+    return bool(_LIVE.search(question))
+
+
+def _with_continuations(retriever: HybridRetriever, hits: list[Hit]) -> list[Hit]:
+    """Each hit whose text points at a table or list that the chunker put in the next chunk of the
+    same document and section ("아래의 중도해지이율을 적용한다." + the table) carries that chunk too."""
+    chunks = retriever.kb.chunks
+    out = []
+    for h in hits:
+        nxt = chunks[h.index + 1] if h.index + 1 < len(chunks) else None
+        c = h.chunk
+        if (nxt is not None and nxt["doc_id"] == c["doc_id"] and nxt["section"] == c["section"]
+                and _POINTS_AHEAD.search(c["text"]) and _LIST_START.match(nxt["text"].lstrip())):
+            h = Hit(h.index, h.score, dict(c, text=f"{c['text']}\n{nxt['text']}"))
+        out.append(h)
+    return out
+
+
+def _source_json(src: Source, cited: bool) -> dict:
+    c = src.hit.chunk
+    out = {
+        "n": src.number, "id": c["doc_id"], "chunk_id": c["chunk_id"], "title": c["title"], "section": c["section"],
+        "page": c["page"], "effective": c.get("effective"), "score": round(src.hit.score, 6), "text": c["text"], "cited": cited,
+    }
+    flagged = suspicious_sentences(c["text"])
+    if flagged:
+        out["suspicious"] = flagged
+    return out
+
+
+def _disagreements(conflicts: list | None, sources: list[Source], cited: list[int]) -> list[dict]:
+    """Conflicts with a statement in a cited source and another in any shown source."""
+    if not conflicts or not cited:
+        from_cited: list = []
+    else:
+        from kofin.serve.conflicts import conflicts_among
+
+        shown = {s.hit.chunk["chunk_id"] for s in sources}
+        cited_ids = {sources[n - 1].hit.chunk["chunk_id"] for n in cited}
+        from_cited = [c for c in conflicts_among(conflicts, shown) if any(st.chunk_id in cited_ids for st in c.statements)]
+    return [c.to_json() for c in from_cited]
