@@ -72,7 +72,9 @@ def ranked_docs(result) -> list[str]:
 
 
 def rank_of(docs: list[str], gold: list[str]) -> int | None:
-    return next((i for i, d in enumerate(docs, 1) if d in set(gold)), None)
+    # KB gold ids are paths without ".md" (data_ko/kb/README.md); a chunk's doc_id keeps the suffix.
+    wanted = {g.removesuffix(".md") for g in gold}
+    return next((i for i, d in enumerate(docs, 1) if d.removesuffix(".md") in wanted), None)
 
 
 def _squash(text: str) -> str:

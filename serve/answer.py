@@ -95,6 +95,38 @@ def evidence(retriever: HybridRetriever, question: str, hits: list[Hit]) -> floa
     return max((coverage(retriever, question, f"{h.chunk['title']} {h.chunk['section']} {h.chunk['text']}") for h in hits[:3]), default=0.0)
 
 
+# A statute named in the question: "근로기준법상", "도로교통법에서". Everyday words ending in 법
+# (방법, 불법 …) are not statutes.
+_LAW_NAME = re.compile(r"([가-힣]{2,}(?:에\s관한\s법률|법률|법))(?=상|에서|에|은|는|이|의|을|를|으로|로|과|와|도|만|\s|[?.,]|$)")
+_NOT_A_LAW = frozenset({"방법", "불법", "위법", "적법", "편법", "해법", "문법", "합법", "입법", "사법", "용법", "수법", "기법",
+                        "요법", "비법", "무법", "탈법", "준법", "관계법", "해당법", "관련법", "특별법", "개정법"})
+_KB_LAW_NAMES: dict[int, tuple[object, set[str]]] = {}
+
+
+def _law_names(retriever: HybridRetriever) -> set[str]:
+    """Every statute name the KB's text, titles or the lexicon's short names mention (cached per KB)."""
+    kb = retriever.kb
+    cached = _KB_LAW_NAMES.get(id(kb))
+    if cached is None or cached[0] is not kb:
+        names = {m.group(1) for c in kb.chunks for m in _LAW_NAME.finditer(f"{c['title']} {c['section']} {c['text']}")}
+        names |= {alias for alias in retriever.lexicon.aliases}
+        names |= {full for full in retriever.lexicon.aliases.values()}
+        cached = _KB_LAW_NAMES[id(kb)] = (kb, names)
+    return cached[1]  # type: ignore[return-value]
+
+
+def unknown_law(retriever: HybridRetriever, question: str) -> str | None:
+    """A statute the question names that no document of the KB mentions (then the KB cannot answer it)."""
+    known = _law_names(retriever)
+    for m in _LAW_NAME.finditer(question):
+        name = m.group(1)
+        if name in _NOT_A_LAW or any(name.endswith(w) and len(name) - len(w) < 2 for w in _NOT_A_LAW):
+            continue
+        if name not in known and not any(name in k or k.endswith(name) for k in known):
+            return name
+    return None
+
+
 def suspicious_sentences(text: str) -> list[str]:
     """Sentences of a document that address an assistant or claim to override other text."""
     return [s for s in split_sentences(text) if is_injection(s)]

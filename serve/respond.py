@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator
 
-from kofin.serve.answer import NO_ANSWER, Source, build_messages, evidence, suspicious_sentences
+from kofin.serve.answer import NO_ANSWER, Source, build_messages, evidence, suspicious_sentences, unknown_law
 from kofin.serve.citations import verify_citations
 from kofin.serve.extract import extractive_answer
 from kofin.serve.followup import rewrite_question
@@ -89,7 +89,7 @@ def answer_stream(retriever: HybridRetriever, settings: AnswerSettings, question
     sources = [Source(i, h) for i, h in enumerate(hits, 1)]
     result = AskResult(question, NO_ANSWER, [], backend=settings.generation.backend, rewritten_query=rewritten)
     result.evidence = evidence(retriever, query, hits) if hits else 0.0
-    if result.evidence >= settings.min_coverage and not asks_live_value(question):
+    if result.evidence >= settings.min_coverage and not asks_live_value(question) and not unknown_law(retriever, query):
         pieces = []
         if backend is None:
             # Extractive answers are ready at once; sent line by line like generated text.

@@ -152,12 +152,13 @@ def test_readable_errors_name_the_input():
 
 
 def test_ask_users_file_formats(ask_kb, kofin_home, capsys, tmp_path):
-    mapping, chat_list, rejected = tmp_path / "map.yaml", tmp_path / "chat.yaml", tmp_path / "list.yaml"
+    mapping, chat_list, bare_list, rejected = (tmp_path / f"{n}.yaml" for n in ("map", "chat", "list", "bad"))
     mapping.write_text("kim: [credit]\n", encoding="utf-8")
     chat_list.write_text('users:\n  - name: kim\n    password_hash: "scrypt$16384$8$1$c2FsdA$a2V5"\n    groups: [credit]\n    admin: false\n',
                          encoding="utf-8")
-    rejected.write_text("- name: kim\n  groups: [credit]\n", encoding="utf-8")
-    for users in (mapping, chat_list):
+    bare_list.write_text("- name: kim\n  groups: credit\n", encoding="utf-8")  # a bare list, one group as a string
+    rejected.write_text("kim:\n  level: 3\n", encoding="utf-8")
+    for users in (mapping, chat_list, bare_list):
         out = _ask_json(capsys, "--kb", str(ask_kb), "--users", str(users), "--user", "kim", "LTV 70% 넘는 주택담보대출은?")
         assert [s["id"] for s in out["sources"] if s["cited"]] == ["credit.md"], users.name
     assert main(["ask", "--kb", str(ask_kb), "--users", str(rejected), "--user", "kim", ASK]) == 1
