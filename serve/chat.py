@@ -138,6 +138,11 @@ class Chat:
             report = build_kb(self.cfg, rebuild=rebuild)
             self.assistant.reload_kb()
         skipped = "".join(f"\n- 건너뜀: {Path(p).name} — {why}" for p, why in report.skipped)
+        if report.conflicts:  # admins only: the listing names documents of every group
+            from kofin.serve.conflicts import describe
+
+            skipped += f"\n\n⚠ 문서 간 내용이 다른 곳 {len(report.conflicts)}건 (어느 쪽이 맞는지 확인하세요):"
+            skipped += "".join(f"\n- {md_escape(describe(c))}" for c in report.conflicts)
         return f"색인 완료: 문서 {report.documents}개, 조각 {report.chunks}개 (추가 {len(report.added)}, 변경 {len(report.updated)}, 삭제 {len(report.removed)}){skipped}"
 
     def uploaded_for(self, username: str | None) -> str:

@@ -130,3 +130,18 @@ def test_the_gate_and_key_facts_on_the_bundled_kb_dev_sets(bundled):
     assert sum(not r.found for r in answerable) / len(answerable) <= 0.05
     assert sum(not r.found for r in unanswerable) / len(unanswerable) >= 0.05
     assert sum(key_facts) / len(key_facts) >= 0.7
+
+
+def test_an_answer_whose_sources_disagree_says_so_with_both_dates(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("---\ntitle: 예금자보호 안내\ngroups: [all]\neffective: 2026-01-01\n---\n# 예금자보호 안내\n## 1. 보호 한도\n"
+                               "예금자보호 한도는 1인당 1억원이다.\n", encoding="utf-8")
+    (docs / "b.md").write_text("---\ntitle: 예금자보호 제도 요약\ngroups: [all]\neffective: 2024-06-01\n---\n# 예금자보호 제도 요약\n## 1. 보호 한도\n"
+                               "예금자보호 한도는 1인당 5천만원이다.\n", encoding="utf-8")
+    report = ingest(IngestConfig(output_dir=tmp_path / "kb", inputs=[docs]))
+    assert report.conflicts, report.summary()
+    result = _assistant(tmp_path / "kb", tmp_path).ask("예금자보호 한도는 얼마인가요?")
+    assert result.found and result.caveat and "다릅니다" in result.caveat
+    values = {(st["doc_id"], st["effective"]) for c in result.conflicts for st in c["statements"]}
+    assert {d for d, _ in values} == {"a.md", "b.md"} and all(e for _, e in values)
