@@ -157,7 +157,8 @@ def test_bertscore_with_a_local_encoder(tiny_model):
     p, r = scorer._vectors("대출 금리"), scorer._vectors("예금 금리는 연 3%")
     sim = p @ r.T
     precision, recall = float(sim.max(1).values.mean()), float(sim.max(0).values.mean())
-    assert scorer.f1("대출 금리", "예금 금리는 연 3%") == pytest.approx(2 * precision * recall / (precision + recall))
+    expected = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    assert scorer.f1("대출 금리", "예금 금리는 연 3%") == pytest.approx(expected)
     assert scorer.f1("대출 금리", "예금 금리는 연 3%") < 1.0
     assert torch.allclose(p.norm(dim=-1), torch.ones(p.shape[0]))
 
