@@ -24,7 +24,7 @@ from typing import Callable, Iterator
 import yaml
 from pydantic import Field
 
-from kofin.config import KofinModel, ResolvedPath
+from kofin.config import ResolvedPath
 from kofin.data_ko.corpus import read_utf8
 from kofin.errors import KofinError
 from kofin.rundir import atomic_write_text

@@ -164,11 +164,9 @@ def _source_json(src: Source, cited: bool) -> dict:
 def _disagreements(conflicts: list | None, sources: list[Source], cited: list[int]) -> list[dict]:
     """Conflicts with a statement in a cited source and another in any shown source."""
     if not conflicts or not cited:
-        from_cited: list = []
-    else:
-        from kofin.serve.conflicts import conflicts_among
+        return []
+    from kofin.serve.conflicts import conflicts_among
 
-        shown = {s.hit.chunk["chunk_id"] for s in sources}
-        cited_ids = {sources[n - 1].hit.chunk["chunk_id"] for n in cited}
-        from_cited = [c for c in conflicts_among(conflicts, shown) if any(st.chunk_id in cited_ids for st in c.statements)]
-    return [c.to_json() for c in from_cited]
+    shown = {s.hit.chunk["chunk_id"] for s in sources}
+    cited_ids = {sources[n - 1].hit.chunk["chunk_id"] for n in cited}
+    return [c.to_json() for c in conflicts_among(conflicts, shown) if any(st.chunk_id in cited_ids for st in c.statements)]
