@@ -20,13 +20,14 @@ AXOLOTL_LOCK := training/axolotl-requirements.txt
 AXOLOTL_STAMP := $(AXOLOTL_VENV)/.kofin-axolotl
 AXOLOTL_VERSION ?= 0.19.0
 
-.PHONY: install axolotl-env axolotl-lock browser demo test clean help
+.PHONY: install axolotl-env axolotl-lock browser slapd demo test clean help
 
 help:
 	@echo "make demo   run every built stage on the embedded tiny model and bundled Korean data"
 	@echo "make test   run the test suite (CPU, offline; GPU tests are skipped without a GPU)"
 	@echo "make axolotl-env  create .venv-axolotl, the pinned env kofin sft runs axolotl in (make demo/test do it)"
 	@echo "make browser  install Debian's chromium for the chat's browser test (make test does it)"
+	@echo "make slapd  install Debian's slapd for the directory sign-on test (make test does it)"
 	@echo "make clean  remove runs/ and test scratch (keeps the virtual env)"
 
 $(STAMP): pyproject.toml
@@ -64,6 +65,14 @@ browser:
 	@test -x $(CHROMIUM) || { $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
 	@test -x $(CHROMIUM) || { echo "$(CHROMIUM) still missing after apt-get install chromium"; exit 1; }
 
+# Directory sign-on is tested against a real OpenLDAP server (Debian's slapd), started by the
+# test on 127.0.0.1 in a scratch folder; the package's own system service is never used.
+SLAPD ?= /usr/sbin/slapd
+
+slapd:
+	@test -x $(SLAPD) || { $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends slapd ldap-utils; }
+	@test -x $(SLAPD) || { echo "$(SLAPD) still missing after apt-get install slapd"; exit 1; }
+
 demo: $(STAMP) $(AXOLOTL_STAMP)
 	@echo "== 1/9 embedded tiny EEVE-shaped model"
 	$(BIN)/kofin tiny path
@@ -90,7 +99,7 @@ demo: $(STAMP) $(AXOLOTL_STAMP)
 	@echo "   every answer is logged to runs/serve-demo/audit.jsonl; check it with: $(BIN)/kofin audit verify runs/serve-demo/audit.jsonl"
 	$(BIN)/kofin serve --config configs/serve/demo.yaml
 
-test: $(STAMP) $(AXOLOTL_STAMP) browser
+test: $(STAMP) $(AXOLOTL_STAMP) browser slapd
 	$(BIN)/python -m pytest -q
 
 clean:
