@@ -18,7 +18,10 @@ whole file and its head can forge a consistent chain, so ship `verify`'s head ha
 server cannot rewrite (syslog, WORM) when that matters.
 
 Appends hold an exclusive `fcntl` lock on the log, so concurrent sessions and processes never
-interleave lines or fork the chain.
+interleave lines or fork the chain. Before appending, the log's last line is checked against
+`.head`: a log cut short (or emptied, or deleted) while its head says otherwise, or chained lines
+with no head, is tampering, and the append is refused (`AuditTampered`, logged at CRITICAL on
+`kofin.audit`) instead of chaining onto the cut log, which would re-seal it with the shorter history.
 """
 
 from __future__ import annotations
@@ -38,8 +41,10 @@ from pathlib import Path
 from typing import Any
 
 from kofin.data_ko.pii import scrub_pii
+from kofin.errors import KofinError
 
 GENESIS = "0" * 64
+alarm = logging.getLogger("kofin.audit")
 _thread_lock = threading.Lock()  # flock is per open file; this orders threads of one process too
 
 
@@ -162,17 +167,20 @@ def _pre_chain(f) -> bool:
     return isinstance(row, dict) and "seq" not in row and "hash" not in row
 
 
+class AuditTampered(KofinError):
+    """The log does not end where its head says: appending would hide the cut."""
+
+
+def refuse_tampered(where: str, problem: str) -> None:
+    message = (f"{where}: {problem}; refusing to append (that would re-seal the log with the shorter history). "
+               f"Check it with `kofin audit verify {where}`, restore the log from a backup, or move the log and "
+               "its .head aside to start a new chain on purpose")
+    alarm.critical("AUDIT LOG TAMPERED: %s", message)
+    raise AuditTampered(message)
+
+
 def _append(f, path: Path, clean: dict[str, Any]) -> None:
-    last = _last_line(f)
-    prev, seq = GENESIS, 1
-    if last:
-        try:
-            tail = json.loads(last)
-            prev, seq = tail["hash"], int(tail["seq"]) + 1
-        except (ValueError, KeyError, TypeError):
-            # A torn or edited last line: keep appending (an audit log must not stop the
-            # service), chained from its bytes, so `verify` names the bad line.
-            prev, seq = hashlib.sha256(last).hexdigest(), -1
+    prev, seq = _chain_tail(f, path)
     clean.update(seq=seq, prev=prev)
     clean["hash"] = line_hash(clean)
     f.seek(0, os.SEEK_END)
@@ -180,6 +188,39 @@ def _append(f, path: Path, clean: dict[str, Any]) -> None:
     f.flush()
     os.fsync(f.fileno())
     _write_head(path, seq, clean["hash"])
+
+
+def _chain_tail(f, path: Path) -> tuple[str, int]:
+    """(hash, seq + 1) of the last line, after checking it is the line the head recorded."""
+    last = _last_line(f)
+    head_file = _head_path(path)
+    if not head_file.exists():
+        if last:
+            refuse_tampered(str(path), f"the log has lines but {head_file.name} is missing")
+        return GENESIS, 1
+    head = _read_head(head_file)
+    if head is None:
+        refuse_tampered(str(path), f"{head_file.name} is not the JSON the writer keeps there")
+    if not last:
+        refuse_tampered(str(path), f"{head_file.name} says {head.get('lines')} lines but the log is empty or missing")
+    try:
+        tail = json.loads(last)
+        ok = isinstance(tail, dict) and line_hash(tail) == tail.get("hash")
+    except ValueError:
+        ok = False
+    if not ok or tail.get("seq") != head.get("lines") or tail.get("hash") != head.get("hash"):
+        seen = f"entry {tail.get('seq')}" if ok else "a line that is not an intact chained entry"
+        refuse_tampered(str(path), f"{head_file.name} says the log ends at entry {head.get('lines')} "
+                                   f"({str(head.get('hash'))[:12]}…) but it ends with {seen} (lines were cut off or edited)")
+    return tail["hash"], int(tail["seq"]) + 1
+
+
+def _read_head(head_file: Path) -> dict | None:
+    try:
+        head = json.loads(head_file.read_text(encoding="utf-8"))
+    except (ValueError, OSError):
+        return None
+    return head if isinstance(head, dict) else None
 
 
 def _head_path(path: Path) -> Path:

@@ -150,3 +150,71 @@ def test_a_missing_or_damaged_head_file_is_not_intact(tmp_path):
     head.write_text("", encoding="utf-8")
     check = verify_audit(log)
     assert not check.ok and "not the JSON" in check.problem
+
+
+# ---------------------------------------------------------------- the writer never re-seals a cut log
+
+
+def _cut_then_append(log: Path, keep: int) -> Exception:
+    import pytest
+
+    from kofin.serve.audit import AuditTampered
+
+    _rewrite(log, log.read_text(encoding="utf-8").splitlines()[:keep])
+    assert not verify_audit(log).ok
+    with pytest.raises(AuditTampered) as err:
+        _log(log, 1)
+    return err.value
+
+
+def test_appending_to_a_log_cut_at_the_end_is_refused_and_it_stays_tampered(tmp_path, caplog):
+    log = _log(tmp_path / "audit.jsonl")
+    with caplog.at_level("CRITICAL", logger="kofin.audit"):
+        err = _cut_then_append(log, 2)
+    assert "ends at entry 4" in str(err) and "entry 2" in str(err) and "kofin audit verify" in str(err)
+    assert any("AUDIT LOG TAMPERED" in r.getMessage() for r in caplog.records)
+    assert len(log.read_text(encoding="utf-8").splitlines()) == 2  # nothing was chained onto the cut log
+    check = verify_audit(log)
+    assert not check.ok and "cut off the end" in check.problem
+
+
+def test_an_emptied_or_deleted_log_with_a_head_is_tampering(tmp_path):
+    import pytest
+
+    from kofin.serve.audit import AuditTampered
+
+    log = _log(tmp_path / "audit.jsonl")
+    err = _cut_then_append(log, 0)
+    assert "empty or missing" in str(err) and log.read_bytes() == b""
+    log.unlink()
+    with pytest.raises(AuditTampered, match="empty or missing"):
+        _log(log, 1)
+    assert not log.exists() or log.read_bytes() == b""
+
+
+def test_chained_lines_without_a_head_are_not_resealed(tmp_path):
+    import pytest
+
+    from kofin.serve.audit import AuditTampered
+
+    log = _log(tmp_path / "audit.jsonl")
+    log.with_name(log.name + ".head").unlink()
+    with pytest.raises(AuditTampered, match="head is missing"):
+        _log(log, 1)
+    assert not log.with_name(log.name + ".head").exists() and len(log.read_text(encoding="utf-8").splitlines()) == 4
+
+
+def test_an_edited_last_line_is_not_chained_onto(tmp_path):
+    import pytest
+
+    from kofin.serve.audit import AuditTampered, canonical, line_hash
+
+    log = _log(tmp_path / "audit.jsonl")
+    lines = log.read_text(encoding="utf-8").splitlines()
+    row = json.loads(lines[-1])
+    row["user"] = "someone-else"
+    row["hash"] = line_hash(row)  # a consistent line, but not the one the head recorded
+    lines[-1] = canonical(row).decode()
+    _rewrite(log, lines)
+    with pytest.raises(AuditTampered, match="cut off or edited"):
+        _log(log, 1)
