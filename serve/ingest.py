@@ -13,7 +13,11 @@ rewritten at all. Indexes are rebuilt from all chunks whenever something changed
 and the SVD depend on the whole collection; the laws corpus takes seconds).
 
 A file that cannot be read (corrupt, unknown format, empty, over `max_file_mb`) is reported by
-name with the reason and skipped; the rest is ingested.
+name with the reason and skipped; the rest is ingested. Symbolic links are never followed by
+default (`links: refuse`): a link in an ingest folder (`passwd-link.md -> /etc/passwd`) is named in
+the skip list; `links: inside_root` follows only links that resolve inside the folder being
+ingested. A document that declares no access groups gets `default_groups` (default: `admins`,
+a group only administrators have), so an unlabelled file is never open to everyone by accident.
 
 Every KB written also gets `conflicts.json`: statements of different documents that give the same
 rate, limit, threshold or code different values (kofin.serve.conflicts). The summary lists them for
@@ -27,7 +31,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, field_validator
 
 from kofin.config import ResolvedPath, StageConfig
 from kofin.errors import KofinError
@@ -37,6 +43,7 @@ from kofin.serve.conflicts import CONFLICTS_FILE, Conflict, conflicts_json, desc
 from kofin.serve.index import IndexConfig, build_bm25, build_chars, build_dense
 from kofin.serve.kb import FORMAT_VERSION, KnowledgeBaseError, STAGE, read_chunks, read_sources, verified_manifest
 from kofin.serve.loaders import SUFFIXES, LoaderError, load_file
+from kofin.serve.users import ADMINS_GROUP, check_groups
 from kofin.data_ko.corpus import DocumentError
 
 SKIP_NAMES = {"readme.md"}  # folder notes, not knowledge (the bundled KB has one)
@@ -51,6 +58,18 @@ class IngestConfig(StageConfig):
     max_file_mb: float = Field(50.0, gt=0, description="Files larger than this are skipped and reported.")
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig, description="How documents are cut into chunks.")
     index: IndexConfig = Field(default_factory=IndexConfig, description="BM25, char n-gram and dense index settings.")
+    default_groups: list[str] = Field(default_factory=lambda: [ADMINS_GROUP], min_length=1, description=(
+        f"Access groups of a document that declares none (no front-matter `groups:`, no `groups` in a JSONL record, "
+        f"and every PDF/DOCX/HTML/HWPX/text file). Default [{ADMINS_GROUP}]: administrators only. "
+        "`[all]` opens unlabelled documents to everyone (public statutes, e.g. fin_articles.jsonl)."))
+    links: Literal["refuse", "inside_root"] = Field("refuse", description=(
+        "Symbolic links in the inputs: `refuse` skips every link (named in the skip list); `inside_root` follows "
+        "a link only when its target is inside the folder being ingested."))
+
+    @field_validator("default_groups")
+    @classmethod
+    def _groups(cls, v: list[str]) -> list[str]:
+        return check_groups(v)
 
 
 @dataclass
@@ -91,7 +110,7 @@ def main(cfg: IngestConfig) -> IngestReport:
         chunks_by_source.setdefault(c["source"], []).append(c)
 
     seen: set[str] = set()
-    for path, root in _files(cfg.inputs, report):
+    for path, root in _files(cfg.inputs, report, cfg.links):
         key = str(path)
         seen.add(key)
         reason = _too_big_or_unknown(path, cfg.max_file_mb)
@@ -100,12 +119,14 @@ def main(cfg: IngestConfig) -> IngestReport:
             continue
         digest = sha256_file(path)
         forced = _upload_record_groups(path)
-        if key in old_sources and old_sources[key]["sha256"] == digest and old_sources[key].get("groups") == forced:
+        old = old_sources.get(key)
+        if (old and old["sha256"] == digest and old.get("groups") == forced
+                and old.get("default_groups", ["all"]) == cfg.default_groups):  # KBs before default_groups gave `all`
             report.unchanged.append(key)
             continue
         rel = path.relative_to(root).as_posix()
         try:
-            new = [_record(c, key, forced) for doc in load_file(path, rel) for c in chunk_document(doc, cfg.chunking)]
+            new = [_record(c, key, forced, cfg.default_groups) for doc in load_file(path, rel) for c in chunk_document(doc, cfg.chunking)]
         except (LoaderError, DocumentError) as err:
             report.skipped.append((key, str(err).removeprefix(f"{path}: ").removeprefix(f"{path}")))
             continue
@@ -115,7 +136,8 @@ def main(cfg: IngestConfig) -> IngestReport:
             continue
         (report.updated if key in old_sources else report.added).append(key)
         chunks_by_source[key] = new
-        sources[key] = {"sha256": digest, "bytes": path.stat().st_size, "root": str(root), "documents": sorted({c["doc_id"] for c in new})}
+        sources[key] = {"sha256": digest, "bytes": path.stat().st_size, "root": str(root), "documents": sorted({c["doc_id"] for c in new}),
+                        "default_groups": list(cfg.default_groups)}
         if forced is not None:
             sources[key]["groups"] = forced
 
@@ -150,18 +172,41 @@ def _previous(kb: Path, rebuild: bool) -> tuple[list[dict], dict[str, dict]]:
     return read_chunks(kb), read_sources(kb)
 
 
-def _files(inputs: list[Path], report: IngestReport):
-    """(file, ingest root) for every input; a folder's files in sorted order, hidden ones skipped."""
+def _files(inputs: list[Path], report: IngestReport, links: str = "refuse"):
+    """(file, ingest root) for every input; a folder's files in sorted order, hidden ones skipped,
+    symbolic links skipped (or, with links=inside_root, kept when they resolve inside the root)."""
     for item in inputs:
-        if item.is_file():
+        if item.is_symlink():
+            report.skipped.append((str(item), _link_refusal(item)))
+        elif item.is_file():
             yield item, item.parent
         elif item.is_dir():
             for path in sorted(item.rglob("*")):
                 rel = path.relative_to(item)
-                if path.is_file() and not any(p.startswith(".") for p in rel.parts) and path.name.lower() not in SKIP_NAMES:
+                if any(p.startswith(".") for p in rel.parts) or path.name.lower() in SKIP_NAMES:
+                    continue
+                link = next((item.joinpath(*rel.parts[:i]) for i in range(1, len(rel.parts) + 1)
+                             if item.joinpath(*rel.parts[:i]).is_symlink()), None)
+                if link is not None:
+                    inside = path.resolve().is_relative_to(item.resolve())
+                    if links == "inside_root" and inside:
+                        if path.is_file():
+                            yield path, item
+                    elif link == path or path.is_file():
+                        report.skipped.append((str(path), _link_refusal(link, inside and links == "refuse")))
+                elif path.is_file():
                     yield path, item
         else:
             report.skipped.append((str(item), "no such file or folder"))
+
+
+def _link_refusal(link: Path, inside: bool = False) -> str:
+    try:
+        target = str(link.readlink())
+    except OSError:
+        target = "?"
+    fix = "set links: inside_root to follow links within the ingest folder" if inside else "copy the file itself into the folder"
+    return f"a symbolic link (to {target}); links are not followed ({fix})"
 
 
 def _too_big_or_unknown(path: Path, max_mb: float) -> str:
@@ -188,9 +233,9 @@ def _upload_record_groups(path: Path) -> list[str] | None:
     return sorted(set(read_access(path.parent).get(path.name) or [UNASSIGNED]))
 
 
-def _record(chunk, source: str, forced: list[str] | None = None) -> dict:
+def _record(chunk, source: str, forced: list[str] | None = None, default: list[str] | None = None) -> dict:
     rec = asdict(chunk)
-    rec["groups"] = list(forced) if forced is not None else list(chunk.groups)
+    rec["groups"] = list(forced) if forced is not None else list(chunk.groups or default or [ADMINS_GROUP])
     rec["source"] = source
     return rec
 

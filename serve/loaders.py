@@ -6,6 +6,10 @@ Every loader returns `LoadedDoc`s whose `blocks` hold text in a light Markdown: 
 `#` lines (so chunking knows the nearest section), tables as `| a | b |` rows (so chunking can
 keep them whole), and the page number where the format has pages (PDF). A file that cannot be
 read raises `LoaderError` naming the file and what to do; ingest reports it and goes on.
+
+Access groups come only from what a document declares (Markdown front matter `groups:`, a JSONL
+record's `groups`); a document that declares none has `groups == ()`, and ingest gives it its
+configured `default_groups` (nobody but admins unless configured), never silently `all`.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.etree import ElementTree
 
-from kofin.data_ko.corpus import DocumentError, iter_jsonl_documents, read_markdown_document, read_utf8
+from kofin.data_ko.corpus import DocumentError, _split_front_matter, iter_jsonl_documents, read_markdown_document, read_utf8
 from kofin.errors import KofinError
 
 SUFFIXES = (".md", ".markdown", ".txt", ".pdf", ".docx", ".html", ".htm", ".hwpx", ".jsonl")
@@ -37,7 +41,7 @@ class LoadedDoc:
     doc_id: str
     title: str
     blocks: list[Block]
-    groups: tuple[str, ...] = ("all",)
+    groups: tuple[str, ...] = ()  # () = the document declares no access groups (ingest applies default_groups)
     metadata: dict = field(default_factory=dict)
 
 
@@ -88,7 +92,9 @@ def check_unzipped_size(path: Path, max_mb: float = MAX_UNZIPPED_MB) -> None:
 def _markdown(path: Path, doc_id: str) -> list[LoadedDoc]:
     doc = read_markdown_document(path, path.parent)  # front matter: title, groups, department ...
     meta = dict(doc.metadata) | {k: v for k, v in (("department", doc.department), ("effective", doc.effective), ("doc_type", doc.doc_type)) if v}
-    return [LoadedDoc(doc_id, doc.title, [Block(doc.text)], doc.groups, meta)]
+    # The corpus reader fills in `all` for a document without `groups:`; only a declared list counts.
+    declared = _split_front_matter(read_utf8(path), path)[0].get("groups")
+    return [LoadedDoc(doc_id, doc.title, [Block(doc.text)], doc.groups if declared else (), meta)]
 
 
 def _plain_text(path: Path, doc_id: str) -> list[LoadedDoc]:
@@ -100,7 +106,8 @@ def _jsonl(path: Path, doc_id: str) -> list[LoadedDoc]:
     out = []
     for doc in iter_jsonl_documents(path):
         meta = {k: v for k, v in doc.metadata.items() if k not in ("id", "title", "groups")}
-        out.append(LoadedDoc(doc.doc_id, doc.title, [Block(doc.text)], tuple(str(g) for g in doc.groups), meta))
+        declared = doc.metadata.get("groups")  # the record's own `groups` (or its metadata's); the reader defaults to `all`
+        out.append(LoadedDoc(doc.doc_id, doc.title, [Block(doc.text)], tuple(str(g) for g in doc.groups) if declared else (), meta))
     return out
 
 

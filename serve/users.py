@@ -25,7 +25,7 @@ import re
 import secrets
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from kofin.config import KofinModel
 
@@ -33,6 +33,15 @@ SCHEME = "scrypt"
 _N, _R, _P = 2**14, 8, 1
 _NAME = re.compile(r"^[\w.@-]{1,64}$")  # \w covers Hangul: 창구직원 is a valid login
 _GROUP = re.compile(r"^[\w.-]{1,64}$")
+# Every administrator has this access group: what ingest gives a document that declares none.
+ADMINS_GROUP = "admins"
+
+
+def check_groups(groups: list[str]) -> list[str]:
+    bad = [g for g in groups if not _GROUP.match(g)]
+    if bad:
+        raise ValueError(f"group names {bad} must be letters, digits, '.', '_' or '-'")
+    return groups
 
 
 def hash_password(password: str, *, n: int = _N, r: int = _R, p: int = _P) -> str:
@@ -85,10 +94,13 @@ class User(KofinModel):
     @field_validator("groups")
     @classmethod
     def _groups(cls, v: list[str]) -> list[str]:
-        bad = [g for g in v if not _GROUP.match(g)]
-        if bad:
-            raise ValueError(f"group names {bad} must be letters, digits, '.', '_' or '-'")
-        return v
+        return check_groups(v)
+
+    @model_validator(mode="after")
+    def _admins_read_unlabelled(self) -> "User":
+        if self.admin and ADMINS_GROUP not in self.groups:
+            self.groups = [*self.groups, ADMINS_GROUP]
+        return self
 
 
 class UsersFile(KofinModel):

@@ -144,3 +144,74 @@ def test_kb_files_and_manifest(corpus, tmp_path):
     assert manifest["stage"] == "ingest" and "dense.faiss" in manifest["outputs"] and "conflicts.json" in manifest["outputs"]
     assert not any(n.endswith((".pkl", ".pickle")) for n in names)
     shutil.rmtree(kb)
+
+
+# ---------------------------------------------------------------- links and unlabelled documents
+
+
+def test_symbolic_links_are_refused_and_named(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "deposit.md").write_text("---\ngroups: [all]\n---\n# 정기예금\n\n정기예금 중도해지이율은 기본이율의 30%이다.\n", encoding="utf-8")
+    secret = tmp_path / "secret.md"
+    secret.write_text("# 내부\n\nroot:x:0:0:root:/root:/bin/bash\n", encoding="utf-8")
+    (docs / "passwd-link.md").symlink_to(secret)
+    (docs / "inside-link.md").symlink_to(docs / "deposit.md")
+    outside_dir = tmp_path / "outside"
+    outside_dir.mkdir()
+    (outside_dir / "x.md").write_text("# x\n\n밖에 있는 문서 root:x:0:0\n", encoding="utf-8")
+    (docs / "linked-dir").symlink_to(outside_dir)
+    report = ingest(IngestConfig(output_dir=tmp_path / "kb", inputs=[docs]))
+    skipped = dict(report.skipped)
+    assert "symbolic link" in skipped[str(docs / "passwd-link.md")] and str(secret) in skipped[str(docs / "passwd-link.md")]
+    assert "links: inside_root" in skipped[str(docs / "inside-link.md")]
+    assert any(p.startswith(str(docs / "linked-dir")) and "symbolic link" in why for p, why in report.skipped)
+    text = "".join(c["text"] for c in read_chunks(tmp_path / "kb"))
+    assert "root:x:0:0" not in text and "중도해지이율" in text
+    # inside_root: the link into the folder is read, the ones leaving it are still refused.
+    report = ingest(IngestConfig(output_dir=tmp_path / "kb2", inputs=[docs], links="inside_root"))
+    assert {c["doc_id"] for c in read_chunks(tmp_path / "kb2")} == {"deposit.md", "inside-link.md"}
+    assert str(docs / "passwd-link.md") in dict(report.skipped)
+    assert "root:x:0:0" not in "".join(c["text"] for c in read_chunks(tmp_path / "kb2"))
+
+
+def test_a_linked_input_is_refused_too(tmp_path):
+    real = tmp_path / "real.md"
+    real.write_text("---\ngroups: [all]\n---\n# 문서\n\n예금자보호 한도는 1억원이다.\n", encoding="utf-8")
+    other = tmp_path / "other.md"
+    other.write_text("---\ngroups: [all]\n---\n# 다른 문서\n\n외화 송금 한도는 5만 달러이다.\n", encoding="utf-8")
+    (tmp_path / "link.md").symlink_to(real)
+    report = ingest(IngestConfig(output_dir=tmp_path / "kb", inputs=[tmp_path / "link.md", other]))
+    assert "symbolic link" in dict(report.skipped)[str(tmp_path / "link.md")]
+    assert {c["doc_id"] for c in read_chunks(tmp_path / "kb")} == {"other.md"}
+
+
+def test_unlabelled_documents_get_the_default_groups_never_all(tmp_path):
+    from kofin.serve.users import ADMINS_GROUP
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "plain.md").write_text("# 표지 없음\n\n그룹이 없는 문서의 내용이다.\n", encoding="utf-8")
+    (docs / "note.txt").write_text("시재 한도 안내\n\n현금 시재는 3천만원을 넘지 않는다.\n", encoding="utf-8")
+    (docs / "open.md").write_text("---\ngroups: [all]\n---\n# 공개\n\n모두가 보는 문서이다.\n", encoding="utf-8")
+    rows = [{"id": "R1", "text": "그룹 없는 기록이다."}, {"id": "R2", "text": "준법 기록이다.", "groups": ["compliance"]}]
+    (docs / "rows.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    ingest(IngestConfig(output_dir=tmp_path / "kb", inputs=[docs]))
+    groups = {c["doc_id"]: c["groups"] for c in read_chunks(tmp_path / "kb")}
+    assert groups == {"plain.md": [ADMINS_GROUP], "note.txt": [ADMINS_GROUP], "open.md": ["all"], "R1": [ADMINS_GROUP], "R2": ["compliance"]}
+    kb = load_kb(tmp_path / "kb")
+    visible = lambda gs: {kb.chunks[i]["doc_id"] for i in range(len(kb)) if kb.allowed(gs)[i]}  # noqa: E731
+    assert visible(("branch",)) == {"open.md"} and visible((ADMINS_GROUP,)) == {"plain.md", "note.txt", "open.md", "R1"}
+    # A configured default applies to the unlabelled ones only; a changed default re-reads them.
+    report = ingest(IngestConfig(output_dir=tmp_path / "kb", inputs=[docs], default_groups=["branch"]))
+    groups = {c["doc_id"]: c["groups"] for c in read_chunks(tmp_path / "kb")}
+    assert groups["plain.md"] == ["branch"] and groups["R2"] == ["compliance"] and groups["open.md"] == ["all"]
+    assert len(report.updated) == 4
+
+
+def test_administrators_have_the_admins_group():
+    from kofin.serve.users import ADMINS_GROUP, User, hash_password
+
+    h = hash_password("long-enough-pw")
+    assert ADMINS_GROUP in User(name="a", password_hash=h, admin=True).groups
+    assert ADMINS_GROUP not in User(name="t", password_hash=h, groups=["branch"]).groups
