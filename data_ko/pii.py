@@ -11,25 +11,45 @@ Kinds and how each is recognised:
 * ``card``: 13-19 digits, contiguous or in the usual groups, Luhn-valid.
 * ``phone``: mobile, landline (real area codes only) and 070 numbers, optionally ``+82``.
   Company representative numbers (15xx/16xx/18xx) are not personal and are left alone.
-* ``account``: 10-14 digits, hyphenated or bare, only after a banking context word.
+* ``account``: 10-14 digits, hyphenated or bare, only next to a banking context word (before
+  it, or just after it: "110-123-456789 계좌로").
 
 Matches never overlap; where candidates collide, rrn > card > phone > account.
+
+Text is matched as a reader sees it: NFKC (full-width ９００１０１ is 900101), zero-width and
+bidi control characters dropped (a U+200B inside a number hides nothing), every dash (–, —, −, －)
+read as a hyphen, and `.` or a space accepted where a hyphen separates an RRN's halves or a card's
+groups. `scrub_pii` replaces the spans of the original text and leaves everything else as it was.
+
+One function masks both training data and logs: `scrub_pii(text, log=True)` is the stricter log
+mode, which returns the normalised text and also masks any 13-19 digit run (a mistyped card or
+account), e-mail addresses and passport numbers. Data mode keeps look-alikes intact (a card number
+that fails Luhn, an RRN with an impossible birth date): training text needs them.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date
 
-__all__ = ["MASKS", "PiiMatch", "find_pii", "scrub_pii"]
+__all__ = ["LOG_MASKS", "MASKS", "PiiMatch", "find_pii", "reader_view", "scrub_pii"]
 
 MASKS: dict[str, str] = {
     "rrn": "[주민등록번호]",
     "phone": "[전화번호]",
     "card": "[카드번호]",
     "account": "[계좌번호]",
+}
+
+
+# Log mode only: what a log must not keep even where training data needs it precise.
+LOG_MASKS: dict[str, str] = {
+    "number": "[NUMBER]",
+    "email": "[EMAIL]",
+    "passport": "[PASSPORT]",
 }
 
 
@@ -43,13 +63,13 @@ class PiiMatch:
 
 # Every pattern refuses to start or end next to a digit, or next to a hyphen that continues a
 # digit chain, so that no kind ever matches a slice of a longer number.
-_BEFORE = r"(?<!\d)(?<!\d-)"
-_AFTER = r"(?!\d)(?!-\d)"
+_BEFORE = r"(?<!\d)(?<!\d[-.])"
+_AFTER = r"(?!\d)(?![-.]\d)"
 
 _RRN = re.compile(
     _BEFORE
     + r"(?P<yy>\d{2})(?P<mm>\d{2})(?P<dd>\d{2})"
-    + r"(?P<sep> ?- ?)?"
+    + r"(?P<sep> ?[-.] ?| )?"
     + r"(?P<back>\d{7})"
     + _AFTER
 )
@@ -58,9 +78,9 @@ _CARD = re.compile(
     _BEFORE
     + r"(?:\d{13,19}"
     # 4-4-4-4, one separator used throughout.
-    + r"|\d{4}(?P<s16>[- ])\d{4}(?P=s16)\d{4}(?P=s16)\d{4}"
+    + r"|\d{4}(?P<s16>[-. ])\d{4}(?P=s16)\d{4}(?P=s16)\d{4}"
     # 4-6-5 (AmEx) and 4-6-4 (Diners).
-    + r"|\d{4}(?P<s15>[- ])\d{6}(?P=s15)\d{4,5})"
+    + r"|\d{4}(?P<s15>[-. ])\d{6}(?P=s15)\d{4,5})"
     + _AFTER
 )
 
@@ -94,6 +114,17 @@ _RRN_WINDOW = 15
 # "계좌번호" is covered by "계좌"; bank names mostly end in 은행, the online ones in 뱅크.
 _ACCOUNT_CONTEXT = ("계좌", "통장", "입금", "이체", "송금", "예금주", "은행", "뱅크", "농협", "우체국")
 _ACCOUNT_WINDOW = 20
+_ACCOUNT_AFTER_WINDOW = 6  # "110-123-456789 계좌로", "… 번 통장" : the word right after the number
+
+# Log mode: any 13-19 digit run, e-mail addresses, passport numbers (one or two letters + 7-8 digits).
+_LONG_NUMBER = re.compile(r"(?<![\d])\d(?:[ .-]?\d){12,18}(?![\d])")
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_PASSPORT = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{1,2}\d{7,8}(?![0-9])")
+
+# Characters a reader does not see: zero-width, joiners, soft hyphen, bidi controls and isolates.
+_INVISIBLE = re.compile("[\u00ad\u034f\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff]")
+_DASHES = str.maketrans(dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d", "-"))
+_DASH = re.compile("[\u2010-\u2015\u2212\ufe58\ufe63\uff0d]")
 
 _PRIORITY = {"rrn": 0, "card": 1, "phone": 2, "account": 3}
 
@@ -158,8 +189,36 @@ def _overlaps(a: PiiMatch, b: PiiMatch) -> bool:
     return a.start < b.end and b.start < a.end
 
 
+def reader_view(text: str) -> tuple[str, list[int] | None]:
+    """`text` as a reader sees it (see the module docstring) and, for each of its characters, the
+    index of the original character it came from (None: the same text)."""
+    if unicodedata.is_normalized("NFKC", text) and not _INVISIBLE.search(text) and not _DASH.search(text):
+        return text, None
+    out: list[str] = []
+    where: list[int] = []
+    for i, ch in enumerate(text):
+        if _INVISIBLE.match(ch):
+            continue
+        norm = unicodedata.normalize("NFKC", ch).translate(_DASHES)
+        out.append(norm)
+        where += [i] * len(norm)
+    return "".join(out), where
+
+
 def find_pii(text: str) -> list[PiiMatch]:
-    """All PII spans in `text`: non-overlapping, sorted by start."""
+    """All PII spans in `text` (offsets and text of the original): non-overlapping, sorted by start."""
+    view, where = reader_view(text)
+    matches = _find_in_view(view)
+    if where is None:
+        return matches
+    out = []
+    for m in matches:
+        start, end = where[m.start], where[m.end - 1] + 1
+        out.append(PiiMatch(m.kind, start, end, text[start:end]))
+    return out
+
+
+def _find_in_view(text: str) -> list[PiiMatch]:
     today = date.today()
     certain: list[PiiMatch] = []  # decided by format alone
     contextual: list[PiiMatch] = []  # masked only after a context word
@@ -214,7 +273,8 @@ def find_pii(text: str) -> list[PiiMatch]:
         else:
             words, width = _ACCOUNT_CONTEXT, _ACCOUNT_WINDOW
         window = _context_before(text, match.start, masked, width)
-        if not any(word in window for word in words):
+        after = text[match.end:match.end + _ACCOUNT_AFTER_WINDOW] if match.kind == "account" else ""
+        if not any(word in window or word in after for word in words):
             continue
         if relabel:
             accepted.remove(clash[0])
@@ -223,8 +283,13 @@ def find_pii(text: str) -> list[PiiMatch]:
     return sorted(accepted, key=lambda c: c.start)
 
 
-def scrub_pii(text: str) -> tuple[str, Counter[str]]:
-    """`text` with every PII span replaced by its MASKS entry, and how many of each kind."""
+def scrub_pii(text: str, *, log: bool = False) -> tuple[str, Counter[str]]:
+    """`text` with every PII span replaced by its MASKS entry, and how many of each kind.
+
+    log=True: the stricter mode for logs (module docstring): the normalised text, with
+    LOG_MASKS kinds masked too."""
+    if log:
+        return _scrub_for_log(text)
     counts: Counter[str] = Counter()
     out: list[str] = []
     pos = 0
@@ -235,3 +300,13 @@ def scrub_pii(text: str) -> tuple[str, Counter[str]]:
         pos = match.end
     out.append(text[pos:])
     return "".join(out), counts
+
+
+def _scrub_for_log(text: str) -> tuple[str, Counter[str]]:
+    view = reader_view(unicodedata.normalize("NFKC", text))[0]
+    out, counts = scrub_pii(view)
+    for kind, pattern in (("email", _EMAIL), ("number", _LONG_NUMBER), ("passport", _PASSPORT)):
+        out, n = pattern.subn(LOG_MASKS[kind], out)
+        if n:
+            counts[kind] += n
+    return out, counts
