@@ -164,7 +164,7 @@ def launch_options(chat: Chat) -> dict:
         server_port=chat.cfg.server_port, show_error=False, footer_links=[], run_history=False, enable_monitoring=False,
         mcp_server=False, ssr_mode=False, pwa=False, max_file_size=int(chat.cfg.uploads.max_file_mb * 2**20), theme=theme, css=CSS,
         allowed_paths=[], quiet=True, inbrowser=False,
-        app_kwargs={"middleware": [Middleware(SessionGuard, users=chat.users)]},
+        app_kwargs={"middleware": [Middleware(SessionGuard, users=chat.users, server_names=chat.cfg.allowed_hosts())]},
     )
 
 

@@ -52,6 +52,9 @@ class ServeConfig(StageConfig, AnswerSettings):
     audit_log: ResolvedPath | None = Field(None, description="Hash-chained audit log (`kofin audit verify` checks it). Default: <output_dir>/audit.jsonl.")
     server_name: str = Field("127.0.0.1", description="Address to bind; the bank's internal interface, never a public one. Never shared through gradio.live.")
     server_port: int = Field(7860, ge=1, le=65535, description="Port to bind.")
+    server_names: list[str] = Field(default_factory=list, description=(
+        "Host names the chat answers as (the Host header, without port), e.g. [chat.bank.local]; any other Host is "
+        "refused (DNS rebinding). Always allowed: server_name itself, and localhost/127.0.0.1/::1 when bound to loopback."))
     concurrency_limit: int = Field(8, ge=1, le=256, description="Answers computed at the same time (Gradio queue workers); more wait in the queue.")
     queue_size: int = Field(256, ge=1, description="Most requests waiting in the queue; beyond it users are told the server is busy.")
     max_question_chars: int = Field(1000, ge=10, description="Longer questions are refused.")
@@ -64,6 +67,12 @@ class ServeConfig(StageConfig, AnswerSettings):
         if not self.users and self.users_file is None:
             raise ValueError("no users: list users (name, password_hash, groups) or give users_file; the chat never runs without login")
         return self
+
+    def allowed_hosts(self) -> list[str]:
+        names = [self.server_name, *self.server_names]
+        if self.server_name in ("127.0.0.1", "localhost", "::1"):
+            names += ["127.0.0.1", "localhost", "::1"]
+        return sorted({n.lower() for n in names if n not in ("0.0.0.0", "::")})
 
     @property
     def upload_dir(self) -> Path:

@@ -401,6 +401,37 @@ def test_deep_links_staff_uploads_and_other_origins_are_refused(app):
     assert teller("/config", headers={"Origin": url})[0] == 200
 
 
+def test_origin_null_is_refused_on_login_api_and_uploads(app):
+    _, url = app
+    teller, admin = _logged_in(url, "teller"), _logged_in(url, "admin")
+    null = {"Origin": "null"}
+    assert teller("/config", headers=null)[0] == 403
+    assert teller("/gradio_api/queue/join", "POST", {**null, "Content-Type": "application/json"},
+                  json.dumps({"data": [OPEN_QUESTION, []], "fn_index": 0, "session_hash": "abc"}).encode())[0] == 403
+    multipart = {"Content-Type": "multipart/form-data; boundary=x", **null}
+    body = b'--x\r\nContent-Disposition: form-data; name="files"; filename="a.md"\r\n\r\nhello\r\n--x--\r\n'
+    assert admin("/gradio_api/upload", "POST", multipart, body)[0] == 403
+    status, text = _http(url + "/login", "POST", None, {"Origin": "null"})
+    assert status == 403 and "cross-origin" in text
+
+
+def test_a_host_that_is_not_a_configured_server_name_is_refused(app):
+    """DNS rebinding: a page on evil.example that resolves to the chat's address sends Host: evil.example."""
+    _, url = app
+    teller = _logged_in(url, "teller")
+    port = url.rsplit(":", 1)[1]
+    status, text = teller("/config", headers={"Host": f"evil.example:{port}"})
+    assert status == 421 and "server_names" in text
+    assert teller("/config", headers={"Host": f"localhost:{port}"})[0] == 200
+    assert _http(url + "/", headers={"Host": "evil.example"})[0] == 421
+
+
+def test_host_names_are_read_without_ports():
+    from kofin.serve.guard import host_name
+
+    assert host_name("Chat.Bank.Local:443") == "chat.bank.local" and host_name("[::1]:7860") == "::1" and host_name("10.0.0.5") == "10.0.0.5"
+
+
 def test_only_admins_get_the_upload_listing(app):
     chat, _ = app
     assert chat.uploaded_for("admin").strip() and chat.uploaded_for("teller") == "" and chat.uploaded_for(None) == ""
