@@ -165,7 +165,7 @@ def main() -> int:
     try:
         kbs = {"laws": work / "kb-laws", "kb": work / "kb-bundled"}
         t = time.perf_counter()
-        ingest(IngestConfig(output_dir=kbs["laws"], inputs=[LAWS / "fin_articles.jsonl"]))
+        ingest(IngestConfig(output_dir=kbs["laws"], inputs=[LAWS / "fin_articles.jsonl"], default_groups=["all"]))  # public statutes
         results["ingest_laws_s"] = round(time.perf_counter() - t, 1)
         ingest(IngestConfig(output_dir=kbs["kb"], inputs=[KB_DOCS]))
         assistants = {name: Assistant(AskConfig(kb=path, audit_log=tmp / f"audit-{name}.jsonl", **overrides)) for name, path in kbs.items()}

@@ -110,7 +110,7 @@ def main() -> int:
     heldout = [json.loads(line) for line in open(args.heldout, encoding="utf-8")] if args.heldout.exists() else []
     try:
         t = time.perf_counter()
-        report = ingest(IngestConfig(output_dir=kb_dir, inputs=[args.laws / "fin_articles.jsonl"], rebuild=True))
+        report = ingest(IngestConfig(output_dir=kb_dir, inputs=[args.laws / "fin_articles.jsonl"], rebuild=True, default_groups=["all"]))
         ingest_s = time.perf_counter() - t
         kb = load_kb(kb_dir)
         retriever = HybridRetriever(kb)

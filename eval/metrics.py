@@ -5,10 +5,10 @@ calls these on the per-example records it writes.
 
 - Classification: accuracy, weighted F1 (sklearn's `f1_score(average="weighted")` definition).
 - Extraction / QA: Korean number normalisation (`1억 2천만원` = 120000000), exact match with it,
-  token F1 and ROUGE-L over Kiwi content morphemes (`kofin.serve.korean`).
+  token F1 and ROUGE-L over Kiwi content morphemes (`kofin.data_ko.korean`).
 - Retrieval: Recall@k, MRR, nDCG@k against gold ids (binary relevance).
 - Citations: ALCE-style citation recall and precision with a pluggable judge: lexical by default
-  (the character-bigram support check `kofin.serve.citations` uses on every answer `kofin ask`
+  (`kofin.data_ko.citations.support`, the character-bigram check serve runs on every answer `kofin ask`
   gives), an NLI classifier, or an LLM (`kofin.eval.judge`).
 """
 
@@ -125,7 +125,7 @@ def _strip_number_suffix(text: str) -> str:
 
 def morphemes(text: str) -> list[str]:
     """Kiwi content morphemes (particles and endings dropped), as retrieval indexes them."""
-    from kofin.serve.korean import morpheme_terms
+    from kofin.data_ko.korean import morpheme_terms
 
     return morpheme_terms(text)
 
@@ -206,7 +206,7 @@ class CitationScores:
 
 def lexical_judge(min_support: float = 0.5) -> Callable[[str, list[str]], bool]:
     """`judge(sentence, passages) -> supported?` from kofin's bigram support share."""
-    from kofin.serve.citations import support
+    from kofin.data_ko.citations import support
 
     return lambda sentence, passages: bool(passages) and support(sentence, passages) >= min_support
 
@@ -221,8 +221,8 @@ def citation_scores(
     sentence's other citations support it without it; precision = relevant / all citations.
     Out-of-range ids (`[9]` with 3 sources) count as citations that support nothing.
     """
-    from kofin.serve.citations import _CITE  # the same [n] / [n, m] syntax kofin ask writes
-    from kofin.serve.korean import split_sentences
+    from kofin.data_ko.citations import CITATION as _CITE, cited_numbers  # the syntax kofin ask writes
+    from kofin.data_ko.korean import split_sentences
 
     judge = judge or lexical_judge()
     sentences: list[str] = []
@@ -238,7 +238,7 @@ def citation_scores(
         return [sources[i - 1] for i in ids if 1 <= i <= len(sources)]
 
     for sentence in sentences:
-        ids = list(dict.fromkeys(int(x) for m in _CITE.finditer(sentence) for x in m.group(1).split(",")))
+        ids = cited_numbers(sentence)
         # "금리는 3%입니다 [1]." loses its marker; the space it leaves before the period goes too (a judge reads this).
         text = re.sub(r"\s+([.!?。])", r"\1", _CITE.sub("", sentence)).strip()
         n_citations += len(ids)

@@ -16,7 +16,6 @@ default, NLI or LLM: `kofin.eval.judge`).
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -27,21 +26,12 @@ def knowledge_base(spec: TaskSpec) -> Path:
     """The task's KB: `kb` as given, or `documents` ingested (incrementally) into a cache under KOFIN_HOME."""
     if spec.kb is not None:
         return spec.kb
-    from kofin.serve.ingest import IngestConfig, main as ingest
+    from kofin.serve import build_knowledge_base
     from kofin.tiny import kofin_home
 
     key = hashlib.sha256(str(spec.documents).encode()).hexdigest()[:12]
-    kb = kofin_home() / "eval-kb" / f"{spec.name}-{key}"
-    ingest(IngestConfig(output_dir=kb, inputs=[spec.documents]))  # unchanged files are skipped
-    return kb
-
-
-@lru_cache(maxsize=4)
-def _retriever(kb: Path):
-    from kofin.serve.kb import load_kb
-    from kofin.serve.retrieve import HybridRetriever
-
-    return HybridRetriever(load_kb(kb))
+    # An eval set's documents are read by the evaluator as anyone: unlabelled ones are open to all.
+    return build_knowledge_base([spec.documents], kofin_home() / "eval-kb" / f"{spec.name}-{key}", default_groups=["all"])
 
 
 def _unique_docs(sources: list[dict]) -> list[str]:
@@ -72,18 +62,12 @@ class ModelAnswerer:
 def score_rag(spec: TaskSpec, examples: list[Example], backend: Any, judge: Any = None) -> list[dict[str, Any]]:
     """`judge(sentence, passages) -> bool` decides citation support; None = the lexical judge."""
     from kofin.serve import answer_question
-    from kofin.serve.conflicts import read_conflicts
-    from kofin.serve.settings import AnswerSettings
 
     kb = knowledge_base(spec)
-    retriever = _retriever(kb)
-    settings = AnswerSettings()
     answerer = None if spec.answer_with == "extractive" else ModelAnswerer(backend, spec.max_new_tokens)
-    conflicts = read_conflicts(kb)
     depth = max(spec.k)
     # The answer staff get, refusals included: a refused question has no sources and scores 0.
-    results = [answer_question(retriever, settings, ex.question, ("all",), backend=answerer, top_k=depth, conflicts=conflicts)
-               for ex in examples]
+    results = [answer_question(kb, None, ex.question, ("all",), backend=answerer, top_k=depth) for ex in examples]
     answers = [r.answer for r in results]
     passages_of = [[s["text"] for s in r.sources] for r in results]
     if hasattr(judge, "prefetch"):  # an LLM judge: every question's citation checks in one batched pass

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from kofin.serve.korean import QUESTION_WORDS, morpheme_terms, split_sentences
+from kofin.data_ko.korean import QUESTION_WORDS, morpheme_terms, split_sentences
 from kofin.serve.retrieve import Hit, HybridRetriever
 
 NO_ANSWER = "제공된 자료에서 답을 찾지 못했습니다."

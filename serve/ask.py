@@ -31,7 +31,7 @@ from kofin.rundir import atomic_write_text
 from kofin.serve.audit import audit_record, default_audit_log, install_log_masking, write_audit
 from kofin.serve.backends import make_backend
 from kofin.serve.conflicts import read_conflicts
-from kofin.serve.korean import clean_text
+from kofin.data_ko.korean import clean_text
 from kofin.serve.respond import AskResult, answer_stream
 from kofin.serve.retrieve import HybridRetriever
 from kofin.serve.settings import AnswerSettings

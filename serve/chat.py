@@ -25,12 +25,11 @@ from kofin.errors import KofinError
 from kofin.rundir import is_complete
 from kofin.serve.answer import NO_ANSWER
 from kofin.serve.ask import AskConfig, AskResult, Assistant
-from kofin.serve.citations import bigrams
-from kofin.serve.korean import clean_text, split_sentences
+from kofin.data_ko.citations import CITATION as _CITE, bigrams
+from kofin.data_ko.korean import clean_text, split_sentences
 from kofin.serve.serve_config import ServeConfig
 from kofin.serve.users import User, UserRegistry
 
-_CITE = re.compile(r"\[\d{1,3}(?:\s*,\s*\d{1,3})*\]")
 _BULLET = re.compile(r"^(?:[-*•·]\s+)+")
 # Markdown syntax, plus what GFM autolinks: the ':' of '://', the '.' of 'www.' and every '@'.
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|<>~&$@-]|:(?=//)|(?<=[wW]{3})\.)")

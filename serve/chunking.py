@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 
 from kofin.config import KofinModel
-from kofin.serve.korean import split_sentences
+from kofin.data_ko.korean import split_sentences
 from kofin.serve.loaders import LoadedDoc
 from pydantic import Field
 

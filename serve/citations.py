@@ -3,9 +3,9 @@
 Run as: a library; `kofin ask` runs `verify_citations` on every generated answer.
 
 - `[n]` outside 1..len(sources) (an id the model invented) is removed from the text and listed.
-- A sentence is *supported* when most of its character bigrams (Korean words inflect, so
-  bigrams match 보호하여/보호한다 where whole words would not) occur in the sources it cites. A cited
-  sentence below `min_support` is flagged: staff see it marked instead of trusting it.
+- A sentence is *supported* when most of its character bigrams occur in the sources it cites
+  (`support`, data_ko/citations.py, the same check eval's lexical judge uses). A cited sentence
+  below `min_support` is flagged: staff see it marked instead of trusting it.
 """
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from kofin.serve.korean import split_sentences
+from kofin.data_ko.citations import CITATION as _CITE, support
+from kofin.data_ko.korean import split_sentences
 
-_CITE = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
-_NOT_TEXT = re.compile(r"[\s\W_]+", re.UNICODE)
 _LEADING_CITES = re.compile(r"(?:\[\d{1,3}(?:\s*,\s*\d{1,3})*\]\s*)+")
 
 
@@ -38,21 +37,6 @@ class CitationCheck:
     @property
     def ok(self) -> bool:
         return not self.removed and not self.flagged
-
-
-def bigrams(text: str) -> set[str]:
-    s = _NOT_TEXT.sub("", text.lower())
-    return {s[i : i + 2] for i in range(len(s) - 1)}
-
-
-def support(sentence: str, sources: list[str]) -> float:
-    grams = bigrams(_CITE.sub("", sentence))
-    if not grams:
-        return 1.0
-    pool: set[str] = set()
-    for text in sources:
-        pool |= bigrams(text)
-    return len(grams & pool) / len(grams)
 
 
 def _sentences_with_trailing_citations(text: str) -> list[str]:

@@ -156,7 +156,7 @@ def ask_parser() -> argparse.ArgumentParser:
 
 def ask_cli(argv: list[str]) -> int:
     from kofin.serve.ask import AskConfig
-    from kofin.serve.korean import clean_text
+    from kofin.data_ko.korean import clean_text
 
     prog = "kofin ask"
     args = ask_parser().parse_intermixed_args(argv)

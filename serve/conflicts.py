@@ -18,7 +18,7 @@ A statement is one value in a sentence or a table cell, with what it is said abo
   a worked example's inputs ("1,000만원을 ... 가입하면"), statute references ("제2항제5호의 위원").
 - its label (what it is of: the row label and column header, or the words before it in its clause)
   and subject (label, section heading, table header, sentence lead, the words after it), as Kiwi
-  content terms (kofin.serve.korean) minus the words every bank document or statute uses.
+  content terms (kofin.data_ko.korean) minus the words every bank document or statute uses.
 Not statements: clauses about the past (종전, 개정 전), clauses whose subject is elsewhere
 ("다음 각 호의 어느 하나에 해당하는 자는 ...", "이 경우 ..."), a value followed by 은/는.
 
@@ -46,7 +46,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from kofin.errors import KofinError
-from kofin.serve.korean import clean_text, morpheme_terms_many, split_sentences
+from kofin.data_ko.korean import clean_text, morpheme_terms_many, split_sentences
 
 CONFLICTS_FILE = "conflicts.json"
 FORMAT_VERSION = 1

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 
 from kofin.serve.answer import NO_ANSWER, Source, is_injection
-from kofin.serve.korean import morpheme_terms, split_sentences
+from kofin.data_ko.korean import morpheme_terms, split_sentences
 from kofin.serve.retrieve import HybridRetriever
 
 _BULLET = re.compile(r"^(?:[-*•·]\s+)+")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from kofin.serve.korean import QUESTION_WORDS, clean_text, morpheme_terms
+from kofin.data_ko.korean import QUESTION_WORDS, clean_text, morpheme_terms
 
 # What was asked about the topic (its rate, limit, period...), not the topic itself: the follow-up
 # asks something else about the same thing, so these are not carried over.

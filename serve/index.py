@@ -29,7 +29,7 @@ from pydantic import Field
 
 from kofin.config import KofinModel, ResolvedPath
 from kofin.rundir import atomic_write_json
-from kofin.serve.korean import morpheme_terms_many
+from kofin.data_ko.korean import morpheme_terms_many
 
 CHAR_NGRAMS = (2, 4)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from kofin.serve.korean import morpheme_terms
+from kofin.data_ko.korean import morpheme_terms
 
 # short name -> full statute name. Several short names may name one statute.
 STATUTE_ALIASES: dict[str, str] = {

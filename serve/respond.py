@@ -22,13 +22,14 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Iterator
 
 from kofin.serve.answer import NO_ANSWER, Source, build_messages, evidence, suspicious_sentences, unknown_law
 from kofin.serve.citations import verify_citations
 from kofin.serve.extract import extractive_answer
 from kofin.serve.followup import rewrite_question
-from kofin.serve.korean import clean_text
+from kofin.data_ko.korean import clean_text
 from kofin.serve.retrieve import Hit, HybridRetriever
 from kofin.serve.settings import AnswerSettings
 
@@ -118,10 +119,17 @@ def answer_stream(retriever: HybridRetriever, settings: AnswerSettings, question
     yield "done", result
 
 
-def answer_question(retriever: HybridRetriever, settings: AnswerSettings, question: str, groups: tuple[str, ...], *,
+def answer_question(retriever: HybridRetriever | Path, settings: AnswerSettings | None, question: str, groups: tuple[str, ...], *,
                     backend: Any = None, history: list[dict] | None = None, top_k: int | None = None,
                     conflicts: list | None = None) -> AskResult:
-    """The whole answer at once (see `answer_stream`)."""
+    """The whole answer at once (see `answer_stream`). `retriever` may be a KB folder (opened with
+    its conflict list, serve/public.py); `settings` None means the default AnswerSettings."""
+    if not isinstance(retriever, HybridRetriever):
+        from kofin.serve.public import open_kb
+
+        retriever, found = open_kb(Path(retriever))
+        conflicts = found if conflicts is None else conflicts
+    settings = settings or AnswerSettings()
     for kind, value in answer_stream(retriever, settings, question, groups, backend=backend, history=history,
                                      top_k=top_k, conflicts=conflicts):
         if kind == "done":

@@ -35,7 +35,7 @@ from pydantic import ConfigDict, Field
 from kofin.config import KofinModel, ResolvedPath
 from kofin.serve.index import with_bigrams
 from kofin.serve.kb import KnowledgeBase
-from kofin.serve.korean import QUESTION_WORDS, morpheme_terms
+from kofin.data_ko.korean import QUESTION_WORDS, morpheme_terms
 from kofin.serve.lexicon import Lexicon
 
 

@@ -4,6 +4,7 @@ and the text of documents a user may not read (to prove it never reaches them)."
 from __future__ import annotations
 
 import socket
+import urllib.parse
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -32,21 +33,67 @@ def demo_config(kb: Path, out: Path, *overrides: str):
 @contextmanager
 def running_app(cfg):
     """The chat serving from a thread on cfg's port; closed on exit."""
-    from kofin.serve.app import start
+    with serving(cfg) as (chat, url, _):
+        yield chat, url
+
+
+@contextmanager
+def serving(cfg, clock=None):
+    """(chat, url, sessions): the chat serving from a thread, its sessions on `clock` (a FakeClock)."""
+    from kofin.serve.app import open_sessions, start
     from kofin.serve.chat import prepare
 
     chat = prepare(cfg)
-    demo = start(chat, block=False)
+    sessions = open_sessions(chat, clock)
+    demo = start(chat, block=False, sessions=sessions)
     try:
-        yield chat, f"http://127.0.0.1:{cfg.server_port}"
+        yield chat, f"http://127.0.0.1:{cfg.server_port}", sessions
     finally:
         demo.close()
+        sessions.store.close()
+
+
+class FakeClock:
+    """Time the tests move: `clock.advance(minutes=11)`."""
+
+    def __init__(self, start: float = 1_800_000_000.0):
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float = 0.0, minutes: float = 0.0, hours: float = 0.0) -> None:
+        self.now += seconds + 60 * minutes + 3600 * hours
+
+
+def login(url: str, user: str, password: str | None = None, headers: dict | None = None):
+    """An opener logged in through POST /login (as a browser form would), and a call(path, ...) helper."""
+    import http.cookiejar
+    import urllib.error
+    import urllib.request
+
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    form = urllib.parse.urlencode({"username": user, "password": password or PASSWORDS[user]}).encode()
+    opener.open(urllib.request.Request(url + "/login", data=form, method="POST",
+                                       headers={"Content-Type": "application/x-www-form-urlencoded", **(headers or {})}), timeout=30)
+
+    def call(path: str, method: str = "GET", headers: dict | None = None, data: bytes | None = None):
+        req = urllib.request.Request(url + path, data=data, method=method, headers=headers or {})
+        try:
+            with opener.open(req, timeout=30) as r:
+                return r.status, r.read().decode("utf-8", "replace")
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode("utf-8", "replace")
+
+    call.jar = jar  # type: ignore[attr-defined]
+    return call
 
 
 def restricted_sentences(kb_path: Path, groups: list[str]) -> list[str]:
     """Sentences (20+ chars) of chunks outside `groups` that no chunk inside them also contains."""
     from kofin.serve.kb import read_chunks
-    from kofin.serve.korean import split_sentences
+    from kofin.data_ko.korean import split_sentences
 
     chunks = read_chunks(kb_path)
     allowed = set(groups) | {"all"}

@@ -91,7 +91,7 @@ def ask_kb(tmp_path_factory):
     (root / "docs").mkdir()
     (root / "docs" / "deposit.md").write_text(DEPOSIT, encoding="utf-8")
     (root / "docs" / "credit.md").write_text(CREDIT, encoding="utf-8")
-    ingest(IngestConfig(output_dir=root / "kb", inputs=[root / "docs"]))
+    ingest(IngestConfig(output_dir=root / "kb", inputs=[root / "docs"], default_groups=["all"]))
     return root / "kb"
 
 
@@ -136,7 +136,7 @@ def test_ask_survives_a_lone_surrogate(ask_kb, kofin_home, capsys, tmp_path):
     questions.write_text('{"qid": "a", "question": "정기예금을 만기 전에 해지하면 이자는?\\ud800"}\n', encoding="utf-8")
     rc = main(["ask", "--kb", str(ask_kb), "--questions", str(questions), "--out", str(tmp_path / "a.jsonl")])
     err = capsys.readouterr().err
-    if rc == 0:  # the answer path cleans questions (serve/korean.clean_text)
+    if rc == 0:  # the answer path cleans questions (data_ko/korean.clean_text)
         assert json.loads((tmp_path / "a.jsonl").read_text(encoding="utf-8"))["found"]
     else:  # or it says what is wrong with which file: never a bare traceback or an empty message
         assert rc == 1 and "q.jsonl" in err and "Unicode" in err

@@ -38,7 +38,7 @@ def kb(tmp_path_factory) -> Path:
     (root / "docs").mkdir()
     for name, text in DOCS.items():
         (root / "docs" / name).write_text(text, encoding="utf-8")
-    ingest(IngestConfig(output_dir=root / "kb", inputs=[root / "docs"]))
+    ingest(IngestConfig(output_dir=root / "kb", inputs=[root / "docs"], default_groups=["all"]))
     return root / "kb"
 
 

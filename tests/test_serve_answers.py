@@ -33,7 +33,7 @@ def _kb(root: Path, docs: dict[str, str]) -> Path:
     src.mkdir(parents=True)
     for name, text in docs.items():
         (src / name).write_text(text, encoding="utf-8")
-    ingest(IngestConfig(output_dir=root / "kb", inputs=[src]))
+    ingest(IngestConfig(output_dir=root / "kb", inputs=[src], default_groups=["all"]))
     return root / "kb"
 
 

@@ -85,7 +85,7 @@ def test_laws_retrieval_meets_the_targets_on_dev_and_held_out_questions(laws_dir
     questions and on the 80 held-out ones written blind (benchmarks/questions_heldout.jsonl)."""
     from pathlib import Path
 
-    ingest(IngestConfig(output_dir=tmp_path / "kb", inputs=[laws_dir / "fin_articles.jsonl"]))
+    ingest(IngestConfig(output_dir=tmp_path / "kb", inputs=[laws_dir / "fin_articles.jsonl"], default_groups=["all"]))
     retriever = HybridRetriever(load_kb(tmp_path / "kb"))
     heldout = Path(__file__).resolve().parents[1] / "benchmarks" / "questions_heldout.jsonl"
     for path in (laws_dir / "questions_dev.jsonl", heldout):
@@ -132,7 +132,7 @@ def test_score_fusion_keeps_a_clear_winner_that_rank_fusion_would_tie(acl_kb):
 def test_a_words_morphemes_do_not_depend_on_what_was_analysed_before():
     """Index and question must split a word the same way, in any process: `kofin ask` runs in a
     fresh process, not in the one that built the index."""
-    from kofin.serve import korean
+    from kofin.data_ko import korean
 
     question = "신용협동조합에는 이사와 감사를 각각 몇 명씩 두어야 하나요?"
     korean._word_terms.clear()

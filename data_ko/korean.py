@@ -1,7 +1,8 @@
-"""Korean text handling for retrieval: Kiwi morpheme terms and sentence splitting.
+"""Korean text handling shared by every stage: Kiwi morpheme terms, sentence splitting, cleaning.
 
-Run as: a library (`from kofin.serve.korean import morpheme_terms, split_sentences`); used by
-`kofin ingest` to index chunks and by `kofin ask` to read the question.
+Run as: a library (`from kofin.data_ko.korean import morpheme_terms, split_sentences`); used by
+`kofin ingest` to index chunks, by `kofin ask` to read the question, and by `kofin eval`'s
+token F1 / ROUGE-L, so a question and a reference are cut into words the same way everywhere.
 
 Whitespace splitting leaves particles glued to nouns (`법인에`, `법인이`, `법인은` are three
 words), which is why langchain's default BM25 scores poorly on Korean; Kiwi splits them into
