@@ -19,13 +19,22 @@ AXOLOTL_VENV ?= .venv-axolotl
 AXOLOTL_LOCK := training/axolotl-requirements.txt
 AXOLOTL_STAMP := $(AXOLOTL_VENV)/.kofin-axolotl
 AXOLOTL_VERSION ?= 0.19.0
+# DPO with unsloth runs in its own env too: unsloth pins trl<=1.15 and transformers<=5.17, below the
+# app env's (see training/unsloth-requirements.txt). It builds and pip-checks on CPU; unsloth itself
+# only imports where CUDA is present. UNSLOTH_TORCH_SPEC must satisfy the lock's torch<2.15.
+UNSLOTH_VENV ?= .venv-unsloth
+UNSLOTH_LOCK := training/unsloth-requirements.txt
+UNSLOTH_STAMP := $(UNSLOTH_VENV)/.kofin-unsloth
+UNSLOTH_VERSION ?= 2026.10.9
+UNSLOTH_TORCH_SPEC ?= $(TORCH_SPEC)
 
-.PHONY: install axolotl-env axolotl-lock browser slapd demo test clean help
+.PHONY: install axolotl-env axolotl-lock unsloth-env unsloth-lock browser slapd demo test clean help
 
 help:
 	@echo "make demo   run every built stage on the embedded tiny model and bundled Korean data"
 	@echo "make test   run the test suite (CPU, offline; GPU tests are skipped without a GPU)"
 	@echo "make axolotl-env  create .venv-axolotl, the pinned env kofin sft runs axolotl in (make demo/test do it)"
+	@echo "make unsloth-env  create .venv-unsloth, the pinned env kofin dpo runs unsloth in (make demo/test do it)"
 	@echo "make browser  install Debian's chromium for the chat's browser test (make test does it)"
 	@echo "make slapd  install Debian's slapd for the directory sign-on test (make test does it)"
 	@echo "make clean  remove runs/ and test scratch (keeps the virtual env)"
@@ -56,6 +65,24 @@ axolotl-lock:
 	{ sed -n '1,4p' $(AXOLOTL_LOCK); $(AXOLOTL_VENV).lock-tmp/bin/pip freeze | grep -v '^torch=='; } > $(AXOLOTL_LOCK).new
 	mv $(AXOLOTL_LOCK).new $(AXOLOTL_LOCK) && rm -rf $(AXOLOTL_VENV).lock-tmp
 
+$(UNSLOTH_STAMP): $(UNSLOTH_LOCK)
+	@test -x $(UNSLOTH_VENV)/bin/python || $(PYTHON) -m venv $(UNSLOTH_VENV)
+	$(UNSLOTH_VENV)/bin/python -m pip install -q --upgrade pip
+	$(UNSLOTH_VENV)/bin/python -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(UNSLOTH_TORCH_SPEC)"
+	$(UNSLOTH_VENV)/bin/python -m pip install -q -r $(UNSLOTH_LOCK)
+	$(UNSLOTH_VENV)/bin/python -m pip check
+	@touch $@
+
+unsloth-env: $(UNSLOTH_STAMP)
+
+# Re-pin after changing the unsloth version: resolves it fresh over torch and writes the full freeze.
+unsloth-lock:
+	rm -rf $(UNSLOTH_VENV).lock-tmp && $(PYTHON) -m venv $(UNSLOTH_VENV).lock-tmp
+	$(UNSLOTH_VENV).lock-tmp/bin/python -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(UNSLOTH_TORCH_SPEC)"
+	$(UNSLOTH_VENV).lock-tmp/bin/python -m pip install -q "unsloth==$(UNSLOTH_VERSION)" "unsloth_zoo==$(UNSLOTH_VERSION)"
+	{ sed -n '1,5p' $(UNSLOTH_LOCK); $(UNSLOTH_VENV).lock-tmp/bin/pip freeze | grep -v '^torch=='; } > $(UNSLOTH_LOCK).new
+	mv $(UNSLOTH_LOCK).new $(UNSLOTH_LOCK) && rm -rf $(UNSLOTH_VENV).lock-tmp
+
 # The chat's browser test drives Debian's Chromium through Playwright's API (never a browser
 # downloaded by `playwright install`); installed once per machine, with sudo where not root.
 CHROMIUM ?= /usr/bin/chromium
@@ -73,7 +100,7 @@ slapd:
 	@test -x $(SLAPD) || { $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends slapd ldap-utils; }
 	@test -x $(SLAPD) || { echo "$(SLAPD) still missing after apt-get install slapd"; exit 1; }
 
-demo: $(STAMP) $(AXOLOTL_STAMP)
+demo: $(STAMP) $(AXOLOTL_STAMP) $(UNSLOTH_STAMP)
 	@echo "== 1/9 embedded tiny EEVE-shaped model"
 	$(BIN)/kofin tiny path
 	@echo "== 2/9 Korean SFT + DPO data from the bundled knowledge base (reading comprehension, PII scrub, dedupe)"
@@ -99,7 +126,7 @@ demo: $(STAMP) $(AXOLOTL_STAMP)
 	@echo "   every answer is logged to runs/serve-demo/audit.jsonl; check it with: $(BIN)/kofin audit verify runs/serve-demo/audit.jsonl"
 	$(BIN)/kofin serve --config configs/serve/demo.yaml
 
-test: $(STAMP) $(AXOLOTL_STAMP) browser slapd
+test: $(STAMP) $(AXOLOTL_STAMP) $(UNSLOTH_STAMP) browser slapd
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -12,14 +12,13 @@ or by its adapter_config.json, with the SFT runs a DPO run trained on top of
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kofin.errors import KofinError
-from kofin.rundir import require_complete
+from kofin.rundir import adapter_lineage, require_complete
 
 
 class AdapterRunError(KofinError):
@@ -39,19 +38,17 @@ def is_adapter_run(path: Path) -> bool:
 
 def adapter_stack(run: Path, where: str = "model") -> AdapterStack:
     run = Path(run)
-    manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8")) if (run / "manifest.json").is_file() else {}
-    adapter_cfg = json.loads((run / "adapter_config.json").read_text(encoding="utf-8"))
     if not any((run / name).is_file() for name in ("adapter_model.safetensors", "adapter_model.bin")):
         raise AdapterRunError(f"{where}: {run} has adapter_config.json but no adapter weights (adapter_model.safetensors); "
                               "re-run the stage that wrote it")
-    recorded = (manifest.get("metrics") or {}).get("adapter_base") or {}
-    earlier = [Path(p) for p in recorded.get("merged_first", [])]
+    lineage = adapter_lineage(run)
+    earlier = list(lineage.merged_first)
     for sft in earlier:
         require_complete(sft, "sft", what=f"{where}: the SFT run {run.name} was trained on top of")
-    base = Path(recorded.get("base_model") or adapter_cfg.get("base_model_name_or_path") or "")
-    if not (base / "config.json").is_file():
+    base = lineage.base_model or Path("")
+    if lineage.base_model is None or not (base / "config.json").is_file():
         raise AdapterRunError(
-            f"{where}: {run} holds a LoRA adapter trained on {str(base) or '(no base recorded)'}, which is not a local "
+            f"{where}: {run} holds a LoRA adapter trained on {lineage.base_model or '(no base recorded)'}, which is not a local "
             "model folder here. Put the base model back at that path, or evaluate the merged model (kofin merge)."
         )
     tokenizer_dir = run if (run / "tokenizer_config.json").is_file() else base

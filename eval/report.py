@@ -20,13 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from kofin.errors import KofinError
+from kofin.eval.run import COST_COLUMNS  # the training-cost row's names, defined where the row is built
 from kofin.rundir import atomic_write_text
 
 PRIMARY = {"mcq": "acc", "classification": "weighted_f1", "numeric_qa": "exact_match", "rag": "mrr"}
 KOREAN_FONT_NAMES = ("NanumGothic", "Noto Sans CJK KR", "Noto Sans KR", "Malgun Gothic", "AppleGothic", "UnDotum")
-COST_COLUMNS = ("stage", "method", "world_size", "gpu_hours", "gpu_hours_estimated", "tokens_per_s", "tokens_per_s_per_gpu",
-                "tokens_total", "peak_gpu_memory_gib_rank0", "peak_gpu_memory_gib_per_gpu", "peak_gpu_memory_gib",
-                "peak_rss_gib", "train_runtime_s", "wall_time_s", "cost")
 MAX_FAILURES = 5  # per model and task in the drill-down
 
 

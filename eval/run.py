@@ -24,14 +24,23 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from kofin import manifest_keys as keys
 from kofin.errors import KofinError
 from kofin.eval.config import EvalConfig, EvalModel, GpuPrice
 from kofin.eval.tasks import Example, TaskSpec, load_examples, load_task, prompt_for
 from kofin.rundir import atomic_write_json, atomic_write_text, is_complete, open_run, require_complete
 
 # Training-cost numbers a kofin sft/dpo manifest records under `metrics`, shown per stage.
-COST_KEYS = ("method", "world_size", "gpu_hours", "cost", "tokens_per_s", "tokens_per_s_per_gpu", "tokens_total",
-             "peak_gpu_memory_gib_rank0", "peak_gpu_memory_gib_per_gpu", "train_runtime_s")
+COST_KEYS = keys.TRAINING_COST_KEYS
+# Columns eval derives from a manifest's own facts where its metrics record none (DPO, merge).
+STAGE = "stage"
+PEAK_GPU_MEMORY_GIB = "peak_gpu_memory_gib"
+PEAK_RSS_GIB = "peak_rss_gib"
+GPU_HOURS_ESTIMATED = "gpu_hours_estimated"
+# The training-cost table's columns, in order (kofin.eval.report shows them).
+COST_COLUMNS = (STAGE, keys.METHOD, keys.WORLD_SIZE, keys.GPU_HOURS, GPU_HOURS_ESTIMATED, keys.TOKENS_PER_S,
+                keys.TOKENS_PER_S_PER_GPU, keys.TOKENS_TOTAL, keys.PEAK_GPU_MEMORY_GIB_RANK0, PEAK_GPU_MEMORY_GIB,
+                PEAK_RSS_GIB, keys.TRAIN_RUNTIME_S, keys.WALL_TIME_S, keys.COST)
 
 
 class EvalError(KofinError):
@@ -290,23 +299,23 @@ def training_cost(manifest: dict, price: GpuPrice | None = None) -> dict[str, An
     record only wall time and per-device peak memory, so GPU-hours are wall time x the GPUs that
     held memory, priced with the eval config's `gpu_hour_price`, and marked as estimates.
     """
-    m = manifest.get("metrics") or {}
-    row = {"stage": manifest.get("stage"), "wall_time_s": manifest.get("wall_time_s"),
+    m = manifest.get(keys.METRICS) or {}
+    row = {STAGE: manifest.get("stage"), keys.WALL_TIME_S: manifest.get(keys.WALL_TIME_S),
            **{k: m[k] for k in COST_KEYS if k in m}}
-    gpus = {k: v for k, v in (manifest.get("peak_gpu_mb") or {}).items() if v}
-    if gpus and not any(k.startswith("peak_gpu_memory") for k in row):
-        row["peak_gpu_memory_gib"] = round(max(gpus.values()) / 1024, 3)
-    rss = manifest.get("peak_rss_mb") or {}
+    gpus = {k: v for k, v in (manifest.get(keys.PEAK_GPU_MB) or {}).items() if v}
+    if gpus and row.get(keys.PEAK_GPU_MEMORY_GIB_RANK0) is None:
+        row[PEAK_GPU_MEMORY_GIB] = round(max(gpus.values()) / 1024, 3)
+    rss = manifest.get(keys.PEAK_RSS_MB) or {}
     if rss:
-        row["peak_rss_gib"] = round(max(rss.values()) / 1024, 3)
-    if "gpu_hours" not in row and gpus and row["wall_time_s"]:
-        row["gpu_hours"] = round(row["wall_time_s"] * len(gpus) / 3600, 4)
-        row["gpu_hours_estimated"] = True
-    if isinstance(row.get("cost"), dict):  # {"amount": 12.0, "currency": "USD", ...} -> "12.0 USD"
-        amount = row["cost"].get("amount")
-        row["cost"] = f"{amount} {row['cost'].get('currency', '')}".strip() if row["cost"].get("gpu_hour_price") != 0 else None
-    if row.get("cost") is None and price is not None and row.get("gpu_hours") is not None:
-        row["cost"] = f"{round(row['gpu_hours'] * price.gpu_hour_price, 2)} {price.currency} (est.)"
-    if row.get("cost") is None:
-        row.pop("cost", None)
+        row[PEAK_RSS_GIB] = round(max(rss.values()) / 1024, 3)
+    if keys.GPU_HOURS not in row and gpus and row[keys.WALL_TIME_S]:
+        row[keys.GPU_HOURS] = round(row[keys.WALL_TIME_S] * len(gpus) / 3600, 4)
+        row[GPU_HOURS_ESTIMATED] = True
+    cost = row.get(keys.COST)
+    if isinstance(cost, dict):  # {"amount": 12.0, "currency": "USD", ...} -> "12.0 USD"
+        row[keys.COST] = f"{cost.get('amount')} {cost.get('currency', '')}".strip() if cost.get("gpu_hour_price") != 0 else None
+    if row.get(keys.COST) is None and price is not None and row.get(keys.GPU_HOURS) is not None:
+        row[keys.COST] = f"{round(row[keys.GPU_HOURS] * price.gpu_hour_price, 2)} {price.currency} (est.)"
+    if row.get(keys.COST) is None:
+        row.pop(keys.COST, None)
     return row

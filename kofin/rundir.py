@@ -32,6 +32,7 @@ import yaml
 from pydantic import BaseModel
 
 from kofin import __version__
+from kofin import manifest_keys as keys
 from kofin.errors import KofinError
 
 COMPLETE = "COMPLETE"
@@ -196,11 +197,11 @@ class Run:
             "outputs": outputs,
             "versions": library_versions(),
             "git": git_commit(),
-            "host": {"platform": platform.platform(), "cpus": os.cpu_count()},
-            "wall_time_s": round(wall, 3),
-            "peak_rss_mb": peak_rss_mb(),
-            "peak_gpu_mb": peak_gpu_mb(),
-            "metrics": self.metrics,
+            keys.HOST: {"platform": platform.platform(), "cpus": os.cpu_count()},
+            keys.WALL_TIME_S: round(wall, 3),
+            keys.PEAK_RSS_MB: peak_rss_mb(),
+            keys.PEAK_GPU_MB: peak_gpu_mb(),
+            keys.METRICS: self.metrics,
         }
         atomic_write_json(self.path / MANIFEST, manifest)
         atomic_write_text(self.path / COMPLETE, manifest["created"] + "\n")  # last, by design
@@ -346,3 +347,33 @@ def iter_runs(root: Path) -> Iterator[Path]:
     for p in sorted(Path(root).iterdir()):
         if p.is_dir() and is_complete(p):
             yield p
+
+
+# ---------------------------------------------------------------- adapter lineage
+
+
+@dataclass(frozen=True)
+class AdapterLineage:
+    """What a training run's LoRA adapter applies to: a base model folder, with these SFT runs'
+    adapters merged into it first (a DPO run with `adapter_mode: merge`), in order."""
+
+    base_model: Path | None  # None: neither the manifest nor adapter_config.json names one
+    merged_first: tuple[Path, ...] = ()
+
+
+def lineage_record(base_model: Path, merged_first: list[Path]) -> dict[str, Any]:
+    """The manifest entry (`metrics.adapter_base`) a training stage writes for its adapter."""
+    return {keys.LINEAGE_BASE_MODEL: str(base_model), keys.LINEAGE_MERGED_FIRST: [str(p) for p in merged_first]}
+
+
+def adapter_lineage(run: Path, manifest: dict[str, Any] | None = None) -> AdapterLineage:
+    """The one reader of adapter lineage (eval and merge both call it): the run's manifest record,
+    else the base its adapter_config.json names (a `kofin sft` run records none)."""
+    run = Path(run)
+    if manifest is None and (run / MANIFEST).is_file():
+        manifest = json.loads((run / MANIFEST).read_text(encoding="utf-8"))
+    recorded = ((manifest or {}).get(keys.METRICS) or {}).get(keys.ADAPTER_BASE) or {}
+    base = recorded.get(keys.LINEAGE_BASE_MODEL)
+    if not base and (run / "adapter_config.json").is_file():
+        base = json.loads((run / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
+    return AdapterLineage(Path(base) if base else None, tuple(Path(p) for p in recorded.get(keys.LINEAGE_MERGED_FIRST, [])))

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from kofin.errors import KofinError
-from kofin.rundir import require_complete
+from kofin.rundir import adapter_lineage, require_complete
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
@@ -48,13 +48,12 @@ def resolve_tuned(tuned_run: Path, base_override: Path | None) -> TunedSource:
     for name in ADAPTER_FILES:
         if not (tuned_run / name).is_file():
             raise MergeInputError(f"tuned_run: {tuned_run} holds no {name}; re-run `kofin {stage}`")
-    adapter_cfg = json.loads((tuned_run / "adapter_config.json").read_text(encoding="utf-8"))
-    recorded = (manifest.get("metrics") or {}).get("adapter_base") or {}
-    adapters = [Path(p) for p in recorded.get("merged_first", [])] + [tuned_run]
+    lineage = adapter_lineage(tuned_run, manifest)
+    adapters = [*lineage.merged_first, tuned_run]
     for earlier in adapters[:-1]:
         require_complete(earlier, "sft", what=f"the SFT run {tuned_run.name} was trained on top of")
-    base = base_override or Path(recorded.get("base_model") or adapter_cfg["base_model_name_or_path"])
-    if not (base / "config.json").is_file():
+    base = base_override or lineage.base_model
+    if base is None or not (base / "config.json").is_file():
         raise MergeInputError(
             f"base_model: {base} has no config.json (the base {tuned_run.name}'s adapter was trained on); "
             "set base_model to the local folder of that model"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ SHAPE_FIELDS = (
     "num_attention_heads", "num_key_value_heads", "head_dim", "tie_word_embeddings",
 )
 SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "pad_token")
+WEIGHTLESS_TOKENS = ("pad_token",)  # differences a merge survives: warned about, not refused
 FLOAT_DTYPES = ("float32", "bfloat16", "float16")
 DEFAULT_PROBE = Path(__file__).with_name("heldout_ko.txt")
 
@@ -78,6 +80,7 @@ def check_compatible(reference: ModelRef, others: list[ModelRef], *, tokenizer_s
         if dtype is not None and dtype not in FLOAT_DTYPES:
             raise MergeInputError(f"{ref}: dtype {dtype} cannot be merged; mergekit needs float32, bfloat16 or float16 weights")
         dtypes[ref.role] = dtype
+    warnings: list[str] = []
     for ref in others:
         cfg = read_model_config(ref.path)
         for key in SHAPE_FIELDS:
@@ -87,15 +90,18 @@ def check_compatible(reference: ModelRef, others: list[ModelRef], *, tokenizer_s
                     f"{ref_cfg.get(key)!r}; mergekit can only merge models of the same architecture and sizes"
                 )
         if tokenizer_source is None:
-            _same_tokenizer(reference, ref_tok, ref_cfg, ref, tokenizer_facts(ref), cfg)
+            warnings += _same_tokenizer(reference, ref_tok, ref_cfg, ref, tokenizer_facts(ref), cfg)
+    for warning in warnings:
+        print(f"kofin merge: warning: {warning}", file=sys.stderr, flush=True)
     tokenizer_fields = ["vocab_size", "vocabulary", *SPECIAL_TOKENS] if tokenizer_source is None else []
     # dtypes as stored in each folder's config.json (the tuned model's is its base's until step 1 writes it)
     return {"fields": list(SHAPE_FIELDS) + tokenizer_fields + ["dtype"], "stored_dtypes": dtypes,
-            "vocab_size": len(ref_tok["vocab"])}
+            "vocab_size": len(ref_tok["vocab"]), "warnings": warnings}
 
 
 def _same_tokenizer(reference: ModelRef, ref_tok: dict[str, Any], ref_cfg: dict[str, Any],
-                    ref: ModelRef, tok: dict[str, Any], cfg: dict[str, Any]) -> None:
+                    ref: ModelRef, tok: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
+    """Raise on a difference that misaligns embedding rows; return warnings for those that do not."""
     fix = ("set tokenizer_source: union (or base, or model with tokenizer_model) to let mergekit build one vocabulary "
            "and remap each model's embedding rows, or merge models that share a tokenizer")
     if cfg.get("vocab_size") != ref_cfg.get("vocab_size"):
@@ -106,10 +112,20 @@ def _same_tokenizer(reference: ModelRef, ref_tok: dict[str, Any], ref_cfg: dict[
             t for t in ref_tok["vocab"] if tok["vocab"].get(t) != ref_tok["vocab"][t])
         raise MergeInputError(f"{ref} and {reference} differ in tokenizer vocabulary ({len(tok['vocab'])} vs "
                               f"{len(ref_tok['vocab'])} tokens; e.g. {moved[:3]}); {fix}")
+    warnings = []
     for key in SPECIAL_TOKENS:
-        if tok["special"][key] != ref_tok["special"][key]:
-            raise MergeInputError(f"{ref} and {reference} differ in special token {key}: "
-                                  f"{tok['special'][key]} vs {ref_tok['special'][key]}; {fix}")
+        if tok["special"][key] == ref_tok["special"][key]:
+            continue
+        if key in WEIGHTLESS_TOKENS:
+            # Padding is masked out of attention and loss: which id pads changes no weight, so the
+            # merge is sound; the merged model keeps the tuned model's tokenizer.
+            warnings.append(f"{ref} and {reference} differ in {key} ({tok['special'][key]} vs "
+                            f"{ref_tok['special'][key]}); merging anyway: padding is masked out of attention and loss, so "
+                            "no weight depends on which id pads")
+            continue
+        raise MergeInputError(f"{ref} and {reference} differ in special token {key}: "
+                              f"{tok['special'][key]} vs {ref_tok['special'][key]}; {fix}")
+    return warnings
 
 
 # ---------------------------------------------------------------- after merging

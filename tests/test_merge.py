@@ -315,3 +315,28 @@ def test_eval_cost_table_follows_a_merged_model_back_to_its_training_runs(slerp_
     rows = training_table({"merged": resolve_model(EvalModel(name="merged", path=slerp_t0))}, [])
     assert list(rows) == [f"sft:{sft_run.name}", "merged"]  # upstream first, then the model's own run
     assert rows[f"sft:{sft_run.name}"]["stage"] == "sft" and rows["merged"]["stage"] == "merge"
+
+
+def _with_special_token(src: Path, out: Path, key: str) -> Path:
+    """A copy of `src` whose tokenizer names another existing token as `key` (same vocabulary, same weights)."""
+    from transformers import AutoTokenizer
+
+    shutil.copytree(src, out)
+    tok = AutoTokenizer.from_pretrained(str(src))
+    other = next(t for t in tok.get_vocab() if t not in tok.all_special_tokens and t.isalpha())
+    setattr(tok, key, other)
+    tok.save_pretrained(str(out))
+    return out
+
+
+def test_pad_token_difference_warns_but_eos_difference_refuses(sft_run, instruct, tmp_path, capsys):
+    """Which id pads changes no weight: a pad_token mismatch merges with a warning; eos still refuses."""
+    padded = _with_special_token(instruct, tmp_path / "other-pad", "pad_token")
+    run = merge_run.main(merge_config(tmp_path / "out", sft_run, f"models.0.path={padded}", "models.0.tiny_seed=null"))
+    err = capsys.readouterr().err
+    assert "kofin merge: warning:" in err and "differ in pad_token" in err and "merging anyway" in err
+    warnings = require_complete(run, "merge")["metrics"]["compatibility"]["warnings"]
+    assert len(warnings) == 1 and "pad_token" in warnings[0]
+    eos = _with_special_token(instruct, tmp_path / "other-eos", "eos_token")
+    with pytest.raises(MergeInputError, match=r"differ in special token eos_token"):
+        merge_run.main(merge_config(tmp_path / "out2", sft_run, f"models.0.path={eos}", "models.0.tiny_seed=null"))

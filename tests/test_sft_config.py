@@ -60,7 +60,11 @@ def test_chat_and_completion_datasets(tmp_path):
                              output_dir=tmp_path / "out")
     chat, text = y["datasets"]
     assert chat["type"] == "chat_template" and chat["roles_to_train"] == ["assistant"]
-    assert chat["chat_template"] == "tokenizer_default"  # the base model's own template
+    assert "chat_template" not in chat  # the dataset takes the config's top-level template
+    from kofin.tiny import EEVE_CHAT_TEMPLATE
+
+    # Written out, so a base tokenizer without a template still trains, and the run's tokenizer carries it.
+    assert (y["chat_template"], y["chat_template_jinja"]) == ("jinja", EEVE_CHAT_TEMPLATE)
     assert text == {"path": str(tmp_path / "b.jsonl"), "ds_type": "json", "type": "completion", "field": "text"}
 
 
@@ -68,14 +72,40 @@ def test_reference_recipe_yaml(tmp_path):
     cfg = load_config(SftConfig, EEVE)
     y = axolotl_yaml(cfg, tmp_path)
     assert (y["adapter"], y["load_in_4bit"], y["lora_r"], y["lora_target_linear"]) == ("qlora", True, 256, True)
-    assert (y["bf16"], y["attn_implementation"], y["sample_packing"], y["gradient_checkpointing"]) == (True, "flash_attention_2", True, True)
+    # SDPA packs in the pinned env (varlen / block-diagonal mask); FlashAttention-2 is an opt-in.
+    assert (y["bf16"], y["attn_implementation"], y["sample_packing"], y["gradient_checkpointing"]) == (True, "sdpa", True, True)
     assert cfg.launch.world_size == 8 and y["auto_resume_from_checkpoints"] is True
+    assert y["chat_template"] == "jinja" and "Assistant:" in y["chat_template_jinja"]
+    assert y["lora_dropout"] == 0  # unsloth's fused LoRA kernels (DPO on this adapter) need it
+    flash = axolotl_yaml(load_config(SftConfig, EEVE, ["training.flash_attention=true"]), tmp_path)
+    assert flash["attn_implementation"] == "flash_attention_2"
+
+
+def test_chat_template_choices(tmp_path):
+    own = axolotl_yaml(sft_config(tmp_path, "chat_template=tokenizer_default"), tmp_path)
+    assert own["chat_template"] == "tokenizer_default" and "chat_template_jinja" not in own
+    text = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    mine = axolotl_yaml(sft_config(tmp_path, "chat_template=jinja", f"chat_template_jinja={json.dumps(text)}"), tmp_path)
+    assert (mine["chat_template"], mine["chat_template_jinja"]) == ("jinja", text)
+    with pytest.raises(ConfigError, match="chat_template: jinja needs chat_template_jinja"):
+        sft_config(tmp_path, "chat_template=jinja")
+    with pytest.raises(ConfigError, match="chat_template_jinja is unused with chat_template: eeve"):
+        sft_config(tmp_path, f"chat_template_jinja={json.dumps(text)}")
 
 
 def test_deepspeed_and_fsdp(tmp_path):
     y = build_axolotl_config(sft_config(tmp_path, "launch.distributed=deepspeed_zero3"), base_model=tmp_path,
                              datasets=[], output_dir=tmp_path, deepspeed_json=tmp_path / "deepspeed.json")
     assert y["deepspeed"] == str(tmp_path / "deepspeed.json")
+    assert "gradient_checkpointing_kwargs" not in y  # nothing to recompute without checkpointing
+    y = build_axolotl_config(sft_config(tmp_path, "launch.distributed=deepspeed_zero3", "training.gradient_checkpointing=true"),
+                             base_model=tmp_path, datasets=[], output_dir=tmp_path, deepspeed_json=tmp_path / "deepspeed.json")
+    # ZeRO-3 + LoRA with non-reentrant recompute can raise CheckpointError; axolotl would only warn
+    # for a DeepSpeed file named *zero3*, and kofin's is deepspeed.json.
+    assert y["gradient_checkpointing_kwargs"] == {"use_reentrant": True}
+    y = build_axolotl_config(sft_config(tmp_path, "launch.distributed=deepspeed_zero2", "training.gradient_checkpointing=true"),
+                             base_model=tmp_path, datasets=[], output_dir=tmp_path, deepspeed_json=tmp_path / "deepspeed.json")
+    assert "gradient_checkpointing_kwargs" not in y
     y = axolotl_yaml(sft_config(tmp_path, "launch.distributed=fsdp", "training.gradient_checkpointing=true"), tmp_path)
     assert y["fsdp_version"] == 2 and y["fsdp_config"]["activation_checkpointing"] is True
     assert y["gradient_checkpointing"] is False
@@ -208,16 +238,44 @@ def test_dry_run_of_the_reference_recipe(axolotl_env):
     assert f"trainable params:  {48 * per_layer:,} of 10,804,924,416 (9.32%)" in out
     assert 48 * per_layer == 1_006_632_960
     # fp32 adapter weights and grads, two fp32 AdamW moments: 4 + 4 + 8 bytes per parameter.
-    assert f"adapter weights (fp32)                {1_006_632_960 * 4 / 2**30:.2f} GiB" in out
-    assert f"optimizer states (AdamW, fp32)        {1_006_632_960 * 8 / 2**30:.2f} GiB" in out
+    assert f"{'adapter weights (fp32)':<40}{1_006_632_960 * 4 / 2**30:8.2f} GiB\n" in out
+    assert f"{'optimizer states (AdamW, fp32)':<40}{1_006_632_960 * 8 / 2**30:8.2f} GiB\n" in out
+    # 8 DDP ranks: the all-reduce buckets are a second fp32 copy of the gradients.
+    assert f"{'DDP gradient buckets (fp32)':<40}{1_006_632_960 * 4 / 2**30:8.2f} GiB\n" in out
+    assert "activations: one recomputed layer" in out and "GiB  (estimate)" in out
     total = float(out.split("total per GPU")[1].split("GiB")[0])
     assert 25 <= total <= 32  # DESIGN.md: plan 25-32 GB per GPU with gradient checkpointing
     assert "torchrun --nnodes 1 --nproc_per_node 8 --standalone -m axolotl.cli.train" in out
     assert "# axolotl YAML (checked with axolotl's schema)" in out
-    assert "adapter: qlora" in out and "lora_r: 256" in out and "attn_implementation: flash_attention_2" in out
-    # The CPU lock has no flash-attn: said now, not after 8 GPUs are booked.
-    assert "note: this axolotl env lacks what the run needs: attn_implementation flash_attention_2 needs the flash_attn package" in out
+    assert "adapter: qlora" in out and "lora_r: 256" in out and "attn_implementation: sdpa" in out
+    assert "chat_template: jinja" in out and "chat_template_jinja:" in out
+    # The recipe names paths that only exist on the cluster: said as warnings, the plan still prints.
+    assert "warning: base_model /models/yanolja/EEVE-Korean-10.8B-v1.0 does not exist on this machine" in out
+    assert "warning: datasets.0.path /data/kofin/runs/data-laws does not exist on this machine" in out
     assert "nothing was loaded or launched" in out
+
+
+def test_flash_attention_opt_in_is_named_when_the_env_lacks_it(axolotl_env):
+    proc = subprocess.run([sys.executable, "-m", "kofin.cli", "sft", "--config", str(EEVE), "--dry-run",
+                           "training.flash_attention=true"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    # The CPU lock has no flash-attn: said now, not after 8 GPUs are booked.
+    assert ("note: this axolotl env lacks what the run needs: attn_implementation flash_attention_2 needs the flash_attn package"
+            in proc.stdout)
+
+
+def test_eeve_zero3_dry_run_passes_axolotls_validator(axolotl_env):
+    """The reference recipe on ZeRO-3: explicit template, SDPA, reentrant checkpointing, accepted by axolotl."""
+    from kofin.tiny import EEVE_CHAT_TEMPLATE
+    from kofin.training import sft
+
+    plan, missing = sft.dry_run(load_config(SftConfig, EEVE, ["launch.distributed=deepspeed_zero3"]))
+    y = plan.axolotl
+    assert (y["chat_template"], y["chat_template_jinja"]) == ("jinja", EEVE_CHAT_TEMPLATE)
+    assert y["attn_implementation"] == "sdpa" and y["sample_packing"] is True
+    assert y["gradient_checkpointing"] is True and y["gradient_checkpointing_kwargs"] == {"use_reentrant": True}
+    assert missing == ["deepspeed needs the deepspeed package"]  # validated; only the GPU-host extra is absent
+    assert "DDP gradient buckets (fp32)" not in plan.memory.parts  # ZeRO reduces through its own buckets
 
 
 def test_every_distributed_variant_passes_axolotls_schema_and_typos_do_not(tmp_path, axolotl_env):
@@ -225,7 +283,10 @@ def test_every_distributed_variant_passes_axolotls_schema_and_typos_do_not(tmp_p
     from kofin.training.launch import ENTRY
 
     variants = {
-        "ddp": [], "zero1": ["launch.distributed=deepspeed_zero1"], "zero3": ["launch.distributed=deepspeed_zero3"],
+        "ddp": [], "zero1": ["launch.distributed=deepspeed_zero1"],
+        "zero3": ["launch.distributed=deepspeed_zero3", "training.gradient_checkpointing=true"],
+        "own_template": ["chat_template=tokenizer_default"],
+        "packing_sdpa": ["training.sample_packing=true", "training.precision=bf16"],
         "fsdp": ["launch.distributed=fsdp", "training.gradient_checkpointing=true"],
         "qdora": ["method=qlora+dora", "lora.targets=[q_proj, v_proj]"], "truncate": ["training.too_long=truncate"],
         "packing": ["training.sample_packing=true", "training.flash_attention=true", "training.precision=bf16"],

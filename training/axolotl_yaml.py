@@ -31,6 +31,15 @@ def deepspeed_config(stage: int) -> dict[str, Any]:
     }
 
 
+def chat_template_text(cfg: SftConfig) -> str | None:
+    """The Jinja text the run trains with; None = the base tokenizer's own (tokenizer_default)."""
+    if cfg.chat_template == "eeve":
+        from kofin.tiny import EEVE_CHAT_TEMPLATE
+
+        return EEVE_CHAT_TEMPLATE
+    return cfg.chat_template_jinja if cfg.chat_template == "jinja" else None
+
+
 def dataset_entry(path: Path, kind: str) -> dict[str, Any]:
     if kind == "completion":
         # Continued pretraining: every token is trained, BOS prepended by axolotl.
@@ -38,9 +47,7 @@ def dataset_entry(path: Path, kind: str) -> dict[str, Any]:
     return {
         "path": str(path),
         "ds_type": "json",
-        "type": "chat_template",
-        # The base model's own template (EEVE's "Human:/Assistant:"), so training and serving agree.
-        "chat_template": "tokenizer_default",
+        "type": "chat_template",  # the template is the config's top-level one (chat_template / _jinja)
         "field_messages": "messages",
         "roles_to_train": ["assistant"],
         "train_on_eos": "turn",
@@ -63,6 +70,10 @@ def build_axolotl_config(
         "tokenizer_type": "AutoTokenizer",
         "trust_remote_code": False,
         "datasets": [dataset_entry(p, kind) for p, kind in datasets],
+        # Written out, not left to the tokenizer: a base checkpoint's often has none (axolotl then
+        # raises), and axolotl saves this one into the run's tokenizer for DPO, merge and serving.
+        **({"chat_template": "jinja", "chat_template_jinja": template} if (template := chat_template_text(cfg))
+           else {"chat_template": "tokenizer_default"}),
         "dataset_prepared_path": str(output_dir / "prepared"),
         "val_set_size": 0,
         "output_dir": str(output_dir),
@@ -107,8 +118,9 @@ def build_axolotl_config(
         y["max_steps"] = train.max_steps
     if train.neftune_noise_alpha is not None:
         y["neftune_noise_alpha"] = train.neftune_noise_alpha
-    if train.flash_attention:
-        y["attn_implementation"] = "flash_attention_2"
+    # SDPA is what the pinned env runs everywhere (axolotl 0.19 packs with it through varlen
+    # attention or a block-diagonal mask); FlashAttention-2 is an opt-in needing flash-attn.
+    y["attn_implementation"] = "flash_attention_2" if train.flash_attention else "sdpa"
     y.update(
         bf16=train.precision == "bf16",
         fp16=train.precision == "fp16",
@@ -125,6 +137,10 @@ def build_axolotl_config(
     )
     if launch.distributed.startswith("deepspeed"):
         y["deepspeed"] = str(deepspeed_json)
+        if launch.distributed == "deepspeed_zero3" and train.gradient_checkpointing:
+            # ZeRO-3 + (Q)LoRA with non-reentrant checkpointing can raise CheckpointError on recompute;
+            # axolotl only warns when the DeepSpeed file's name holds "zero3", which kofin's does not.
+            y["gradient_checkpointing_kwargs"] = {"use_reentrant": True}
     elif launch.distributed == "fsdp":
         y["fsdp_version"] = 2
         y["fsdp_config"] = {

@@ -8,6 +8,7 @@ Run as:
 from __future__ import annotations
 
 import argparse
+import sys
 
 import yaml
 
@@ -35,6 +36,8 @@ def sft_cli(argv: list[str]) -> int:
         from kofin.training import sft
 
         if args.dry_run:
+            print("kofin sft: planning; axolotl checks the YAML with its own schema in its env (~10-20 s) ...",
+                  file=sys.stderr, flush=True)
             plan, missing = sft.dry_run(cfg)
             checked = "not checked: no local axolotl env for this container run" if missing is None else "checked with axolotl's schema"
             print(f"# axolotl YAML ({checked})")
@@ -42,6 +45,8 @@ def sft_cli(argv: list[str]) -> int:
             print(plan.describe())
             for need in missing or []:
                 print(f"note: this axolotl env lacks what the run needs: {need}; install it on the GPU host")
+            for warning in plan.warnings:
+                print(f"warning: {warning}")
             print("\ndry run: nothing was loaded or launched.")
             return
         out = sft.main(cfg, echo=not args.quiet)

@@ -5,24 +5,33 @@ Run as:
     kofin dpo --config configs/dpo/eeve_unsloth.yaml
 
 Reads top to bottom: resolve the SFT run and its base model -> check the pairs -> pick the
-backend -> load the policy (SFT adapter stacked, or merged and a new adapter added) -> TRL
-DPOTrainer -> save the adapter, tokenizer and per-step rewards. The reference model is always
-the SFT policy: with a stacked adapter TRL keeps a frozen copy of it, with a merged one the
-reference is the merged model with the new adapter disabled.
+backend -> write the job (dpo_job.json + pairs.jsonl in the run) -> train it with
+training/dpo_recipe.py, in-process for TRL or in the pinned unsloth env (.venv-unsloth) as a
+subprocess -> per-step rewards, lineage and the manifest. The recipe loads the policy (SFT adapter
+stacked, or merged and a new adapter added; unsloth through its own adapter path), keeps the
+adapter in fp32 and runs TRL's DPOTrainer. The reference model is always the SFT policy: with a
+stacked adapter TRL keeps a frozen copy of it, with a merged one the reference is the merged model
+with the new adapter disabled.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
+from kofin import manifest_keys as keys
 from kofin.errors import KofinError
-from kofin.rundir import atomic_write_json, open_run, require_complete
+from kofin.rundir import atomic_write_json, atomic_write_text, lineage_record, open_run, require_complete
+from kofin.training import dpo_recipe as recipe
 from kofin.training.dpo_config import DpoConfig
 
 PAIRS_FILE = "dpo/train.jsonl"
+PAIRS_COPY = "pairs.jsonl"  # the checked pairs, as the job trains on them
+RECIPE = Path(recipe.__file__)
+UNSLOTH_ENV_VAR = "KOFIN_UNSLOTH_ENV"
 MAX_LISTED = 20
 
 
@@ -85,21 +94,33 @@ def load_pairs(cfg: DpoConfig) -> tuple[list[dict[str, Any]], list[Path]]:
     return rows, files
 
 
-def choose_backend(requested: str, *, merge_adapter: bool = False) -> str:
-    import importlib.util
+def unsloth_env(configured: Path | None = None) -> Path:
+    """The env holding unsloth: the config key, then $KOFIN_UNSLOTH_ENV, then the checkout's .venv-unsloth."""
+    if configured is not None:
+        return configured
+    if os.environ.get(UNSLOTH_ENV_VAR):
+        return Path(os.environ[UNSLOTH_ENV_VAR]).resolve()
+    return Path(__file__).resolve().parents[1] / ".venv-unsloth"
 
+
+def has_unsloth(env: Path) -> bool:
+    return (env / "bin" / "python").exists() and any((env / "lib").glob("python3*/site-packages/unsloth/__init__.py"))
+
+
+def choose_backend(requested: str, *, merge_adapter: bool = False, env: Path | None = None) -> str:
     import torch
 
     cuda = torch.cuda.is_available()
-    have_unsloth = importlib.util.find_spec("unsloth") is not None
+    env = unsloth_env(env)
     if requested == "unsloth" and not cuda:
         raise DpoInputError("backend 'unsloth' needs a CUDA GPU (unsloth refuses to import without one); use backend: trl or auto")
-    if requested == "unsloth" and not have_unsloth:
-        raise DpoInputError("backend 'unsloth': unsloth is not installed in this env; install it on the GPU host or use backend: trl")
+    if requested == "unsloth" and not has_unsloth(env):
+        raise DpoInputError(f"backend 'unsloth': no unsloth env at {env}; create it with `make unsloth-env` (pinned in "
+                            f"training/unsloth-requirements.txt), point unsloth_env or ${UNSLOTH_ENV_VAR} at one, or use backend: trl")
     if requested == "unsloth" and merge_adapter:
         raise DpoInputError("backend unsloth supports adapter_mode: stack; use backend: trl (or auto) for adapter_mode: merge")
     if requested == "auto":
-        return "unsloth" if cuda and have_unsloth and not merge_adapter else "trl"
+        return "unsloth" if cuda and has_unsloth(env) and not merge_adapter else "trl"
     return requested
 
 
@@ -119,74 +140,13 @@ def check_prompt_lengths(rows: list[dict[str, Any]], tokenizer, max_length: int)
         raise DpoInputError("prompts leave no room for the answers:\n  " + "\n  ".join(shown))
 
 
-# ---------------------------------------------------------------- policy
+# ---------------------------------------------------------------- the training job
 
 
-def _dtype(precision: str):
-    import torch
-
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
-
-
-def lora_config(cfg: DpoConfig):
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-        target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM",
-    )
-
-
-def load_policy_trl(cfg: DpoConfig, base: Path, sft_run: Path | None):
-    """(model, peft_config for DPOTrainer or None when the model already carries its adapter)."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
-    kwargs: dict[str, Any] = {"dtype": _dtype(cfg.training.precision)}
-    if cfg.load_in_4bit:
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=_dtype(cfg.training.precision),
-        )
-    model = AutoModelForCausalLM.from_pretrained(str(base), **kwargs)
-    if sft_run is None:
-        return model, lora_config(cfg)
-    if cfg.adapter_mode == "merge":
-        model = PeftModel.from_pretrained(model, str(sft_run)).merge_and_unload()
-        return model, lora_config(cfg)
-    # Stacked: keep training the SFT adapter; TRL adds a frozen copy of it as the reference.
-    return PeftModel.from_pretrained(model, str(sft_run), is_trainable=True), None
-
-
-def load_policy_unsloth(cfg: DpoConfig, base: Path, sft_run: Path | None):
-    from unsloth import FastLanguageModel  # lazy: raises without a GPU
-
-    if sft_run is not None and cfg.adapter_mode == "merge":
-        raise DpoInputError("backend unsloth supports adapter_mode: stack; use backend: trl for adapter_mode: merge")
-    model, _ = FastLanguageModel.from_pretrained(
-        model_name=str(base), max_seq_length=cfg.training.max_length, dtype=_dtype(cfg.training.precision),
-        load_in_4bit=cfg.load_in_4bit,  # a local path, and HF_HUB_OFFLINE is set: nothing is fetched
-    )
-    if sft_run is not None:
-        from peft import PeftModel
-
-        return PeftModel.from_pretrained(model, str(sft_run), is_trainable=True), None
-    model = FastLanguageModel.get_peft_model(
-        model, r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-        target_modules=list(cfg.lora.target_modules), random_state=cfg.training.seed,
-        use_gradient_checkpointing="unsloth" if cfg.training.gradient_checkpointing else False,
-    )
-    return model, None
-
-
-# ---------------------------------------------------------------- run
-
-
-def dpo_args(cfg: DpoConfig, out: Path, *, progress: bool, cuda: bool):
-    from trl import DPOConfig as TrlDpoConfig
-
+def trainer_args(cfg: DpoConfig, out: Path, *, progress: bool, cuda: bool) -> dict[str, Any]:
+    """TRL DPOConfig arguments, as JSON: the same in kofin's env (TRL 1.16) and unsloth's (TRL 1.15)."""
     t = cfg.training
-    return TrlDpoConfig(
+    return dict(
         output_dir=str(out / "trainer"), beta=t.beta, loss_type=t.loss_type, label_smoothing=t.label_smoothing,
         max_length=t.max_length, per_device_train_batch_size=t.per_device_batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps, num_train_epochs=t.num_epochs,
@@ -199,45 +159,92 @@ def dpo_args(cfg: DpoConfig, out: Path, *, progress: bool, cuda: bool):
     )
 
 
+def write_job(cfg: DpoConfig, out: Path, backend: str, base: Path, sft_run: Path | None, rows: list[dict[str, Any]],
+              tokenizer_dir: Path, *, progress: bool, cuda: bool) -> Path:
+    """The job file dpo_recipe.py runs: everything it needs, nothing it would have to import kofin for."""
+    pairs = out / PAIRS_COPY
+    atomic_write_text(pairs, "".join(json.dumps({k: r[k] for k in ("prompt", "chosen", "rejected")}, ensure_ascii=False) + "\n"
+                                     for r in rows))
+    job = {
+        "backend": backend, "base_model": str(base), "sft_run": str(sft_run) if sft_run else None,
+        "adapter_mode": cfg.adapter_mode, "load_in_4bit": cfg.load_in_4bit, "precision": cfg.training.precision,
+        "max_length": cfg.training.max_length, "gradient_checkpointing": cfg.training.gradient_checkpointing,
+        "lora": {"r": cfg.lora.r, "alpha": cfg.lora.alpha, "dropout": cfg.lora.dropout,
+                 "target_modules": list(cfg.lora.target_modules)},
+        "tokenizer": str(tokenizer_dir), "pairs": str(pairs), "output_dir": str(out), "progress": progress,
+        "trainer_args": trainer_args(cfg, out, progress=progress, cuda=cuda),
+    }
+    atomic_write_json(out / recipe.JOB_FILE, job)
+    return out / recipe.JOB_FILE
+
+
+def run_in_unsloth_env(cfg: DpoConfig, job_path: Path, out: Path, *, progress: bool) -> dict[str, Any]:
+    """dpo_recipe.py in the unsloth env, logged to logs/dpo.log; its trainer_log.json comes back."""
+    from kofin.offline import OFFLINE_ENV
+    from kofin.training.launch import LaunchError, LaunchPlan, run_logged
+
+    env = unsloth_env(cfg.unsloth_env)
+    plan = LaunchPlan([str(env / "bin" / "python"), str(RECIPE), str(job_path)],
+                      {**OFFLINE_ENV, "UNSLOTH_DISABLE_STATISTICS": "1", "PYTHONUNBUFFERED": "1",
+                       "TOKENIZERS_PARALLELISM": "false", "HF_DATASETS_CACHE": str(out / "hf_cache")})
+    log = out / "logs" / "dpo.log"
+    try:
+        run_logged(plan, log, echo=progress, tool=f"unsloth DPO ({env})",
+                   hint="Nothing was kept: {cause}, then run the same command again.")
+    except LaunchError as err:
+        said = [line[len(recipe.ERROR_PREFIX):] for line in log.read_text(encoding="utf-8", errors="replace").splitlines()
+                if line.startswith(recipe.ERROR_PREFIX)]
+        raise DpoInputError(said[-1] + f" (log: {log})") if said else err from None
+    finally:
+        shutil.rmtree(out / "hf_cache", ignore_errors=True)
+    return json.loads((out / recipe.LOG_FILE).read_text(encoding="utf-8"))
+
+
+def run_in_process(job_path: Path) -> dict[str, Any]:
+    try:
+        result = recipe.train(json.loads(job_path.read_text(encoding="utf-8")))
+    except recipe.RecipeError as err:
+        raise DpoInputError(str(err)) from None
+    atomic_write_json(job_path.with_name(recipe.LOG_FILE), result)
+    return result
+
+
+# ---------------------------------------------------------------- run
+
+
 def main(cfg: DpoConfig, *, progress: bool = True) -> Path:
     sft_run = resolve_sft_run(cfg)
     base = resolve_base_model(cfg)
     rows, files = load_pairs(cfg)
-    backend = choose_backend(cfg.backend, merge_adapter=sft_run is not None and cfg.adapter_mode == "merge")
-    if backend == "unsloth":
-        import unsloth  # noqa: F401  -- first, so its patches reach transformers and TRL
-
+    backend = choose_backend(cfg.backend, merge_adapter=sft_run is not None and cfg.adapter_mode == "merge",
+                             env=cfg.unsloth_env)
+    if backend == "unsloth" and sft_run is not None and cfg.base_model is not None and cfg.base_model != _adapter_base(sft_run):
+        raise DpoInputError(f"base_model: backend unsloth loads the base the SFT adapter names ({_adapter_base(sft_run)}); "
+                            "remove base_model or use backend: trl")
     import torch
-    from datasets import Dataset
     from transformers import AutoTokenizer
-    from trl import DPOTrainer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(sft_run or base))
-    check_prompt_lengths(rows, tokenizer, cfg.training.max_length)
+    tokenizer_dir = sft_run or base
+    check_prompt_lengths(rows, AutoTokenizer.from_pretrained(str(tokenizer_dir)), cfg.training.max_length)
     inputs: dict[str, Path | None] = {"base_model": base, "sft_run": sft_run}
     inputs.update({f"preferences_{i}": p for i, p in enumerate(files)})
     _quiet_library_noise(progress)
     with open_run("dpo", cfg, inputs=inputs) as run:
-        load = load_policy_unsloth if backend == "unsloth" else load_policy_trl
-        model, peft_config = load(cfg, base, sft_run)
-        pairs = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
-        trainer = DPOTrainer(
-            model=model, ref_model=None, args=dpo_args(cfg, run.path, progress=progress, cuda=torch.cuda.is_available()),
-            train_dataset=pairs, processing_class=tokenizer, peft_config=peft_config,
-        )
-        if not progress:
-            from transformers import PrinterCallback
-
-            trainer.remove_callback(PrinterCallback)  # per-step records still go to metrics.jsonl
-        trainer.train()
-        # Only the trained adapter: TRL's frozen "ref" copy of a stacked adapter is not an output.
-        trainer.model.save_pretrained(str(run.path), selected_adapters=["default"])
-        tokenizer.save_pretrained(str(run.path))
+        job = write_job(cfg, run.path, backend, base, sft_run, rows, tokenizer_dir, progress=progress,
+                        cuda=torch.cuda.is_available())
+        result = run_in_unsloth_env(cfg, job, run.path, progress=progress) if backend == "unsloth" else run_in_process(job)
         shutil.rmtree(run.path / "trainer", ignore_errors=True)
-        run.metrics.update(summarize(trainer.state.log_history, run.path, backend, cfg, len(rows), sft_run, base))
+        merged_first = [sft_run] if sft_run is not None and cfg.adapter_mode == "merge" else []
+        run.metrics.update(summarize(result, run.path, backend, len(rows), lineage_record(base, merged_first)))
         # Beside the adapter, not only in the manifest: a merged-mode adapter applies to base + SFT.
-        atomic_write_json(run.path / "adapter_base.json", run.metrics["adapter_base"])
+        atomic_write_json(run.path / keys.ADAPTER_BASE_FILE, run.metrics[keys.ADAPTER_BASE])
+        # The finished run lives at final_dir: the job names the files there, so it reruns as written.
+        atomic_write_text(job, job.read_text(encoding="utf-8").replace(str(run.path), str(run.final_dir)))
     return run.final_dir
+
+
+def _adapter_base(sft_run: Path) -> Path:
+    return Path(json.loads((sft_run / "adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"])
 
 
 def _quiet_library_noise(progress: bool) -> None:
@@ -254,9 +261,9 @@ def _quiet_library_noise(progress: bool) -> None:
         hf_logging.disable_progress_bar()
 
 
-def summarize(history: list[dict[str, Any]], out: Path, backend: str, cfg: DpoConfig, pairs: int,
-              sft_run: Path | None, base: Path) -> dict[str, Any]:
+def summarize(result: dict[str, Any], out: Path, backend: str, pairs: int, lineage: dict[str, Any]) -> dict[str, Any]:
     """Per-step rewards to metrics.jsonl; first/last margins and accuracies for the manifest."""
+    history = result["log_history"]
     with open(out / "metrics.jsonl", "w", encoding="utf-8") as fh:
         for record in history:
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -264,17 +271,18 @@ def summarize(history: list[dict[str, Any]], out: Path, backend: str, cfg: DpoCo
     final = next((h for h in reversed(history) if "train_runtime" in h), {})
     pick = lambda h, k: round(h[k], 6) if h and k in h else None  # noqa: E731
     first, last = (steps[0], steps[-1]) if steps else ({}, {})
+    runtime = final.get("train_runtime")
     return {
-        "backend": backend,
-        "pairs": pairs,
-        "steps": len(steps),
-        "loss_first": pick(first, "loss"), "loss_last": pick(last, "loss"),
-        "reward_margin_first": pick(first, "rewards/margins"), "reward_margin_last": pick(last, "rewards/margins"),
-        "reward_accuracy_last": pick(last, "rewards/accuracies"),
-        "train_runtime_s": final.get("train_runtime"),
+        keys.BACKEND: backend,
+        keys.PAIRS: pairs,
+        keys.STEPS: len(steps),
+        keys.LOSS_FIRST: pick(first, "loss"), keys.LOSS_LAST: pick(last, "loss"),
+        keys.REWARD_MARGIN_FIRST: pick(first, "rewards/margins"), keys.REWARD_MARGIN_LAST: pick(last, "rewards/margins"),
+        keys.REWARD_ACCURACY_LAST: pick(last, "rewards/accuracies"),
+        keys.TRAIN_RUNTIME_S: runtime,
         # TRL's num_tokens counts prompt + both answers of every pair seen, padding excluded.
-        "tokens_per_s": round(last["num_tokens"] / final["train_runtime"], 1) if "num_tokens" in last and final.get("train_runtime") else None,
-        # What the adapter applies to, for the merge stage.
-        "adapter_base": {"base_model": str(base),
-                         "merged_first": [str(sft_run)] if sft_run is not None and cfg.adapter_mode == "merge" else []},
+        keys.TOKENS_PER_S: round(last["num_tokens"] / runtime, 1) if "num_tokens" in last and runtime else None,
+        keys.ADAPTER_ELEMENTS_CHANGED: round(result["adapter_elements_changed"], 6),
+        # What the adapter applies to, for the merge and eval stages (kofin.rundir.adapter_lineage).
+        keys.ADAPTER_BASE: lineage,
     }

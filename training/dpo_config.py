@@ -56,6 +56,11 @@ class DpoConfig(StageConfig):
         description="unsloth (FastLanguageModel + TRL DPOTrainer; needs CUDA), trl (TRL + PEFT, any device), "
         "auto = unsloth where CUDA and unsloth are present, else trl.",
     )
+    unsloth_env: ResolvedPath | None = Field(
+        default=None,
+        description="Virtual env holding unsloth (backend unsloth runs there as a subprocess); null = "
+        "$KOFIN_UNSLOTH_ENV or .venv-unsloth in the kofin checkout (`make unsloth-env`).",
+    )
     load_in_4bit: bool = Field(default=False, description="Load the base in 4-bit NF4 (QLoRA-style DPO; unsloth or bitsandbytes).")
     lora: LoraSettings = Field(
         default_factory=LoraSettings, description="Settings of the new adapter (without sft_run, or adapter_mode merge)."

@@ -137,8 +137,13 @@ def _die_with_parent() -> None:
         pass
 
 
-def run_logged(plan: LaunchPlan, log_path: Path, *, echo: bool = True) -> float:
-    """Run the plan, tee its output to `log_path` (appended) and the console; return wall seconds."""
+RESUME_HINT = "Checkpoints written so far are kept: {cause}, then run the same command to resume."
+
+
+def run_logged(plan: LaunchPlan, log_path: Path, *, echo: bool = True, tool: str = "axolotl",
+               hint: str = RESUME_HINT) -> float:
+    """Run the plan, tee its output to `log_path` (appended) and the console; return wall seconds.
+    A failure raises LaunchError naming `tool`, the log's last lines and `hint` ({cause} filled in)."""
     env = {**os.environ, **plan.env}
     log_path.parent.mkdir(parents=True, exist_ok=True)
     start = time.time()
@@ -166,8 +171,7 @@ def run_logged(plan: LaunchPlan, log_path: Path, *, echo: bool = True) -> float:
         cause = ("it was stopped by a signal (preemption or a kill)" if code < 0
                  else "fix the cause shown above")
         raise LaunchError(
-            f"axolotl exited with status {code}. Last lines of {log_path}:\n{_tail(log_path)}\n"
-            f"Checkpoints written so far are kept: {cause}, then run the same command to resume."
+            f"{tool} exited with status {code}. Last lines of {log_path}:\n{_tail(log_path)}\n" + hint.format(cause=cause)
         )
     return time.time() - start
 

@@ -81,11 +81,35 @@ def lora_params(shape: LlamaShape, r: int, targets: tuple[str, ...] | list[str] 
     return per_layer * shape.layers
 
 
+def recomputed_layer_bytes_per_token(shape: LlamaShape, *, r: int, targets: tuple[str, ...] | list[str] = ALL_LINEAR,
+                                     lora_dropout: float = 0.0) -> int:
+    """Bytes per token that one decoder layer saves for its backward (bf16 activations), i.e. what
+    gradient checkpointing holds while it recomputes one layer.
+
+    Korthikanti et al.'s 34*h is a GPT block (GeLU MLP of 4h, no adapters). A Llama block differs:
+      RMSNorm (x2):   HF upcasts to fp32 and keeps that copy (4h) plus the normalised bf16 output (2h)
+      attention:      q, k before RoPE (2h + 2kv), q, k, v after it (2h + 4kv), SDPA output (2h)
+      SwiGLU MLP:     gate out, SiLU out, up out and their product, each 2 * intermediate
+      LoRA (per adapted linear): PEFT casts the input to the fp32 adapter dtype and autocast casts
+                      it back for the matmul, so a bf16 copy of the input (2 * in) is saved, plus
+                      lora_A's output (2r); with lora_dropout > 0 also the dropout mask (1 byte * in).
+    """
+    h, i, kv = shape.hidden, shape.intermediate, shape.kv_heads * shape.head_dim
+    norms = 2 * (4 * h + 2 * h)
+    attention = (2 * h + 2 * kv) + (2 * h + 4 * kv) + 2 * h
+    mlp = 4 * 2 * i
+    fan_in = {name: shape.linear_shapes()[name][0] for name in targets}
+    lora = sum(2 * n + 2 * r + (n if lora_dropout > 0 else 0) for n in fan_in.values())
+    return norms + attention + mlp + lora
+
+
 @dataclass
 class MemoryEstimate:
-    """Bytes per GPU, by part. `total` adds a fixed allowance for the CUDA context and allocator slack."""
+    """Bytes per GPU, by part. Parts named in `estimated` rest on modelling choices (what autograd
+    keeps, allocator slack); the others are exact arithmetic on the shapes."""
 
     parts: dict[str, float] = field(default_factory=dict)
+    estimated: set[str] = field(default_factory=set)
     trainable_params: int = 0
     total_params: int = 0
 
@@ -94,8 +118,11 @@ class MemoryEstimate:
         return sum(self.parts.values())
 
     def table(self) -> str:
-        rows = [f"  {name:<34}{b / GIB:8.2f} GiB" for name, b in self.parts.items()]
-        rows.append(f"  {'total per GPU':<34}{self.total / GIB:8.2f} GiB")
+        rows = [f"  {name:<40}{b / GIB:8.2f} GiB{'  (estimate)' if name in self.estimated else ''}"
+                for name, b in self.parts.items()]
+        rows.append(f"  {'total per GPU':<40}{self.total / GIB:8.2f} GiB")
+        if self.estimated:
+            rows.append("  (estimate) = modelled, not exact: what autograd keeps and allocator slack vary by version and kernels")
         return "\n".join(rows)
 
 
@@ -108,11 +135,12 @@ def estimate_memory(
     seq_len: int,
     micro_batch: int,
     gradient_checkpointing: bool = True,
-    flash_attention: bool = True,
+    eager_attention: bool = False,
     world_size: int = 1,
     sharding: str = "ddp",  # ddp | zero1 | zero2 | zero3 | fsdp
     dora: bool = False,
     double_quant: bool = True,
+    lora_dropout: float = 0.0,
 ) -> MemoryEstimate:
     trainable = lora_params(shape, r, targets, dora=dora)
     est = MemoryEstimate(trainable_params=trainable, total_params=shape.total_params())
@@ -133,21 +161,28 @@ def estimate_memory(
     est.parts["adapter weights (fp32)"] = trainable * 4.0 / shard_weights
     est.parts["adapter gradients (fp32)"] = trainable * 4.0 / shard_states
     est.parts["optimizer states (AdamW, fp32)"] = trainable * 8.0 / shard_optim
+    if sharding == "ddp" and world_size > 1:
+        # DDP all-reduces through its own buckets, a second fp32 copy of every gradient: the HF
+        # Trainer leaves gradient_as_bucket_view=False, so the buckets are not views of .grad.
+        est.parts["DDP gradient buckets (fp32)"] = trainable * 4.0
 
     tokens = seq_len * micro_batch
-    h = shape.hidden
+    layer = recomputed_layer_bytes_per_token(shape, r=r, targets=targets, lora_dropout=lora_dropout) * tokens
     if gradient_checkpointing:
-        # Each layer's input is kept; one layer at a time is recomputed in full during backward.
-        kept = shape.layers * tokens * h * 2
-        one_layer = tokens * h * 34  # Korthikanti et al. (2022), bf16, without the attention-score term
+        # Each layer's input is kept (bf16); one layer at a time is recomputed in full during backward.
+        est.parts["activations: layer inputs kept"] = shape.layers * tokens * shape.hidden * 2
+        est.parts["activations: one recomputed layer"] = layer
     else:
-        kept = 0
-        one_layer = shape.layers * tokens * h * 34
-    if not flash_attention:
+        est.parts["activations: every layer"] = shape.layers * layer
+    est.estimated.add("activations: one recomputed layer" if gradient_checkpointing else "activations: every layer")
+    if eager_attention:
         # Eager attention materialises scores and softmax: 5 * heads * s^2 * b bytes per layer.
-        one_layer += 5 * shape.heads * seq_len * seq_len * micro_batch * (1 if gradient_checkpointing else shape.layers)
-    est.parts["activations"] = kept + one_layer
+        # SDPA and FlashAttention-2 never hold the s x s matrix.
+        est.parts["attention scores (eager)"] = 5 * shape.heads * seq_len * seq_len * micro_batch * (
+            1 if gradient_checkpointing else shape.layers)
+        est.estimated.add("attention scores (eager)")
     # Logits are upcast to fp32 for the loss: logits, their softmax and the gradient.
     est.parts["logits + loss (fp32)"] = tokens * shape.vocab * 4 * 3
     est.parts["CUDA context + allocator slack"] = 1.5 * GIB
+    est.estimated.update({"logits + loss (fp32)", "CUDA context + allocator slack"})
     return est

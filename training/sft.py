@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,8 @@ from kofin.rundir import (
     PARTIAL_SUFFIX, atomic_write_json, atomic_write_text, config_digest, open_run, require_complete, sha256_file,
 )
 from kofin.training import checkpoints
-from kofin.training.axolotl_yaml import AXOLOTL_YAML, build_axolotl_config, deepspeed_config
+from kofin import manifest_keys as keys
+from kofin.training.axolotl_yaml import AXOLOTL_YAML, build_axolotl_config, chat_template_text, deepspeed_config
 from kofin.training.launch import LaunchPlan, plan_launch, run_logged, validate_with_axolotl
 from kofin.training.memory import LlamaShape, MemoryEstimate, estimate_memory
 from kofin.training.sft_config import SftConfig
@@ -47,6 +48,7 @@ class SftPlan:
     memory: MemoryEstimate
     axolotl: dict[str, Any]
     launch: LaunchPlan
+    warnings: list[str] = field(default_factory=list)  # dry run: inputs this machine does not hold
 
     def describe(self) -> str:
         m = self.memory
@@ -106,8 +108,13 @@ def check_rows(cfg: SftConfig, datasets: list[tuple[Path, str]], base_model: Pat
     from kofin.data_ko.formats import read_records
     from kofin.data_ko.validate import check_sft_row, load_tokenizer, token_lengths
 
-    # Raw text alone (continued pretraining) needs no chat template.
-    tokenizer = load_tokenizer(base_model, key="base_model", needs_template=any(kind == "chat" for _, kind in datasets))
+    # The rows are measured with the template axolotl will train with (written into its YAML);
+    # raw text alone (continued pretraining) needs none.
+    template = chat_template_text(cfg)
+    needs_own = cfg.chat_template == "tokenizer_default" and any(kind == "chat" for _, kind in datasets)
+    tokenizer = load_tokenizer(base_model, key="base_model", needs_template=needs_own)
+    if template is not None:
+        tokenizer.chat_template = template
     seq_len = cfg.training.sequence_len
     problems: list[str] = []
     stats: dict[str, Any] = {}
@@ -153,8 +160,8 @@ def plan(cfg: SftConfig, work_dir: Path, base_model: Path, shape: LlamaShape, da
     memory = estimate_memory(
         shape, method="qlora" if method.quantize_4bit else "lora", r=cfg.lora.r, targets=cfg.lora.target_modules,
         seq_len=train.sequence_len, micro_batch=train.micro_batch_size,
-        gradient_checkpointing=train.gradient_checkpointing, flash_attention=train.flash_attention,
-        world_size=launch.world_size, sharding=_sharding(launch.distributed), dora=method.dora,
+        gradient_checkpointing=train.gradient_checkpointing, world_size=launch.world_size,
+        sharding=_sharding(launch.distributed), dora=method.dora, lora_dropout=cfg.lora.dropout,
     )
     ds_json = work_dir / "deepspeed.json" if launch.distributed.startswith("deepspeed") else None
     axolotl = build_axolotl_config(cfg, base_model=base_model, datasets=datasets, output_dir=work_dir,
@@ -211,7 +218,21 @@ def dry_run(cfg: SftConfig) -> tuple[SftPlan, list[str] | None]:
     # The data may live only on the cluster: show where the run will read it, without opening it.
     datasets = [(d.path if d.path.suffix == ".jsonl" else d.path / DATA_FILES[d.type], d.type) for d in cfg.datasets]
     p = plan(cfg, Path(str(cfg.output_dir) + PARTIAL_SUFFIX), base_model, shape, datasets, dry_run=True)
+    p.warnings = missing_inputs(cfg, base_model)
     return p, check_with_axolotl(p, cfg)
+
+
+def missing_inputs(cfg: SftConfig, base_model: Path) -> list[str]:
+    """Inputs a dry run planned without: fine on a laptop, fatal on the cluster, so said either way."""
+    out = []
+    if not (base_model / "config.json").is_file():
+        what = "does not exist" if not base_model.exists() else "has no config.json"
+        out.append(f"base_model {base_model} {what} on this machine (planned from base_model_shape); the run needs it")
+    for i, ds in enumerate(cfg.datasets):
+        if not ds.path.exists():
+            out.append(f"datasets.{i}.path {ds.path} does not exist on this machine; the run needs it "
+                       "(build it with `kofin data build`)")
+    return out
 
 
 def resume_digest(cfg: SftConfig, datasets: list[tuple[Path, str]]) -> str:
@@ -303,24 +324,24 @@ def collect_metrics(run_dir: Path, cfg: SftConfig, p: SftPlan, state: dict[str, 
     # axolotl logs device memory from rank 0 only; ranks of a DDP job hold the same model and batch size.
     peak = max((h.get("memory/max_allocated (GiB)", 0.0) for h in history), default=0.0)
     return {
-        "method": cfg.method,
-        "steps": max((h["step"] for h in steps), default=0),
-        "loss_first": steps[0]["loss"] if steps else None,
-        "loss_last": steps[-1]["loss"] if steps else None,
+        keys.METHOD: cfg.method,
+        keys.STEPS: max((h["step"] for h in steps), default=0),
+        keys.LOSS_FIRST: steps[0]["loss"] if steps else None,
+        keys.LOSS_LAST: steps[-1]["loss"] if steps else None,
         "train_loss": last.get("train_loss"),
-        "tokens_total": tokens,
-        "train_runtime_s": round(runtime, 3),
-        "tokens_per_s": round(tokens_run / runtime, 1) if runtime else None,
-        "tokens_per_s_per_gpu": round(tokens_run / runtime / launch.world_size, 1) if runtime else None,
-        "peak_gpu_memory_gib_rank0": peak if gpus else None,
-        "memory_estimate_gib_per_gpu": round(p.memory.total / 1024**3, 2),
-        "trainable_params": p.memory.trainable_params,
-        "world_size": launch.world_size,
+        keys.TOKENS_TOTAL: tokens,
+        keys.TRAIN_RUNTIME_S: round(runtime, 3),
+        keys.TOKENS_PER_S: round(tokens_run / runtime, 1) if runtime else None,
+        keys.TOKENS_PER_S_PER_GPU: round(tokens_run / runtime / launch.world_size, 1) if runtime else None,
+        keys.PEAK_GPU_MEMORY_GIB_RANK0: peak if gpus else None,
+        keys.MEMORY_ESTIMATE_GIB_PER_GPU: round(p.memory.total / 1024**3, 2),
+        keys.TRAINABLE_PARAMS: p.memory.trainable_params,
+        keys.WORLD_SIZE: launch.world_size,
         "attempts": len(state["attempts"]),
         "resumed_from_step": state["attempts"][-1].get("resumed_from_step"),
         "launch_wall_s": round(wall, 2),
-        "gpu_hours": round(gpu_hours, 4),
-        "cost": {"amount": round(gpu_hours * launch.gpu_hour_price, 2), "currency": launch.currency,
-                 "gpu_hour_price": launch.gpu_hour_price},
+        keys.GPU_HOURS: round(gpu_hours, 4),
+        keys.COST: {"amount": round(gpu_hours * launch.gpu_hour_price, 2), "currency": launch.currency,
+                    "gpu_hour_price": launch.gpu_hour_price},
         "data": stats,
     }

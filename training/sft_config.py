@@ -109,7 +109,12 @@ class Training(Schedule):
     neftune_noise_alpha: float | None = Field(
         default=None, gt=0, description="NEFTune embedding noise; off by default (it hurt citation formatting)."
     )
-    flash_attention: bool = Field(default=False, description="FlashAttention-2 (GPU only).")
+    flash_attention: bool = Field(
+        default=False,
+        description="Opt-in FlashAttention-2 (GPU only; the pinned axolotl env lacks it: install with "
+        "`.venv-axolotl/bin/pip install flash-attn --no-build-isolation` on the GPU host). Off = PyTorch SDPA, "
+        "which axolotl 0.19 packs with varlen attention or a block-diagonal mask.",
+    )
     save_steps: int = Field(default=50, ge=1, description="Checkpoint every N steps; a killed run resumes from the last one.")
     too_long: Literal["error", "drop", "truncate"] = Field(
         default="error",
@@ -184,6 +189,14 @@ class SftConfig(StageConfig):
         default="lora",
         description="lora, qlora (4-bit NF4 base, double quant), dora, rslora, or a combination such as qlora+rslora.",
     )
+    chat_template: Literal["eeve", "jinja", "tokenizer_default"] = Field(
+        default="eeve",
+        description="Chat template axolotl trains with and saves into the run's tokenizer (DPO, merge and the chat "
+        "then use the same one): eeve = EEVE's 'Human:/Assistant:' template written out in the YAML (a base "
+        "checkpoint's tokenizer often has none); jinja = chat_template_jinja; tokenizer_default = the base "
+        "tokenizer's own (an error if it has none).",
+    )
+    chat_template_jinja: str | None = Field(default=None, description="The Jinja template for chat_template: jinja.")
     lora: LoraSettings = Field(default_factory=LoraSettings, description="Adapter settings.")
     training: Training = Field(default_factory=Training, description="Optimisation settings.")
     launch: Launch = Field(default_factory=Launch, description="Processes, nodes, env and cost.")
@@ -196,6 +209,15 @@ class SftConfig(StageConfig):
     def _known_method(cls, method: str) -> str:
         Method.parse(method)
         return method.lower().replace(" ", "")
+
+    @model_validator(mode="after")
+    def _template_text_only_for_jinja(self) -> "SftConfig":
+        if self.chat_template == "jinja" and not (self.chat_template_jinja or "").strip():
+            raise ValueError("chat_template: jinja needs chat_template_jinja (the template text); or use chat_template: eeve")
+        if self.chat_template != "jinja" and self.chat_template_jinja is not None:
+            raise ValueError(f"chat_template_jinja is unused with chat_template: {self.chat_template}; set chat_template: jinja "
+                             "or remove chat_template_jinja")
+        return self
 
     @property
     def parsed_method(self) -> Method:
