@@ -3,10 +3,12 @@
 Run as:
     kofin serve --config configs/serve/demo.yaml [server_port=7861 ...]
 
-One page, in Korean: log in (Gradio's login form, checked against salted scrypt hashes), ask, watch
-the cited answer stream in, open each cited passage in the sources panel. Admins get a second tab
-to upload documents into the knowledge base with access groups and to re-index. Every answer is
-appended to the hash-chained audit log.
+One page, in Korean: log in (kofin's login page: YAML users with salted scrypt hashes, the bank's
+LDAP directory, or its SSO proxy; sessions expire, failed logins lock), ask, watch the cited
+answer stream in, open each cited passage in the sources panel. Admins get a second tab to upload
+documents into the knowledge base with access groups, re-index, see statements the documents
+disagree on, and unlock locked accounts. Every answer and every login event is appended to the
+hash-chained audit log (a file, or PostgreSQL when several replicas share state).
 
 Offline and closed by construction: no `share`, the configured address only (127.0.0.1 by
 default), Gradio analytics off (kofin.offline), no run history, MCP, monitoring or server-side
@@ -25,6 +27,7 @@ from kofin.errors import KofinError
 from kofin.offline import apply_offline_env
 from kofin.serve.chat import AccessDenied, Chat, conversation, md_escape, prepare, sources_html
 from kofin.serve.serve_config import ServeConfig
+from kofin.serve.sessions import Sessions
 
 FONTS = ["Pretendard", "Noto Sans KR", "Noto Sans CJK KR", "Malgun Gothic", "Apple SD Gothic Neo", "sans-serif"]
 MONO = ["D2Coding", "Noto Sans Mono CJK KR", "monospace"]
@@ -37,9 +40,17 @@ CSS = """
 .kofin-text { white-space: pre-wrap; font-size: 0.92em; }
 .kofin-text mark { background: #fff2a8; }
 .kofin-suspicious { color: #b42318; font-size: 0.85em; margin-top: 4px; }
+#kofin-user form { display: inline; margin: 0; }
+#kofin-user button { background: none; border: 0; padding: 0; color: var(--link-text-color, #1f5fbf); text-decoration: underline; cursor: pointer; font: inherit; }
+#kofin-chat { height: min(460px, calc(100vh - 390px)) !important; min-height: 240px; }
+@media (max-width: 640px) {
+  /* A phone stacks the columns: a short answer box keeps the sources near the answer. */
+  #kofin-chat { height: 48vh !important; min-height: 200px; }
+  #kofin-examples { display: none; }
+}
 """
 log = logging.getLogger("kofin.serve")
-AUTH_MESSAGE = "가람은행 업무 도우미 — 직원 계정으로 로그인하세요."
+LOGOUT_FORM = '<form method="post" action="/logout"><button type="submit" id="kofin-logout">로그아웃</button></form>'
 
 
 def _gradio():
@@ -49,7 +60,9 @@ def _gradio():
     return gr
 
 
-def build_app(chat: Chat):
+def build_app(chat: Chat, sessions: Sessions):
+    import html
+
     gr = _gradio()
 
     def whoami(request: gr.Request):
@@ -58,7 +71,8 @@ def build_app(chat: Chat):
             return "로그인이 필요합니다.", gr.update(visible=False)
         groups = ", ".join(user.groups) or "(공개 문서만)"
         role = " · 관리자" if user.admin else ""
-        return f"**{user.name}** 님{role} · 열람 그룹: {groups} · [로그아웃](/logout)", gr.update(visible=user.admin)
+        return (f"<b>{html.escape(user.name)}</b> 님{role} · 열람 그룹: {html.escape(groups)} · {LOGOUT_FORM}",
+                gr.update(visible=user.admin))
 
     def respond(message: str, history: list, request: gr.Request):
         history = list(history or [])
@@ -103,6 +117,23 @@ def build_app(chat: Chat):
                 staged.unlink(missing_ok=True)
         return status, chat.uploaded(), None
 
+    def admin_view(request: gr.Request):
+        # Locked accounts and the KB's conflicting statements name users and documents of every group.
+        user = chat.users.get(request.username if request else None)
+        if user is None or not user.admin:
+            return "", ""
+        return locked_listing(sessions), conflicts_listing(chat)
+
+    def unlock(name: str, request: gr.Request):
+        try:
+            admin = chat.require_admin(request.username if request else None)
+        except AccessDenied as err:
+            raise gr.Error(str(err)) from None
+        name = (name or "").strip()
+        done = sessions.unlock(name, by=admin.name) if name else False
+        status = f"잠금 해제: {md_escape(name)}" if done else f"잠긴 계정이 아닙니다: {md_escape(name)}"
+        return status, locked_listing(sessions), ""
+
     def reindex(request: gr.Request):
         try:
             status = chat.reindex(request.username if request else None)
@@ -110,13 +141,13 @@ def build_app(chat: Chat):
             raise gr.Error(str(err)) from None
         except KofinError as err:
             status = f"색인하지 못했습니다: {err}"
-        return status, chat.uploaded()
+        return status, chat.uploaded(), conflicts_listing(chat)
 
     # delete_cache: Gradio's staged files (uploads, cached outputs) older than 10 min, every 10 min.
     with gr.Blocks(title=chat.cfg.title, analytics_enabled=False, delete_cache=(600, 600)) as demo:
         with gr.Row():
             gr.Markdown(f"## {chat.cfg.title}")
-            who = gr.Markdown(elem_id="kofin-user")
+            who = gr.HTML(elem_id="kofin-user")
         gr.Markdown(chat.backend_notice(), elem_id="kofin-backend")
         with gr.Tabs():
             with gr.Tab("질문하기", id="chat"):
@@ -126,7 +157,8 @@ def build_app(chat: Chat):
                                              latex_delimiters=[], feedback_options=None, allow_file_downloads=False)
                         box = gr.Textbox(label="질문", placeholder="예: 정기예금을 만기 전에 해지하면 이자는?", elem_id="kofin-question", lines=2)
                         send = gr.Button("질문하기", variant="primary", elem_id="kofin-send")
-                        gr.Examples(examples=[[q] for q in chat.cfg.examples], inputs=[box], label="예시 질문")
+                        with gr.Column(elem_id="kofin-examples"):
+                            gr.Examples(examples=[[q] for q in chat.cfg.examples], inputs=[box], label="예시 질문")
                     with gr.Column(scale=2):
                         sources = gr.HTML('<div class="kofin-sources kofin-empty">질문하면 인용된 출처가 여기에 표시됩니다.</div>',
                                           label="출처", elem_id="kofin-sources")
@@ -139,6 +171,14 @@ def build_app(chat: Chat):
                     reindex_btn = gr.Button("전체 다시 색인", elem_id="kofin-reindex")
                 status = gr.Markdown(elem_id="kofin-admin-status")
                 listing = gr.Markdown(elem_id="kofin-uploaded")
+                gr.Markdown("### 문서 간 내용이 다른 곳")
+                conflicts = gr.Markdown(elem_id="kofin-conflicts")
+                gr.Markdown("### 잠긴 계정")
+                locked = gr.Markdown(elem_id="kofin-locked")
+                with gr.Row():
+                    unlock_name = gr.Textbox(label="잠금 해제할 아이디", elem_id="kofin-unlock-name", scale=3)
+                    unlock_btn = gr.Button("잠금 해제", elem_id="kofin-unlock", scale=1)
+                unlock_status = gr.Markdown(elem_id="kofin-unlock-status")
 
         demo.load(whoami, outputs=[who, admin_tab], api_visibility="private")
         # "undocumented": callable by logged-in clients, but not described in the API schema that
@@ -146,25 +186,76 @@ def build_app(chat: Chat):
         send.click(respond, [box, chatbot], [chatbot, box, sources], api_name="ask", api_visibility="undocumented")
         box.submit(respond, [box, chatbot], [chatbot, box, sources], api_visibility="private")
         upload_btn.click(upload, [files, groups], [status, listing, files], api_name="upload", api_visibility="undocumented")
-        reindex_btn.click(reindex, None, [status, listing], api_name="reindex", api_visibility="undocumented")
+        reindex_btn.click(reindex, None, [status, listing, conflicts], api_name="reindex", api_visibility="undocumented")
+        unlock_btn.click(unlock, [unlock_name], [unlock_status, locked, unlock_name], api_name="unlock", api_visibility="undocumented")
         demo.load(listing_for, outputs=[listing], api_visibility="private")
+        demo.load(admin_view, outputs=[locked, conflicts], api_visibility="private")
     demo.queue(default_concurrency_limit=chat.cfg.concurrency_limit, max_size=chat.cfg.queue_size, api_open=False)
     return demo
 
 
-def launch_options(chat: Chat) -> dict:
+def locked_listing(sessions: Sessions) -> str:
+    from datetime import datetime, timezone
+
+    from kofin.serve.sessions import NEVER
+
+    locks = sessions.lockouts()
+    if not locks:
+        return "잠긴 계정이 없습니다."
+
+    def until(t: float) -> str:
+        return "관리자 해제 시까지" if t >= NEVER else datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M UTC까지")
+
+    return "\n".join(f"- {md_escape(name)} — {until(t)}" for name, t in locks.items())
+
+
+def conflicts_listing(chat: Chat) -> str:
+    """The KB's conflicting statements (written by `kofin ingest` as conflicts.json), for admins."""
+    from kofin.serve.conflicts import describe, read_conflicts
+
+    try:
+        found = read_conflicts(chat.cfg.kb)
+    except (KofinError, OSError, ValueError) as err:
+        return f"충돌 목록을 읽지 못했습니다: {md_escape(str(err))}"
+    if not found:
+        return "문서 간에 서로 다른 값은 없습니다."
+    return f"{len(found)}건 (어느 쪽이 맞는지 확인하세요):\n" + "\n".join(f"- {md_escape(describe(c))}" for c in found)
+
+
+def open_sessions(chat: Chat, clock=None) -> Sessions:
+    """The store the config names, with the login/session rules; the audit chain goes to the store
+    when it keeps one (PostgreSQL), and directory users are looked up there."""
+    import time
+
+    from kofin.serve.audit import route_audit
+    from kofin.serve.ldap_login import Directory
+    from kofin.serve.store import open_store
+
+    cfg = chat.cfg
+    store = open_store(cfg.store.kind, path=cfg.store_path, dsn=cfg.store.dsn)
+    sink = store.audit_sink()
+    if sink is not None:
+        route_audit(cfg.audit_path, sink)
+    chat.users.directory = store.directory_user
+    directory = Directory(cfg.directory) if cfg.directory else None
+    return Sessions(store, chat.users, cfg.audit_path, cfg.sessions, cfg.login, directory, clock or time.time)
+
+
+def launch_options(chat: Chat, sessions: Sessions) -> dict:
     from starlette.middleware import Middleware
 
-    from kofin.serve.guard import SessionGuard
+    from kofin.serve.guard import SessionGuard, session_user
 
     gr = _gradio()
     theme = gr.themes.Default(font=FONTS, font_mono=MONO)
+    guard = Middleware(SessionGuard, users=chat.users, server_names=chat.cfg.allowed_hosts(), sessions=sessions,
+                       title=chat.cfg.title, sso=chat.cfg.sso, proxies=chat.cfg.trusted_proxies)
     return dict(
-        auth=chat.users.check_async, auth_message=AUTH_MESSAGE, share=False, server_name=chat.cfg.server_name,
+        auth_dependency=session_user, share=False, server_name=chat.cfg.server_name,
         server_port=chat.cfg.server_port, show_error=False, footer_links=[], run_history=False, enable_monitoring=False,
         mcp_server=False, ssr_mode=False, pwa=False, max_file_size=int(chat.cfg.uploads.max_file_mb * 2**20), theme=theme, css=CSS,
         allowed_paths=[], quiet=True, inbrowser=False,
-        app_kwargs={"middleware": [Middleware(SessionGuard, users=chat.users, server_names=chat.cfg.allowed_hosts())]},
+        app_kwargs={"middleware": [guard]},
     )
 
 
@@ -177,12 +268,14 @@ def check_port(host: str, port: int) -> None:
             raise KofinError(f"server_port {port} on {host} is not free ({err.strerror}); stop the other server or set server_port=<another port>") from None
 
 
-def start(chat: Chat, block: bool = True):
-    """Launch the page; with block=False returns (app, url) and serves from a thread (tests, benchmarks)."""
+def start(chat: Chat, block: bool = True, sessions: Sessions | None = None):
+    """Launch the page; with block=False returns the Gradio app and serves from a thread (tests,
+    benchmarks). `sessions`: an `open_sessions(chat, clock)` of the caller's (tests move time)."""
     os.environ.setdefault("GRADIO_TEMP_DIR", str(chat.cfg.output_dir / "gradio-tmp"))  # uploads staged in the serve dir
     check_port(chat.cfg.server_name, chat.cfg.server_port)
-    demo = build_app(chat)
-    demo.launch(prevent_thread_lock=not block, **launch_options(chat))
+    sessions = sessions or open_sessions(chat)
+    demo = build_app(chat, sessions)
+    demo.launch(prevent_thread_lock=not block, **launch_options(chat, sessions))
     return demo
 
 

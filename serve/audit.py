@@ -123,12 +123,25 @@ def _last_line(f) -> bytes:
     return lines[-1] if lines and lines[-1] else b""
 
 
+# Audit chains kept somewhere else than the file at their configured path (kofin serve with a
+# PostgreSQL store routes its audit_log there, so `kofin ask`'s and the chat's writes both land in it).
+_ROUTES: dict[Path, Any] = {}
+
+
+def route_audit(path: Path, sink) -> None:
+    """Send every `write_audit(path, ...)` of this process to `sink.append(clean_record)`."""
+    _ROUTES[Path(path).resolve()] = sink
+
+
 def write_audit(path: Path, record: dict[str, Any]) -> dict[str, Any]:
     """Append one masked, chained line (see the module docstring); returns the line as written."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     clean = _masked(record)
     clean["time"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    sink = _ROUTES.get(path.resolve()) if _ROUTES else None
+    if sink is not None:
+        return sink.append(clean)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with _thread_lock:
         for _ in range(2):
             with open(path, "a+b") as f:

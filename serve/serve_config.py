@@ -7,13 +7,16 @@ Run as: a library; serve/app.py builds the chat from it. Every key is described 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 
 from kofin.config import KofinModel, ResolvedPath, StageConfig
 from kofin.serve.chunking import ChunkingConfig
 from kofin.serve.index import IndexConfig
+from kofin.serve.ldap_login import DirectoryConfig, SsoConfig
 from kofin.serve.loaders import SUFFIXES
+from kofin.serve.sessions import LoginConfig, SessionConfig
 from kofin.serve.settings import AnswerSettings
 from kofin.serve.users import User
 
@@ -40,6 +43,21 @@ class UploadConfig(KofinModel):
         return self
 
 
+class StoreConfig(KofinModel):
+    kind: Literal["file", "postgresql"] = Field("file", description=(
+        "Where sessions, lockouts, directory users and (postgresql) the audit chain live: `file` for one host "
+        "(SQLite beside the audit.jsonl chain), `postgresql` for several replicas behind a load balancer."))
+    path: ResolvedPath | None = Field(None, description="The file store. Default: <output_dir>/state.sqlite.")
+    dsn: str | None = Field(None, description="PostgreSQL connection string for kind postgresql, e.g. postgresql://kofin@db.bank.local/kofin "
+                                              "(the password from PGPASSWORD or ~/.pgpass, never in the config).")
+
+    @model_validator(mode="after")
+    def _dsn(self) -> "StoreConfig":
+        if self.kind == "postgresql" and not self.dsn:
+            raise ValueError("kind postgresql needs dsn: postgresql://USER@HOST:PORT/DB")
+        return self
+
+
 class ServeConfig(StageConfig, AnswerSettings):
     """`output_dir` holds the chat's own state: audit.jsonl (+ .head) and uploads/."""
 
@@ -61,11 +79,17 @@ class ServeConfig(StageConfig, AnswerSettings):
     title: str = Field("가람은행 업무 도우미", description="Page title.")
     examples: list[str] = Field(default_factory=lambda: list(EXAMPLES), description="Example questions shown under the input.")
     uploads: UploadConfig = Field(default_factory=UploadConfig, description="Admin uploads.")
+    sessions: SessionConfig = Field(default_factory=SessionConfig, description="Session expiry (idle and absolute) and the cookie.")
+    login: LoginConfig = Field(default_factory=LoginConfig, description="Login throttling and lockout.")
+    store: StoreConfig = Field(default_factory=StoreConfig, description="Shared state: a file (one host) or PostgreSQL (replicas).")
+    directory: DirectoryConfig | None = Field(None, description="LDAP sign-on for names not in the YAML users, with the group mapping table.")
+    sso: SsoConfig | None = Field(None, description="Trusted-header sign-on from the bank's SSO proxy (its addresses only).")
+    trusted_proxies: list[str] = Field(default_factory=list, description="Load balancer / proxy addresses whose X-Forwarded-For names the client (for per-address login throttling).")
 
     @model_validator(mode="after")
     def _check(self) -> "ServeConfig":
-        if not self.users and self.users_file is None:
-            raise ValueError("no users: list users (name, password_hash, groups) or give users_file; the chat never runs without login")
+        if not self.users and self.users_file is None and self.directory is None and self.sso is None:
+            raise ValueError("no users: list users (name, password_hash, groups), give users_file, or configure directory/sso; the chat never runs without login")
         return self
 
     def allowed_hosts(self) -> list[str]:
@@ -77,6 +101,10 @@ class ServeConfig(StageConfig, AnswerSettings):
     @property
     def upload_dir(self) -> Path:
         return self.uploads.dir or self.output_dir / "uploads"
+
+    @property
+    def store_path(self) -> Path:
+        return self.store.path or self.output_dir / "state.sqlite"
 
     @property
     def audit_path(self) -> Path:

@@ -24,6 +24,7 @@ import hmac
 import re
 import secrets
 from pathlib import Path
+from typing import Any, Callable
 
 from pydantic import Field, field_validator, model_validator
 
@@ -118,6 +119,9 @@ class UserRegistry:
 
             raise KofinError(f"users: {', '.join(dupes)} listed more than once; each login name once")
         self.users = {u.name: u for u in users}
+        # Users who signed on through the directory or the SSO proxy, with the groups mapped at their
+        # latest login, from the shared store (so every replica sees them): set by kofin serve.
+        self.directory: Callable[[str], Any] | None = None
 
     @classmethod
     def load(cls, inline: list[User], path: Path | None) -> "UserRegistry":
@@ -141,4 +145,12 @@ class UserRegistry:
         return await asyncio.to_thread(self.check, username, password)
 
     def get(self, username: str | None) -> User | None:
-        return self.users.get(username) if username else None
+        """A YAML user, else a directory user (no password hash: they never log in through this list)."""
+        if not username:
+            return None
+        user = self.users.get(username)
+        if user is None and self.directory is not None:
+            found = self.directory(username)
+            if found is not None:
+                user = User.model_construct(name=found.name, password_hash="", groups=list(found.groups), admin=bool(found.admin))
+        return user

@@ -80,11 +80,12 @@ def test_wrong_password_gets_no_session(app):
                                  headers={"Content-Type": "application/x-www-form-urlencoded"})
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(req, timeout=30)
-    assert err.value.code in (400, 401) and "access-token" not in str(err.value.headers.get("set-cookie"))
+    assert err.value.code in (400, 401) and "kofin-session=" not in str(err.value.headers.get("set-cookie"))
     req = urllib.request.Request(url + "/login", data=b"username=teller&password=teller-demo-1", method="POST",
                                  headers={"Content-Type": "application/x-www-form-urlencoded"})
     with urllib.request.urlopen(req, timeout=30) as r:
-        assert r.status == 200 and "access-token" in r.headers.get("set-cookie", "")
+        cookie = r.headers.get("set-cookie", "")
+        assert r.status == 200 and "kofin-session=" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
 
 
 def test_login_then_api_answers_with_citations_and_streams(app):
@@ -99,15 +100,25 @@ def test_login_then_api_answers_with_citations_and_streams(app):
     assert box == "" and "kofin-cited" in sources and "<mark>" in sources and "garam-smart-term-deposit" in sources
 
 
+def _audit_rows(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.exists() else []
+
+
+def _answers(path) -> list[dict]:
+    return [r for r in _audit_rows(path) if "event" not in r]  # login events share the chain
+
+
 def test_audit_log_records_chat_answers_and_stays_verifiable(app):
     from kofin.serve.audit import verify_audit
 
     chat, url = app
-    before = verify_audit(chat.cfg.audit_path).lines if chat.cfg.audit_path.exists() else 0
+    before = len(_audit_rows(chat.cfg.audit_path))
     _client(url, "compliance").predict("주민번호 900101-1234567 고객의 " + RESTRICTED_QUESTION, [], api_name="/ask")
     check = verify_audit(chat.cfg.audit_path)
-    assert check.ok and check.lines == before + 1
-    last = json.loads(chat.cfg.audit_path.read_text(encoding="utf-8").splitlines()[-1])
+    rows = _audit_rows(chat.cfg.audit_path)[before:]
+    assert check.ok and [r.get("event") for r in rows] == ["login", None]  # the client's login, then its answer
+    assert rows[0]["outcome"] == "success" and rows[0]["user"] == "compliance" and rows[0]["source"] == "password"
+    last = rows[-1]
     assert last["user"] == "compliance" and last["channel"] == "chat" and last["backend"] == "extractive"
     assert "900101-1234567" not in last["question"] and "[주민등록번호]" in last["question"]
     assert any(c.startswith(RESTRICTED_DOC) for c in last["cited"]) and len(last["answer_sha256"]) == 64
@@ -213,9 +224,9 @@ def test_the_user_comes_from_the_session_not_the_request_body(app):
 
 def test_the_anonymous_login_page_describes_no_endpoint(app):
     _, url = app
-    status, page = _http(url + "/")
-    assert status == 200 and '"auth_required":true' in page
-    assert '"/ask"' not in page and '"/upload"' not in page and '"components":[]' in page
+    status, page = _http(url + "/")  # urllib follows the redirect to /login
+    assert status == 200 and 'action="/login"' in page and "<title>가람은행 업무 도우미 — 로그인</title>" in page
+    assert '"/ask"' not in page and '"/upload"' not in page and "dependencies" not in page and "<script" not in page
 
 
 def test_admin_actions_are_refused_for_staff_on_the_server(app):
@@ -336,7 +347,7 @@ def test_twenty_simultaneous_sessions_all_get_answers(app):
     questions = ["정기예금을 만기 전에 해지하면 이자는 어떻게 되나요?", "예금자보호 한도는 얼마인가요?", "신용카드를 분실했을 때 어떻게 해야 하나요?",
                  "해외송금 한도와 필요한 서류는 무엇인가요?", "휴면예금은 어떻게 찾을 수 있나요?"]
     clients = [_client(url, ("teller", "compliance", "admin")[i % 3]) for i in range(20)]
-    before = verify_audit(chat.cfg.audit_path).lines if chat.cfg.audit_path.exists() else 0
+    before = len(_answers(chat.cfg.audit_path))
     barrier, results, errors = threading.Barrier(20), [], []
 
     def ask(i: int) -> None:
@@ -355,29 +366,16 @@ def test_twenty_simultaneous_sessions_all_get_answers(app):
     assert not errors and len(results) == 20
     assert all(re.search(r"\\?\[\d\\?\]", text) and "kofin-cited" in sources for _, text, sources in results)
     check = verify_audit(chat.cfg.audit_path)
-    assert check.ok and check.lines == before + 20
+    assert check.ok and len(_answers(chat.cfg.audit_path)) == before + 20
 
 
 # ---------------------------------------------------------------- what Gradio's login leaves open (serve/guard.py)
 
 
 def _logged_in(url: str, user: str):
-    import http.cookiejar
+    from serve_fixtures import login
 
-    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
-    form = f"username={user}&password={PASSWORDS[user]}".encode()
-    opener.open(urllib.request.Request(url + "/login", data=form, method="POST",
-                                       headers={"Content-Type": "application/x-www-form-urlencoded"}), timeout=30)
-
-    def call(path: str, method: str = "GET", headers: dict | None = None, data: bytes | None = None):
-        req = urllib.request.Request(url + path, data=data, method=method, headers=headers or {})
-        try:
-            with opener.open(req, timeout=30) as r:
-                return r.status, r.read().decode("utf-8", "replace")
-        except urllib.error.HTTPError as err:
-            return err.code, err.read().decode("utf-8", "replace")
-
-    return call
+    return login(url, user)
 
 
 @pytest.mark.parametrize("method,path", [("POST", "/gradio_api/cancel"), ("GET", "/gradio_api/heartbeat/abc"),
