@@ -37,9 +37,15 @@ _INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+def visible_text(text: str) -> str:
+    """Text with invisible and bidi characters removed and lone surrogates (not encodable as UTF-8)
+    replaced by U+FFFD; nothing a reader sees changes. Documents are indexed and quoted this way
+    (NFKC would also turn a statute's ① into 1)."""
+    return _INVISIBLE.sub("", _SURROGATE.sub("\ufffd", text))
+
+
 def clean_text(text: str) -> str:
-    """Text as a reader sees it: NFKC (full-width digits and letters to ASCII), invisible and bidi
-    characters removed, lone surrogates (not encodable as UTF-8) replaced by U+FFFD."""
+    """A question as a reader sees it: `visible_text`, then NFKC (full-width digits and letters to ASCII)."""
     return _INVISIBLE.sub("", unicodedata.normalize("NFKC", _SURROGATE.sub("\ufffd", text)))
 
 

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 
 from kofin.config import KofinModel
-from kofin.data_ko.korean import split_sentences
+from kofin.data_ko.korean import split_sentences, visible_text
 from kofin.serve.loaders import LoadedDoc
 from pydantic import Field
 
@@ -58,7 +58,7 @@ def chunk_document(doc: LoadedDoc, cfg: ChunkingConfig) -> list[Chunk]:
     def emit(units: list[_Unit]) -> None:
         for text, page in _pack(units, cfg):
             chunks.append(
-                Chunk(f"{doc.doc_id}#{len(chunks)}", doc.doc_id, doc.title, units[0].section, page, text, doc.groups, doc.metadata)
+                Chunk(f"{doc.doc_id}#{len(chunks)}", doc.doc_id, visible_text(doc.title), units[0].section, page, text, doc.groups, doc.metadata)
             )
 
     for unit in _units(doc):
@@ -76,7 +76,8 @@ def _units(doc: LoadedDoc):
     section = doc.title
     for block in doc.blocks:
         table: list[str] = []
-        for line in block.text.splitlines() + [""]:
+        # A zero-width space inside a word would split it for the index while a reader sees one word.
+        for line in visible_text(block.text).splitlines() + [""]:
             stripped = line.strip()
             if stripped.startswith("|"):
                 table.append(stripped)
