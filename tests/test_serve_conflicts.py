@@ -15,9 +15,10 @@ from kofin.cli import main as kofin
 from kofin.rundir import sha256_file
 from kofin.serve.chunking import ChunkingConfig, chunk_document
 from kofin.serve.conflicts import (
-    CONFLICTS_FILE, Conflict, Statement, conflicts_among, describe, find_conflicts, korean_number, read_conflicts,
+    CONFLICTS_FILE, Conflict, Statement, conflicts_among, describe, find_conflicts, read_conflicts,
 )
 from kofin.serve.kb import KnowledgeBaseError, load_kb
+from kofin.serve.statements import korean_number
 from kofin.serve.loaders import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
