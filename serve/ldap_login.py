@@ -28,6 +28,7 @@ groups, mapped through the same kind of table). Only requests whose peer address
 
 from __future__ import annotations
 
+import math
 import re
 
 from pydantic import Field, field_validator
@@ -109,8 +110,9 @@ class Directory:
         if not _NAME.match(name) or not password:
             return None
         dn = self.cfg.user_dn.format(user=escape_rdn(name))
-        server = ldap3.Server(self.cfg.url, connect_timeout=self.cfg.timeout_s, get_info=ldap3.NONE)
-        conn = ldap3.Connection(server, user=dn, password=password, receive_timeout=self.cfg.timeout_s, raise_exceptions=False)
+        timeout = max(1, math.ceil(self.cfg.timeout_s))  # ldap3 packs the socket timeout as a whole number
+        server = ldap3.Server(self.cfg.url, connect_timeout=timeout, get_info=ldap3.NONE)
+        conn = ldap3.Connection(server, user=dn, password=password, receive_timeout=timeout, raise_exceptions=False)
         try:
             conn.open()
             if self.cfg.start_tls:
