@@ -242,7 +242,7 @@ def _write_head(path: Path, seq: int, digest: str) -> None:
 
 @dataclass
 class AuditCheck:
-    path: Path
+    path: Path | str
     lines: int = 0
     head: str = GENESIS
     bad_line: int | None = None  # 1-based line number of the first problem
@@ -270,8 +270,26 @@ def verify_audit(path: Path) -> AuditCheck:
         n = raw.count(b"\n") + 1
         check.bad_line, check.problem = n, "the last line is cut off (no newline at its end): truncated or torn write"
         return check
+    head_file = _head_path(path)
+    head: dict | str | None = None
+    if head_file.exists():
+        head = _read_head(head_file) or "damaged"
+    return check_chain(check, raw.split(b"\n")[:-1] if raw else [], head, head_file.name)
+
+
+def verify_audit_target(target: str) -> AuditCheck:
+    """`kofin audit verify` for a file path or a PostgreSQL DSN (the replicas' shared chain)."""
+    if target.startswith(("postgresql://", "postgres://")):
+        from kofin.serve.store_pg import verify_pg_audit
+
+        return verify_pg_audit(target)
+    return verify_audit(Path(target))
+
+
+def check_chain(check: AuditCheck, lines: list[bytes], head: dict | str | None, head_name: str) -> AuditCheck:
+    """Every line's hash, seq and prev, then the head record (None: none kept; "damaged")."""
     prev, expected_seq = GENESIS, 1
-    for n, line in enumerate(raw.split(b"\n")[:-1] if raw else [], 1):
+    for n, line in enumerate(lines, 1):
         try:
             record = json.loads(line)
             if not isinstance(record, dict):
@@ -294,21 +312,16 @@ def verify_audit(path: Path) -> AuditCheck:
         prev, expected_seq = record["hash"], expected_seq + 1
         check.lines = n
     check.head = prev
-    head_file = _head_path(path)
-    if check.lines and not head_file.exists():
-        # Every chained write updates the head; without it, lines cut off the end go unseen.
-        check.problem = f"{head_file.name} is missing: lines may have been cut off the end (the writer always keeps it)"
+    if head is None:
+        if check.lines:
+            # Every chained write updates the head; without it, lines cut off the end go unseen.
+            check.problem = f"{head_name} is missing: lines may have been cut off the end (the writer always keeps it)"
         return check
-    if head_file.exists():
-        try:
-            head = json.loads(head_file.read_text(encoding="utf-8"))
-            if not isinstance(head, dict):
-                raise ValueError("not an object")
-        except ValueError:
-            check.problem = f"{head_file.name} is not the JSON the writer keeps there (edited or damaged)"
-            return check
-        check.head_checked = True
-        if head.get("lines") != check.lines or head.get("hash") != prev:
-            check.problem = (f"{head_file.name} says {head.get('lines')} lines ending in {str(head.get('hash'))[:12]}…, "
-                             f"the log has {check.lines} ending in {prev[:12]}… (lines were cut off the end)")
+    if not isinstance(head, dict):
+        check.problem = f"{head_name} is not the JSON the writer keeps there (edited or damaged)"
+        return check
+    check.head_checked = True
+    if head.get("lines") != check.lines or head.get("hash") != prev:
+        check.problem = (f"{head_name} says {head.get('lines')} lines ending in {str(head.get('hash'))[:12]}…, "
+                         f"the log has {check.lines} ending in {prev[:12]}… (lines were cut off the end)")
     return check
