@@ -6,8 +6,9 @@ Run as:
     .venv/bin/python benchmarks/answers.py --heldout --scale 300000 --out benchmarks/results/answers.json
 
 Every question goes through `Assistant.ask` (serve/ask.py), the function `kofin ask` and the chat
-call, with the default AnswerSettings, anonymous (documents open to all), and an audit log in a
-temp folder. A refused question returns no sources, so it counts as a miss in R@5 / MRR@10.
+call, anonymous (documents open to all), with an audit log in a temp folder and the answer
+settings each KB is served with: the statutes with kofin ask's defaults, the bundled KB with the
+chat's (configs/serve/demo.yaml, whose gate `kofin ask --calibrate` chose on the KB dev sets). A refused question returns no sources, so it counts as a miss in R@5 / MRR@10.
 
 Sets (qid, question, gold; see benchmarks/dev/README.md and benchmarks/heldout/README.md):
 - statutes (../shared/data/laws/fin_articles.jsonl): answerable questions -> R@5, MRR@10 over the
@@ -154,7 +155,9 @@ def main() -> int:
 
     import yaml
 
+    from kofin.config import load_config
     from kofin.serve.ask import AskConfig, Assistant
+    from kofin.serve.serve_config import ServeConfig
     from kofin.serve.conflicts import read_conflicts
     from kofin.serve.ingest import IngestConfig, main as ingest
 
@@ -168,7 +171,12 @@ def main() -> int:
         ingest(IngestConfig(output_dir=kbs["laws"], inputs=[LAWS / "fin_articles.jsonl"], default_groups=["all"]))  # public statutes
         results["ingest_laws_s"] = round(time.perf_counter() - t, 1)
         ingest(IngestConfig(output_dir=kbs["kb"], inputs=[KB_DOCS]))
-        assistants = {name: Assistant(AskConfig(kb=path, audit_log=tmp / f"audit-{name}.jsonl", **overrides)) for name, path in kbs.items()}
+        # Each KB with the answer settings it is served with: the statutes with kofin ask's defaults,
+        # the bundled KB with the chat's (configs/serve/demo.yaml: its calibrated gate).
+        served = {"laws": {}, "kb": load_config(ServeConfig, ROOT / "configs" / "serve" / "demo.yaml").answer_settings()}
+        results["served_min_coverage"] = {name: served[name].get("min_coverage", AskConfig.model_fields["min_coverage"].default) for name in kbs}
+        assistants = {name: Assistant(AskConfig(kb=path, audit_log=tmp / f"audit-{name}.jsonl", **(served[name] | overrides)))
+                      for name, path in kbs.items()}
         for a in assistants.values():
             a.retriever.search("워밍업", ("all",), 1)  # Kiwi's model load is not a question's latency
         results["kb_conflicts"] = len(read_conflicts(kbs["kb"]))

@@ -150,6 +150,11 @@ def ask_parser() -> argparse.ArgumentParser:
     parser.add_argument("--base-url", help="OpenAI-compatible endpoint for --backend openai")
     parser.add_argument("--questions", type=Path, metavar="Q.jsonl", help="answer every line (qid, question) of this file")
     parser.add_argument("--out", type=Path, metavar="A.jsonl", help="with --questions: one JSON result per line")
+    parser.add_argument("--calibrate", type=Path, nargs="+", metavar="LABELLED.jsonl",
+                        help="instead of answering: propose min_coverage for this KB from questions labelled with "
+                        "`gold` ([] = the KB cannot answer it), e.g. benchmarks/dev/kb_answerable.jsonl kb_unanswerable.jsonl")
+    parser.add_argument("--max-refused", type=float, default=0.05, metavar="SHARE",
+                        help="with --calibrate: the most answerable questions the gate may refuse (default 0.05)")
     parser.add_argument("--config", type=Path, metavar="YAML", help="ask config (AskConfig keys below)")
     return parser
 
@@ -166,7 +171,10 @@ def ask_cli(argv: list[str]) -> int:
         if flag is not None:
             overrides.append(f"{key}={flag}")
     question = clean_text(" ".join(words)).strip()  # a lone surrogate (undecodable argv bytes) cannot reach UTF-8 output
-    if bool(question) == bool(args.questions) or (args.questions and not args.out):
+    if args.calibrate and (question or args.questions):
+        print(f"{prog}: --calibrate reads its questions from the labelled files; give no question or --questions", file=sys.stderr)
+        return 2
+    if not args.calibrate and (bool(question) == bool(args.questions) or (args.questions and not args.out)):
         print(f"{prog}: give one question, or --questions Q.jsonl --out A.jsonl", file=sys.stderr)
         return 2
     if not args.kb and not args.config:
@@ -179,6 +187,13 @@ def ask_cli(argv: list[str]) -> int:
 
         _check_users_file(cfg.users_file)
         assistant = Assistant(cfg)
+        if args.calibrate:
+            from kofin.serve.calibrate import choose, measure, read_labelled
+
+            rows = read_labelled(args.calibrate)
+            print(f"{prog}: {len(rows)} labelled questions through the answer path ...", file=sys.stderr)
+            print(choose(measure(assistant.retriever, cfg, rows), args.max_refused).report())
+            return
         if args.questions:
             n = _readable_errors(f"questions file {args.questions}",
                                  lambda: answer_file(assistant, args.questions, args.out.resolve(), args.user, args.top_k))

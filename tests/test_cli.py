@@ -164,3 +164,16 @@ def test_ask_users_file_formats(ask_kb, kofin_home, capsys, tmp_path):
     assert main(["ask", "--kb", str(ask_kb), "--users", str(rejected), "--user", "kim", ASK]) == 1
     err = capsys.readouterr().err
     assert str(rejected) in err and "kim: [branch, credit]" in err and "users:" in err and "- name: kim" in err
+
+
+def test_ask_calibrate_proposes_a_gate_and_names_a_bad_line(ask_kb, kofin_home, capsys, tmp_path):
+    labelled = tmp_path / "dev.jsonl"
+    rows = [{"question": ASK, "gold": ["deposit.md"]}, {"question": "6개월 안에 정기예금을 깨면 이율은?", "gold": ["deposit.md"]},
+            {"question": "내일 부산 날씨 어때요?", "gold": []}]
+    labelled.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    assert main(["ask", "--kb", str(ask_kb), "--calibrate", str(labelled)]) == 0
+    out = capsys.readouterr().out
+    assert "proposed: min_coverage:" in out and "of 2, unanswerable refused 100.0% of 1" in out, out
+    labelled.write_text(json.dumps(rows[0], ensure_ascii=False) + "\n{\"question\": \"x\"}\n", encoding="utf-8")
+    assert main(["ask", "--kb", str(ask_kb), "--calibrate", str(labelled)]) != 0
+    assert f"{labelled}:2" in capsys.readouterr().err

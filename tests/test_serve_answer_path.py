@@ -131,16 +131,19 @@ def bundled(tmp_path_factory) -> Path:
 
 
 def test_the_gate_and_key_facts_on_the_bundled_kb_dev_sets(bundled):
-    """Floors a little below what benchmarks/answers.py measures on these dev sets."""
-    from kofin.serve.retrieve import HybridRetriever
+    """Floors a little below what benchmarks/answers.py measures on these dev sets, with the chat's settings."""
+    from kofin.config import load_config
     from kofin.serve.kb import load_kb
+    from kofin.serve.retrieve import HybridRetriever
+    from kofin.serve.serve_config import ServeConfig
 
-    retriever, settings = HybridRetriever(load_kb(bundled)), AnswerSettings()
+    served = load_config(ServeConfig, ROOT / "configs" / "serve" / "demo.yaml")
+    retriever, settings = HybridRetriever(load_kb(bundled)), AnswerSettings(**served.answer_settings())
     answerable = [answer_question(retriever, settings, q["question"], ("all",)) for q in _rows("kb_answerable.jsonl")]
     unanswerable = [answer_question(retriever, settings, q["question"], ("all",)) for q in _rows("kb_unanswerable.jsonl")]
     key_facts = [q["key_fact"].replace(" ", "") in r.answer.replace(" ", "") for q, r in zip(_rows("kb_answerable.jsonl"), answerable)]
     assert sum(not r.found for r in answerable) / len(answerable) <= 0.05
-    assert sum(not r.found for r in unanswerable) / len(unanswerable) >= 0.05
+    assert sum(not r.found for r in unanswerable) / len(unanswerable) >= 0.4
     assert sum(key_facts) / len(key_facts) >= 0.7
 
 
@@ -157,3 +160,48 @@ def test_an_answer_whose_sources_disagree_says_so_with_both_dates(tmp_path):
     assert result.found and result.caveat and "다릅니다" in result.caveat
     values = {(st["doc_id"], st["effective"]) for c in result.conflicts for st in c["statements"]}
     assert {d for d, _ in values} == {"a.md", "b.md"} and all(e for _, e in values)
+
+
+def test_questions_about_statutes_the_kb_holds_only_as_citations_are_refused(laws_dir, tmp_path):
+    """A KB of statute articles answers about the statutes it holds, under their short names too;
+    a statute its articles only cite (상법, throughout 여신전문금융업법) is one it cannot answer about."""
+    laws = {"여신전문금융업법", "증권관련 집단소송법", "국제금융기구에의 가입조치에 관한 법률"}
+    rows = [line for line in (laws_dir / "fin_articles.jsonl").read_text(encoding="utf-8").splitlines()
+            if json.loads(line)["law"] in laws]
+    (tmp_path / "laws.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    assert any("상법" in json.loads(r)["text"] for r in rows)  # cited, not held
+    ingest(IngestConfig(output_dir=tmp_path / "kb", inputs=[tmp_path / "laws.jsonl"], default_groups=["all"]))
+    a = _assistant(tmp_path / "kb", tmp_path)
+    for question in ("상법에서 주식회사 이사의 임기는 최대 몇 년인가요?", "개인정보 보호법에 따른 위원회는 몇 명으로 구성되나요?"):
+        assert not a.ask(question).found, question
+    for question in ("여신법상 신용카드 가맹점을 모집할 수 있는 자는 누구인가요?",  # a short name no table lists
+                     "증권관련 집단소송법상 법원은 배상금 분할 지급을 허가할 수 있나요?",  # a name with a space
+                     "국제금융기구 가입조치법에 따라 정부가 출자금을 한국은행이 내게 할 수 있나요?"):
+        assert a.ask(question).found, question
+
+
+def test_calibration_proposes_the_highest_gate_within_the_refusal_budget():
+    from kofin.serve.calibrate import Measured, choose
+
+    answerable = [Measured(True, e, False) for e in (0.12, 0.30, 0.41, 0.55, 0.62, 0.70, 0.71, 0.80, 0.90, 0.95)]
+    unanswerable = [Measured(False, e, False) for e in (0.10, 0.20, 0.35, 0.50)] + [Measured(False, 0.9, True)]
+    choice = choose(answerable + unanswerable, max_refused=0.1)
+    # 0.30 refuses one answerable question in ten (0.12); 0.41 would refuse two.
+    assert choice.min_coverage == 0.30 and choice.answerable_refused == 0.1
+    assert choice.unanswerable_refused == 0.6  # 0.10, 0.20 below it, and the one a rule refuses anyway
+    assert choose(answerable + unanswerable, max_refused=0.0).min_coverage == 0.12
+
+
+def test_the_chat_gate_calibrated_on_the_bundled_kb_is_what_kofin_ask_calibrate_proposes(bundled):
+    """configs/serve/demo.yaml's min_coverage came from `kofin ask --calibrate` on the KB dev sets."""
+    from kofin.config import load_config
+    from kofin.serve.calibrate import choose, measure, read_labelled
+    from kofin.serve.kb import load_kb
+    from kofin.serve.retrieve import HybridRetriever
+    from kofin.serve.serve_config import ServeConfig
+
+    served = load_config(ServeConfig, ROOT / "configs" / "serve" / "demo.yaml")
+    rows = read_labelled([DEV / "kb_answerable.jsonl", DEV / "kb_unanswerable.jsonl"])
+    choice = choose(measure(HybridRetriever(load_kb(bundled)), served, rows))
+    assert abs(choice.min_coverage - served.min_coverage) <= 0.02, choice.report()
+    assert choice.answerable_refused <= 0.05 and choice.unanswerable_refused >= 0.4, choice.report()
