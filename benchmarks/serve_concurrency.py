@@ -3,6 +3,11 @@
 Run as:
     .venv/bin/python benchmarks/serve_concurrency.py                      # 20 sessions, demo config
     .venv/bin/python benchmarks/serve_concurrency.py --sessions 40 --rounds 2
+    .venv/bin/python benchmarks/serve_concurrency.py --sessions 40 --replicas 2 --store postgresql
+
+With `--replicas 2 --store postgresql` a throwaway PostgreSQL cluster (tests/pg_cluster.py) holds the
+shared state and two servers run on two ports; sessions alternate between them, as behind a load
+balancer. Every run checks the audit chain afterwards (intact, and one answer line per answer).
 
 Starts `kofin serve --config configs/serve/demo.yaml` in its own process (the server gets its own
 interpreter, so the clients' threads do not share its GIL) on a free port with a scratch
@@ -26,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +61,7 @@ def wait_up(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
         if proc.poll() is not None:
             raise SystemExit(f"kofin serve exited with {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
         try:
-            urllib.request.urlopen(url + "/theme.css", timeout=2).read()
+            urllib.request.urlopen(url + "/login", timeout=2).read()
             return
         except OSError:
             time.sleep(0.5)
@@ -110,22 +116,64 @@ def main() -> int:
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "serve" / "demo.yaml")
     parser.add_argument("--kb", type=Path, default=ROOT / "runs" / "kb-demo", help="built from the config's build_from if missing")
     parser.add_argument("--concurrency-limit", type=int, help="override the config's queue workers")
+    parser.add_argument("--replicas", type=int, default=1, help="servers sharing the state (more than one needs --store postgresql)")
+    parser.add_argument("--store", choices=("file", "postgresql"), default="file", help="postgresql: a throwaway cluster on 127.0.0.1")
     args = parser.parse_args()
+    if args.replicas > 1 and args.store != "postgresql":
+        parser.error("--replicas above 1 share their state through PostgreSQL: add --store postgresql")
 
+    with ExitStack() as stack:
+        dsn = stack.enter_context(_cluster()) if args.store == "postgresql" else None
+        results, wall, chain = run_replicas(args, dsn)
+    ok = [r for r in results if "error" not in r]
+    errors = [r for r in results if "error" in r]
+    summary = {
+        "date": time.strftime("%Y-%m-%d"), "host": f"{platform.node()} ({os.cpu_count()} CPUs)", "command": " ".join(sys.argv),
+        "replicas": args.replicas, "store": args.store, **chain,
+        "sessions": args.sessions, "rounds": args.rounds, "requests": len(results), "errors": len(errors),
+        "found": sum(r["found"] for r in ok), "wall_s": round(wall, 2),
+        "ttft_s": {k: round(f(([r["ttft_s"] for r in ok]) or [0.0]), 3) for k, f in (("p50", statistics.median), ("p95", lambda v: pct(v, 0.95)), ("max", max))},
+        "full_s": {k: round(f(([r["full_s"] for r in ok]) or [0.0]), 3) for k, f in (("p50", statistics.median), ("p95", lambda v: pct(v, 0.95)), ("max", max))},
+        "error_messages": sorted({r["error"][:200] for r in errors}),
+    }
+    suffix = f"_{args.replicas}replicas-{args.store}" if args.replicas > 1 or args.store != "file" else ""
+    out = ROOT / "benchmarks" / "results" / f"serve_concurrency_{args.sessions}x{args.rounds}{suffix}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(summary, ensure_ascii=False, indent=2))
+    return 1 if errors or not chain["audit_intact"] or chain["audit_answer_lines"] != len(ok) else 0
+
+
+def _cluster():
+    sys.path.insert(0, str(ROOT / "tests"))
+    from pg_cluster import throwaway_cluster
+
+    return throwaway_cluster()
+
+
+def run_replicas(args, dsn: str | None) -> tuple[list[dict], float, dict]:
+    """Start the servers, run the sessions (alternating between servers), stop them, check the chain."""
     scratch = Path(tempfile.mkdtemp(prefix="kofin-serve-bench-"))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    overrides = [f"kb={args.kb.resolve()}", f"output_dir={scratch}", f"server_port={port}"]
-    if args.concurrency_limit:
-        overrides.append(f"concurrency_limit={args.concurrency_limit}")
-    command = [sys.executable, "-m", "kofin.cli", "serve", "--config", str(args.config), *overrides]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=dict(os.environ, GRADIO_TEMP_DIR=str(scratch / "tmp")))
+    urls: list[str] = []
+    procs: list[subprocess.Popen] = []
     try:
-        wait_up(url, proc)
+        for n in range(args.replicas):
+            port = free_port()
+            out = scratch / f"replica-{n}"
+            overrides = [f"kb={args.kb.resolve()}", f"output_dir={out}", f"server_port={port}"]
+            if args.concurrency_limit:
+                overrides.append(f"concurrency_limit={args.concurrency_limit}")
+            if dsn:
+                overrides += ["store.kind=postgresql", f"store.dsn={dsn}"]
+            command = [sys.executable, "-m", "kofin.cli", "serve", "--config", str(args.config), *overrides]
+            procs.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                          env=dict(os.environ, GRADIO_TEMP_DIR=str(out / "tmp"))))
+            urls.append(f"http://127.0.0.1:{port}")
+            wait_up(urls[-1], procs[-1])  # one at a time: the first builds the KB when it is missing
         results: list[dict] = []
         barrier = threading.Barrier(args.sessions)
         users = list(USERS)
-        threads = [threading.Thread(target=session, args=(url, users[i % len(users)], QUESTIONS[i % len(QUESTIONS)], barrier, results, args.rounds))
+        threads = [threading.Thread(target=session, args=(urls[i % len(urls)], users[i % len(users)], QUESTIONS[i % len(QUESTIONS)], barrier, results, args.rounds))
                    for i in range(args.sessions)]
         wall = time.perf_counter()
         for t in threads:
@@ -134,23 +182,27 @@ def main() -> int:
             t.join()
         wall = time.perf_counter() - wall
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-    ok = [r for r in results if "error" not in r]
-    errors = [r for r in results if "error" in r]
-    summary = {
-        "date": time.strftime("%Y-%m-%d"), "host": f"{platform.node()} ({os.cpu_count()} CPUs)", "command": " ".join(sys.argv),
-        "sessions": args.sessions, "rounds": args.rounds, "requests": len(results), "errors": len(errors),
-        "found": sum(r["found"] for r in ok), "wall_s": round(wall, 2),
-        "ttft_s": {k: round(f(([r["ttft_s"] for r in ok]) or [0.0]), 3) for k, f in (("p50", statistics.median), ("p95", lambda v: pct(v, 0.95)), ("max", max))},
-        "full_s": {k: round(f(([r["full_s"] for r in ok]) or [0.0]), 3) for k, f in (("p50", statistics.median), ("p95", lambda v: pct(v, 0.95)), ("max", max))},
-        "error_messages": sorted({r["error"][:200] for r in errors}),
-    }
-    out = ROOT / "benchmarks" / "results" / f"serve_concurrency_{args.sessions}x{args.rounds}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps(summary, ensure_ascii=False, indent=2))
-    return 1 if errors else 0
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)
+    return results, wall, audit_chain(dsn, scratch / "replica-0" / "audit.jsonl")
+
+
+def audit_chain(dsn: str | None, path: Path) -> dict:
+    from kofin.serve.audit import verify_audit_target
+
+    target = dsn or str(path)
+    check = verify_audit_target(target)
+    if dsn:
+        import psycopg
+
+        with psycopg.connect(dsn) as db:
+            lines = [json.loads(line) for (line,) in db.execute("SELECT line FROM kofin_audit ORDER BY seq")]
+    else:
+        lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.exists() else []
+    return {"audit_intact": check.ok, "audit_lines": len(lines), "audit_answer_lines": sum("event" not in r for r in lines),
+            "audit_login_events": sum(r.get("event") == "login" for r in lines)}
 
 
 if __name__ == "__main__":
