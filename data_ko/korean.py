@@ -108,6 +108,20 @@ def morpheme_terms(text: str) -> list[str]:
     return morpheme_terms_many([text])[0]
 
 
+def proper_nouns(text: str) -> list[str]:
+    """The proper nouns (Kiwi's NNP) of a text, in order."""
+    with _lock:
+        return [t.form for t in _kiwi().tokenize(text) if t.tag == "NNP"]
+
+
+def is_proper_noun(word: str) -> bool:
+    """Whether Kiwi, reading `word` in a plain context ("X에 대해"), keeps it a name rather than a
+    common noun with an affix: 합의제 is tagged NNP alone but is 합의 + -제 in context."""
+    with _lock:
+        tokens = _kiwi().tokenize(f"{word}에 대해")
+    return not any(t.tag.startswith(("XS", "XP")) for t in tokens if t.start < len(word))
+
+
 # A sentence ends at . ? ! (or their full-width forms) followed by space or end of text, or at a
 # line break. Korean sentences almost always end in "다." "요." "까?" so this is reliable without
 # a model; numbers like "1.5%" and "제1항." inside lines are not followed by a space.

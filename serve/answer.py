@@ -9,7 +9,8 @@ Run as: a library; the answer path (serve/respond.py) calls it.
   addressed to an AI, claiming to supersede other text, or asking for credentials by messenger.
   The extractive answerer never quotes such a sentence and the sources panel flags it.
 - When the best source covers too little of the question (idf-weighted share of its content
-  morphemes, `evidence`), the assistant says it found nothing instead of answering.
+  morphemes, `evidence`), the assistant says it found nothing instead of answering (and when the
+  question is about something the KB does not cover at all: serve/scope.py).
 """
 
 from __future__ import annotations
@@ -106,74 +107,6 @@ def evidence(retriever: HybridRetriever, question: str, hits: list[Hit]) -> floa
     texts = [f"{h.chunk['title']} {h.chunk['section']} {h.chunk['text']}" for h in hits[:3]]
     return max((coverage(retriever, part, text) for part in parts for text in texts), default=0.0)
 
-
-
-# A statute named in the question: "근로기준법상", "도로교통법에서". Everyday words ending in 법
-# (방법, 불법 …) are not statutes.
-# The basic codes have one-syllable names (상법, 민법, 형법, 헌법) and need a word start before them.
-_LAW_NAME = re.compile(r"((?<![가-힣])[헌민형상]법|[가-힣]{2,}(?:에\s관한\s법률|법률|법))(?=상|에서|에|은|는|이|의|을|를|으로|로|과|와|도|만|\s|[?.,]|$)")
-_NOT_A_LAW = frozenset({"방법", "불법", "위법", "적법", "편법", "해법", "문법", "합법", "입법", "사법", "용법", "수법", "기법",
-                        "요법", "비법", "무법", "탈법", "준법", "관계법", "해당법", "관련법", "특별법", "개정법"})
-_KB_LAW_NAMES: dict[int, tuple[object, set[str]]] = {}
-
-
-# A statute article's title: "은행법 제34조(건전경영의 지도)" -> the statute it belongs to.
-_ARTICLE_TITLE = re.compile(r"^(.+?)\s*제\d+조(?:의\d+)?(?:\(|\s|$)")
-
-
-def _law_names(retriever: HybridRetriever) -> set[str]:
-    """The statutes the KB can answer about (cached per KB): those whose articles it holds, and
-    those its other documents (manuals, FAQs) mention, with the lexicon's short names for them.
-
-    A statute that is only *cited* by another statute's article is not one the KB can answer
-    about: 2,953 articles of 40 financial statutes refer to 상법 and 민법 throughout, but a question
-    on 상법's rules for directors needs 상법's own text."""
-    kb = retriever.kb
-    cached = _KB_LAW_NAMES.get(id(kb))
-    if cached is None or cached[0] is not kb:
-        names: set[str] = set()
-        for c in kb.chunks:
-            held = _ARTICLE_TITLE.match(c["title"])
-            if held:
-                names.add(held.group(1).strip())
-            else:
-                names |= {m.group(1) for m in _LAW_NAME.finditer(f"{c['title']} {c['section']} {c['text']}")}
-        names |= {short for short, full in retriever.lexicon.aliases.items() if full in names}
-        cached = _KB_LAW_NAMES[id(kb)] = (kb, names)
-    return cached[1]  # type: ignore[return-value]
-
-
-def _abbreviates(short: str, full: str) -> bool:
-    """Korean statute short names keep syllables of the full name in order from its start:
-    여신법 = 여신전문금융업법, 특금법 = 특정 금융거래정보의 보고 및 이용 등에 관한 법률."""
-    stem = short.removesuffix("법률").removesuffix("법")
-    rest = iter(full.replace(" ", ""))
-    return len(stem) >= 2 and full[0] == stem[0] and all(ch in rest for ch in stem)
-
-
-def unknown_law(retriever: HybridRetriever, question: str) -> str | None:
-    """A statute the question names that the KB cannot answer about (serve/answer.py `_law_names`)."""
-    known = _law_names(retriever)
-    compact = {k.replace(" ", "") for k in known}
-
-    def is_known(name: str) -> bool:
-        return name.replace(" ", "") in compact or any(_abbreviates(name, k) for k in known)
-
-    for m in _LAW_NAME.finditer(question):
-        name = m.group(1)
-        if name in _NOT_A_LAW or any(name.endswith(w) and len(name) - len(w) < 2 for w in _NOT_A_LAW):
-            continue
-        if is_known(name):
-            continue
-        # A name written with a space ("증권관련 집단소송법", "개인정보 보호법") is the word before it
-        # and this together: known or not as a whole, whatever the last part alone would match.
-        before = re.search(r"([가-힣]+)\s+$", question[: m.start()])
-        if before and is_known(before.group(1) + name):
-            continue
-        if before is None and any(name in k for k in compact):
-            continue  # part of a known name, nothing before it to tell which
-        return f"{before.group(1)} {name}" if before and any(name in k for k in compact) else name
-    return None
 
 
 def suspicious_sentences(text: str) -> list[str]:

@@ -25,12 +25,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from kofin.serve.answer import NO_ANSWER, Source, build_messages, evidence, suspicious_sentences, unknown_law
+from kofin.serve.answer import NO_ANSWER, Source, build_messages, evidence, suspicious_sentences
 from kofin.serve.citations import verify_citations
 from kofin.serve.extract import extractive_answer
 from kofin.serve.followup import rewrite_question
 from kofin.data_ko.korean import clean_text
 from kofin.serve.retrieve import Hit, HybridRetriever
+from kofin.serve.scope import unknown_law, unknown_name
 from kofin.serve.settings import AnswerSettings
 
 # A document KB has no live market data; "오늘 환율" answered from a worked example is wrong.
@@ -90,7 +91,8 @@ def answer_stream(retriever: HybridRetriever, settings: AnswerSettings, question
     sources = [Source(i, h) for i, h in enumerate(hits, 1)]
     result = AskResult(question, NO_ANSWER, [], backend=settings.generation.backend, rewritten_query=rewritten)
     result.evidence = evidence(retriever, query, hits) if hits else 0.0
-    if result.evidence >= settings.min_coverage and not asks_live_value(question) and not unknown_law(retriever, query):
+    if (result.evidence >= settings.min_coverage and not asks_live_value(question)
+            and not unknown_law(retriever, query) and not unknown_name(retriever, query)):
         pieces = []
         if backend is None:
             # Extractive answers are ready at once; sent line by line like generated text.

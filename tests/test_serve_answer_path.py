@@ -205,3 +205,13 @@ def test_the_chat_gate_calibrated_on_the_bundled_kb_is_what_kofin_ask_calibrate_
     choice = choose(measure(HybridRetriever(load_kb(bundled)), served, rows))
     assert abs(choice.min_coverage - served.min_coverage) <= 0.02, choice.report()
     assert choice.answerable_refused <= 0.05 and choice.unanswerable_refused >= 0.4, choice.report()
+
+
+def test_a_question_about_a_name_the_kb_never_mentions_is_refused(kb, tmp_path):
+    a = _assistant(kb, tmp_path)
+    assert a.ask("스마트 정기예금 가입 금액은 최소 얼마인가요?").found
+    for question in ("국민은행 스마트 정기예금 가입 금액은 최소 얼마인가요?", "삼성전자 주식 지금 사도 될까요?"):
+        result = a.ask(question)
+        assert not result.found and result.sources == [], question
+    # A name in the story of a long question is not what it asks about.
+    assert a.ask("저는 여의도에서 일하는 직장인입니다. 스마트 정기예금 가입 금액은 최소 얼마인가요?").found

@@ -1,0 +1,114 @@
+"""What a knowledge base can answer about: the statutes it holds and the names it mentions.
+
+Run as: a library; the answer path (serve/respond.py) refuses a question that names a statute
+(`unknown_law`) or a proper name (`unknown_name`: a bank, a branch, a product, a company) that the
+KB cannot be about, however many of the question's other words its sources happen to share.
+"""
+
+from __future__ import annotations
+
+import re
+
+from kofin.data_ko.korean import QUESTION_WORDS, is_proper_noun, proper_nouns, split_sentences
+from kofin.serve.retrieve import HybridRetriever
+
+# A statute named in the question: "근로기준법상", "도로교통법에서". Everyday words ending in 법
+# (방법, 불법 …) are not statutes.
+# The basic codes have one-syllable names (상법, 민법, 형법, 헌법) and need a word start before them.
+_LAW_NAME = re.compile(r"((?<![가-힣])[헌민형상]법|[가-힣]{2,}(?:에\s관한\s법률|법률|법))(?=상|에서|에|은|는|이|의|을|를|으로|로|과|와|도|만|\s|[?.,]|$)")
+_NOT_A_LAW = frozenset({"방법", "불법", "위법", "적법", "편법", "해법", "문법", "합법", "입법", "사법", "용법", "수법", "기법",
+                        "요법", "비법", "무법", "탈법", "준법", "관계법", "해당법", "관련법", "특별법", "개정법"})
+_KB_LAW_NAMES: dict[int, tuple[object, set[str]]] = {}
+
+
+# A statute article's title: "은행법 제34조(건전경영의 지도)" -> the statute it belongs to.
+_ARTICLE_TITLE = re.compile(r"^(.+?)\s*제\d+조(?:의\d+)?(?:\(|\s|$)")
+
+
+def _law_names(retriever: HybridRetriever) -> set[str]:
+    """The statutes the KB can answer about (cached per KB): those whose articles it holds, and
+    those its other documents (manuals, FAQs) mention, with the lexicon's short names for them.
+
+    A statute that is only *cited* by another statute's article is not one the KB can answer
+    about: 2,953 articles of 40 financial statutes refer to 상법 and 민법 throughout, but a question
+    on 상법's rules for directors needs 상법's own text."""
+    kb = retriever.kb
+    cached = _KB_LAW_NAMES.get(id(kb))
+    if cached is None or cached[0] is not kb:
+        names: set[str] = set()
+        for c in kb.chunks:
+            held = _ARTICLE_TITLE.match(c["title"])
+            if held:
+                names.add(held.group(1).strip())
+            else:
+                names |= {m.group(1) for m in _LAW_NAME.finditer(f"{c['title']} {c['section']} {c['text']}")}
+        names |= {short for short, full in retriever.lexicon.aliases.items() if full in names}
+        cached = _KB_LAW_NAMES[id(kb)] = (kb, names)
+    return cached[1]  # type: ignore[return-value]
+
+
+def _abbreviates(short: str, full: str) -> bool:
+    """Korean statute short names keep syllables of the full name in order from its start:
+    여신법 = 여신전문금융업법, 특금법 = 특정 금융거래정보의 보고 및 이용 등에 관한 법률."""
+    stem = short.removesuffix("법률").removesuffix("법")
+    rest = iter(full.replace(" ", ""))
+    return len(stem) >= 2 and full[0] == stem[0] and all(ch in rest for ch in stem)
+
+
+def unknown_law(retriever: HybridRetriever, question: str) -> str | None:
+    """A statute the question names that the KB cannot answer about (serve/answer.py `_law_names`)."""
+    known = _law_names(retriever)
+    compact = {k.replace(" ", "") for k in known}
+
+    def is_known(name: str) -> bool:
+        return name.replace(" ", "") in compact or any(_abbreviates(name, k) for k in known)
+
+    for m in _LAW_NAME.finditer(question):
+        name = m.group(1)
+        if name in _NOT_A_LAW or any(name.endswith(w) and len(name) - len(w) < 2 for w in _NOT_A_LAW):
+            continue
+        if is_known(name):
+            continue
+        # A name written with a space ("증권관련 집단소송법", "개인정보 보호법") is the word before it
+        # and this together: known or not as a whole, whatever the last part alone would match.
+        before = re.search(r"([가-힣]+)\s+$", question[: m.start()])
+        if before and is_known(before.group(1) + name):
+            continue
+        if before is None and any(name in k for k in compact):
+            continue  # part of a known name, nothing before it to tell which
+        return f"{before.group(1)} {name}" if before and any(name in k for k in compact) else name
+    return None
+
+
+_WORD = re.compile(r"[0-9A-Za-z가-힣]+")
+_KB_FRAGMENTS: dict[int, tuple[object, frozenset[str]]] = {}
+_MAX_FRAGMENT = 8
+
+
+def _fragments(retriever: HybridRetriever) -> frozenset[str]:
+    """Every piece (2..8 characters, lower-cased) of every word the KB's documents use, cached per
+    KB: a name counts as mentioned when it is part of a word (첫걸음 in "첫걸음적금"), whatever
+    Kiwi made of that word."""
+    kb = retriever.kb
+    cached = _KB_FRAGMENTS.get(id(kb))
+    if cached is None or cached[0] is not kb:
+        words = {w.lower() for c in kb.chunks for w in _WORD.findall(f"{c['title']} {c['section']} {c['text']}")}
+        pieces = {w[i : i + n] for w in words for n in range(2, _MAX_FRAGMENT + 1) for i in range(len(w) - n + 1)}
+        cached = _KB_FRAGMENTS[id(kb)] = (kb, frozenset(pieces))
+    return cached[1]  # type: ignore[return-value]
+
+
+def unknown_name(retriever: HybridRetriever, question: str) -> str | None:
+    """A proper name in what the question asks ("국민은행", "강남역지점", "업비트") that no document
+    of the KB mentions. Statute names are `unknown_law`'s (a short name need not appear verbatim);
+    in a question of several sentences only the one that asks counts (a story's "여의도 증권사에서
+    일하다가" is not what is asked about)."""
+    sentences = split_sentences(question) or [question]
+    asking = next((s for s in reversed(sentences) if "?" in s), sentences[-1])
+    pieces = _fragments(retriever)
+    for name in proper_nouns(asking):
+        if len(name) < 2 or "법" in name or name in QUESTION_WORDS or len(name) > _MAX_FRAGMENT:
+            continue
+        if name.lower() not in pieces and is_proper_noun(name):
+            return name
+    return None
