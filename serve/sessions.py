@@ -148,6 +148,9 @@ class Sessions:
     def start(self, user: DirectoryUser, address: str) -> str:
         """A new session for a signed-on user; returns the cookie's token (only its hash is stored)."""
         now = self.clock()
+        # Abandoned sessions and old failures would pile up: each login clears what has run out.
+        self.store.purge_sessions(now - self.cfg.idle_minutes * 60, now - self.cfg.absolute_hours * 3600)
+        self.store.purge_failures(now - max(self.login_cfg.failure_window_minutes * 60, 60))
         known = self.users.get(user.name)
         groups, admin = (list(known.groups), bool(known.admin)) if known is not None else (user.groups, user.admin)
         token = secrets.token_urlsafe(32)

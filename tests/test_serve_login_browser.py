@@ -145,3 +145,22 @@ def test_answers_show_no_raw_markdown_or_doubled_list_markers(browser, app):
         doubled = [line for line in text.splitlines() if re.match(r"^\s*(?:[-*•·]\s*){2,}", line)]
         assert not doubled, doubled
     context.close()
+
+
+def test_the_admin_tab_shows_locked_accounts_and_conflicting_statements(browser, app):
+    url, clock = app
+    clock.advance(minutes=2)
+    context, page = _page(browser, url)
+    for i in range(5):  # lock a name from the page itself
+        _log_in(page, "teller", f"wrong-{i}")
+        page.wait_for_selector("#kofin-login-message")
+    assert "잠겼습니다" in page.inner_text("#kofin-login-message")
+    _log_in(page, "admin")
+    page.get_by_role("tab", name="문서 관리").click()
+    page.wait_for_function("() => document.querySelector('#kofin-locked')?.innerText.includes('teller')")
+    assert "문서 간에 서로 다른 값은 없습니다" in page.inner_text("#kofin-conflicts")
+    page.fill("#kofin-unlock-name textarea, #kofin-unlock-name input", "teller")
+    page.click("#kofin-unlock")
+    page.wait_for_function("() => document.querySelector('#kofin-unlock-status')?.innerText.includes('잠금 해제')")
+    assert "teller" not in page.inner_text("#kofin-locked")
+    context.close()

@@ -195,3 +195,15 @@ def test_ingesting_the_upload_folder_by_hand_keeps_the_admins_groups(chat, tmp_p
     ingest(IngestConfig(output_dir=tmp_path / "kb2", inputs=[chat.cfg.upload_dir]))  # plain `kofin ingest`, no access rules
     groups = {c["doc_id"]: c["groups"] for c in load_kb(tmp_path / "kb2").chunks}
     assert groups["지침.md"] == ["compliance"] and groups["stray.md"] == ["unassigned-upload"]
+
+
+def test_the_admin_tab_lists_the_kbs_conflicting_statements(chat, tmp_path):
+    from kofin.serve.app import conflicts_listing
+
+    assert conflicts_listing(chat) == "문서 간에 서로 다른 값은 없습니다."
+    a, b = tmp_path / "limit-a.md", tmp_path / "limit-b.md"
+    a.write_text("---\ntitle: 예금자보호 안내\ngroups: [all]\neffective: 2026-01-01\n---\n# 예금자보호 안내\n\n예금자보호 한도는 1인당 5천만원이다.\n", encoding="utf-8")
+    b.write_text("---\ntitle: 예금자보호 요약\ngroups: [all]\neffective: 2025-06-01\n---\n# 예금자보호 요약\n\n예금자보호 한도는 1인당 1억원이다.\n", encoding="utf-8")
+    chat.upload([(a, a.name), (b, b.name)], ["all"], "admin")
+    listing = conflicts_listing(chat)
+    assert listing.startswith("1건") and "5천만원" in listing and "1억원" in listing and "limit\\-a.md" in listing
