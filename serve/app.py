@@ -236,6 +236,12 @@ def open_sessions(chat: Chat, clock=None) -> Sessions:
     sink = store.audit_sink()
     if sink is not None:
         route_audit(cfg.audit_path, sink)
+    if store.shares_uploads():
+        from kofin.serve.uploads import share_uploads, sync_from_store
+
+        share_uploads(cfg.upload_dir, store)
+        if sync_from_store(cfg.upload_dir, store):  # uploads made on other replicas since this one's KB was built
+            chat.ingest(rebuild=False)
     chat.users.directory = store.directory_user
     directory = Directory(cfg.directory) if cfg.directory else None
     return Sessions(store, chat.users, cfg.audit_path, cfg.sessions, cfg.login, directory, clock or time.time)
@@ -282,6 +288,9 @@ def start(chat: Chat, block: bool = True, sessions: Sessions | None = None):
 def main(cfg: ServeConfig) -> None:
     check_port(cfg.server_name, cfg.server_port)  # before the KB build: say it at once
     chat = prepare(cfg)
+    sessions = open_sessions(chat)
     print(f"kofin serve: {chat.describe()}")
+    print(f"kofin serve: state in {sessions.store.describe()}; sessions end after {cfg.sessions.idle_minutes:g} min idle "
+          f"or {cfg.sessions.absolute_hours:g} h; {cfg.login.max_failures} failed logins lock a name", flush=True)
     print(f"kofin serve: http://{cfg.server_name}:{cfg.server_port}  (Ctrl+C to stop)", flush=True)
-    start(chat, block=True)
+    start(chat, block=True, sessions=sessions)

@@ -142,6 +142,11 @@ class SqlStore:
         """Where the audit chain lives when it is not the file at the configured path (None)."""
         return None
 
+    def shares_uploads(self) -> bool:
+        """Whether upload records (and bytes) live here; the file store leaves them in the upload
+        folder's access.json, which one host already shares."""
+        return False
+
     def close(self) -> None:
         pass
 

@@ -26,6 +26,9 @@ from kofin.serve.store import SCHEMA, SqlStore
 AUDIT_SCHEMA = [
     "CREATE TABLE IF NOT EXISTS kofin_audit (seq BIGINT PRIMARY KEY, line TEXT NOT NULL, hash TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS kofin_audit_head (id INTEGER PRIMARY KEY CHECK (id = 1), lines BIGINT NOT NULL, hash TEXT NOT NULL)",
+    # Admin uploads (name, groups, bytes): every replica's upload folder is a copy of this table.
+    """CREATE TABLE IF NOT EXISTS kofin_uploads (name TEXT PRIMARY KEY, access_groups TEXT NOT NULL, sha256 TEXT NOT NULL,
+        content BYTEA NOT NULL, uploaded DOUBLE PRECISION NOT NULL)""",
 ]
 # pg_advisory(_xact)_lock keys: the schema (replicas starting together) and the audit chain's head.
 SCHEMA_LOCK, AUDIT_LOCK = 0x6B6F66696E01, 0x6B6F66696E02
@@ -73,6 +76,20 @@ class PostgresStore(SqlStore):
 
     def audit_sink(self) -> "PostgresAudit":
         return PostgresAudit(self)
+
+    def put_upload(self, name: str, groups: list[str], content: bytes, sha256: str, now: float) -> None:
+        self._run("INSERT INTO kofin_uploads VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                  "access_groups = excluded.access_groups, sha256 = excluded.sha256, content = excluded.content, uploaded = excluded.uploaded",
+                  (name, json.dumps(sorted(groups)), sha256, content, now))
+
+    def upload_records(self) -> dict[str, tuple[list[str], str]]:
+        return {name: (json.loads(groups), sha) for name, groups, sha in self._run("SELECT name, access_groups, sha256 FROM kofin_uploads", fetch=True)}
+
+    def upload_content(self, name: str) -> bytes:
+        return bytes(self._run("SELECT content FROM kofin_uploads WHERE name = ?", (name,), fetch=True)[0][0])
+
+    def shares_uploads(self) -> bool:
+        return True
 
     def describe(self) -> str:
         return f"postgresql {_safe(self.dsn)}"

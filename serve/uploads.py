@@ -9,12 +9,19 @@ front matter) gets the groups the admin chose, and a Markdown file's own front m
 them. A file name is used only after it passed every check: no path parts, no `..`, no hidden or
 odd characters, a known suffix whose bytes look like that format, and the size limit. The file is
 written to a temporary name in the folder and renamed, so a half-written upload is never ingested.
+
+Several replicas (a PostgreSQL store, kofin.serve.store_pg) keep the upload records and bytes in
+the store: `save_upload` writes them there too, and `recorded_uploads` (what a re-index ingests)
+first brings this replica's folder up to date with the store, so an upload made on one replica is
+in the next re-index of every other.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
+import time
 import os
 import re
 import shutil
@@ -30,6 +37,14 @@ _SAFE = re.compile(r"^[\w][\w .()\-]{0,118}$")  # \w includes Hangul; no '/', '\
 _ZIP = b"PK\x03\x04"
 _MAGIC = {".pdf": (b"%PDF-",), ".docx": (_ZIP,), ".hwpx": (_ZIP,)}
 _TEXT = {".md", ".markdown", ".txt", ".html", ".htm", ".jsonl"}
+
+
+_SHARED: dict[Path, object] = {}  # upload folder -> the store that holds the records (replicas)
+
+
+def share_uploads(folder: Path, store) -> None:
+    """Keep the records of `folder` in `store` too (kofin serve with a PostgreSQL store)."""
+    _SHARED[Path(folder).resolve()] = store
 
 
 class UploadRejected(KofinError):
@@ -111,17 +126,53 @@ def save_upload(src: Path, name: str, groups: list[str], folder: Path, allowed_s
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        access = read_access(folder)
-        access[safe] = groups
-        tmp_access = folder / f".{ACCESS_FILE}.tmp"
-        tmp_access.write_text(json.dumps(access, ensure_ascii=False, indent=1, sort_keys=True), encoding="utf-8")
-        os.replace(tmp_access, folder / ACCESS_FILE)
+        _record(folder, {safe: groups})
+        store = _SHARED.get(folder)
+        if store is not None:
+            content = target.read_bytes()
+            store.put_upload(safe, groups, content, hashlib.sha256(content).hexdigest(), time.time())  # type: ignore[attr-defined]
     return target
 
 
+def _record(folder: Path, groups_by_name: dict[str, list[str]]) -> None:
+    """Add entries to access.json (temp file + rename; the caller holds the folder's lock)."""
+    access = read_access(folder)
+    access.update(groups_by_name)
+    tmp_access = folder / f".{ACCESS_FILE}.tmp"
+    tmp_access.write_text(json.dumps(access, ensure_ascii=False, indent=1, sort_keys=True), encoding="utf-8")
+    os.replace(tmp_access, folder / ACCESS_FILE)
+
+
+def sync_from_store(folder: Path, store) -> list[str]:
+    """Write the store's uploads this folder lacks (or holds other bytes of); returns their names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fetched: list[str] = []
+    with _locked(folder):
+        access = read_access(folder)
+        for name, (groups, sha) in sorted(store.upload_records().items()):
+            target = folder / name
+            if name != Path(name).name or name.startswith("."):
+                continue  # only names save_upload accepted ever reach the store; never write outside the folder
+            same = target.is_file() and not target.is_symlink() and hashlib.sha256(target.read_bytes()).hexdigest() == sha
+            if same and access.get(name) == groups:
+                continue
+            if not same:
+                fd, tmp = tempfile.mkstemp(dir=folder, prefix=".upload-")
+                with os.fdopen(fd, "wb") as out:
+                    out.write(store.upload_content(name))
+                os.replace(tmp, target)
+            _record(folder, {name: groups})
+            fetched.append(name)
+    return fetched
+
+
 def recorded_uploads(folder: Path) -> list[Path]:
-    """The uploaded files that have their groups recorded (and still exist): what the chat ingests."""
+    """The uploaded files that have their groups recorded (and still exist): what the chat ingests
+    (with a shared store, after bringing the folder up to date with it)."""
     folder = Path(folder).resolve()
+    store = _SHARED.get(folder)
+    if store is not None:
+        sync_from_store(folder, store)
     return [folder / name for name in sorted(read_access(folder)) if (folder / name).is_file()]
 
 

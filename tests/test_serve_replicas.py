@@ -152,6 +152,30 @@ def test_a_lockout_on_one_replica_holds_on_the_other(replicas, dsn):
     assert login(b, "compliance")("/config")[0] == 200
 
 
+UPLOAD_MD = ("---\ntitle: 무지개 적금 안내\ngroups: [all]\n---\n# 무지개 적금 안내\n## 1. 우대 이율\n"
+             "무지개 적금의 우대 이율은 연 0.7%p이며 급여 이체 고객에게 준다.\n")
+
+
+def test_an_upload_on_one_replica_reaches_the_others_reindex(replicas, dsn, tmp_path):
+    from gradio_client import Client, handle_file
+
+    a, b = replicas
+    doc = tmp_path / "rainbow.md"
+    doc.write_text(UPLOAD_MD, encoding="utf-8")
+    status, _, _ = Client(a + "/", auth=("admin", PASSWORDS["admin"]), verbose=False).predict([handle_file(str(doc))], ["branch"], api_name="/upload")
+    assert "저장: rainbow.md" in status
+    import psycopg
+
+    with psycopg.connect(dsn) as db:
+        assert db.execute("SELECT access_groups FROM kofin_uploads WHERE name = 'rainbow.md'").fetchone() == ('["branch"]',)
+    question = "무지개 적금의 우대 이율은 얼마인가요?"
+    teller_b = Client(b + "/", auth=("teller", PASSWORDS["teller"]), verbose=False)
+    assert "rainbow.md" not in teller_b.predict(question, [], api_name="/ask")[2]  # B has not re-indexed yet
+    status, listing, _ = Client(b + "/", auth=("admin", PASSWORDS["admin"]), verbose=False).predict(api_name="/reindex")
+    assert "색인 완료" in status and "rainbow.md" in listing and "branch" in listing
+    assert "rainbow.md" in teller_b.predict(question, [], api_name="/ask")[2]
+
+
 def test_a_cut_chain_in_postgresql_is_refused_not_resealed(replicas, dsn):
     from gradio_client import Client
 
