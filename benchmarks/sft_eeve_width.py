@@ -30,7 +30,29 @@ def sh(*argv: str) -> None:
     subprocess.run(argv, check=True, cwd=ROOT)
 
 
-def main() -> int:
+def result_from_manifest(manifest: dict, args: argparse.Namespace, *, wall_s: float) -> dict:
+    """The benchmark's record from a `kofin sft` manifest; the metric names are sft's own (kofin.manifest_keys)."""
+    from kofin import manifest_keys as keys
+
+    m = manifest[keys.METRICS]
+    return {
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv),
+        "host": manifest[keys.HOST],
+        "shape": {"hidden": 4096, "intermediate": 14336, "heads": 32, "kv_heads": 8, "layers": args.layers},
+        "method": args.method, "r": args.r, "seq_len": args.seq_len, "micro_batch": args.micro_batch,
+        "precision": args.precision, "gradient_checkpointing": args.gradient_checkpointing, "steps": m[keys.STEPS],
+        "trainable_params": m[keys.TRAINABLE_PARAMS],
+        "tokens_per_s": m[keys.TOKENS_PER_S],
+        "peak_gpu_memory_gib_rank0_measured": m[keys.PEAK_GPU_MEMORY_GIB_RANK0],
+        "memory_estimate_gib_per_gpu": m[keys.MEMORY_ESTIMATE_GIB_PER_GPU],
+        "peak_rss_mb": manifest[keys.PEAK_RSS_MB],
+        "wall_s": round(wall_s, 1),
+        "loss_first": m[keys.LOSS_FIRST], "loss_last": m[keys.LOSS_LAST],
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--layers", type=int, default=8, help="decoder layers at EEVE's width (EEVE has 48)")
     ap.add_argument("--seq-len", type=int, default=2048)
@@ -41,7 +63,11 @@ def main() -> int:
     ap.add_argument("--precision", default="bf16", choices=("bf16", "fp16", "fp32"))
     ap.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-sft")
-    args = ap.parse_args()
+    return ap.parse_args(argv)
+
+
+def main() -> int:
+    args = parse_args()
 
     model = args.work / f"eeve-width-{args.layers}l"
     if not (model / "COMPLETE").exists():
@@ -64,22 +90,7 @@ def main() -> int:
     start = time.time()
     sh(*KOFIN, "sft", "--config", "configs/sft/tiny.yaml", "--quiet", *overrides)
     manifest = json.loads((out / "manifest.json").read_text())
-    m = manifest["metrics"]
-    result = {
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(sys.argv),
-        "host": manifest["host"],
-        "shape": {"hidden": 4096, "intermediate": 14336, "heads": 32, "kv_heads": 8, "layers": args.layers},
-        "method": args.method, "r": args.r, "seq_len": args.seq_len, "micro_batch": args.micro_batch,
-        "precision": args.precision, "gradient_checkpointing": args.gradient_checkpointing, "steps": m["steps"],
-        "trainable_params": m["trainable_params"],
-        "tokens_per_s": m["tokens_per_s"],
-        "peak_gpu_memory_gib_per_gpu_measured": m["peak_gpu_memory_gib_per_gpu"],
-        "memory_estimate_gib_per_gpu": m["memory_estimate_gib_per_gpu"],
-        "peak_rss_mb": manifest["peak_rss_mb"],
-        "wall_s": round(time.time() - start, 1),
-        "loss_first": m["loss_first"], "loss_last": m["loss_last"],
-    }
+    result = result_from_manifest(manifest, args, wall_s=time.time() - start)
     results = ROOT / "benchmarks" / "results"
     results.mkdir(exist_ok=True)
     path = results / f"sft_eeve_width-{args.method}-r{args.r}-{args.layers}l-s{args.seq_len}-{result['when'][:10]}.json"

@@ -88,13 +88,55 @@ def test_sft_run_must_be_complete(tmp_path, tiny_data_run):
         dpo.main(dpo_config(tmp_path / "dpo", tmp_path / "sft", tiny_data_run), progress=False)
 
 
-def test_unsloth_without_cuda_is_a_clear_error():
+@pytest.mark.slow
+def test_4bit_dpo_through_trl_keeps_fp32_adapters_that_all_move(tmp_path, sft_run, tiny_data_run):
+    """TRL casts a 4-bit model's adapter to bf16, where DPO-sized updates round away; kofin keeps it fp32."""
+    run = dpo.main(dpo_config(tmp_path / "dpo", sft_run, tiny_data_run, "load_in_4bit=true", "training.precision=bf16",
+                              "training.learning_rate=5e-6", "training.max_steps=3"), progress=False)
+    m = require_complete(run, "dpo")["metrics"]
+    before, after = load_file(str(sft_run / "adapter_model.safetensors")), load_file(str(run / "adapter_model.safetensors"))
+    assert {v.dtype for v in after.values()} == {torch.float32}
+    changed = sum(int((before[k] != after[k]).sum()) for k in before) / sum(v.numel() for v in before.values())
+    assert changed >= 0.9, changed
+    assert m["adapter_elements_changed"] == pytest.approx(changed, abs=1e-6)  # measured in the recipe, same answer
+    assert m["backend"] == "trl" and m["steps"] == 3
+
+
+@pytest.mark.slow
+def test_bf16_adapters_on_a_4bit_base_barely_move(tmp_path, sft_run, tiny_data_run, monkeypatch):
+    """The failure the fp32 rule prevents, shown on the same run: with TRL's bf16 cast left in place
+    most adapter elements never change at DPO's learning rate."""
+    from kofin.training import dpo_recipe
+
+    monkeypatch.setattr(dpo_recipe, "keep_adapters_fp32", lambda model, before: None)
+    run = dpo.main(dpo_config(tmp_path / "dpo", sft_run, tiny_data_run, "load_in_4bit=true", "training.precision=bf16",
+                              "training.learning_rate=5e-6", "training.max_steps=3"), progress=False)
+    m = require_complete(run, "dpo")["metrics"]
+    assert {v.dtype for v in load_file(str(run / "adapter_model.safetensors")).values()} == {torch.bfloat16}
+    assert m["adapter_elements_changed"] < 0.5, m["adapter_elements_changed"]
+
+
+def test_run_holds_the_job_it_trained(tmp_path, sft_run, tiny_data_run):
+    run = dpo.main(dpo_config(tmp_path / "dpo", sft_run, tiny_data_run, "training.max_steps=1"), progress=False)
+    job = json.loads((run / "dpo_job.json").read_text())
+    # Paths name the finished run, so `python training/dpo_recipe.py dpo_job.json` reruns it as written.
+    assert job["output_dir"] == str(run) and job["pairs"] == str(run / "pairs.jsonl") and job["sft_run"] == str(sft_run)
+    assert len((run / "pairs.jsonl").read_text().splitlines()) == require_complete(run)["metrics"]["pairs"]
+    assert (run / "trainer_log.json").is_file() and not (run / "trainer").exists()
+
+
+def test_unsloth_without_cuda_is_a_clear_error(tmp_path, monkeypatch):
     if torch.cuda.is_available():
         pytest.skip("this host has CUDA; the GPU test covers unsloth")
     with pytest.raises(dpo.DpoInputError, match="needs a CUDA GPU"):
         dpo.choose_backend("unsloth")
     assert dpo.choose_backend("auto") == "trl"
     assert dpo.choose_backend("auto", merge_adapter=True) == "trl"
+    # With CUDA but no unsloth env, the message says how to make one.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(dpo.DpoInputError, match=r"no unsloth env at .*nowhere; create it with `make unsloth-env`"):
+        dpo.choose_backend("unsloth", env=tmp_path / "nowhere")
+    assert dpo.choose_backend("auto", env=tmp_path / "nowhere") == "trl"
 
 
 def test_merge_mode_refuses_4bit(tmp_path):
@@ -105,11 +147,13 @@ def test_merge_mode_refuses_4bit(tmp_path):
 
 @pytest.mark.gpu
 def test_unsloth_dpo_on_gpu(tmp_path, sft_run, tiny_data_run):
-    """Where CUDA and unsloth are present, auto picks unsloth and trains the same recipe."""
-    pytest.importorskip("unsloth")
-    run = dpo.main(dpo_config(tmp_path / "dpo", sft_run, tiny_data_run, "training.precision=bf16"), progress=False)
+    """Where CUDA and the unsloth env are present, auto picks unsloth and trains the same recipe in that env."""
+    assert dpo.has_unsloth(dpo.unsloth_env()), "run `make unsloth-env` (make test does it)"
+    run = dpo.main(dpo_config(tmp_path / "dpo", sft_run, tiny_data_run, "training.precision=bf16", "load_in_4bit=true"),
+                   progress=False)
     m = require_complete(run, "dpo")["metrics"]
-    assert m["backend"] == "unsloth" and m["reward_margin_last"] > 0
+    assert m["backend"] == "unsloth" and m["reward_margin_last"] > 0 and m["adapter_elements_changed"] >= 0.9
+    assert (run / "logs" / "dpo.log").is_file()
 
 
 def test_prompt_longer_than_max_length_is_named(tmp_path, tiny_model):

@@ -53,8 +53,9 @@ class DpoConfig(StageConfig):
     )
     backend: Literal["auto", "unsloth", "trl"] = Field(
         default="auto",
-        description="unsloth (FastLanguageModel + TRL DPOTrainer; needs CUDA), trl (TRL + PEFT, any device), "
-        "auto = unsloth where CUDA and unsloth are present, else trl.",
+        description="unsloth (FastLanguageModel + TRL DPOTrainer, in the pinned unsloth env as a subprocess; needs "
+        "CUDA), trl (TRL + PEFT in kofin's env, any device), auto = unsloth where CUDA and the unsloth env are "
+        "present, else trl. Both keep the adapter in fp32.",
     )
     unsloth_env: ResolvedPath | None = Field(
         default=None,

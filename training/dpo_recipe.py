@@ -171,13 +171,18 @@ def train(job: dict[str, Any]) -> dict[str, Any]:
 
         trainer.remove_callback(PrinterCallback)  # per-step records still reach the log history
     start = trainable_fp32_copies(trainer.model)
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     trainer.train()
     changed = fraction_changed(start, trainer.model)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
     # Only the trained adapter: TRL's frozen "ref" copy of a stacked adapter is not an output.
     trainer.model.save_pretrained(str(out), selected_adapters=["default"])
     tokenizer.save_pretrained(str(out))
-    result = {"log_history": trainer.state.log_history, "adapter_elements_changed": changed}
-    return result
+    return {"log_history": trainer.state.log_history, "adapter_elements_changed": changed,
+            "peak_gpu_memory_gib_training": peak}
 
 
 def main(argv: list[str]) -> int:
@@ -198,4 +203,8 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    # Run as a script, this folder heads sys.path; its sibling modules (cli, launch, memory ...)
+    # must not shadow a library's top-level module of the same name.
+    if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+        sys.path.pop(0)
     sys.exit(main(sys.argv))

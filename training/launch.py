@@ -141,9 +141,11 @@ RESUME_HINT = "Checkpoints written so far are kept: {cause}, then run the same c
 
 
 def run_logged(plan: LaunchPlan, log_path: Path, *, echo: bool = True, tool: str = "axolotl",
-               hint: str = RESUME_HINT) -> float:
+               hint: str = RESUME_HINT, view=None) -> float:
     """Run the plan, tee its output to `log_path` (appended) and the console; return wall seconds.
-    A failure raises LaunchError naming `tool`, the log's last lines and `hint` ({cause} filled in)."""
+    With a `view` (e.g. console.AxolotlConsole) the console shows what it makes of the output
+    instead of the raw bytes; the log always gets everything. A failure raises LaunchError naming
+    `tool`, the log's last lines and `hint` ({cause} filled in)."""
     env = {**os.environ, **plan.env}
     log_path.parent.mkdir(parents=True, exist_ok=True)
     start = time.time()
@@ -157,10 +159,14 @@ def run_logged(plan: LaunchPlan, log_path: Path, *, echo: bool = True, tool: str
             while chunk := proc.stdout.read1(1 << 16):
                 log.write(chunk)
                 log.flush()
-                if echo:
+                if echo and view is not None:
+                    view.feed(chunk)
+                elif echo:
                     sys.stdout.buffer.write(chunk)
                     sys.stdout.flush()
             code = proc.wait()
+            if echo and view is not None:
+                view.close()
         except KeyboardInterrupt:
             proc.terminate()
             proc.wait()

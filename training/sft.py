@@ -245,12 +245,17 @@ def resume_digest(cfg: SftConfig, datasets: list[tuple[Path, str]]) -> str:
 
 
 def main(cfg: SftConfig, *, echo: bool = True) -> Path:
+    say = _phases(echo)
     final = cfg.output_dir
     work = Path(str(final) + PARTIAL_SUFFIX)
     base_model, shape = resolve_base_model(cfg, dry_run=False)
     datasets = resolve_datasets(cfg)
+    say(f"checking {len(datasets)} dataset(s) against the base tokenizer and chat template")
     stats = check_rows(cfg, datasets, base_model)
+    rows = sum(s["rows"] for s in stats.values())
+    say(f"{rows:,} rows, {sum(s['tokens'] for s in stats.values()):,} tokens, none over training.sequence_len")
     p = plan(cfg, work, base_model, shape, datasets)
+    say("validating the axolotl YAML with axolotl's own schema (~10-20 s: axolotl imports)")
     missing = check_with_axolotl(p, cfg)
     if missing:
         raise SftInputError("the axolotl env lacks what this config needs: " + "; ".join(missing)
@@ -270,7 +275,12 @@ def main(cfg: SftConfig, *, echo: bool = True) -> Path:
         resumed_from = checkpoints.drop_incomplete(run.path)
         if resumed_from is not None:
             print(f"kofin sft: resuming from {resumed_from.name} in {run.path}", flush=True)
-        wall = run_logged(p.launch, run.path / "logs" / "train.log", echo=echo)
+        world = cfg.launch.world_size
+        say(f"launching {world} rank{'s' if world > 1 else ''} through {cfg.launch.launcher}; "
+            f"axolotl's full log: {run.path / 'logs' / 'train.log'}")
+        from kofin.training.console import AxolotlConsole
+
+        wall = run_logged(p.launch, run.path / "logs" / "train.log", echo=echo, view=AxolotlConsole())
         state = checkpoints.finish_attempt(run.path, state, wall, resumed_from)
         run.metrics.update(collect_metrics(run.path, cfg, p, state, stats))
         if not (run.path / "adapter_model.safetensors").is_file():
@@ -282,6 +292,14 @@ def main(cfg: SftConfig, *, echo: bool = True) -> Path:
                 text = (run.path / name).read_text(encoding="utf-8")
                 atomic_write_text(run.path / name, text.replace(str(run.path), str(final)))
     return final
+
+
+def _phases(echo: bool):
+    """Phase lines on the console as they happen (nothing with --quiet)."""
+    def say(text: str) -> None:
+        if echo:
+            print(f"kofin sft: {text}", flush=True)
+    return say
 
 
 def run_worker_node(p: SftPlan, cfg: SftConfig, *, echo: bool) -> Path:
