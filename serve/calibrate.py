@@ -9,8 +9,9 @@ questions on the bundled KB cover ≥ 0.40 of themselves in 95 of 100 cases), st
 (colloquial questions on the statute corpus often cover under 0.2 and are still answerable). One
 threshold for both refuses too much on one and too little on the other, so each KB's gate is
 chosen on questions about it: every labelled question goes through the answer path
-(`answer_question`, with the gate open), and the highest threshold that refuses at most
-`max_refused` of the answerable questions is proposed, with what it refuses of the unanswerable.
+(`answer_question`, with the gate open), and the highest threshold whose answerable refusals stay
+within `max_refused` at `confidence` (an upper bound, not the dev set's own rate) is proposed,
+with what it refuses of the unanswerable. Give it follow-ups too: the chat answers them all day.
 
 A file is JSONL; a line has `question`, `gold` (a list: empty means the KB cannot answer it) and
 optionally `history` (earlier messages, OpenAI chat format) — the format of benchmarks/dev/.
@@ -40,6 +41,8 @@ class GateChoice:
     unanswerable_refused: float
     n_answerable: int
     n_unanswerable: int
+    bound: float = 0.0       # upper bound on the answerable refusal rate at `confidence`
+    confidence: float = 0.8
     table: list[tuple[float, float, float]] = field(default_factory=list)  # (threshold, answerable refused, unanswerable refused)
 
     def report(self) -> str:
@@ -47,7 +50,8 @@ class GateChoice:
         lines += [f"{t:12.2f}  {a:18.1%}  {u:20.1%}" for t, a, u in self.table]
         lines.append(
             f"proposed: min_coverage: {self.min_coverage:.2f}  (answerable refused {self.answerable_refused:.1%} of "
-            f"{self.n_answerable}, unanswerable refused {self.unanswerable_refused:.1%} of {self.n_unanswerable}); "
+            f"{self.n_answerable}, at most {self.bound:.1%} with {self.confidence:.0%} confidence; unanswerable refused "
+            f"{self.unanswerable_refused:.1%} of {self.n_unanswerable}); "
             "set it in the ask/serve config (`min_coverage: …`) for this knowledge base")
         return "\n".join(lines)
 
@@ -87,18 +91,35 @@ def measure(retriever, settings, rows: list[dict]) -> list[Measured]:
     return out
 
 
-def choose(measured: list[Measured], max_refused: float = 0.05) -> GateChoice:
+def refusal_bound(refused: int, n: int, confidence: float) -> float:
+    """One-sided Clopper-Pearson upper bound on a refusal rate seen as `refused` of `n`."""
+    from scipy.stats import beta
+
+    return 1.0 if refused >= n else float(beta.ppf(confidence, refused + 1, n - refused))
+
+
+def choose(measured: list[Measured], max_refused: float = 0.05, confidence: float = 0.8) -> GateChoice:
+    """The highest threshold whose answerable refusal rate stays within `max_refused` with
+    `confidence`: on 40 dev questions a point estimate of 5% is two questions, and the gate it buys
+    refuses more of questions phrased as nobody on the dev set did (bundled KB: 2.5% of dev
+    answerable refused at 0.39, 22.5% of a blind held-out set)."""
     answerable = [m for m in measured if m.answerable]
     unanswerable = [m for m in measured if not m.answerable]
     if not answerable:
         raise KofinError("calibration needs answerable questions (a non-empty gold) as well as unanswerable ones")
 
+    def refused_count(group: list[Measured], t: float) -> int:
+        return sum(m.refused_anyway or m.evidence < t for m in group)
+
     def refused(group: list[Measured], t: float) -> float:
-        return sum(m.refused_anyway or m.evidence < t for m in group) / len(group) if group else 0.0
+        return refused_count(group, t) / len(group) if group else 0.0
 
     # Candidate thresholds: each answerable question's own evidence rounded down to 0.01 (so it
     # and those at the same level stay answered), refusing those below.
     candidates = sorted({0.0} | {math.floor(m.evidence * 100) / 100 for m in answerable})
-    best = max(t for t in candidates if refused(answerable, t) <= max_refused or t == 0.0)
+    within = [t for t in candidates if refusal_bound(refused_count(answerable, t), len(answerable), confidence) <= max_refused]
+    best = max(within, default=0.0)
     table = [(t / 20, refused(answerable, t / 20), refused(unanswerable, t / 20)) for t in range(0, 13)]
-    return GateChoice(best, refused(answerable, best), refused(unanswerable, best), len(answerable), len(unanswerable), table)
+    bound = refusal_bound(refused_count(answerable, best), len(answerable), confidence)
+    return GateChoice(best, refused(answerable, best), refused(unanswerable, best), len(answerable), len(unanswerable),
+                      bound, confidence, table)

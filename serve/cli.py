@@ -155,6 +155,8 @@ def ask_parser() -> argparse.ArgumentParser:
                         "`gold` ([] = the KB cannot answer it), e.g. benchmarks/dev/kb_answerable.jsonl kb_unanswerable.jsonl")
     parser.add_argument("--max-refused", type=float, default=0.05, metavar="SHARE",
                         help="with --calibrate: the most answerable questions the gate may refuse (default 0.05)")
+    parser.add_argument("--confidence", type=float, default=0.8, metavar="P",
+                        help="with --calibrate: how sure the refusal budget must hold beyond the labelled sample (default 0.8)")
     parser.add_argument("--config", type=Path, metavar="YAML", help="ask config (AskConfig keys below)")
     return parser
 
@@ -192,7 +194,7 @@ def ask_cli(argv: list[str]) -> int:
 
             rows = read_labelled(args.calibrate)
             print(f"{prog}: {len(rows)} labelled questions through the answer path ...", file=sys.stderr)
-            print(choose(measure(assistant.retriever, cfg, rows), args.max_refused).report())
+            print(choose(measure(assistant.retriever, cfg, rows), args.max_refused, args.confidence).report())
             return
         if args.questions:
             n = _readable_errors(f"questions file {args.questions}",

@@ -181,15 +181,19 @@ def test_questions_about_statutes_the_kb_holds_only_as_citations_are_refused(law
 
 
 def test_calibration_proposes_the_highest_gate_within_the_refusal_budget():
-    from kofin.serve.calibrate import Measured, choose
+    from kofin.serve.calibrate import Measured, choose, refusal_bound
 
-    answerable = [Measured(True, e, False) for e in (0.12, 0.30, 0.41, 0.55, 0.62, 0.70, 0.71, 0.80, 0.90, 0.95)]
+    answerable = [Measured(True, e / 100, False) for e in range(12, 92, 2)]  # 40 questions, 0.12 .. 0.90
     unanswerable = [Measured(False, e, False) for e in (0.10, 0.20, 0.35, 0.50)] + [Measured(False, 0.9, True)]
-    choice = choose(answerable + unanswerable, max_refused=0.1)
-    # 0.30 refuses one answerable question in ten (0.12); 0.41 would refuse two.
-    assert choice.min_coverage == 0.30 and choice.answerable_refused == 0.1
-    assert choice.unanswerable_refused == 0.6  # 0.10, 0.20 below it, and the one a rule refuses anyway
-    assert choose(answerable + unanswerable, max_refused=0.0).min_coverage == 0.12
+    # A point estimate would allow 2 of 40 (5%); at 80% confidence only 0 of 40 (bound 3.9%) fits.
+    assert refusal_bound(0, 40, 0.8) < 0.05 < refusal_bound(1, 40, 0.8)
+    choice = choose(answerable + unanswerable, max_refused=0.05, confidence=0.8)
+    assert choice.min_coverage == 0.12 and choice.answerable_refused == 0.0
+    assert choice.unanswerable_refused == 0.4  # 0.10 below it, and the one a rule refuses anyway
+    # A looser budget moves the gate up to the answerable question it may then refuse.
+    loose = choose(answerable + unanswerable, max_refused=0.2, confidence=0.8)
+    assert loose.min_coverage > 0.12 and refusal_bound(round(loose.answerable_refused * 40), 40, 0.8) <= 0.2
+    assert "proposed: min_coverage: 0.12" in choice.report()
 
 
 def test_the_chat_gate_calibrated_on_the_bundled_kb_is_what_kofin_ask_calibrate_proposes(bundled):
@@ -202,9 +206,10 @@ def test_the_chat_gate_calibrated_on_the_bundled_kb_is_what_kofin_ask_calibrate_
 
     served = load_config(ServeConfig, ROOT / "configs" / "serve" / "demo.yaml")
     rows = read_labelled([DEV / "kb_answerable.jsonl", DEV / "kb_unanswerable.jsonl"])
+    rows += read_labelled([DEV / "kb_followups.jsonl"])
     choice = choose(measure(HybridRetriever(load_kb(bundled)), served, rows))
     assert abs(choice.min_coverage - served.min_coverage) <= 0.02, choice.report()
-    assert choice.answerable_refused <= 0.05 and choice.unanswerable_refused >= 0.4, choice.report()
+    assert choice.answerable_refused <= 0.05 and choice.unanswerable_refused >= 0.5, choice.report()
 
 
 def test_a_question_about_a_name_the_kb_never_mentions_is_refused(kb, tmp_path):
