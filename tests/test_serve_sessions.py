@@ -201,3 +201,28 @@ def test_file_store_sessions_survive_a_second_process_view(tmp_path):
     one.store.put_directory_user(DirectoryUser("lee", ["credit"], False, "ldap"), clock())
     users.directory = two.store.directory_user
     assert users.get("lee").groups == ["credit"] and users.get("nobody") is None
+
+
+def test_the_client_address_comes_from_x_forwarded_for_only_behind_a_trusted_proxy():
+    from kofin.serve.guard import SessionGuard
+
+    guard = SessionGuard(None, None, proxies=["10.0.0.10"])
+    behind = {"x-forwarded-for": "192.168.7.21, 10.1.2.3"}
+    assert guard.client_address({"client": ("10.0.0.10", 5000)}, behind) == "10.1.2.3"  # the hop the proxy added
+    assert guard.client_address({"client": ("10.9.9.9", 5000)}, behind) == "10.9.9.9"  # anyone else's header is ignored
+    assert guard.client_address({"client": ("10.0.0.10", 5000)}, {}) == "10.0.0.10"
+
+
+def test_configs_for_replicas_and_public_statutes_load():
+    from pathlib import Path
+
+    from kofin.config import load_config
+    from kofin.serve.ingest import IngestConfig
+    from kofin.serve.serve_config import ServeConfig
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    cfg = load_config(ServeConfig, root / "serve" / "replicas.yaml")
+    assert cfg.store.kind == "postgresql" and cfg.directory is not None and cfg.login.lockout_minutes == 0
+    assert "chat.bank.local" in cfg.allowed_hosts() and "0.0.0.0" not in cfg.allowed_hosts() and "localhost" not in cfg.allowed_hosts()
+    assert load_config(IngestConfig, root / "ingest" / "laws.yaml").default_groups == ["all"]
+    assert load_config(IngestConfig, root / "ingest" / "demo.yaml").default_groups == ["admins"]
