@@ -4,7 +4,6 @@ and the text of documents a user may not read (to prove it never reaches them)."
 from __future__ import annotations
 
 import socket
-import urllib.parse
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -70,6 +69,7 @@ def login(url: str, user: str, password: str | None = None, headers: dict | None
     """An opener logged in through POST /login (as a browser form would), and a call(path, ...) helper."""
     import http.cookiejar
     import urllib.error
+    import urllib.parse
     import urllib.request
 
     jar = http.cookiejar.CookieJar()
