@@ -44,8 +44,11 @@ def download(dest: Path) -> list[Path]:
         raise SystemExit(f"{LOCK} pins none of {missing}; update CARRIED in {__file__}")
     dest.mkdir(parents=True, exist_ok=True)
     specs = [f"{n}=={pins[n]}" for n in CARRIED]
+    # The GPU host's python is 3.12 on glibc >= 2.28; pip matches --platform tags literally, so name each.
+    platforms = [arg for tag in ("manylinux_2_28", "manylinux_2_27", "manylinux_2_24", "manylinux_2_17", "manylinux2014")
+                 for arg in ("--platform", f"{tag}_x86_64")]
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary", ":all:",
-                    "--python-version", "3.12", "--platform", "manylinux_2_28_x86_64", "-d", str(dest), *specs], check=True)
+                    "--python-version", "3.12", *platforms, "-d", str(dest), *specs], check=True)
     return sorted(dest.glob("*.whl"))
 
 
