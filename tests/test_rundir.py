@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -137,3 +138,24 @@ def test_a_second_run_on_the_same_output_dir_is_refused_while_the_first_holds_it
     # Released when the first run ends: the same command now works.
     res = subprocess.run([sys.executable, "-c", second], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_adapter_lineage_reads_the_manifest_record_else_the_adapter_config(tmp_path):
+    from kofin import manifest_keys as keys
+    from kofin.rundir import adapter_lineage, lineage_record
+
+    sft = tmp_path / "sft"
+    sft.mkdir()
+    (sft / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "/models/base"}))
+    assert adapter_lineage(sft).base_model == Path("/models/base") and adapter_lineage(sft).merged_first == ()
+    dpo = tmp_path / "dpo"
+    dpo.mkdir()
+    (dpo / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "/models/other"}))
+    record = lineage_record(Path("/models/base"), [sft])
+    assert record == {keys.LINEAGE_BASE_MODEL: "/models/base", keys.LINEAGE_MERGED_FIRST: [str(sft)]}
+    (dpo / "manifest.json").write_text(json.dumps({keys.METRICS: {keys.ADAPTER_BASE: record}}))
+    lineage = adapter_lineage(dpo)  # the manifest's record wins over adapter_config.json
+    assert lineage.base_model == Path("/models/base") and lineage.merged_first == (sft,)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert adapter_lineage(empty).base_model is None
