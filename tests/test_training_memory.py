@@ -74,7 +74,8 @@ def test_small_llama_against_a_hand_computation_with_the_ddp_bucket():
     assert est.parts["activations: one recomputed layer"] == 64 * (768 + 480 + 1792 + 1936) == 318_464
     assert est.parts["logits + loss (fp32)"] == 64 * 512 * 4 * 3
     assert est.parts["CUDA context + allocator slack"] == 1.5 * GIB
-    assert est.estimated == {"activations: one recomputed layer", "logits + loss (fp32)", "CUDA context + allocator slack"}
+    assert est.estimated == {"activations: one recomputed layer", "logits + loss (fp32)", "CUDA context + allocator slack",
+                             "base weights (embed, head, norms)"}  # QLoRA: fp32 upcast of unquantized weights varies
     single = estimate_memory(shape, method="qlora", r=8, seq_len=32, micro_batch=2, lora_dropout=0.1)
     assert est.total - single.total == 81_920 and "DDP gradient buckets (fp32)" not in single.parts
     table = est.table()

@@ -156,6 +156,10 @@ def estimate_memory(
         per_weight = 2.0  # bf16 base for lora / dora / rslora
     est.parts["base weights (linear)"] = shape.linear_params() * per_weight / shard_weights
     est.parts["base weights (embed, head, norms)"] = shape.other_params() * 2.0 / shard_weights
+    if method == "qlora":
+        # Counted at bf16; PEFT's prepare_model_for_kbit_training upcasts every unquantized weight
+        # to fp32 and axolotl converts embeddings back only on some paths: up to 2x this row.
+        est.estimated.add("base weights (embed, head, norms)")
     # PEFT keeps adapters in fp32 (autocast_adapter_dtype), so weights and grads are 4 bytes each,
     # and AdamW holds two fp32 moments.
     est.parts["adapter weights (fp32)"] = trainable * 4.0 / shard_weights
