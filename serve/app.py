@@ -49,6 +49,19 @@ CSS = """
   #kofin-examples { display: none; }
 }
 """
+# An open page whose session ran out (idle, absolute, or logged out elsewhere) gets 401 from the next
+# call; instead of Gradio's generic error it goes to the login page that says the session expired.
+EXPIRED_REDIRECT_JS = """() => {
+  const fetchWithSession = window.fetch;
+  window.fetch = async (...args) => {
+    const response = await fetchWithSession(...args);
+    if (response.status === 401) {
+      const text = await response.clone().text().catch(() => "");
+      if (text.includes("세션이 만료되었습니다") || text.includes("Not authenticated")) window.location.assign("/login?m=expired");
+    }
+    return response;
+  };
+}"""
 log = logging.getLogger("kofin.serve")
 LOGOUT_FORM = '<form method="post" action="/logout"><button type="submit" id="kofin-logout">로그아웃</button></form>'
 
@@ -260,7 +273,7 @@ def launch_options(chat: Chat, sessions: Sessions) -> dict:
         auth_dependency=session_user, share=False, server_name=chat.cfg.server_name,
         server_port=chat.cfg.server_port, show_error=False, footer_links=[], run_history=False, enable_monitoring=False,
         mcp_server=False, ssr_mode=False, pwa=False, max_file_size=int(chat.cfg.uploads.max_file_mb * 2**20), theme=theme, css=CSS,
-        allowed_paths=[], quiet=True, inbrowser=False,
+        allowed_paths=[], quiet=True, inbrowser=False, js=EXPIRED_REDIRECT_JS,
         app_kwargs={"middleware": [guard]},
     )
 

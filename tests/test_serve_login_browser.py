@@ -164,3 +164,17 @@ def test_the_admin_tab_shows_locked_accounts_and_conflicting_statements(browser,
     page.wait_for_function("() => document.querySelector('#kofin-unlock-status')?.innerText.includes('잠금 해제')")
     assert "teller" not in page.inner_text("#kofin-locked")
     context.close()
+
+
+def test_an_open_page_whose_session_expired_goes_to_the_expired_notice_on_the_next_question(browser, app):
+    url, clock = app
+    clock.advance(minutes=2)
+    context, page = _page(browser, url)
+    _log_in(page, "teller")
+    page.wait_for_selector("#kofin-question textarea")
+    clock.advance(minutes=11)  # the tab stayed open, nobody touched it
+    page.fill("#kofin-question textarea", OPEN_QUESTION)
+    page.click("#kofin-send")
+    page.wait_for_selector("#kofin-login-message")
+    assert "세션이 만료되었습니다" in page.inner_text("#kofin-login-message") and page.url.endswith("/login?m=expired")
+    context.close()
