@@ -253,7 +253,9 @@ def main(cfg: SftConfig, *, echo: bool = True) -> Path:
     say(f"checking {len(datasets)} dataset(s) against the base tokenizer and chat template")
     stats = check_rows(cfg, datasets, base_model)
     rows = sum(s["rows"] for s in stats.values())
-    say(f"{rows:,} rows, {sum(s['tokens'] for s in stats.values()):,} tokens, none over training.sequence_len")
+    longest = max((s["max_tokens"] for s in stats.values()), default=0)
+    say(f"{rows:,} rows, {sum(s['tokens'] for s in stats.values()):,} tokens, longest {longest:,} "
+        f"(training.sequence_len {cfg.training.sequence_len})")
     p = plan(cfg, work, base_model, shape, datasets)
     say("validating the axolotl YAML with axolotl's own schema (~10-20 s: axolotl imports)")
     missing = check_with_axolotl(p, cfg)
