@@ -25,6 +25,7 @@ from pathlib import Path
 
 from kofin.errors import KofinError
 from kofin.offline import apply_offline_env
+from kofin.serve.audit import AuditTampered, check_appendable
 from kofin.serve.chat import AccessDenied, Chat, conversation, md_escape, prepare, sources_html
 from kofin.serve.serve_config import ServeConfig
 from kofin.serve.sessions import Sessions
@@ -95,6 +96,10 @@ def build_app(chat: Chat, sessions: Sessions):
         # The conversation so far, as text, helps read a follow-up ("그럼 중도해지하면요?"); it is
         # the page's copy, so it only ever rewrites the query: the groups come from the session.
         earlier = conversation(history)
+        try:
+            check_appendable(chat.cfg.audit_path)  # an answer the audit log cannot record is not given
+        except AuditTampered:
+            raise gr.Error("답변하지 못했습니다: 감사 로그가 손상되어 기록할 수 없습니다. 관리자에게 알려 주세요.") from None
         history += [{"role": "user", "content": md_escape(message)}, {"role": "assistant", "content": "…"}]
         yield history, "", '<div class="kofin-sources kofin-empty">답변을 찾는 중입니다…</div>'
         final = None

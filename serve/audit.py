@@ -160,6 +160,24 @@ def write_audit(path: Path, record: dict[str, Any]) -> dict[str, Any]:
     raise OSError(f"{path}: could not append to the audit log")  # only if it keeps being replaced under us
 
 
+def check_appendable(path: Path) -> None:
+    """Raise AuditTampered now if the next append would be refused: the chat calls this before it
+    answers, so no answer is shown that the audit log could not record."""
+    path = Path(path)
+    sink = _ROUTES.get(path.resolve()) if _ROUTES else None
+    if sink is not None:
+        return sink.check()
+    if not path.exists() and not _head_path(path).exists():
+        return
+    with _thread_lock, open(path, "a+b") as f:
+        fcntl.flock(f, fcntl.LOCK_SH)
+        try:
+            if not (_pre_chain(f) and not _head_path(path).exists()):
+                _chain_tail(f, path)
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _pre_chain(f) -> bool:
     f.seek(0)
     first = f.readline()

@@ -76,15 +76,15 @@ class SessionGuard:
 
         set_cookie = None
         resolved = self.sessions.resolve(token, activity=not path.startswith("/gradio_api/heartbeat"))
+        if resolved.expired:  # said once, even behind SSO (whose next request then signs on afresh)
+            if browser and method == "GET":
+                return await _redirect(send, "/login?m=expired", self._cookie_header(""))
+            return await _respond(send, 401, {"detail": f"Not authenticated: {EXPIRED}"}, self._cookie_header(""))
         sso_user = self._sso_user(scope, headers)
         if sso_user is not None and (resolved.row is None or resolved.row.user != sso_user.name):
             token = self.sessions.start(sso_user, address)
             resolved = self.sessions.resolve(token)
             set_cookie = self._cookie_header(token)
-        elif resolved.expired:
-            if browser and method == "GET":
-                return await _redirect(send, "/login?m=expired", self._cookie_header(""))
-            return await _respond(send, 401, {"detail": f"Not authenticated: {EXPIRED}"}, self._cookie_header(""))
         user = resolved.row.user if resolved.row else None
         scope[USER_KEY] = user
         if user is None and path in PAGES and method == "GET":

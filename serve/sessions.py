@@ -30,7 +30,7 @@ from typing import Callable
 from pydantic import Field
 
 from kofin.config import KofinModel
-from kofin.serve.audit import mask, write_audit
+from kofin.serve.audit import AuditTampered, mask, write_audit
 from kofin.serve.store import DirectoryUser, SessionRow, SqlStore
 
 log = logging.getLogger("kofin.serve.sessions")
@@ -70,6 +70,7 @@ class Resolved:
 
 WRONG = "아이디 또는 비밀번호가 올바르지 않습니다."
 THROTTLED = "로그인 시도가 너무 많습니다. 1분 후 다시 시도하세요."
+AUDIT_BROKEN = "감사 로그가 손상되어 로그인을 기록할 수 없습니다. 관리자에게 알려 주세요."
 DIRECTORY_DOWN = "직원 디렉터리(LDAP)에 연결할 수 없습니다. 잠시 후 다시 시도하거나 관리자에게 알려 주세요."
 
 
@@ -96,7 +97,10 @@ class Sessions:
         import asyncio
 
         # scrypt (~60 ms) and the directory's round trips run off the event loop that streams answers.
-        return await asyncio.to_thread(self.login_sync, name, password, address)
+        try:
+            return await asyncio.to_thread(self.login_sync, name, password, address)
+        except AuditTampered:  # a login the audit chain cannot record is not granted (already alarmed)
+            return LoginOutcome(503, AUDIT_BROKEN)
 
     def login_sync(self, name: str, password: str, address: str) -> LoginOutcome:
         now, name = self.clock(), name.strip()
@@ -201,4 +205,9 @@ class Sessions:
     def _event(self, event: str, outcome: str, user: str, address: str, **extra) -> None:
         # A failed or refused name may be anything typed into the field (a resident number too).
         shown = user if outcome in ("success", "idle", "absolute") or event == "unlock" else mask(user)
-        write_audit(self.audit_path, {"event": event, "outcome": outcome, "user": shown, "address": address, **extra})
+        try:
+            write_audit(self.audit_path, {"event": event, "outcome": outcome, "user": shown, "address": address, **extra})
+        except AuditTampered:
+            if event == "login":
+                raise  # no login without its record
+            # An expiry, logout or unlock still takes effect; the refusal was already alarmed.

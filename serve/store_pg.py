@@ -120,6 +120,14 @@ class PostgresAudit:
                        "ON CONFLICT (id) DO UPDATE SET lines = excluded.lines, hash = excluded.hash", (seq, clean["hash"]))
         return clean
 
+    def check(self) -> None:
+        """AuditTampered now if the next append would be refused (kofin.serve.audit.check_appendable)."""
+        db = self.store._db
+        with self.store._lock, db.transaction():
+            head = db.execute("SELECT lines, hash FROM kofin_audit_head WHERE id = 1").fetchone()
+            last = db.execute("SELECT seq, line, hash FROM kofin_audit ORDER BY seq DESC LIMIT 1").fetchone()
+            self._tail(head, last)
+
     def _tail(self, head, last) -> tuple[str, int]:
         if head is None:
             if last is not None:

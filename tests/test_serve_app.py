@@ -433,3 +433,27 @@ def test_host_names_are_read_without_ports():
 def test_only_admins_get_the_upload_listing(app):
     chat, _ = app
     assert chat.uploaded_for("admin").strip() and chat.uploaded_for("teller") == "" and chat.uploaded_for(None) == ""
+
+
+def test_no_answer_is_given_when_the_audit_log_was_cut(bundled_kb, tmp_path):
+    """The chat checks the chain before answering: a cut log gets an error, not an unrecorded answer."""
+    from kofin.serve.audit import verify_audit
+
+    cfg = demo_config(bundled_kb, tmp_path / "serve")
+    with running_app(cfg) as (chat, url):
+        client = _client(url, "teller")
+        client.predict(OPEN_QUESTION, [], api_name="/ask")
+        lines = chat.cfg.audit_path.read_text(encoding="utf-8").splitlines()
+        chat.cfg.audit_path.write_text("\n".join(lines[:-1]) + "\n", encoding="utf-8")
+        job = client.submit(OPEN_QUESTION, [], api_name="/ask")
+        with pytest.raises(Exception, match="감사 로그가 손상되어"):
+            job.result()
+        assert not any("중도해지이율" in _answer_text(update[0]) for update in job.outputs() if update and update[0])
+        assert len(chat.cfg.audit_path.read_text(encoding="utf-8").splitlines()) == len(lines) - 1
+        assert not verify_audit(chat.cfg.audit_path).ok
+        # A login cannot be recorded either: refused with the reason, no session.
+        req = urllib.request.Request(url + "/login", data=b"username=teller&password=teller-demo-1", method="POST",
+                                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=30)
+        assert err.value.code == 503 and "감사 로그가 손상되어" in err.value.read().decode("utf-8")
