@@ -1,4 +1,4 @@
-"""Chat users: salted scrypt password hashes, access groups, admin flag; Gradio's login check.
+"""Chat users: salted scrypt password hashes, access groups, admin flag; the password check.
 
 Run as:
     kofin serve hash-password            (asks twice, prints a hash for a users file)
@@ -9,7 +9,11 @@ A users file (or the `users:` list of a serve config) holds only hashes, never p
       - name: teller
         password_hash: scrypt$16384$8$1$<salt, base64>$<key, base64>
         groups: [branch]          # access groups; `all` documents are open to everyone
-        admin: false              # admins may upload documents and re-index
+        admin: false              # admins may upload documents and re-index (and read `admins` documents)
+
+Directory (LDAP) and SSO users are not listed here: kofin.serve.ldap_login maps their groups at
+each login and keeps them in the shared store, where `UserRegistry.get` finds them. A name listed
+here is always this list's user (small sites, break-glass administrators).
 
 scrypt (stdlib `hashlib.scrypt`, n=2^14, r=8, p=1: ~16 MiB and tens of ms per check) makes a
 stolen file slow to brute-force; the comparison is constant-time and an unknown name costs the
@@ -109,7 +113,8 @@ class UsersFile(KofinModel):
 
 
 class UserRegistry:
-    """Who may log in, and with which groups. Gradio calls `check` as `launch(auth=...)`."""
+    """Who may log in, and with which groups. kofin.serve.sessions calls `check` at login (off the
+    event loop) and everything else asks `get` for the logged-in user's groups."""
 
     def __init__(self, users: list[User]):
         names = [u.name for u in users]
@@ -136,13 +141,6 @@ class UserRegistry:
         user = self.users.get(username)
         ok = check_password(password, user.password_hash if user else _DUMMY)
         return ok and user is not None
-
-    async def check_async(self, username: str, password: str) -> bool:
-        """`check` for Gradio's login route: scrypt (~60 ms) runs in a worker thread, so a burst
-        of login attempts cannot stall the event loop that streams every session's answers."""
-        import asyncio
-
-        return await asyncio.to_thread(self.check, username, password)
 
     def get(self, username: str | None) -> User | None:
         """A YAML user, else a directory user (no password hash: they never log in through this list)."""
