@@ -24,20 +24,27 @@ from dataclasses import dataclass
 
 from kofin.serve.answer import NO_ANSWER, Source, is_injection
 from kofin.data_ko.korean import morpheme_terms, split_sentences
-from kofin.serve.retrieve import HybridRetriever
+from kofin.serve.retrieve import Hit, HybridRetriever
 
 _BULLET = re.compile(r"^(?:[-*•·]\s+)+")
 
-# What kind of value a question asks for, and what such a value looks like in a document.
+# What kind of value a question asks for, and what such a value looks like in a document. The
+# question's interrogative decides, checked from the most specific: "몇 살까지" asks for an age, not
+# the period its 까지 suggests; "비율을 바꾸려면 언제까지" asks for a date, whatever it is about;
+# "얼마부터 얼마까지" asks for an amount.
 _ASKS = {
+    "age": re.compile(r"나이|몇\s*살|연령|살\s*(이상|부터|까지)|세\s*(이상|미만|부터)|고령"),
+    "period": re.compile(r"언제|며칠|몇\s*(일|개월|달|년|주|시간|영업일)|얼마\s*(동안|나\s*(오래|걸))|(기간|기한)\S*\s*(\S+\s*)?(얼마|몇|어떻게|언제)"
+                         r"|걸리|걸려"),
     "rate": re.compile(r"금리|이율|이자율|수수료율|요율|비율|이자\s*얼마|몇\s*(%|퍼센트|프로)|퍼센트|프로(?!그램|세스|필|모션)"),
     "amount": re.compile(r"얼마|금액|한도|수수료|비용|요금|최대|최고|최소|최저|몇\s*(원|만원|천만원|억)"),
-    "period": re.compile(r"기간|언제|며칠|몇\s*(일|개월|달|년|주|시간|영업일|회)|기한|이내|동안|걸리|걸려|만기|시점|부터|까지"),
-    "age": re.compile(r"나이|몇\s*살|연령|살\s*(이상|부터|까지)|세\s*(이상|미만|부터)|고령"),
 }
+_ASKS_NUMBER = re.compile(r"몇|얼마|%|퍼센트|프로")
+# Words that suggest a period only when nothing else is asked ("기간", "만기", "부터", "까지").
+_WEAK_PERIOD = re.compile(r"기간|기한|만기|시점|이내|동안|부터|까지|몇\s*회")
 _VALUES = {
     "rate": re.compile(r"\d+(?:\.\d+)?\s*(%|퍼센트|%p)|연\s*\d+(?:\.\d+)?|\d+\.\d+"),
-    "amount": re.compile(r"\d[\d,.]*\s*(천|만|억|조)?\s*(원|달러|USD|위안|엔)|\d+\s*(천|만|억)\b|무료|면제|없음"),
+    "amount": re.compile(r"\d[\d,.]*\s*(천|만|억|조)?\s*(원|달러|불|USD|위안|엔)|\d+\s*(천|만|억)\b|무료|면제|없음"),
     "period": re.compile(r"\d+\s*(영업일|일|개월|년|주|시간|분|회)|(매월|매년|익월|당일|즉시|만기일)"),
     "age": re.compile(r"(만\s*)?\d+\s*세"),
 }
@@ -58,10 +65,15 @@ class Candidate:
     terms: set[str]
     rows: list["Candidate"]  # for a sentence pointing at a table or list: what follows it
     score: float = 0.0
+    context: frozenset[str] = frozenset()  # its document's title and section heading
 
 
 def asked_kinds(question: str) -> set[str]:
-    return {kind for kind, pattern in _ASKS.items() if pattern.search(question)}
+    """The kind of value asked for (at most one: the first of `_ASKS` the question matches)."""
+    for kind, pattern in _ASKS.items():
+        if pattern.search(question):
+            return {kind}
+    return {"period"} if _WEAK_PERIOD.search(question) else set()
 
 
 def _table_rows(lines: list[str]) -> list[str]:
@@ -103,10 +115,13 @@ def _pieces(text: str) -> list[tuple[str, bool]]:
 def _candidates(src: Source) -> list[Candidate]:
     out: list[Candidate] = []
     pieces = _pieces(src.text)
+    # A table row under "## 2. 가입 대상" of "청년 희망 적금" says "대상: 만 19세 이상": what it is
+    # about is in the title and heading, not the row.
+    context = frozenset(morpheme_terms(f"{src.hit.chunk['title']} {src.hit.chunk['section']}"))
     for pos, (text, _item) in enumerate(pieces):
         if len(text) < 6 or text.rstrip().endswith(("?", "？")) or re.match(r"^Q\d*[.):]", text) or is_injection(text):
             continue
-        cand = Candidate(src.number, pos, text, set(morpheme_terms(text)), [])
+        cand = Candidate(src.number, pos, text, set(morpheme_terms(text)), [], context=context)
         if _POINTS_AT_LIST.search(text):
             # The list may start a sentence or two later ("…아래의 이율을 적용한다. 기본이율은 …").
             j, prose = pos + 1, 0
@@ -117,7 +132,7 @@ def _candidates(src: Source) -> list[Candidate]:
                     if cand.rows or prose > 2:
                         break
                 elif not is_injection(follower):
-                    cand.rows.append(Candidate(src.number, j, follower, set(morpheme_terms(follower)), []))
+                    cand.rows.append(Candidate(src.number, j, follower, set(morpheme_terms(follower)), [], context=context))
                 j += 1
         out.append(cand)
     return out
@@ -142,6 +157,8 @@ def extractive_answer(retriever: HybridRetriever, question: str, sources: list[S
 
     def score(cand: Candidate) -> float:
         overlap = sum(w * idf(t) for t, w in weights.items() if t in cand.terms)
+        # The title and heading count at half weight, for the candidate's own words to decide.
+        overlap += 0.5 * sum(w * idf(t) for t, w in weights.items() if t in cand.context and t not in cand.terms)
         if overlap <= 0:
             return 0.0
         # Long sentences match more words by chance; sqrt length keeps them from winning on size.
@@ -149,7 +166,10 @@ def extractive_answer(retriever: HybridRetriever, question: str, sources: list[S
         if kinds:
             holds = any(_VALUES[k].search(cand.text) for k in kinds) or any(
                 _VALUES[k].search(r.text) for r in cand.rows for k in kinds)
-            value *= 1.5 if holds else 0.6
+            # An age, or a rate asked as a number ("몇 %", "금리 얼마"), is unmistakable when present;
+            # amounts and periods are everywhere, and "어떤 이율이 적용되나요" may be answered in words.
+            specific = kinds == {"age"} or (kinds == {"rate"} and bool(_ASKS_NUMBER.search(asked or question)))
+            value *= (2.5 if specific else 1.5) if holds else (0.4 if specific else 0.6)
         if not wants_definition and _DEFINITION.search(cand.text):
             value *= 0.5
         if not wants_example and _EXAMPLE.search(cand.text):
@@ -181,6 +201,33 @@ def extractive_answer(retriever: HybridRetriever, question: str, sources: list[S
             seen.add((number, pos))
             out.append(f"- {text} [{number}]")
     return "\n".join(out)
+
+
+def value_sibling(retriever: HybridRetriever, query: str, asked: str, hits: list[Hit], groups: tuple[str, ...]) -> Hit | None:
+    """When the question asks for a value (an age, a rate, an amount, a period) and the best
+    document's retrieved chunks hold none of that kind, its other chunk that does and shares most
+    of the question's words: a product sheet states "가입 대상: 만 19세 이상" once, in a chunk
+    that says little else the question says ("몇 살까지 가입돼요?")."""
+    kinds = asked_kinds(asked)
+    if not kinds or not hits:
+        return None
+    doc = hits[0].chunk["doc_id"]
+    shown = {h.index for h in hits}
+    holds = lambda text: any(_VALUES[k].search(text) for k in kinds)  # noqa: E731
+    if any(holds(h.chunk["text"]) for h in hits if h.chunk["doc_id"] == doc):
+        return None
+    kb, weights = retriever.kb, retriever.query_terms(query)
+    allowed = kb.allowed(groups)
+    best, best_overlap = None, 0.0
+    for i in kb.doc_rows(doc):
+        chunk = kb.chunks[i]
+        if i in shown or not allowed[i] or not holds(chunk["text"]):
+            continue
+        terms = set(morpheme_terms(f"{chunk['title']} {chunk['section']} {chunk['text']}"))
+        overlap = sum(w for t, w in weights.items() if t in terms)
+        if overlap > best_overlap:
+            best, best_overlap = Hit(i, 0.0, chunk), overlap
+    return best
 
 
 def _best_rows(rows: list[Candidate], score) -> list[Candidate]:

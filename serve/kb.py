@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,17 @@ class KnowledgeBase:
 
     def __len__(self) -> int:
         return len(self.chunks)
+
+    def doc_rows(self, doc_id: str) -> list[int]:
+        """The rows of one document's chunks, in order."""
+        return self._doc_rows.get(doc_id, [])
+
+    @cached_property
+    def _doc_rows(self) -> dict[str, list[int]]:
+        rows: dict[str, list[int]] = {}
+        for i, c in enumerate(self.chunks):
+            rows.setdefault(c["doc_id"], []).append(i)
+        return rows
 
     def allowed(self, groups: tuple[str, ...] | list[str]) -> np.ndarray:
         """Boolean mask of the chunks a user in `groups` may read (documents open to `all` included)."""

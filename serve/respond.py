@@ -27,7 +27,7 @@ from typing import Any, Iterator
 
 from kofin.serve.answer import NO_ANSWER, Source, build_messages, evidence, suspicious_sentences
 from kofin.serve.citations import verify_citations
-from kofin.serve.extract import extractive_answer
+from kofin.serve.extract import asked_kinds, extractive_answer, value_sibling
 from kofin.serve.followup import rewrite_question
 from kofin.data_ko.korean import clean_text
 from kofin.serve.retrieve import Hit, HybridRetriever
@@ -86,7 +86,9 @@ def answer_stream(retriever: HybridRetriever, settings: AnswerSettings, question
     question = clean_text(question).strip()
     rewritten = rewrite_question(question, history or [], retriever, backend)
     query = rewritten or question
-    hits = _with_continuations(retriever, retriever.search(query, groups, top_k or settings.retrieval.top_k))
+    hits = retriever.search(query, groups, top_k or settings.retrieval.top_k)
+    sibling = value_sibling(retriever, query, _asked(question, rewritten, history), hits, groups)
+    hits = _with_continuations(retriever, hits + ([sibling] if sibling else []))
     yield "retrieved", Retrieved(query, hits)
     sources = [Source(i, h) for i, h in enumerate(hits, 1)]
     result = AskResult(question, NO_ANSWER, [], backend=settings.generation.backend, rewritten_query=rewritten)
@@ -96,7 +98,7 @@ def answer_stream(retriever: HybridRetriever, settings: AnswerSettings, question
         pieces = []
         if backend is None:
             # Extractive answers are ready at once; sent line by line like generated text.
-            raw = extractive_answer(retriever, query, sources, settings.max_sentences, asked=question)
+            raw = extractive_answer(retriever, query, sources, settings.max_sentences, asked=_asked(question, rewritten, history))
             stream: Iterator[str] = iter(raw.splitlines(keepends=True))
         else:
             stream = backend.stream(build_messages(question if rewritten is None else f"{query}\n(원래 질문: {question})", sources))
@@ -137,6 +139,15 @@ def answer_question(retriever: HybridRetriever | Path, settings: AnswerSettings 
         if kind == "done":
             return value
     raise AssertionError("answer_stream ended without a result")  # it always ends with "done"
+
+
+def _asked(question: str, rewritten: str | None, history: list[dict] | None) -> str:
+    """What the user asks for: the question, or for a follow-up that names no kind of value
+    ("카드론은요?") the earlier question's ("현금서비스 한도는 얼마예요?") too."""
+    if rewritten is None or asked_kinds(question):
+        return question
+    earlier = [str(m.get("content") or "") for m in history or [] if isinstance(m, dict) and m.get("role") == "user"]
+    return f"{earlier[-1]} {question}" if earlier else question
 
 
 def asks_live_value(question: str) -> bool:

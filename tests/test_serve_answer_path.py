@@ -220,3 +220,18 @@ def test_a_question_about_a_name_the_kb_never_mentions_is_refused(kb, tmp_path):
         assert not result.found and result.sources == [], question
     # A name in the story of a long question is not what it asks about.
     assert a.ask("저는 여의도에서 일하는 직장인입니다. 스마트 정기예금 가입 금액은 최소 얼마인가요?").found
+
+
+def test_an_asked_for_age_is_quoted_from_the_document_chunk_that_states_it(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "youth.md").write_text(
+        "---\ntitle: 가람 청년 희망 적금\ngroups: [all]\n---\n# 가람 청년 희망 적금\n"
+        "## 1. 상품 개요\n가람 청년 희망 적금은 청년의 목돈 마련을 돕는 적금이다. 청년 희망 적금은 영업점과 앱에서 가입할 수 있다. "
+        "청년 희망 적금에 가입하면 매월 정해진 날에 자동이체로 적립한다.\n"
+        "## 2. 대상\n| 구분 | 내용 |\n|---|---|\n| 대상 | 만 19세 이상 만 34세 이하 |\n| 서류 | 신분증 |\n",
+        encoding="utf-8")
+    ingest(IngestConfig(output_dir=tmp_path / "kb", inputs=[docs]))
+    result = _assistant(tmp_path / "kb", tmp_path).ask("청년 희망 적금 몇 살까지 가입돼요?", top_k=1)
+    assert result.found and "만 34세 이하" in result.answer, result.answer
+    assert len(result.sources) == 2 and all(s["id"] == "youth.md" for s in result.sources)
