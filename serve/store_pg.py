@@ -122,11 +122,16 @@ class PostgresAudit:
 
     def check(self) -> None:
         """AuditTampered now if the next append would be refused (kofin.serve.audit.check_appendable)."""
+        # One statement, one snapshot: two SELECTs could straddle another replica's commit and see
+        # its new line with the old head (a false alarm). Appends take the lock; this check does not.
         db = self.store._db
-        with self.store._lock, db.transaction():
-            head = db.execute("SELECT lines, hash FROM kofin_audit_head WHERE id = 1").fetchone()
-            last = db.execute("SELECT seq, line, hash FROM kofin_audit ORDER BY seq DESC LIMIT 1").fetchone()
-            self._tail(head, last)
+        with self.store._lock:
+            row = db.execute("SELECT h.lines, h.hash, a.seq, a.line, a.hash FROM (SELECT 1) one "
+                             "LEFT JOIN kofin_audit_head h ON h.id = 1 "
+                             "LEFT JOIN LATERAL (SELECT seq, line, hash FROM kofin_audit ORDER BY seq DESC LIMIT 1) a ON true").fetchone()
+        head = None if row[0] is None else (row[0], row[1])
+        last = None if row[2] is None else (row[2], row[3], row[4])
+        self._tail(head, last)
 
     def _tail(self, head, last) -> tuple[str, int]:
         if head is None:
