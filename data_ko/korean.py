@@ -55,6 +55,7 @@ _lock = threading.Lock()
 # makes indexing ~8x faster than analysing every sentence, and a question's words are analysed
 # exactly as the indexed ones were.
 _word_terms: dict[str, tuple[str, ...]] = {}
+_word_names: dict[str, tuple[str, ...]] = {}  # the proper nouns (NNP) of each word, same analysis
 _MAX_CACHED_WORDS = 500_000
 
 
@@ -89,17 +90,24 @@ def _analyse_words(words: list[str]) -> None:
     """
     for w, tokens in zip(words, _kiwi().tokenize(words)):
         _word_terms[w] = _content(tokens)
+        _word_names[w] = tuple(t.form for t in tokens if t.tag == "NNP")
+
+
+def _ensure_analysed(split: list[list[str]]) -> None:
+    # Called under _lock.
+    if len(_word_terms) > _MAX_CACHED_WORDS:
+        _word_terms.clear()
+        _word_names.clear()
+    new = sorted({w for words in split for w in words if w not in _word_terms or w not in _word_names})
+    if new:
+        _analyse_words(new)
 
 
 def morpheme_terms_many(texts: list[str]) -> list[list[str]]:
     """Content morphemes of each text, in order, duplicates kept (BM25 counts them)."""
     split = [t.split() for t in texts]
     with _lock:  # Kiwi instances are not documented as thread-safe (Gradio serves in threads)
-        if len(_word_terms) > _MAX_CACHED_WORDS:
-            _word_terms.clear()
-        new = sorted({w for words in split for w in words if w not in _word_terms})
-        if new:
-            _analyse_words(new)
+        _ensure_analysed(split)
         return [[term for w in words for term in _word_terms[w]] for words in split]
 
 
@@ -109,9 +117,11 @@ def morpheme_terms(text: str) -> list[str]:
 
 
 def proper_nouns(text: str) -> list[str]:
-    """The proper nouns (Kiwi's NNP) of a text, in order."""
+    """The proper nouns (Kiwi's NNP) of a text, in order, read word by word as `morpheme_terms` reads it."""
+    words = text.split()
     with _lock:
-        return [t.form for t in _kiwi().tokenize(text) if t.tag == "NNP"]
+        _ensure_analysed([words])
+        return [name for w in words for name in _word_names[w]]
 
 
 def is_proper_noun(word: str) -> bool:

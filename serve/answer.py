@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from kofin.data_ko.korean import QUESTION_WORDS, morpheme_terms, split_sentences
 from kofin.serve.retrieve import Hit, HybridRetriever
@@ -57,6 +58,7 @@ _CREDENTIAL = re.compile(r"신분증|비밀번호|OTP|보안카드|인증번호|
 _WARNING = re.compile(r"사기|피싱|주의|절대|금지|하지\s*않|않는다|말아|마세요|요구하면|의심|범죄|불법|안\s*된다|안\s*됩니다")
 
 
+@lru_cache(maxsize=65536)  # every answer checks its sources' sentences; documents repeat them
 def is_injection(text: str) -> bool:
     """A sentence addressed to an assistant, overriding other text, or asking for credentials by messenger."""
     if _INJECTION.search(text):

@@ -108,6 +108,27 @@ class KnowledgeBase:
                 mask |= self.group_masks[g]
         return mask
 
+    def char_query(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """The question's char n-gram TF-IDF vector as (columns, values): what the vectorizer's
+        `transform` gives (sublinear tf, idf, l2 norm), without its per-call validation, which
+        took 3 ms of a 10 ms answer."""
+        counts: dict[int, int] = {}
+        vocab = self.char_vectorizer.vocabulary_
+        for gram in self._char_analyzer(text):
+            j = vocab.get(gram)
+            if j is not None:
+                counts[j] = counts.get(j, 0) + 1
+        if not counts:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        cols = np.fromiter(counts, dtype=np.int64, count=len(counts))
+        tf = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
+        values = (1.0 + np.log(tf)) * self.char_vectorizer.idf_[cols]
+        return cols, (values / np.linalg.norm(values)).astype(np.float32)
+
+    @cached_property
+    def _char_analyzer(self):
+        return self.char_vectorizer.build_analyzer()
+
     def encode_query(self, text: str, terms: dict[str, float]) -> np.ndarray:
         """The question as a dense vector: the model's embedding, or its LSA projection."""
         if self.dense_info.kind == "sentence-transformers":

@@ -85,10 +85,10 @@ class HybridRetriever:
         return _top(scores, allowed, self.cfg.candidates)
 
     def _chars(self, text: str, allowed: np.ndarray | None) -> Ranked:
-        q = self.kb.char_vectorizer.transform([text])
-        if q.nnz == 0:
+        cols, values = self.kb.char_query(text)
+        if not len(cols):
             return [], []
-        scores = np.asarray(self.kb.chars[:, q.indices] @ q.data, dtype=np.float32).ravel()
+        scores = np.asarray(self.kb.chars[:, cols] @ values, dtype=np.float32).ravel()
         return _top(scores, allowed, self.cfg.candidates)
 
     def _dense(self, text: str, terms: dict[str, float], allowed: np.ndarray | None) -> Ranked:

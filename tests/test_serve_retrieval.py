@@ -143,3 +143,14 @@ def test_a_words_morphemes_do_not_depend_on_what_was_analysed_before():
     after = korean.morpheme_terms(question)
     assert alone == after
     assert {"신용", "협동조합", "이사", "감사"} <= set(alone)
+
+
+def test_the_question_char_vector_is_the_vectorizers_own(acl_kb):
+    """KnowledgeBase.char_query skips sklearn's per-call overhead; it must give transform's vector."""
+    kb, _ = acl_kb
+    for text in ("예금 지침 12번 문서", "몇프로에여?? 예금예금 예금", "ⓐ 없는 낱말 qwerty", ""):
+        expected = kb.char_vectorizer.transform([text])
+        cols, values = kb.char_query(text)
+        got = dict(zip(cols.tolist(), values.tolist()))
+        assert set(got) == set(expected.indices.tolist()), text
+        assert all(abs(got[j] - v) < 1e-6 for j, v in zip(expected.indices.tolist(), expected.data.tolist())), text
