@@ -81,6 +81,7 @@ def _sql(dsn: str, statement: str, params: tuple = ()) -> None:
         db.execute(statement, params)
 
 
+@pytest.mark.slow
 def test_forty_sessions_alternating_between_replicas_keep_one_chain(replicas, dsn):
     from gradio_client import Client
 
