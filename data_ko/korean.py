@@ -55,7 +55,6 @@ _lock = threading.Lock()
 # makes indexing ~8x faster than analysing every sentence, and a question's words are analysed
 # exactly as the indexed ones were.
 _word_terms: dict[str, tuple[str, ...]] = {}
-_word_names: dict[str, tuple[str, ...]] = {}  # the proper nouns (NNP) of each word, same analysis
 _MAX_CACHED_WORDS = 500_000
 
 
@@ -90,15 +89,13 @@ def _analyse_words(words: list[str]) -> None:
     """
     for w, tokens in zip(words, _kiwi().tokenize(words)):
         _word_terms[w] = _content(tokens)
-        _word_names[w] = tuple(t.form for t in tokens if t.tag == "NNP")
 
 
 def _ensure_analysed(split: list[list[str]]) -> None:
     # Called under _lock.
     if len(_word_terms) > _MAX_CACHED_WORDS:
         _word_terms.clear()
-        _word_names.clear()
-    new = sorted({w for words in split for w in words if w not in _word_terms or w not in _word_names})
+    new = sorted({w for words in split for w in words if w not in _word_terms})
     if new:
         _analyse_words(new)
 
@@ -117,11 +114,10 @@ def morpheme_terms(text: str) -> list[str]:
 
 
 def proper_nouns(text: str) -> list[str]:
-    """The proper nouns (Kiwi's NNP) of a text, in order, read word by word as `morpheme_terms` reads it."""
-    words = text.split()
+    """The proper nouns (Kiwi's NNP) of a sentence, in order. Read as a whole sentence, not word by
+    word as `morpheme_terms` does: whether a word is a name depends on the words around it."""
     with _lock:
-        _ensure_analysed([words])
-        return [name for w in words for name in _word_names[w]]
+        return [t.form for t in _kiwi().tokenize(text) if t.tag == "NNP"]
 
 
 def is_proper_noun(word: str) -> bool:
