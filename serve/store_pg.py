@@ -70,9 +70,21 @@ class PostgresStore(SqlStore):
                 self._db.execute(statement)
 
     def _run(self, sql: str, params: Iterable[Any] = (), fetch: bool = False) -> list[tuple]:
-        with self._lock, self._db.transaction():
-            cur = self._db.execute(sql.replace("?", "%s"), tuple(params))
-            return cur.fetchall() if fetch else []
+        import psycopg
+
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    with self._db.transaction():
+                        cur = self._db.execute(sql.replace("?", "%s"), tuple(params))
+                        return cur.fetchall() if fetch else []
+                except psycopg.OperationalError:
+                    # The server restarted or dropped the connection: connect again once (each call is
+                    # its own transaction, so a retry repeats nothing half done).
+                    if attempt == 2 or not self._db.closed and not self._db.broken:
+                        raise
+                    self._db = _connect(self.dsn)
+        raise AssertionError("unreachable")
 
     def audit_sink(self) -> "PostgresAudit":
         return PostgresAudit(self)
@@ -107,6 +119,7 @@ class PostgresAudit:
         self.where = f"{_safe(store.dsn)} (kofin_audit)"
 
     def append(self, clean: dict[str, Any]) -> dict[str, Any]:
+        self.store._run("SELECT 1")  # reconnects a dropped connection before the transaction below
         db = self.store._db
         with self.store._lock, db.transaction():
             db.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK,))
@@ -124,6 +137,7 @@ class PostgresAudit:
         """AuditTampered now if the next append would be refused (kofin.serve.audit.check_appendable)."""
         # One statement, one snapshot: two SELECTs could straddle another replica's commit and see
         # its new line with the old head (a false alarm). Appends take the lock; this check does not.
+        self.store._run("SELECT 1")
         db = self.store._db
         with self.store._lock:
             row = db.execute("SELECT h.lines, h.hash, a.seq, a.line, a.hash FROM (SELECT 1) one "

@@ -200,3 +200,23 @@ def _call(url: str, path: str, cookie: str, method: str = "GET") -> tuple[int, s
             return r.status, r.read().decode("utf-8", "replace")
     except urllib.error.HTTPError as err:
         return err.code, err.read().decode("utf-8", "replace")
+
+
+def test_the_store_reconnects_after_the_server_dropped_its_connection():
+    from kofin.serve.audit import verify_audit_target
+    from kofin.serve.store import SessionRow
+    from kofin.serve.store_pg import PostgresStore
+
+    with throwaway_cluster() as fresh:  # its own cluster: the module's chain is cut by the test above
+        store = PostgresStore(fresh)
+        store.add_session(SessionRow("reconnect-test", "kim", ["branch"], False, "password", "10.0.0.1", 1.0, 1.0))
+        pid = store._db.info.backend_pid
+        _sql(fresh, "SELECT pg_terminate_backend(%s)", (pid,))  # what a PostgreSQL restart or failover does to it
+        assert store.session("reconnect-test").user == "kim" and store._db.info.backend_pid != pid
+        sink = store.audit_sink()
+        sink.append({"event": "probe", "n": 1})
+        _sql(fresh, "SELECT pg_terminate_backend(%s)", (store._db.info.backend_pid,))
+        sink.append({"event": "probe", "n": 2})
+        check = verify_audit_target(fresh)
+        assert check.ok and check.lines == 2
+        store.close()
