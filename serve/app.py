@@ -26,7 +26,8 @@ from pathlib import Path
 from kofin.errors import KofinError
 from kofin.offline import apply_offline_env
 from kofin.serve.audit import AuditTampered, check_appendable
-from kofin.serve.chat import AccessDenied, Chat, conversation, md_escape, prepare, sources_html
+from kofin.serve.chat import AccessDenied, Chat, prepare
+from kofin.serve.render import conversation, md_escape, sources_html
 from kofin.serve.serve_config import ServeConfig
 from kofin.serve.sessions import Sessions
 

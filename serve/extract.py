@@ -22,11 +22,10 @@ import math
 import re
 from dataclasses import dataclass
 
-from kofin.serve.answer import NO_ANSWER, Source, is_injection
+from kofin.serve.answer import LIST_MARKER, NO_ANSWER, Source, is_injection
 from kofin.data_ko.korean import morpheme_terms, split_sentences
 from kofin.serve.retrieve import Hit, HybridRetriever
 
-_BULLET = re.compile(r"^(?:[-*•·]\s+)+")
 
 # What kind of value a question asks for, and what such a value looks like in a document. The
 # question's interrogative decides, checked from the most specific: "몇 살까지" asks for an age, not
@@ -107,8 +106,8 @@ def _pieces(text: str) -> list[tuple[str, bool]]:
         stripped = line.strip()
         if not stripped or _HEADING.match(stripped):
             continue
-        item = bool(_BULLET.match(stripped) or re.match(r"^\d+[.)]\s", stripped))
-        out += [(_MARKUP.sub("", _BULLET.sub("", s)).strip(), item) for s in split_sentences(stripped)]
+        item = bool(LIST_MARKER.match(stripped) or re.match(r"^\d+[.)]\s", stripped))
+        out += [(_MARKUP.sub("", LIST_MARKER.sub("", s)).strip(), item) for s in split_sentences(stripped)]
     return out
 
 

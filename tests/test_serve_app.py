@@ -174,7 +174,7 @@ def test_history_never_widens_what_a_user_may_see(app, bundled_kb):
     shown, _, sources = _client(url, "teller").predict(FOLLOW_UP, history, api_name="/ask")
     answer = _answer_text(shown)
     assert RESTRICTED_DOC not in sources and not [s for s in secret if s in sources or s in answer.replace("\\", "")]
-    from kofin.serve.chat import conversation
+    from kofin.serve.render import conversation
 
     steps = list(chat.answer(FOLLOW_UP, "teller", history=conversation(history)))
     result = steps[-1][1]

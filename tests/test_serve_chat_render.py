@@ -13,8 +13,9 @@ from types import SimpleNamespace
 import pytest
 
 from kofin.serve.ask import AskResult
-from kofin.serve.chat import (
-    HISTORY_MESSAGES, SOURCES_DISAGREE_TITLE, SUSPICIOUS_NOTE, Chat, answer_markdown, conversation, final_markdown,
+from kofin.serve.chat import Chat
+from kofin.serve.render import (
+    HISTORY_MESSAGES, SOURCES_DISAGREE_TITLE, SUSPICIOUS_NOTE, answer_markdown, conversation, final_markdown,
     md_escape, md_plain, sources_html,
 )
 
