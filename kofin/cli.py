@@ -20,9 +20,8 @@ from kofin.offline import apply_offline_env
 
 
 class Command(NamedTuple):
-    module: str | None  # "pkg.module:function(argv) -> int"; None until the stage is built
+    module: str         # "pkg.module:function(argv) -> int"
     help: str
-    issue: str = ""     # where an unbuilt stage is tracked
     config: str = ""    # "pkg.module:Model" that validates configs/<stage>/*.yaml
 
 
@@ -67,9 +66,6 @@ COMMANDS: dict[str, Command] = {
     ),
 }
 
-EXIT_NOT_BUILT = 3
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kofin",
@@ -79,9 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for name, cmd in COMMANDS.items():
-        label = cmd.help if cmd.module else f"{cmd.help} [not built yet]"
         # add_help=False: the stage's own parser answers `kofin <stage> --help`.
-        sub.add_parser(name, help=label, add_help=False)
+        sub.add_parser(name, help=cmd.help, add_help=False)
     parser.add_argument("--version", action="store_true", help="print the kofin version and exit")
     return parser
 
@@ -103,13 +98,6 @@ def main(argv: list[str] | None = None) -> int:
     if cmd is None:
         parser.parse_args(argv)  # prints argparse's usage error with the valid choices
         return 2
-    if cmd.module is None:
-        print(
-            f"kofin {name}: not built yet. The {name} stage is tracked in {cmd.issue}; "
-            "nothing was run.",
-            file=sys.stderr,
-        )
-        return EXIT_NOT_BUILT
     return load_target(cmd.module)(rest)
 
 

@@ -1,4 +1,4 @@
-"""`kofin` CLI: the subcommand table, a fast --help, honest 'not built yet' stages, and `kofin ask`'s
+"""`kofin` CLI: the subcommand table, a fast --help, and `kofin ask`'s
 words (overrides vs the question), odd text (lone surrogates) and users-file formats."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from kofin.cli import COMMANDS, EXIT_NOT_BUILT, main
+from kofin.cli import main
 
 STAGES = ["data", "sft", "dpo", "merge", "eval", "ingest", "ask", "serve", "audit", "pipeline", "tiny"]
 
@@ -46,17 +46,6 @@ def _timed(fn, *args) -> float:
     t = time.perf_counter()
     assert fn(*args).returncode == 0
     return time.perf_counter() - t
-
-
-def test_unbuilt_stage_says_so_and_fails(capsys, monkeypatch):
-    # Every stage is built now; the table still supports one that is not (a future stage).
-    from kofin.cli import Command
-
-    stage = "future"
-    monkeypatch.setitem(COMMANDS, stage, Command(None, "a stage that is not built", "issue #99"))
-    assert main([stage, "--config", "x.yaml"]) == EXIT_NOT_BUILT
-    err = capsys.readouterr().err
-    assert "not built yet" in err and "nothing was run" in err
 
 
 def test_unknown_command_is_a_usage_error():
