@@ -28,7 +28,7 @@ from kofin.config import ResolvedPath
 from kofin.data_ko.corpus import read_utf8
 from kofin.errors import KofinError
 from kofin.rundir import atomic_write_text
-from kofin.serve.audit import audit_record, default_audit_log, install_log_masking, write_audit
+from kofin.serve.audit import audit_record, check_appendable, default_audit_log, install_log_masking, write_audit
 from kofin.serve.backends import make_backend
 from kofin.serve.conflicts import read_conflicts
 from kofin.data_ko.korean import clean_text
@@ -113,6 +113,7 @@ class Assistant:
         so far (OpenAI chat messages); it can rewrite the query, never widen the groups.
         """
         groups = tuple(groups) + ("all",) if groups is not None else self.groups_of(user)
+        check_appendable(self.audit_log)  # no answer that the audit log could not record
         with self._swap:
             retriever, conflicts = self.retriever, self.conflicts
         started, retrieved, pieces = time.time(), None, []

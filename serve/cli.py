@@ -325,14 +325,21 @@ def audit_cli(argv: list[str]) -> int:
     )
     sub = parser.add_subparsers(dest="action", required=True)
     verify = sub.add_parser("verify", help="verify every line's hash and the chain")
-    verify.add_argument("path", type=Path, metavar="AUDIT.jsonl")
+    verify.add_argument("path", metavar="AUDIT.jsonl|postgresql://…",
+                        help="an audit log file, or the DSN of the replicas' PostgreSQL store (store.dsn)")
     args = parser.parse_args(argv)
-    from kofin.serve.audit import verify_audit
+    from kofin.errors import KofinError
+    from kofin.serve.audit import verify_audit_target
 
-    if not args.path.is_file():
-        print(f"kofin audit: no such audit log: {args.path}", file=sys.stderr)
+    target = args.path
+    if not target.startswith(("postgresql://", "postgres://")) and not Path(target).is_file():
+        print(f"kofin audit: no such audit log: {target}", file=sys.stderr)
         return 2
-    check = verify_audit(args.path)
+    try:
+        check = verify_audit_target(target)
+    except KofinError as err:  # the database cannot be reached
+        print(f"kofin audit: {err}", file=sys.stderr)
+        return 2
     if check.ok:
         print(check.summary())
         return 0

@@ -166,3 +166,24 @@ def test_ask_calibrate_proposes_a_gate_and_names_a_bad_line(ask_kb, kofin_home, 
     labelled.write_text(json.dumps(rows[0], ensure_ascii=False) + "\n{\"question\": \"x\"}\n", encoding="utf-8")
     assert main(["ask", "--kb", str(ask_kb), "--calibrate", str(labelled)]) != 0
     assert f"{labelled}:2" in capsys.readouterr().err
+
+
+def test_ask_gives_no_answer_its_audit_log_cannot_record(ask_kb, kofin_home, capsys, tmp_path):
+    log = tmp_path / "ask.jsonl"
+    assert main(["ask", "--kb", str(ask_kb), ASK, f"audit_log={log}"]) == 0
+    assert main(["ask", "--kb", str(ask_kb), ASK, f"audit_log={log}"]) == 0
+    capsys.readouterr()
+    log.write_text(log.read_text(encoding="utf-8").splitlines(keepends=True)[0], encoding="utf-8")  # the last line cut off
+    assert main(["ask", "--kb", str(ask_kb), ASK, f"audit_log={log}"]) != 0
+    captured = capsys.readouterr()
+    assert "[1]" not in captured.out and captured.err  # no answer, and a reason
+    assert main(["audit", "verify", str(log)]) == 1
+    # Not one streamed piece of an answer before the refusal (a generative answer streams to the terminal).
+    from kofin.serve.ask import AskConfig, Assistant
+    from kofin.serve.audit import AuditTampered
+
+    pieces = []
+    with pytest.raises(AuditTampered):
+        for kind, _ in Assistant(AskConfig(kb=ask_kb, audit_log=log)).stream(ASK):
+            pieces.append(kind)
+    assert pieces == []

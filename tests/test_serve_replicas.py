@@ -189,6 +189,9 @@ def test_a_cut_chain_in_postgresql_is_refused_not_resealed(replicas, dsn):
     with pytest.raises(Exception, match="답변하지 못했습니다"):
         client.predict(OPEN_QUESTION, [], api_name="/ask")
     assert len(_rows(dsn)) == before and not verify_audit_target(dsn).ok  # nothing chained onto the cut
+    from kofin.cli import main as kofin
+
+    assert kofin(["audit", "verify", dsn]) == 1  # the CLI reads the chain from PostgreSQL too
 
 
 def _call(url: str, path: str, cookie: str, method: str = "GET") -> tuple[int, str]:
