@@ -22,6 +22,8 @@ AXOLOTL_VERSION ?= 0.19.0
 # DPO with unsloth runs in its own env too: unsloth pins trl<=1.15 and transformers<=5.17, below the
 # app env's (see training/unsloth-requirements.txt). It builds and pip-checks on CPU; unsloth itself
 # only imports where CUDA is present. UNSLOTH_TORCH_SPEC must satisfy the lock's torch<2.15.
+# On CPU the lock's torchvision (PyPI has only its CUDA build for torch 2.13) cannot load its
+# operators, so transformers' Trainer does not import in this env there; nothing on CPU needs it.
 UNSLOTH_VENV ?= .venv-unsloth
 UNSLOTH_LOCK := training/unsloth-requirements.txt
 UNSLOTH_STAMP := $(UNSLOTH_VENV)/.kofin-unsloth

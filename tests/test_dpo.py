@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -123,6 +124,10 @@ def test_run_holds_the_job_it_trained(tmp_path, sft_run, tiny_data_run):
     assert job["output_dir"] == str(run) and job["pairs"] == str(run / "pairs.jsonl") and job["sft_run"] == str(sft_run)
     assert len((run / "pairs.jsonl").read_text().splitlines()) == require_complete(run)["metrics"]["pairs"]
     assert (run / "trainer_log.json").is_file() and not (run / "trainer").exists()
+    import trl
+
+    trained_with = require_complete(run)["metrics"]["trained_with"]
+    assert trained_with["trl"] == trl.__version__ and trained_with["prefix"] == sys.prefix  # in-process: kofin's env
 
 
 def test_unsloth_without_cuda_is_a_clear_error(tmp_path, monkeypatch):

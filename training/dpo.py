@@ -283,6 +283,8 @@ def summarize(result: dict[str, Any], out: Path, backend: str, pairs: int, linea
         # TRL's num_tokens counts prompt + both answers of every pair seen, padding excluded.
         keys.TOKENS_PER_S: round(last["num_tokens"] / runtime, 1) if "num_tokens" in last and runtime else None,
         keys.ADAPTER_ELEMENTS_CHANGED: round(result["adapter_elements_changed"], 6),
+        # The env that trained (the unsloth env's own pins differ from kofin's, recorded in versions).
+        "trained_with": result.get("versions"),
         # What the adapter applies to, for the merge and eval stages (kofin.rundir.adapter_lineage).
         keys.ADAPTER_BASE: lineage,
     }

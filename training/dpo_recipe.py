@@ -182,7 +182,20 @@ def train(job: dict[str, Any]) -> dict[str, Any]:
     trainer.model.save_pretrained(str(out), selected_adapters=["default"])
     tokenizer.save_pretrained(str(out))
     return {"log_history": trainer.state.log_history, "adapter_elements_changed": changed,
-            "peak_gpu_memory_gib_training": peak}
+            "peak_gpu_memory_gib_training": peak, "versions": env_versions()}
+
+
+def env_versions() -> dict[str, str]:
+    """The libraries of the env the step ran in (for unsloth, not kofin's own)."""
+    from importlib import metadata
+
+    out = {"python": sys.version.split()[0], "prefix": sys.prefix}
+    for name in ("torch", "transformers", "trl", "peft", "accelerate", "bitsandbytes", "unsloth", "unsloth_zoo"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
 
 
 def main(argv: list[str]) -> int:
