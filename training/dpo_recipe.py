@@ -92,7 +92,8 @@ def load_policy_unsloth(job: dict[str, Any]):
 
     checkpointing = "unsloth" if job["gradient_checkpointing"] else False
     common = dict(max_seq_length=job["max_length"], dtype=_dtype(job["precision"]), load_in_4bit=job["load_in_4bit"],
-                  use_gradient_checkpointing=checkpointing, local_files_only=True)
+                  use_gradient_checkpointing=checkpointing, local_files_only=True,
+                  use_exact_model_name=True)  # a local folder, never swapped for an unsloth/* hub name
     if job["sft_run"] is not None:
         # unsloth's own adapter path: given the SFT run folder it loads the base named in
         # adapter_config.json, attaches the adapter trainable and runs patch_peft_model (k-bit
