@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from kofin.config import KofinModel, ResolvedPath, StageConfig
+from kofin.config import ResolvedPath, StageConfig
 from kofin.training.sft_config import LoraSettings, Schedule
 
 LossType = Literal[

@@ -178,7 +178,7 @@ def sft_measure(model_dir: Path, layers: int, width: dict[str, int], args: argpa
         "peak_allocated_gib": round(torch.cuda.max_memory_allocated() / GIB, 3) if cuda else None,
         "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / GIB, 3) if cuda else None,
     }
-    del model, optim
+    model = optim = None  # free the device for the next point (step() is done with them)
     return out
 
 
