@@ -104,9 +104,9 @@ def test_4bit_dpo_through_trl_keeps_fp32_adapters_that_all_move(tmp_path, sft_ru
 
 
 @pytest.mark.slow
-def test_bf16_adapters_on_a_4bit_base_barely_move(tmp_path, sft_run, tiny_data_run, monkeypatch):
+def test_bf16_adapters_on_a_4bit_base_leave_many_elements_unchanged(tmp_path, sft_run, tiny_data_run, monkeypatch):
     """The failure the fp32 rule prevents, shown on the same run: with TRL's bf16 cast left in place
-    most adapter elements never change at DPO's learning rate."""
+    DPO-sized updates round away (here 45.5% of elements changed in 3 steps, against 99.999% in fp32)."""
     from kofin.training import dpo_recipe
 
     monkeypatch.setattr(dpo_recipe, "keep_adapters_fp32", lambda model, before: None)
@@ -114,7 +114,7 @@ def test_bf16_adapters_on_a_4bit_base_barely_move(tmp_path, sft_run, tiny_data_r
                               "training.learning_rate=5e-6", "training.max_steps=3"), progress=False)
     m = require_complete(run, "dpo")["metrics"]
     assert {v.dtype for v in load_file(str(run / "adapter_model.safetensors")).values()} == {torch.bfloat16}
-    assert m["adapter_elements_changed"] < 0.5, m["adapter_elements_changed"]
+    assert m["adapter_elements_changed"] < 0.6, m["adapter_elements_changed"]
 
 
 def test_run_holds_the_job_it_trained(tmp_path, sft_run, tiny_data_run):
