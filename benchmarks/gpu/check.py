@@ -82,8 +82,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ---------------------------------------------------------------- models
 
 
-def build_model(width: dict[str, int], layers: int, out: Path, tokenizer: Path, *, seed: int = 0) -> Path:
-    """A random-init Llama of this width, saved in bf16 with the tokenizer beside it."""
+def build_model(width: dict[str, int], layers: int, out: Path, tokenizer: Path, *, seed: int = 0,
+                device: str = "cpu") -> Path:
+    """A random-init Llama of this width, initialised on `device` (seconds on a GPU), saved in bf16
+    with the tokenizer beside it."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -98,8 +100,10 @@ def build_model(width: dict[str, int], layers: int, out: Path, tokenizer: Path, 
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
         tie_word_embeddings=False, dtype="bfloat16",
     )
-    model = LlamaForCausalLM(config).to(torch.bfloat16)
+    with torch.device(device):
+        model = LlamaForCausalLM(config).to(torch.bfloat16)
     model.save_pretrained(str(out), safe_serialization=True)
+    del model
     tok.save_pretrained(str(out))
     return out
 
@@ -194,7 +198,7 @@ def extrapolate(points: list[dict[str, Any]], key: str, layers: int = EEVE_LAYER
 
 
 def sft_part(args: argparse.Namespace, width: dict[str, int]) -> dict[str, Any]:
-    points = [sft_measure(build_model(width, n, args.work / f"base-{n}l", args.tokenizer), n, width, args)
+    points = [sft_measure(build_model(width, n, args.work / f"base-{n}l", args.tokenizer, device=args.device), n, width, args)
               for n in args.layers]
     shape48 = memory.LlamaShape(hidden=width["hidden"], intermediate=width["intermediate"], layers=EEVE_LAYERS,
                                 heads=width["heads"], kv_heads=width["kv_heads"], vocab=width["vocab"])
@@ -306,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     if "sft" not in args.skip:
         parts["sft"] = sft_part(args, width)
     if {"dpo_unsloth", "dpo_trl"} - args.skip:
-        base = build_model(width, min(args.layers), args.work / f"base-{min(args.layers)}l", args.tokenizer)
+        base = build_model(width, min(args.layers), args.work / f"base-{min(args.layers)}l", args.tokenizer,
+                           device=args.device)
         sft = stacked_adapter(base, args.r, args.work / f"sft-{min(args.layers)}l-r{args.r}")
         for backend, python in (("unsloth", args.unsloth_python), ("trl", sys.executable)):
             if f"dpo_{backend}" not in args.skip:
