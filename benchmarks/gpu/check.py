@@ -6,7 +6,7 @@ Run as:
 
 What it measures, on random-init models built here (no weights are downloaded or carried):
   sft:  QLoRA r=256 on all linears of EEVE-width models (hidden 4096, MLP 14336, 32/8 heads, vocab
-        40960) at 2 and 4 layers, 4096-token sequences, gradient checkpointing, fp32 AdamW, bf16:
+        40960) at 2 and 4 layers, packed 4096-token rows (SDPA, block-diagonal mask), checkpointing, fp32 AdamW, bf16:
         tokens/s and peak memory, extrapolated linearly in layers to EEVE's 48 and set beside
         `kofin sft --dry-run`'s estimate (training/memory.py, loaded by path: kofin need not be installed).
   dpo:  training/dpo_recipe.py, the file `kofin dpo` runs, on a stacked r=256 adapter over the
@@ -153,10 +153,22 @@ def sft_measure(model_dir: Path, layers: int, width: dict[str, int], args: argpa
     gen = torch.Generator().manual_seed(layers)
     vocab = model.config.vocab_size
 
+    def packed_row() -> tuple[torch.Tensor, torch.Tensor]:
+        """Six documents of random length packed into one row, as axolotl's sample packing with SDPA
+        does it: positions restart at each document and a block-diagonal causal mask (bool, 1 x 1 x
+        s x s) keeps documents apart (transformers does not derive it from the positions)."""
+        cuts = sorted(torch.randint(1, args.seq_len, (5,), generator=gen).tolist())
+        lengths = [b - a for a, b in zip([0, *cuts], [*cuts, args.seq_len]) if b > a]
+        positions = torch.cat([torch.arange(n) for n in lengths]).unsqueeze(0)
+        doc = torch.cat([torch.full((n,), i) for i, n in enumerate(lengths)])
+        causal = torch.ones(args.seq_len, args.seq_len, dtype=torch.bool).tril()
+        return positions, ((doc[:, None] == doc[None, :]) & causal)[None, None]
+
     def step() -> float:
         ids = torch.randint(3, vocab, (1, args.seq_len), generator=gen).to(args.device)
+        positions, mask = (t.to(args.device) for t in packed_row())
         with torch.autocast(args.device, dtype=torch.bfloat16):
-            loss = model(input_ids=ids, labels=ids).loss
+            loss = model(input_ids=ids, position_ids=positions, attention_mask=mask, labels=ids).loss
         loss.backward()
         optim.step()
         optim.zero_grad(set_to_none=True)
