@@ -92,6 +92,9 @@ class EvalConfig(StageConfig):
         None, description="An LLM judge for citation support in RAG tasks ({path: MODEL_DIR} or {endpoint: URL, "
         "served_model: NAME}): asked in Korean whether the cited sources support the sentence, greedy answer parsed "
         "as 예/아니오; null = citation_nli_model, else the lexical judge.")
+    bootstrap_resamples: int = Field(
+        1000, ge=10, description="Bootstrap resamples for the 95% intervals and paired tests (fewer: faster, noisier).")
+    seed: int = Field(0, description="Seed of the bootstrap resampling: the same records give the same intervals.")
     limit: int | None = Field(None, gt=0, description="Score only the first N examples of each task (smoke runs).")
     batch_size: int = Field(8, gt=0, description="Sequences per forward pass (log-likelihood and generation).")
     device: str = Field("auto", description="auto (cuda when present, else cpu), cpu, cuda, cuda:1 ...")

@@ -63,19 +63,26 @@ _NUM = r"\d[\d,]*(?:\.\d+)?"
 _UNIT = "[조억만천백십]"
 # A number, its units, and further "number+unit" groups after a space: "1억 2천만원", "12억",
 # "1,200만 원". A space is only crossed before a group that has a unit, so "3 5" is two numbers.
-_NUMBER_EXPR = re.compile(rf"[-−]?{_NUM}(?:\s*{_UNIT})*(?:\s*{_NUM}(?:\s*{_UNIT})+)*")
+# A bare unit word is a number only where nothing but 원 or the end follows and no syllable comes
+# before: "천만원", "만원", "백만 원" are amounts; "만약", "수백만", "백화점" are not.
+_BARE_UNITS = rf"(?<![가-힣\d]){_UNIT}*[조억만천백](?=\s*원|\s*$)"
+_NUMBER_EXPR = re.compile(rf"[-−]?{_NUM}(?:\s*{_UNIT})*(?:\s*{_NUM}(?:\s*{_UNIT})+)*|{_BARE_UNITS}")
 _TOKEN = re.compile(rf"({_NUM})|({_UNIT})")
 
 
 def parse_korean_number(expr: str) -> float:
     """Value of one number expression with Korean units: `1억 2천만원` -> 120000000.0.
 
-    천/백/십 multiply within a 만-group, 조/억/만 close a group; `%` and `원` are dropped
-    (`3.5%` -> 3.5). Raises ValueError when `expr` holds no number.
+    천/백/십 multiply within a 만-group, 조/억/만 close a group; a unit without a digit before it
+    counts one (`천만원` = 10,000,000, `만원` = 10,000). A trailing 천/백/십 group after 억 or 조
+    is in the next group down, as Koreans say amounts: `3억5천` = 3억 5천만 = 350,000,000
+    (`1만5천` stays 15,000; a bare trailing number, `1억 5000`, stays 100,005,000). `%` and `원`
+    are dropped (`3.5%` -> 3.5). Raises ValueError when `expr` holds no number.
     """
     total, group, pending = 0.0, 0.0, None
+    last_big, group_has_small = 0, False
     tokens = _TOKEN.findall(expr)
-    if not any(num for num, _ in tokens):
+    if not tokens:
         raise ValueError(f"no number in {expr!r}")
     for num, unit in tokens:
         if num:
@@ -84,11 +91,13 @@ def parse_korean_number(expr: str) -> float:
             pending = float(num.replace(",", ""))
         elif unit in _SMALL_UNITS:
             group += (1.0 if pending is None else pending) * _SMALL_UNITS[unit]
-            pending = None
+            pending, group_has_small = None, True
         else:
             group += pending or 0.0
             total += (group or 1.0) * _BIG_UNITS[unit]
-            group, pending = 0.0, None
+            group, pending, last_big, group_has_small = 0.0, None, _BIG_UNITS[unit], False
+    if group_has_small and pending is None and last_big > _BIG_UNITS["만"]:
+        group *= last_big // _BIG_UNITS["만"]  # "3억5천": the 천 is 천만
     value = total + group + (pending or 0.0)
     return -value if expr.lstrip().startswith(("-", "−")) else value
 
@@ -222,16 +231,9 @@ def citation_scores(
     Out-of-range ids (`[9]` with 3 sources) count as citations that support nothing.
     """
     from kofin.data_ko.citations import CITATION as _CITE, cited_numbers  # the syntax kofin ask writes
-    from kofin.data_ko.korean import split_sentences
 
     judge = judge or lexical_judge()
-    sentences: list[str] = []
-    for piece in split_sentences(answer):
-        # "…적용한다. [1]" splits after the period; a citation-only piece belongs to the sentence before it.
-        if sentences and not _CITE.sub("", piece).strip():
-            sentences[-1] += " " + piece
-        else:
-            sentences.append(piece)
+    sentences = answer_sentences(answer)
     supported, relevant, n_citations = 0, 0, 0
 
     def passages(ids: list[int]) -> list[str]:
@@ -257,6 +259,59 @@ def citation_scores(
         sentences=len(sentences),
         citations=n_citations,
     )
+
+
+def answer_sentences(answer: str) -> list[str]:
+    """The answer's sentences, each with the citations written after it."""
+    from kofin.data_ko.citations import CITATION as _CITE
+    from kofin.data_ko.korean import split_sentences
+
+    sentences: list[str] = []
+    for piece in split_sentences(answer):
+        # "…적용한다. [1]" splits after the period; a citation-only piece belongs to the sentence before it.
+        if sentences and not _CITE.sub("", piece).strip():
+            sentences[-1] += " " + piece
+        else:
+            sentences.append(piece)
+    return sentences
+
+
+# A sentence with fewer word characters than this ("네.", "1.") states nothing a source must back.
+MIN_FACTUAL_CHARS = 4
+
+
+@dataclass
+class CitationFormat:
+    """Does a generated answer follow kofin's citation format (the format NEFTune broke)?"""
+
+    compliant: bool        # it states something, every factual sentence cites a valid [n], no id is out of range
+    cites_nothing: bool    # no valid [n] anywhere in the answer
+    out_of_range: list[int]  # cited ids with no such source ([9] with 3 sources)
+    uncited_sentences: int   # factual sentences without a valid citation
+    factual_sentences: int
+
+
+def citation_format(answer: str, n_sources: int, removed_ids: Sequence[int] = ()) -> CitationFormat:
+    """Format compliance of `answer` citing `n_sources` numbered sources.
+
+    `removed_ids`: ids the answer path already stripped as out of range (`kofin.serve` removes
+    them from the served text and reports them), counted as if still in the text.
+    """
+    from kofin.data_ko.citations import CITATION as _CITE
+
+    out_of_range = sorted({*removed_ids, *(i for m in _CITE.finditer(answer) for i in map(int, m.group(1).split(","))
+                                           if not 1 <= i <= n_sources)})
+    factual = uncited = valid_anywhere = 0
+    for sentence in answer_sentences(answer):
+        ids = [i for m in _CITE.finditer(sentence) for i in map(int, m.group(1).split(","))]
+        valid = [i for i in ids if 1 <= i <= n_sources]
+        valid_anywhere += bool(valid)
+        if len(re.sub(r"[\W_]+", "", _CITE.sub("", sentence))) < MIN_FACTUAL_CHARS:
+            continue
+        factual += 1
+        uncited += not valid
+    return CitationFormat(compliant=factual > 0 and uncited == 0 and not out_of_range, cites_nothing=not valid_anywhere,
+                          out_of_range=out_of_range, uncited_sentences=uncited, factual_sentences=factual)
 
 
 def mean(values: Sequence[float]) -> float:

@@ -78,6 +78,7 @@ def score_rag(spec: TaskSpec, examples: list[Example], backend: Any, judge: Any 
     for ex, result, passages in zip(examples, results, passages_of):
         docs = _unique_docs(result.sources)[:depth]
         cites = M.citation_scores(result.answer, passages, judge)
+        fmt = M.citation_format(result.answer, len(passages), result.removed_citations)
         gold = ex.meta["gold"]
         records.append({
             "id": ex.id, "where": ex.where, "question": ex.question, "choices": [], "gold": ex.answer,
@@ -88,14 +89,26 @@ def score_rag(spec: TaskSpec, examples: list[Example], backend: Any, judge: Any 
             "token_f1": round(M.token_f1(result.answer, ex.answer), 6),
             "rouge_l": round(M.rouge_l(result.answer, ex.answer), 6),
             "citation_recall": round(cites.recall, 6), "citation_precision": round(cites.precision, 6),
+            "citation_format_ok": fmt.compliant, "citation_none": fmt.cites_nothing,
+            "citation_out_of_range_ids": fmt.out_of_range, "uncited_sentences": fmt.uncited_sentences,
         })
     return records
 
 
-def rag_metrics(spec: TaskSpec, records: list[dict[str, Any]]) -> dict[str, float]:
+def rag_metric_defs(spec: TaskSpec) -> dict[str, Any]:
+    """RAG metrics as `kofin.eval.scoring.MetricDef`s. Citation format (share of answers whose every
+    factual sentence cites a valid [n]; answers citing an out-of-range id; answers citing nothing)
+    sits beside ALCE's recall / precision: an answer can cite well-formed ids that support nothing,
+    or support every claim and drop the [n] a reviewer clicks."""
+    from kofin.eval.scoring import MetricDef, _mean_of, _share
+
     depth = max(spec.k)
-    keys = [f"recall@{k}" for k in spec.k] + ["reciprocal_rank", f"ndcg@{depth}", "token_f1", "rouge_l",
-                                               "citation_recall", "citation_precision"]
-    out = {k: M.mean([r[k] for r in records]) for k in keys}
-    out["mrr"] = out.pop("reciprocal_rank")
+    out: dict[str, MetricDef] = {f"recall@{k}": _mean_of(f"recall@{k}") for k in spec.k}
+    out["mrr"] = _mean_of("reciprocal_rank")
+    out[f"ndcg@{depth}"] = _mean_of(f"ndcg@{depth}")
+    for key in ("token_f1", "rouge_l", "citation_recall", "citation_precision"):
+        out[key] = _mean_of(key)
+    out["citation_format_ok"] = _share(lambda r: bool(r["citation_format_ok"]))
+    out["citation_out_of_range"] = _share(lambda r: bool(r["citation_out_of_range_ids"]))
+    out["citation_none"] = _share(lambda r: bool(r["citation_none"]))
     return out

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from kofin.errors import KofinError
-from kofin.eval.run import COST_COLUMNS  # the training-cost row's names, defined where the row is built
+from kofin.eval.cost import COST_COLUMNS  # the training-cost row's names, defined where the row is built
+from kofin.eval.verdict import PRIMARY
 from kofin.rundir import atomic_write_text
 
-PRIMARY = {"mcq": "acc", "classification": "weighted_f1", "numeric_qa": "exact_match", "rag": "mrr"}
 KOREAN_FONT_NAMES = ("NanumGothic", "Noto Sans CJK KR", "Noto Sans KR", "Malgun Gothic", "AppleGothic", "UnDotum")
 MAX_FAILURES = 5  # per model and task in the drill-down
 

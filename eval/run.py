@@ -24,23 +24,16 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from kofin import manifest_keys as keys
 from kofin.errors import KofinError
-from kofin.eval.config import EvalConfig, EvalModel, GpuPrice
+from kofin.eval.config import EvalConfig, EvalModel
+# Re-exported: the cost lineage lives in kofin.eval.cost; older callers import it from here.
+from kofin.eval.cost import COST_COLUMNS as COST_COLUMNS
+from kofin.eval.cost import model_cost, training_table
+from kofin.eval.cost import training_cost as training_cost
 from kofin.eval.tasks import Example, TaskSpec, load_examples, load_task, prompt_for
 from kofin.rundir import atomic_write_json, atomic_write_text, is_complete, open_run, require_complete
 
-# Training-cost numbers a kofin sft/dpo manifest records under `metrics`, shown per stage.
-COST_KEYS = keys.TRAINING_COST_KEYS
-# Columns eval derives from a manifest's own facts where its metrics record none (DPO, merge).
-STAGE = "stage"
-PEAK_GPU_MEMORY_GIB = "peak_gpu_memory_gib"
-PEAK_RSS_GIB = "peak_rss_gib"
-GPU_HOURS_ESTIMATED = "gpu_hours_estimated"
-# The training-cost table's columns, in order (kofin.eval.report shows them).
-COST_COLUMNS = (STAGE, keys.METHOD, keys.WORLD_SIZE, keys.GPU_HOURS, GPU_HOURS_ESTIMATED, keys.TOKENS_PER_S,
-                keys.TOKENS_PER_S_PER_GPU, keys.TOKENS_TOTAL, keys.PEAK_GPU_MEMORY_GIB_RANK0, PEAK_GPU_MEMORY_GIB,
-                PEAK_RSS_GIB, keys.TRAIN_RUNTIME_S, keys.WALL_TIME_S, keys.COST)
+RAG_RECORD_VERSION = 2
 
 
 class EvalError(KofinError):
@@ -58,6 +51,7 @@ def main(cfg: EvalConfig) -> Path:
         records_root = run.path / "records"
         _carry_finished_records(cfg.output_dir / "records", records_root)
         results: dict[str, dict[str, dict[str, float]]] = {}
+        kept: dict[str, dict[str, list[dict]]] = {}
         scored = 0
         from kofin.eval.judge import citation_judge
 
@@ -71,13 +65,14 @@ def main(cfg: EvalConfig) -> Path:
             path, manifest = models[m.name]
             store = ModelRecords(records_root / m.name, path, manifest, f"{m.endpoint} {m.served_model}" if m.endpoint else None)
             backend = None
-            results[m.name] = {}
+            results[m.name], kept[m.name] = {}, {}
             for spec in specs:
                 todo = store.missing(spec, examples[spec.name], judge_name)
                 if todo and backend is None:
                     backend = make_backend(m, path, cfg)
                 scored += _score_in_chunks(spec, todo, backend, store, cfg, m.name, (judge, judge_name))
                 results[m.name][spec.name] = store.metrics(spec, examples[spec.name], bert)
+                kept[m.name][spec.name] = store.ordered()
         for stale in records_root.iterdir():
             if stale.name not in results:  # a model dropped from the config since the carried run
                 shutil.rmtree(stale)
@@ -91,7 +86,12 @@ def main(cfg: EvalConfig) -> Path:
             "results": results,
             "forgetting": forgetting_deltas(results, cfg.base_model.name, [s.name for s in specs if s.group == "general"]),
             "training": training_table(models, cfg.training_runs, cfg.gpu_price),
+            "resamples": cfg.bootstrap_resamples,
         }
+        from kofin.eval.verdict import significance
+
+        costs = {name: model_cost(manifest, cfg.gpu_price) for name, (_, manifest) in models.items()}
+        metrics |= significance(specs, kept, cfg.base_model.name, costs, cfg.bootstrap_resamples, cfg.seed)
         atomic_write_json(run.path / "metrics.json", metrics)
         if cfg.report:
             from kofin.eval.report import build_report
@@ -185,6 +185,10 @@ class ModelRecords:
             f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
             f.flush()
 
+    def ordered(self) -> list[dict]:
+        """The records of the last `metrics` call, in example order."""
+        return self._ordered
+
     def metrics(self, spec: TaskSpec, examples: list[Example], bert: Any = None) -> dict[str, float]:
         from kofin.eval.scoring import task_metrics
 
@@ -197,14 +201,18 @@ class ModelRecords:
         # Rewrite in example order, without superseded or stale lines, so the file is the record of this run.
         path = self._file(spec)
         atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ordered))  # a kill keeps the old file
+        self._ordered = ordered
         return task_metrics(spec, ordered)
 
 
 def example_key(spec: TaskSpec, ex: Example, judge_name: str = "lexical") -> str:
     """Changes when anything that decides the example's scores changes (the citation judge: RAG only)."""
     judge_name = judge_name if spec.kind == "rag" else ""
+    # RAG records gained citation-format fields: records written before them are scored again.
+    schema = RAG_RECORD_VERSION if spec.kind == "rag" else 0
     blob = json.dumps([spec.kind, prompt_for(spec, ex), ex.choices, ex.answer, spec.max_new_tokens, judge_name,
-                       str(spec.kb or spec.documents or ""), spec.answer_with, spec.k], ensure_ascii=False)
+                       str(spec.kb or spec.documents or ""), spec.answer_with, spec.k]
+                      + ([schema] if schema else []), ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -246,7 +254,8 @@ def _score_in_chunks(spec: TaskSpec, todo: list[Example], backend: Any, store: M
 
 
 def forgetting_deltas(results: dict[str, dict[str, dict[str, float]]], base: str, general: list[str]) -> dict:
-    """Each non-base model's metric minus the base's on the general tasks (negative = forgot)."""
+    """Each non-base model's metric minus the base's on the general tasks: model - base, so on a
+    higher-is-better metric a negative delta is forgetting (its test: metrics.json `comparisons`)."""
     out: dict[str, dict[str, dict[str, float]]] = {}
     for name, per_task in results.items():
         if name == base:
@@ -255,67 +264,3 @@ def forgetting_deltas(results: dict[str, dict[str, dict[str, float]]], base: str
             t: {k: round(v - results[base][t][k], 6) for k, v in per_task[t].items()} for t in general
         }
     return out
-
-
-def training_table(models: dict[str, tuple[Path, dict | None]], runs: list[Path], price: GpuPrice | None = None) -> dict[str, dict[str, Any]]:
-    """Time and cost of each training stage: the runs that made each evaluated model (a merge run's
-    DPO and SFT runs before it, found through the manifests' inputs), the model's own run, then
-    `training_runs`."""
-    rows: dict[str, dict[str, Any]] = {}
-    for name, (_, manifest) in models.items():
-        if manifest is None:
-            continue
-        for path, upstream in _upstream_runs(manifest):
-            rows.setdefault(f"{upstream.get('stage')}:{path.name}", training_cost(upstream, price))
-        rows[name] = training_cost(manifest, price)
-    for i, path in enumerate(runs):
-        manifest = require_complete(path, what=f"training_runs[{i}]")
-        rows[f"{manifest.get('stage')}:{path.name}"] = training_cost(manifest, price)
-    return rows
-
-
-LINEAGE_STAGES = ("data", "sft", "dpo", "merge")
-
-
-def _upstream_runs(manifest: dict, seen: set[Path] | None = None) -> list[tuple[Path, dict]]:
-    """Complete data/sft/dpo/merge runs a run read as inputs, recursively, earliest first."""
-    seen = set() if seen is None else seen
-    out: list[tuple[Path, dict]] = []
-    for item in (manifest.get("inputs") or {}).values():
-        path = Path(item.get("path", ""))
-        if path in seen or not is_complete(path):
-            continue
-        seen.add(path)
-        upstream = require_complete(path)
-        if upstream.get("stage") in LINEAGE_STAGES:
-            out += _upstream_runs(upstream, seen) + [(path, upstream)]
-    return out
-
-
-def training_cost(manifest: dict, price: GpuPrice | None = None) -> dict[str, Any]:
-    """One stage's row: what its manifest records, and estimates where it records none.
-
-    `kofin sft` records GPU-hours and cost from its launcher; other stages (DPO in-process, merge)
-    record only wall time and per-device peak memory, so GPU-hours are wall time x the GPUs that
-    held memory, priced with the eval config's `gpu_hour_price`, and marked as estimates.
-    """
-    m = manifest.get(keys.METRICS) or {}
-    row = {STAGE: manifest.get("stage"), keys.WALL_TIME_S: manifest.get(keys.WALL_TIME_S),
-           **{k: m[k] for k in COST_KEYS if k in m}}
-    gpus = {k: v for k, v in (manifest.get(keys.PEAK_GPU_MB) or {}).items() if v}
-    if gpus and row.get(keys.PEAK_GPU_MEMORY_GIB_RANK0) is None:
-        row[PEAK_GPU_MEMORY_GIB] = round(max(gpus.values()) / 1024, 3)
-    rss = manifest.get(keys.PEAK_RSS_MB) or {}
-    if rss:
-        row[PEAK_RSS_GIB] = round(max(rss.values()) / 1024, 3)
-    if keys.GPU_HOURS not in row and gpus and row[keys.WALL_TIME_S]:
-        row[keys.GPU_HOURS] = round(row[keys.WALL_TIME_S] * len(gpus) / 3600, 4)
-        row[GPU_HOURS_ESTIMATED] = True
-    cost = row.get(keys.COST)
-    if isinstance(cost, dict):  # {"amount": 12.0, "currency": "USD", ...} -> "12.0 USD"
-        row[keys.COST] = f"{cost.get('amount')} {cost.get('currency', '')}".strip() if cost.get("gpu_hour_price") != 0 else None
-    if row.get(keys.COST) is None and price is not None and row.get(keys.GPU_HOURS) is not None:
-        row[keys.COST] = f"{round(row[keys.GPU_HOURS] * price.gpu_hour_price, 2)} {price.currency} (est.)"
-    if row.get(keys.COST) is None:
-        row.pop(keys.COST, None)
-    return row

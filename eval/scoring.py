@@ -15,11 +15,15 @@ on the records it keeps.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 from kofin.eval import metrics as M
 from kofin.eval.engine import TransformersBackend
 from kofin.eval.tasks import LETTERS, Example, TaskSpec, prompt_for
+
+# Metrics where a smaller value is better; every other metric is higher-is-better.
+LOWER_IS_BETTER = frozenset({"citation_out_of_range", "citation_none"})
 
 
 def continuations(spec: TaskSpec, ex: Example) -> list[str]:
@@ -80,30 +84,53 @@ def _argmax(values: list[float]) -> int:
     return max(range(len(values)), key=lambda i: values[i])  # ties: the first option, as numpy
 
 
-def task_metrics(spec: TaskSpec, records: list[dict[str, Any]]) -> dict[str, float]:
-    """Aggregate one (model, task)'s records; every value is higher-is-better in [0, 1]."""
-    if spec.kind == "rag":
-        from kofin.eval.rag import rag_metrics
+@dataclass(frozen=True)
+class MetricDef:
+    """How one metric is computed from a (model, task)'s records, and tested.
 
-        out = rag_metrics(spec, records)
+    `outcome` is the per-example 0/1 event for a metric that is a proportion (accuracy, exact
+    match): its interval is Wilson's and its paired test McNemar's. None = bootstrap over records.
+    """
+
+    statistic: Callable[[Sequence[dict]], float]
+    outcome: Callable[[dict], bool] | None = None
+
+
+def _share(event: Callable[[dict], bool]) -> MetricDef:
+    return MetricDef(lambda rs: M.mean([float(event(r)) for r in rs]), event)
+
+
+def _mean_of(key: str) -> MetricDef:
+    return MetricDef(lambda rs: M.mean([float(r[key]) for r in rs]))
+
+
+def _gen(r: dict) -> int:
+    return -1 if r["pred_gen"] is None else r["pred_gen"]  # an unparseable generation is wrong (-1 is never gold)
+
+
+def metric_defs(spec: TaskSpec, records: Sequence[dict] = ()) -> dict[str, MetricDef]:
+    """Every metric of the task's kind, in report order; bertscore_f1 when every record carries one."""
+    if spec.kind == "rag":
+        from kofin.eval.rag import rag_metric_defs
+
+        out = rag_metric_defs(spec)
     elif spec.kind in ("mcq", "classification"):
-        gold = [r["gold"] for r in records]
-        # An unparseable generation is a wrong answer (-1 is never a gold index).
-        gen = [-1 if r["pred_gen"] is None else r["pred_gen"] for r in records]
         out = {
-            "acc": M.accuracy(gold, [r["pred_ll"] for r in records]),
-            "acc_norm": M.accuracy(gold, [r["pred_ll_norm"] for r in records]),
-            "acc_gen": M.accuracy(gold, gen),
+            "acc": _share(lambda r: r["pred_ll"] == r["gold"]),
+            "acc_norm": _share(lambda r: r["pred_ll_norm"] == r["gold"]),
+            "acc_gen": _share(lambda r: _gen(r) == r["gold"]),
         }
         if spec.kind == "classification":
-            out["weighted_f1"] = M.weighted_f1(gold, [r["pred_ll"] for r in records])
-            out["weighted_f1_gen"] = M.weighted_f1(gold, gen)
+            out["weighted_f1"] = MetricDef(lambda rs: M.weighted_f1([r["gold"] for r in rs], [r["pred_ll"] for r in rs]))
+            out["weighted_f1_gen"] = MetricDef(lambda rs: M.weighted_f1([r["gold"] for r in rs], [_gen(r) for r in rs]))
     else:
-        out = {
-            "exact_match": M.mean([float(r["exact_match"]) for r in records]),
-            "token_f1": M.mean([r["token_f1"] for r in records]),
-            "rouge_l": M.mean([r["rouge_l"] for r in records]),
-        }
+        out = {"exact_match": _share(lambda r: bool(r["exact_match"])), "token_f1": _mean_of("token_f1"),
+               "rouge_l": _mean_of("rouge_l")}
     if records and all("bertscore_f1" in r for r in records):  # only when an encoder is configured
-        out["bertscore_f1"] = M.mean([r["bertscore_f1"] for r in records])
-    return {k: round(v, 6) for k, v in out.items()}
+        out["bertscore_f1"] = _mean_of("bertscore_f1")
+    return out
+
+
+def task_metrics(spec: TaskSpec, records: list[dict[str, Any]]) -> dict[str, float]:
+    """Aggregate one (model, task)'s records; every value is in [0, 1] (LOWER_IS_BETTER says which fall)."""
+    return {name: round(d.statistic(records), 6) for name, d in metric_defs(spec, records).items()}

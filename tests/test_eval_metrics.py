@@ -194,3 +194,27 @@ def test_nli_judge_uses_the_entailment_probability(nli_model):
     always = M.nli_judge(str(nli_model), threshold=0.0)
     s = M.citation_scores(f"{hypothesis} [1]. 근거 없는 문장입니다.", SOURCES, judge=always)
     assert (s.recall, s.precision) == (0.5, 1.0)  # the uncited sentence still counts against recall
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("천만원", 10_000_000), ("만원", 10_000), ("백만원", 1_000_000), ("백만 원", 1_000_000), ("십억원", 1_000_000_000),
+        ("3억5천", 350_000_000), ("3억 5천만원", 350_000_000), ("1조5천", 1_500_000_000_000), ("1만5천", 15_000),
+        ("2억3백", 203_000_000),
+    ],
+)
+def test_unit_words_without_digits_and_colloquial_amounts(text, value):
+    assert M.find_numbers(text) == [pytest.approx(value)]
+
+
+def test_unit_syllables_inside_words_are_not_numbers():
+    assert M.find_numbers("만약 백화점에서 수백만 명이 천천히 걸으면") == []
+    assert M.find_numbers("수수료는 만원") == [10_000]
+
+
+def test_exact_match_on_unit_word_amounts():
+    assert M.exact_match("정답은 천만원입니다", "10,000,000")
+    assert M.exact_match("10,000,000원", "천만원")
+    assert M.exact_match("1만 원", "만원") and M.exact_match("100만원", "백만원")
+    assert M.exact_match("3억5천만원", "3억5천") and not M.exact_match("300,005,000원", "3억5천")

@@ -61,7 +61,9 @@ def test_extractive_rag_scores_by_hand(rag_task):
     assert m["recall@1"] == pytest.approx((1 + 1 + 0.5) / 3)
     assert m["mrr"] == pytest.approx(sum(r["reciprocal_rank"] for r in records) / 3)
     assert set(m) == {"recall@1", "recall@2", "recall@3", "mrr", "ndcg@3", "token_f1", "rouge_l",
-                      "citation_recall", "citation_precision"}
+                      "citation_recall", "citation_precision", "citation_format_ok", "citation_out_of_range", "citation_none"}
+    # Extractive answers cite every sentence with an id in range: fully format-compliant.
+    assert (m["citation_format_ok"], m["citation_out_of_range"], m["citation_none"]) == (1.0, 0.0, 0.0)
 
 
 def test_model_answers_go_through_citation_checks(rag_task, tiny_model):
@@ -73,6 +75,8 @@ def test_model_answers_go_through_citation_checks(rag_task, tiny_model):
     assert r["recall@1"] == 1.0  # retrieval does not depend on the model
     # The tiny model writes no [n] citations: nothing is supported by a citation.
     assert r["citation_recall"] == 0.0 and isinstance(r["generation"], str)
+    # ... so it fails the citation format: the answer cites nothing, and is not compliant.
+    assert r["citation_none"] and not r["citation_format_ok"]
 
 
 def test_rag_task_needs_one_knowledge_source(tmp_path):

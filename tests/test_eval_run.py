@@ -175,3 +175,33 @@ def test_training_cost_recorded_or_estimated_from_the_manifest():
     # An unpriced SFT launch (gpu_hour_price 0) records amount 0: priced by the eval config, as an estimate.
     unpriced = {**sft, "metrics": {**sft["metrics"], "cost": {"amount": 0.0, "currency": "USD", "gpu_hour_price": 0.0}}}
     assert training_cost(unpriced, GpuPrice(gpu_hour_price=2.0, currency="KRW"))["cost"] == "16.0 KRW (est.)"
+
+
+def test_every_cell_has_an_interval_and_the_tiny_model_against_itself_is_no_difference(tmp_path):
+    out = tmp_path / "self"
+    models = "[{name: base, base: true}, {name: again}]"  # the same embedded tiny model twice
+    main(_cfg(out, f"models={models}", "limit=3", "bootstrap_resamples=50"))
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    for model in ("base", "again"):
+        for task in TASKS:
+            cells = metrics["intervals"][model][task]
+            assert set(cells) == set(metrics["results"][model][task])  # every metric of every cell
+            for name, cell in cells.items():
+                assert cell["n"] == 3 and cell["low"] <= cell["value"] <= cell["high"]
+                assert cell["value"] == pytest.approx(metrics["results"][model][task][name], abs=1e-6)
+    acc = metrics["intervals"]["base"]["fin_mcq_kmmlu"]["acc"]
+    assert acc["method"] == "wilson" and metrics["intervals"]["base"]["general_gsm8k_ko"]["token_f1"]["method"] == "bootstrap"
+    # Same weights, same greedy answers: zero difference, p = 1, not significant, on every metric.
+    for task in TASKS:
+        for name, test in metrics["comparisons"]["again"][task].items():
+            assert (test["diff"], test["p_value"], test["significant"], test["n"]) == (0.0, 1.0, False, 3), (task, name)
+    assert metrics["comparisons"]["again"]["fin_mcq_kmmlu"]["acc"]["test"] == "mcnemar"
+    assert metrics["verdict"]["again"] | {"cost": None} == {"better": 0, "worse": 0, "no_difference": 2, "cost": None}
+    # A rerun from the kept records gives the same intervals to the last digit (seeded resampling).
+    (out / "COMPLETE").unlink()
+    import shutil
+
+    shutil.move(out, f"{out}.partial")
+    main(_cfg(out, f"models={models}", "limit=3", "bootstrap_resamples=50"))
+    again = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert again["intervals"] == metrics["intervals"] and again["comparisons"] == metrics["comparisons"]
