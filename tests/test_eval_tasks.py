@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from kofin.config import ConfigError
 from kofin.data_ko.formats import DataInputError
 from kofin.eval.tasks import TaskError, TaskSpec, bundled_tasks, load_examples, load_task, prompt_for
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_every_bundled_task_loads_its_example_file():
@@ -177,3 +180,43 @@ def test_finlora_classification_rows_keep_only_the_input(tmp_path):
     assert ner[0].question == "부산\n가람은행은 부산에 센터를 열었다."
     with pytest.raises(ValueError, match="text_pattern needs a \\(group\\)"):
         TaskSpec(name="f", kind="classification", format="sentiment", path=data, labels=["a"], text_pattern="Input:")
+
+
+def test_keys_of_another_kind_are_errors_naming_the_key(tmp_path):
+    from kofin.config import ConfigError
+    from kofin.eval.tasks import load_task
+
+    src = ROOT / "eval" / "tasks" / "fin_mcq_kmmlu.yaml"
+    bad = tmp_path / "mcq_k.yaml"
+    bad.write_text(src.read_text(encoding="utf-8").replace("path: examples/", f"path: {src.parent}/examples/") + "k: [1, 3]\n",
+                   encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"k: applies to rag tasks only, and this task is kind: mcq; remove k:"):
+        load_task(bad)
+    bad.write_text(f"name: x\nkind: mcq\nformat: sentiment\npath: {src.parent}/examples/kmmlu_finance.csv\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="format: sentiment does not load mcq tasks; use one of financial_mmlu_ko, kmmlu_csv"):
+        load_task(bad)
+    bad.write_text(f"name: x\nkind: numeric_qa\nformat: numeric_qa\npath: {src.parent}/examples/numeric_qa_ko.jsonl\n"
+                   "labels: [a]\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="labels: applies to classification tasks only"):
+        load_task(bad)
+    for name in ("fin_mcq_kmmlu", "fin_sentiment", "kb_rag", "fin_numeric_qa", "fin_xbrl_extraction"):
+        load_task(name)  # every bundled task is valid for its kind
+
+
+def test_include_shared_defaults(tmp_path):
+    from kofin.eval.tasks import TaskError, load_task
+
+    examples = ROOT / "eval" / "tasks" / "examples"
+    (tmp_path / "sentiment_defaults.yaml").write_text(
+        "kind: classification\nformat: sentiment\ntext_field: sentence\nlabel_field: label\nlabels: [긍정, 부정, 중립]\n"
+        "label_map: {positive: 긍정, negative: 부정, neutral: 중립}\ninstruction: 기본 지시문\n", encoding="utf-8")
+    (tmp_path / "mine.yaml").write_text(f"include: sentiment_defaults.yaml\nname: mine\npath: {examples}/sentiment_fpb_ko.jsonl\n"
+                                        "instruction: 다음 문장의 감성을 고르세요.\n", encoding="utf-8")
+    spec = load_task(tmp_path / "mine.yaml")
+    assert (spec.kind, spec.labels, spec.instruction) == ("classification", ["긍정", "부정", "중립"], "다음 문장의 감성을 고르세요.")
+    (tmp_path / "loop.yaml").write_text("include: loop.yaml\nname: loop\n", encoding="utf-8")
+    with pytest.raises(TaskError, match="nests deeper than"):
+        load_task(tmp_path / "loop.yaml")
+    (tmp_path / "missing.yaml").write_text("include: nowhere.yaml\nname: m\n", encoding="utf-8")
+    with pytest.raises(TaskError, match=r"include: nowhere.yaml does not exist"):
+        load_task(tmp_path / "missing.yaml")
