@@ -23,6 +23,9 @@ from pathlib import Path
 
 from sft_eeve_width import KOFIN, ROOT, sh  # this folder: the SFT benchmark's command runner
 
+from kofin import manifest_keys as keys
+from kofin.rundir import MANIFEST
+
 sys.path.insert(0, str(ROOT / "tests"))  # the tests' adapter-run builder: a real peft adapter in a kofin run dir
 
 
@@ -53,8 +56,8 @@ def main() -> int:
     sh(*KOFIN, "merge", "--config", "configs/merge/tiny.yaml", f"output_dir={out}", f"tuned_run={tuned}",
        f"models.0.path={models[1]}", "models.0.tiny_seed=null", f"method={args.method}", *params,
        f"options.out_shard_size={args.shard}", "checks.probe_max_tokens=128")
-    manifest = json.loads((out / "manifest.json").read_text())
-    m = manifest["metrics"]
+    manifest = json.loads((out / MANIFEST).read_text())
+    m = manifest[keys.METRICS]
     mb = {k: round(v / 2**20, 1) for k, v in m["model_bytes"].items()}
     result = {
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -63,7 +66,7 @@ def main() -> int:
         "shape": {"hidden": 4096, "intermediate": 14336, "heads": 32, "kv_heads": 8, "layers": args.layers},
         "method": args.method, "parameters": m["parameters"], "model_mb": mb,
         "two_models_mb": round(mb["tuned"] + mb["models.0"], 1),
-        "phases": m["phases"], "peak_rss_mb_process": manifest["peak_rss_mb"]["self"],
+        "phases": m["phases"], "peak_rss_mb_process": manifest[keys.PEAK_RSS_MB]["self"],
         "perplexity": m["perplexity"], "wall_s": round(time.time() - start, 1),
     }
     results = ROOT / "benchmarks" / "results"

@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 def action_parser(action: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"kofin data {action}", description=ACTIONS[action])
     if action in BUILDS:
-        add_config_args(parser, DataConfig, EXAMPLE)
+        add_config_args(parser, DataConfig, EXAMPLE, "validate.max_seq_len=512")
         parser.add_argument("--quiet", action="store_true", help="no progress bars")
         return parser
     parser.description += ". Exit status 1 when any row has a schema error."

@@ -24,6 +24,7 @@ OFFLINE_ENV: dict[str, str] = {
     "ANONYMIZED_TELEMETRY": "False",  # chromadb and friends
     "LANGCHAIN_TRACING_V2": "false",
     "LANGSMITH_TRACING": "false",
+    "UNSLOTH_DISABLE_STATISTICS": "1",  # unsloth phones home with model statistics unless told not to
     "TOKENIZERS_PARALLELISM": "false",  # no fork warnings from the Rust pool in subprocesses
 }
 

@@ -21,8 +21,33 @@ from kofin.errors import KofinError
 C = TypeVar("C", bound=BaseModel)
 
 
+def literal_choices(model: type[BaseModel], prefix: str = "") -> dict[str, list[str]]:
+    """key path -> allowed values, from every Literal in the config model's annotations."""
+    import typing
+
+    def walk(tp):
+        if typing.get_origin(tp) is typing.Literal:
+            yield from typing.get_args(tp)
+        for arg in typing.get_args(tp) if typing.get_origin(tp) is not typing.Literal else ():
+            yield from walk(arg)
+
+    out: dict[str, list[str]] = {}
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        values = [str(v) for v in walk(field.annotation)]
+        if values:
+            out[key] = values
+        for arg in (field.annotation, *typing.get_args(field.annotation)):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                out.update(literal_choices(arg, key + "."))
+    return out
+
+
 def config_help(model: type[BaseModel]) -> str:
+    """Every config key with its meaning and default, and the allowed values of a Literal key
+    (generated from the model, never retyped)."""
     rows = describe_fields(model)
+    choices = literal_choices(model)
     width = min(max(len(k) for k, _, _ in rows) + 2, 38)
     out = ["config keys (YAML, or key.path=value on the command line):"]
     for key, default, desc in rows:
@@ -30,12 +55,13 @@ def config_help(model: type[BaseModel]) -> str:
         wrapped = textwrap.wrap(text, 100 - width) or [""]
         out.append(f"  {key:<{width}}{wrapped[0]}")
         out.extend(f"  {'':<{width}}{w}" for w in wrapped[1:])
+        if key in choices:
+            out.append(f"  {'':<{width}}one of: " + " | ".join(choices[key]))
     return "\n".join(out)
 
 
-def add_config_args(
-    parser: argparse.ArgumentParser, model: type[BaseModel], example: str, override: str = "validate.max_seq_len=512"
-) -> None:
+def add_config_args(parser: argparse.ArgumentParser, model: type[BaseModel], example: str, override: str) -> None:
+    """`--config` and KEY=VALUE overrides; `override` is an example of this stage's own keys."""
     parser.add_argument("--config", type=Path, metavar="YAML", help=f"stage config, e.g. {example}")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"override a config key, e.g. {override}")
     parser.formatter_class = argparse.RawDescriptionHelpFormatter

@@ -187,3 +187,24 @@ def test_ask_gives_no_answer_its_audit_log_cannot_record(ask_kb, kofin_home, cap
         for kind, _ in Assistant(AskConfig(kb=ask_kb, audit_log=log)).stream(ASK):
             pieces.append(kind)
     assert pieces == []
+
+
+@pytest.mark.parametrize("argv", [["data", "build"], ["sft"], ["dpo"], ["merge"], ["eval"], ["ingest"], ["serve"], ["pipeline"]])
+def test_each_stages_help_suggests_one_of_its_own_keys_and_lists_allowed_values(argv, capsys):
+    import re
+
+    from kofin.cli import COMMANDS, load_target
+    from kofin.config import describe_fields
+    from kofin.stage_cli import literal_choices
+
+    stage = argv[0]
+    with pytest.raises(SystemExit):
+        main([*argv, "--help"])
+    out = capsys.readouterr().out
+    model = load_target(COMMANDS[stage].config)
+    keys = {k for k, _, _ in describe_fields(model)}
+    suggested = re.search(r"override a config key, e\.g\. ([\w.]+)=", out)
+    assert suggested is None or suggested.group(1) in keys, (stage, suggested.group(1))
+    for key, values in literal_choices(model).items():
+        if key in keys:
+            assert f"one of: {' | '.join(values)}" in out.split(f"  {key} ", 1)[1], (stage, key)

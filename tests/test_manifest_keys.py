@@ -24,8 +24,6 @@ DISTINCT = (keys.PEAK_GPU_MEMORY_GIB_RANK0, keys.MEMORY_ESTIMATE_GIB_PER_GPU, ke
             "peak_gpu_memory_gib_per_gpu")  # the old name sft stopped writing: a reader of it would KeyError on a GPU
 # A read of a manifest or its metrics by a literal name: manifest["x"], m["x"], metrics.get("x"), recorded["x"].
 READ = re.compile(r"\b(manifest|metrics|m|recorded|upstream)(?:\.get\(|\[)\s*[\"'](%s)[\"']" % "|".join(DISTINCT))
-# Files of other issues still retyping a name (asked to import it from kofin.manifest_keys instead).
-NOT_YET = {"benchmarks/merge_eeve_width.py": {keys.PEAK_RSS_MB}, "merge/cli.py": {keys.PEAK_RSS_MB}}
 
 
 def load_benchmark(name: str):
@@ -39,7 +37,7 @@ def test_no_reader_retypes_a_manifest_name():
     found = {}
     for path in READERS:
         rel = str(path.relative_to(ROOT))
-        hits = {m.group(2) for m in READ.finditer(path.read_text(encoding="utf-8"))} - NOT_YET.get(rel, set())
+        hits = {m.group(2) for m in READ.finditer(path.read_text(encoding="utf-8"))}
         if hits:
             found[rel] = sorted(hits)
     assert not found, f"import these from kofin.manifest_keys instead of retyping them: {found}"

@@ -15,53 +15,6 @@ import yaml
 from kofin.stage_cli import add_config_args, load_stage_config, run_reporting_errors
 
 
-def literal_choices(model, prefix: str = "") -> dict[str, list[str]]:
-    """key path -> allowed values, from every Literal in the config model's annotations."""
-    import typing
-
-    from pydantic import BaseModel
-
-    def walk(tp):
-        if typing.get_origin(tp) is typing.Literal:
-            yield from typing.get_args(tp)
-        for arg in typing.get_args(tp) if typing.get_origin(tp) is not typing.Literal else ():
-            yield from walk(arg)
-
-    out: dict[str, list[str]] = {}
-    for name, field in model.model_fields.items():
-        key = f"{prefix}{name}"
-        values = [str(v) for v in walk(field.annotation)]
-        if values:
-            out[key] = values
-        for arg in (field.annotation, *typing.get_args(field.annotation)):
-            if isinstance(arg, type) and issubclass(arg, BaseModel):
-                out.update(literal_choices(arg, key + "."))
-    return out
-
-
-def config_help_with_choices(model) -> str:
-    """stage_cli's key list, each Literal key followed by its allowed values (generated, never retyped)."""
-    from kofin.stage_cli import config_help
-
-    choices = literal_choices(model)
-    lines = config_help(model).splitlines()
-    out: list[str] = []
-    key, indent = None, 4
-
-    def flush() -> None:
-        if key in choices:
-            out.append(" " * indent + "one of: " + " | ".join(choices[key]))
-
-    for line in lines:
-        if line.startswith("  ") and not line.startswith("   "):  # a key's first line
-            flush()
-            key, _, rest = line[2:].partition(" ")
-            indent = len(line) - len(rest.lstrip())
-        out.append(line)
-    flush()
-    return "\n".join(out)
-
-
 def sft_cli(argv: list[str]) -> int:
     from kofin.training.sft_config import SftConfig
 
@@ -72,7 +25,6 @@ def sft_cli(argv: list[str]) -> int:
         "Re-running a killed run with the same config resumes from its last complete checkpoint.",
     )
     add_config_args(parser, SftConfig, "configs/sft/tiny.yaml", "lora.r=16")
-    parser.epilog = config_help_with_choices(SftConfig)
     parser.add_argument("--dry-run", action="store_true",
                         help="print the axolotl YAML, launch command, trainable parameters and per-GPU memory "
                         "estimate; load no weights and launch nothing")
@@ -112,7 +64,6 @@ def dpo_cli(argv: list[str]) -> int:
         "where CUDA and unsloth are present, the same TRL recipe with PEFT otherwise.",
     )
     add_config_args(parser, DpoConfig, "configs/dpo/tiny.yaml", "training.beta=0.05")
-    parser.epilog = config_help_with_choices(DpoConfig)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_intermixed_args(argv)
     cfg = load_stage_config(DpoConfig, args, "kofin dpo")

@@ -185,7 +185,7 @@ def run_in_unsloth_env(cfg: DpoConfig, job_path: Path, out: Path, *, progress: b
 
     env = unsloth_env(cfg.unsloth_env)
     plan = LaunchPlan([str(env / "bin" / "python"), str(RECIPE), str(job_path)],
-                      {**OFFLINE_ENV, "UNSLOTH_DISABLE_STATISTICS": "1", "PYTHONUNBUFFERED": "1",
+                      {**OFFLINE_ENV, "PYTHONUNBUFFERED": "1",
                        "TOKENIZERS_PARALLELISM": "false", "HF_DATASETS_CACHE": str(out / "hf_cache")})
     log = out / "logs" / "dpo.log"
     try:
