@@ -21,6 +21,7 @@ KOREAN_FONT_NAMES = ("NanumGothic", "Noto Sans CJK KR", "Noto Sans KR", "Malgun 
 
 # family -> (chart title, axis label, metrics in it); the first metric of a family present in a task is charted.
 FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "preference": ("선호도 (기준 모델 대비 승률, 무승부 0.5)", "승률", ("win_rate", "lc_win_rate")),
     "accuracy": ("정확도 (객관식·분류, 선택지 로그우도)", "정확도", ("acc",)),
     "f1": ("가중 F1 (분류)", "가중 F1", ("weighted_f1",)),
     "exact_match": ("완전일치 (수치 답변)", "완전일치 비율", ("exact_match",)),

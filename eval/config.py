@@ -62,6 +62,13 @@ class LlmJudge(Endpoint):
         return self
 
 
+class PairwiseJudge(LlmJudge):
+    """The judge of `kind: pairwise` tasks: a local model folder or an OpenAI-compatible endpoint."""
+
+    max_new_tokens: int = Field(
+        16, gt=0, description="Tokens generated for a verdict; '[[A>B]]' needs about 8, more when the judge explains first.")
+
+
 class GpuPrice(KofinModel):
     gpu_hour_price: float = Field(gt=0, description="Price of one GPU-hour.")
     currency: str = Field("USD", description="Currency of gpu_hour_price.")
@@ -95,6 +102,9 @@ class EvalConfig(StageConfig):
     bootstrap_resamples: int = Field(
         1000, ge=10, description="Bootstrap resamples for the 95% intervals and paired tests (fewer: faster, noisier).")
     seed: int = Field(0, description="Seed of the bootstrap resampling: the same records give the same intervals.")
+    pairwise_judge: PairwiseJudge | None = Field(
+        None, description="Judge of pairwise preference tasks ({path: MODEL_DIR} or {endpoint: URL, served_model: NAME}): "
+        "compares each model's answer with the base model's, twice with positions swapped, Arena-Hard verdicts.")
     limit: int | None = Field(None, gt=0, description="Score only the first N examples of each task (smoke runs).")
     batch_size: int = Field(8, gt=0, description="Sequences per forward pass (log-likelihood and generation).")
     device: str = Field("auto", description="auto (cuda when present, else cpu), cpu, cuda, cuda:1 ...")

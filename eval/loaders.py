@@ -20,6 +20,7 @@ Every problem in a file is collected and reported at once as `file:line  field: 
 - numeric_qa: `{"id"?, "question", "answer", "context"?}`; gsm8k: `answer` ends in `#### 72`.
 - finlora: `{"context", "target"}` (FinLoRA's XBRL extraction and formula tasks).
 - laws_questions: `{"qid", "question", "gold": [ids], "answer"}` (../shared/data/laws).
+- pairwise_prompts / komt_bench / logickor: open-ended prompts for `kind: pairwise` (kofin.eval.pairwise).
 """
 
 from __future__ import annotations
@@ -233,6 +234,22 @@ def load_laws_questions(spec: TaskSpec) -> list[Example]:
     return _collect(spec.path, read_records(spec.path), convert)
 
 
+def _pairwise_loader(format: str) -> Callable[[TaskSpec], list[Example]]:
+    """kofin's pairwise prompts, KoMT-Bench's question.jsonl or LogicKor's questions, by path (kofin.eval.pairwise)."""
+    from kofin.eval.pairwise import prompt_example
+
+    def load(spec: TaskSpec) -> list[Example]:
+        def convert(where: str, row: Any) -> Example:
+            try:
+                return prompt_example(row, where, format)
+            except ValueError as err:
+                raise RowError("turns", str(err)) from None
+
+        return _collect(spec.path, read_records(spec.path), convert)
+
+    return load
+
+
 LOADERS: dict[str, Callable[[TaskSpec], list[Example]]] = {
     "financial_mmlu_ko": load_financial_mmlu_ko,
     "kmmlu_csv": load_kmmlu_csv,
@@ -242,4 +259,7 @@ LOADERS: dict[str, Callable[[TaskSpec], list[Example]]] = {
     "gsm8k": load_gsm8k,
     "finlora": load_finlora,
     "laws_questions": load_laws_questions,
+    "pairwise_prompts": _pairwise_loader("pairwise_prompts"),
+    "komt_bench": _pairwise_loader("komt_bench"),
+    "logickor": _pairwise_loader("logickor"),
 }

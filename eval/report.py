@@ -36,6 +36,7 @@ METRIC_LABELS = {
     "weighted_f1_gen": "가중 F1(생성 답변)", "exact_match": "완전일치", "token_f1": "토큰 F1", "rouge_l": "ROUGE-L",
     "bertscore_f1": "BERTScore F1", "mrr": "MRR", "citation_recall": "인용 재현율", "citation_precision": "인용 정밀도",
     "citation_format_ok": "인용 형식 준수", "citation_out_of_range": "범위 밖 인용 답변", "citation_none": "인용 없는 답변",
+    "win_rate": "승률", "lc_win_rate": "길이 보정 승률", "position_bias_rate": "위치 편향률", "unparsed_verdicts": "판정 형식 위반",
 }
 COST_LABELS = {
     "stage": "단계", "method": "방법", "world_size": "GPU 수", "gpu_hours": "GPU-시간", "gpu_hours_estimated": "GPU-시간 추정",
@@ -109,6 +110,9 @@ def failures(metrics: dict, run_dir: Path, model: str, task: str) -> tuple[int, 
     for r in _records(run_dir, model, task):
         if kind == "rag":  # the gold document was not retrieved at all
             wrong, gold, pred = not set(r["gold_ids"]) & set(r["retrieved"]), ", ".join(r["gold_ids"]), ", ".join(r["retrieved"][:3])
+        elif kind == "pairwise":  # the judge preferred the baseline's answer (the baseline itself has no failures)
+            wrong = r["judgement"]["score"] < 0.5
+            gold, pred = str(r["gold"]), " / ".join(g["verdict"] or "판정 없음" for g in r["judgement"]["games"])
         elif kind == "numeric_qa":
             wrong, gold, pred = not r["exact_match"], str(r["gold"]), r["generation"]
         else:
@@ -189,6 +193,24 @@ def forgetting_blocks(metrics: dict) -> list[Block]:
     return head + [("p", sign), ("table", rows)]
 
 
+def preference_blocks(metrics: dict) -> list[Block]:
+    out: list[Block] = []
+    for t, info in (metrics.get("pairwise") or {}).items():
+        rows = [["모델", "승률 [95% 구간]", "길이 보정 승률 [95% 구간]", "Bradley-Terry 강도 [95% 구간]", "위치 편향률", "판정 형식 위반"]]
+        for m in metrics["models"]:
+            cells = metrics["intervals"][m][t]
+            bt = info["bradley_terry"][m]
+            rows.append([m + (" (기준)" if m == metrics["base"] else ""), _ci(cells["win_rate"]), _ci(cells["lc_win_rate"]),
+                         f"{bt['strength']:+.3f} [{bt['low']:+.2f}, {bt['high']:+.2f}]",
+                         f"{cells['position_bias_rate']['value']:.3f}", f"{cells['unparsed_verdicts']['value']:.3f}"])
+        note = (f"심사 모델: {info['judge']} · 각 질문을 답변 위치를 바꿔 두 번 심사했고, 두 판정이 위치에 따라 뒤집히면 무승부로 셌습니다 "
+                "(위치 편향률). 승률은 기준 모델 대비(무승부 0.5), Bradley-Terry 강도는 기준 모델 0의 로그 척도, 길이 보정 승률은 "
+                "답변 길이 차가 0일 때의 예측 승률입니다(AlpacaEval-LC). 한국어 심사 프롬프트는 metrics.json의 "
+                f"pairwise.{t}.judge_template에 있습니다.")
+        out += [("h2", f"선호도: {task_label(metrics, t)}"), ("table", rows), ("p", note)]
+    return out
+
+
 def cost_blocks(metrics: dict) -> list[Block]:
     head: list[Block] = [("h2", "학습 단계별 비용과 시간")]
     if not metrics["training"]:
@@ -236,6 +258,7 @@ def blocks(metrics: dict, run_dir: Path, charts: list[Path]) -> list[Block]:
     intro = f"모델: {', '.join(metrics['models'])} · 기준 모델: {metrics['base']}" + (f" · 인용 판정: {judge}" if judge else "")
     out: list[Block] = [("h1", "kofin 평가 보고서"), ("p", intro)]
     out += verdict_blocks(metrics)
+    out += preference_blocks(metrics)
     out += cell_blocks(metrics, run_dir)
     out += [("h2", "지표군별 차트"), ("charts", "\n".join(str(c) for c in charts))]
     out += forgetting_blocks(metrics) + cost_blocks(metrics) + failure_blocks(metrics, run_dir)

@@ -61,9 +61,14 @@ def main(cfg: EvalConfig) -> Path:
             from kofin.eval.metrics import BertScorer
 
             bert = BertScorer(str(cfg.bertscore_encoder))
+        pairwise = [s for s in specs if s.kind == "pairwise"]
+        if pairwise and cfg.pairwise_judge is None:
+            raise EvalError(f"task {pairwise[0].name} is kind: pairwise and needs a judge: set pairwise_judge: "
+                            "{path: MODEL_DIR} or {endpoint: URL, served_model: NAME} in the eval config")
+        stores: dict[str, ModelRecords] = {}
         for m in cfg.models:
             path, manifest = models[m.name]
-            store = ModelRecords(records_root / m.name, path, manifest, f"{m.endpoint} {m.served_model}" if m.endpoint else None)
+            store = stores[m.name] = ModelRecords(records_root / m.name, path, manifest, f"{m.endpoint} {m.served_model}" if m.endpoint else None)
             backend = None
             results[m.name], kept[m.name] = {}, {}
             for spec in specs:
@@ -71,8 +76,14 @@ def main(cfg: EvalConfig) -> Path:
                 if todo and backend is None:
                     backend = make_backend(m, path, cfg)
                 scored += _score_in_chunks(spec, todo, backend, store, cfg, m.name, (judge, judge_name))
-                results[m.name][spec.name] = store.metrics(spec, examples[spec.name], bert)
-                kept[m.name][spec.name] = store.ordered()
+                if spec.kind != "pairwise":  # pairwise metrics wait for the judge, after every model answered
+                    results[m.name][spec.name] = store.metrics(spec, examples[spec.name], bert)
+                    kept[m.name][spec.name] = store.ordered()
+        preference = {}
+        if pairwise:
+            from kofin.eval.pairwise_run import judge_tasks
+
+            preference = judge_tasks(cfg, pairwise, examples, stores, results, kept)
         for stale in records_root.iterdir():
             if stale.name not in results:  # a model dropped from the config since the carried run
                 shutil.rmtree(stale)
@@ -87,6 +98,7 @@ def main(cfg: EvalConfig) -> Path:
             "forgetting": forgetting_deltas(results, cfg.base_model.name, [s.name for s in specs if s.group == "general"]),
             "training": training_table(models, cfg.training_runs, cfg.gpu_price),
             "resamples": cfg.bootstrap_resamples,
+            "pairwise": preference,
         }
         from kofin.eval.verdict import significance
 
@@ -184,6 +196,13 @@ class ModelRecords:
         with open(self._file(spec), "a", encoding="utf-8") as f:
             f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
             f.flush()
+
+    def records_in_order(self, spec: TaskSpec, examples: list[Example]) -> list[dict]:
+        done = self.done(spec)
+        return [done[ex.id] for ex in examples]
+
+    def rewrite(self, spec: TaskSpec, records: list[dict]) -> None:
+        atomic_write_text(self._file(spec), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
     def ordered(self) -> list[dict]:
         """The records of the last `metrics` call, in example order."""

@@ -23,7 +23,7 @@ from kofin.eval.engine import TransformersBackend
 from kofin.eval.tasks import LETTERS, Example, TaskSpec, prompt_for
 
 # Metrics where a smaller value is better; every other metric is higher-is-better.
-LOWER_IS_BETTER = frozenset({"citation_out_of_range", "citation_none"})
+LOWER_IS_BETTER = frozenset({"citation_out_of_range", "citation_none", "position_bias_rate", "unparsed_verdicts"})
 
 
 def continuations(spec: TaskSpec, ex: Example) -> list[str]:
@@ -53,6 +53,10 @@ def score_examples(spec: TaskSpec, examples: list[Example], backend: Transformer
         from kofin.eval.rag import score_rag
 
         return score_rag(spec, examples, backend, citation_judge)
+    if spec.kind == "pairwise":  # answers only; judged against the baseline once every model has answered
+        from kofin.eval.pairwise import answer_prompts
+
+        return answer_prompts(spec, examples, backend)
     prompts = [prompt_for(spec, ex) for ex in examples]
     generations = backend.generate(prompts, spec.max_new_tokens, progress=progress)
     records = []
@@ -114,6 +118,14 @@ def metric_defs(spec: TaskSpec, records: Sequence[dict] = ()) -> dict[str, Metri
         from kofin.eval.rag import rag_metric_defs
 
         out = rag_metric_defs(spec)
+    elif spec.kind == "pairwise":
+        from kofin.eval.preference import length_controlled_win_rate
+
+        out = {"win_rate": MetricDef(lambda rs: M.mean([r["judgement"]["score"] for r in rs])),
+               "lc_win_rate": MetricDef(lambda rs: length_controlled_win_rate(
+                   [r["judgement"]["score"] for r in rs], [r["judgement"]["length_diff"] for r in rs])),
+               "position_bias_rate": _share(lambda r: bool(r["judgement"]["flipped"])),
+               "unparsed_verdicts": MetricDef(lambda rs: M.mean([r["judgement"]["unparsed"] / 2 for r in rs]))}
     elif spec.kind in ("mcq", "classification"):
         out = {
             "acc": _share(lambda r: r["pred_ll"] == r["gold"]),

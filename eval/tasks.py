@@ -5,7 +5,7 @@ config lists. As in lm-evaluation-harness, adding a benchmark means writing a YA
 
     # eval/tasks/fin_mcq_kmmlu.yaml
     name: fin_mcq_kmmlu
-    kind: mcq                      # mcq | classification | numeric_qa | rag
+    kind: mcq                      # mcq | classification | numeric_qa | rag | pairwise
     format: kmmlu_csv              # which loader reads `path` (see LOADERS in kofin.eval.loaders)
     path: examples/kmmlu_finance.csv   # relative to this YAML; point it at the real KMMLU file
     categories: [Accounting, Economics, Taxation, Management, Real Estate]
@@ -29,8 +29,9 @@ from kofin.errors import KofinError
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 LETTERS = "ABCDEFGHIJ"
 
-Kind = Literal["mcq", "classification", "numeric_qa", "rag"]
-Format = Literal["financial_mmlu_ko", "kmmlu_csv", "sentiment", "fpb_txt", "numeric_qa", "gsm8k", "finlora", "laws_questions"]
+Kind = Literal["mcq", "classification", "numeric_qa", "rag", "pairwise"]
+Format = Literal["financial_mmlu_ko", "kmmlu_csv", "sentiment", "fpb_txt", "numeric_qa", "gsm8k", "finlora", "laws_questions",
+                 "pairwise_prompts", "komt_bench", "logickor"]
 
 
 # Keys only some kinds read (every other key applies to every kind).
@@ -40,10 +41,12 @@ KIND_FIELDS: dict[str, frozenset[str]] = {
                                  "score_thresholds"}),
     "numeric_qa": frozenset(),
     "rag": frozenset({"kb", "documents", "answer_with", "k"}),
+    "pairwise": frozenset(),
 }
 KIND_FORMATS: dict[str, tuple[str, ...]] = {
     "mcq": ("financial_mmlu_ko", "kmmlu_csv"), "classification": ("sentiment", "fpb_txt"),
     "numeric_qa": ("numeric_qa", "gsm8k", "finlora"), "rag": ("laws_questions",),
+    "pairwise": ("pairwise_prompts", "komt_bench", "logickor"),
 }
 MAX_INCLUDE_DEPTH = 4
 
@@ -132,7 +135,7 @@ class TaskSpec(KofinModel):
             if not groups:
                 raise ValueError("text_pattern needs a (group) around the text to keep, e.g. 'Input: (.*)\\nAnswer:'")
         if self.max_new_tokens is None:
-            self.max_new_tokens = {"mcq": 8, "classification": 8, "rag": 128}.get(self.kind, 32)
+            self.max_new_tokens = {"mcq": 8, "classification": 8, "rag": 128, "pairwise": 512}.get(self.kind, 32)
         return self
 
 
@@ -227,7 +230,13 @@ def qa_prompt(spec: TaskSpec, ex: Example) -> str:
     return f"{head}{context}질문: {ex.question}\n답:"
 
 
-PROMPTS = {"mcq": mcq_prompt, "classification": classification_prompt, "numeric_qa": qa_prompt, "rag": qa_prompt}
+def pairwise_prompt(spec: TaskSpec, ex: Example) -> str:
+    """The user turns (the model's chat template is applied when answering: kofin.eval.pairwise)."""
+    return "\n\n".join(ex.meta["turns"])
+
+
+PROMPTS = {"mcq": mcq_prompt, "classification": classification_prompt, "numeric_qa": qa_prompt, "rag": qa_prompt,
+           "pairwise": pairwise_prompt}
 
 
 def prompt_for(spec: TaskSpec, ex: Example) -> str:

@@ -22,7 +22,7 @@ from kofin.eval.significance import cell_interval, paired_test
 from kofin.eval.tasks import TaskSpec
 
 # The metric a task's verdict is decided on, per kind (the report leads with it).
-PRIMARY = {"mcq": "acc", "classification": "weighted_f1", "numeric_qa": "exact_match", "rag": "mrr"}
+PRIMARY = {"mcq": "acc", "classification": "weighted_f1", "numeric_qa": "exact_match", "rag": "mrr", "pairwise": "win_rate"}
 
 BETTER, WORSE, NO_DIFFERENCE = "better", "worse", "no_difference"
 
