@@ -27,11 +27,16 @@ SCREEN = {"width": 1366, "height": 768}
 @pytest.fixture(scope="module")
 def report_html(tmp_path_factory, tiny_model, second_tiny_model, sft_run, rag_task) -> Path:  # noqa: F811
     """Three models on every kind of task (mcq, classification, numeric QA, RAG, general), with training runs."""
-    out = tmp_path_factory.mktemp("browser") / "eval"
+    root = tmp_path_factory.mktemp("browser")
+    out = root / "eval"
+    pairwise = root / "pw.yaml"  # the bundled Korean prompts, answered briefly (the tiny model judges, on CPU)
+    pairwise.write_text(f"include: {ROOT / 'eval/tasks/pairwise_fin_ko.yaml'}\npath: {ROOT / 'eval/tasks/examples/pairwise_fin_ko.jsonl'}\n"
+                        "max_new_tokens: 6\n", encoding="utf-8")
     models = f"[{{name: base, base: true}}, {{name: tuned, path: {second_tiny_model}}}, {{name: tuned-again, path: {second_tiny_model}}}]"
     cfg = load_config(EvalConfig, ROOT / "configs" / "eval" / "tiny.yaml", [
         f"output_dir={out}", f"models={models}", f"training_runs=[{sft_run}]",
-        f"tasks=[fin_mcq_kmmlu, fin_sentiment_korfin_asc, fin_numeric_qa, general_mcq_ko, general_gsm8k_ko, {rag_task}]",
+        f"tasks=[{pairwise}, fin_mcq_kmmlu, fin_sentiment_korfin_asc, fin_numeric_qa, general_mcq_ko, general_gsm8k_ko, {rag_task}]",
+        f"pairwise_judge={{path: {tiny_model}, max_new_tokens: 4}}",
         "limit=3", "progress=false", "cpu_threads=1", "bootstrap_resamples=50",
     ])
     return main(cfg) / "report.html"
@@ -61,6 +66,7 @@ def test_verdict_visible_without_scrolling_and_no_sideways_scroll(browser, repor
     assert box["y"] >= 0 and box["y"] + box["height"] <= SCREEN["height"], f"verdict table not fully on the first screen: {box}"
     assert page.locator("table#verdict tbody tr").count() == 2  # tuned and tuned-again against base
     assert "판정" in page.locator("h2").first.inner_text()
+    assert page.locator("h2", has_text="선호도: 금융 상담 답변 선호도").count() == 1  # Bradley-Terry and position bias
     # Nothing wider than the screen: no sideways scrolling at 1366 px.
     scroll_width = page.evaluate("document.documentElement.scrollWidth")
     assert scroll_width <= SCREEN["width"], f"page is {scroll_width} px wide"
