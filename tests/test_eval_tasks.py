@@ -220,3 +220,25 @@ def test_include_shared_defaults(tmp_path):
     (tmp_path / "missing.yaml").write_text("include: nowhere.yaml\nname: m\n", encoding="utf-8")
     with pytest.raises(TaskError, match=r"include: nowhere.yaml does not exist"):
         load_task(tmp_path / "missing.yaml")
+
+
+def test_k_shot_prompts_show_solved_examples_first(tmp_path):
+    examples = ROOT / "eval" / "tasks" / "examples"
+    (tmp_path / "k2.yaml").write_text(f"include: {ROOT / 'eval/tasks/fin_mcq_kmmlu.yaml'}\nname: k2\n"
+                                      f"path: {examples / 'kmmlu_finance.csv'}\nnum_fewshot: 2\n", encoding="utf-8")
+    spec = load_task(tmp_path / "k2.yaml")
+    zero = load_examples(load_task("fin_mcq_kmmlu"))
+    two = load_examples(spec)
+    assert [e.id for e in two] == [e.id for e in zero[2:]]  # the demonstrations are not scored
+    prompt = prompt_for(spec, two[0])
+    first = prompt_for(load_task("fin_mcq_kmmlu"), zero[0])
+    assert prompt.startswith(f"{first} {zero[0].choices[zero[0].answer]}\n\n")
+    assert prompt.endswith(prompt_for(load_task("fin_mcq_kmmlu"), zero[2])) and prompt.count("정답:") == 3
+    (tmp_path / "k99.yaml").write_text((tmp_path / "k2.yaml").read_text(encoding="utf-8").replace("num_fewshot: 2", "num_fewshot: 16"),
+                                       encoding="utf-8")
+    with pytest.raises(TaskError, match="num_fewshot: 16 but .* holds"):
+        load_examples(load_task(tmp_path / "k99.yaml"))
+    (tmp_path / "qa.yaml").write_text(f"name: q\nkind: numeric_qa\nformat: numeric_qa\npath: {examples / 'numeric_qa_ko.jsonl'}\n"
+                                      "num_fewshot: 1\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="num_fewshot: applies to mcq / classification tasks only"):
+        load_task(tmp_path / "qa.yaml")
