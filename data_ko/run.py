@@ -58,6 +58,19 @@ def stage_inputs(cfg: DataConfig, tokenizer_path: Path | None) -> dict[str, Path
     return inputs
 
 
+def _check_inputs_exist(cfg: DataConfig, inputs: dict[str, Path | None]) -> None:
+    from kofin.config import ConfigError, config_location
+
+    problems = []
+    for name, path in inputs.items():
+        if path is not None and not path.exists():
+            key = "validate.tokenizer" if name == "tokenizer" else f"{name}.path"
+            problems.append(f"{config_location(cfg, key)}  {key}: {path} does not exist; fix the path "
+                            "(relative paths are read from the config file's folder)")
+    if problems:
+        raise ConfigError(cfg._origin[0] if cfg._origin else "config", problems)
+
+
 def _tokenizer_path(cfg: DataConfig) -> Path:
     if cfg.validate.tokenizer is not None:
         return cfg.validate.tokenizer
@@ -109,7 +122,9 @@ def summary_metrics(files: dict[str, list[dict]], report: dict[str, Any]) -> dic
 def main(cfg: DataConfig, *, progress: bool = True) -> Path:
     """Build what `cfg` enables and write the run directory; returns its path."""
     tokenizer_path = _tokenizer_path(cfg)
-    with open_run("data", cfg, inputs=stage_inputs(cfg, tokenizer_path)) as run:
+    inputs = stage_inputs(cfg, tokenizer_path)
+    _check_inputs_exist(cfg, inputs)  # before the lock and the .partial folder: nothing to clean up
+    with open_run("data", cfg, inputs=inputs) as run:
         # Built inside the run so its wall time and peak memory are the build's. A failure here
         # leaves only `<output_dir>.partial/`; the previous run directory is never touched.
         files, report = build(cfg, tokenizer_path, progress=progress)

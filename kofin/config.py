@@ -21,7 +21,7 @@ from typing import Annotated, Any, TypeVar, Union
 
 import yaml
 from kofin.errors import KofinError
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo
 
 __all__ = [
     "ConfigError",
@@ -71,6 +71,24 @@ class KofinModel(BaseModel):
     """Base for every config section: unknown keys are errors, not silently ignored."""
 
     model_config = ConfigDict(extra="forbid", validate_default=True, protected_namespaces=())
+    # Where load_config read each key (file name, key path -> line, keys set on the command line),
+    # so a stage that finds a problem only when it runs can still name the file and line.
+    _origin: tuple[str, dict[tuple[str, ...], int], frozenset[tuple[str, ...]]] | None = PrivateAttr(None)
+
+
+def config_location(cfg: KofinModel, key: str) -> str:
+    """`file.yaml:LINE` of a key of a config load_config built, `command line` for an override,
+    the file alone for a default; `config` for a model built in code."""
+    if cfg._origin is None:
+        return "config"
+    name, lines, overridden = cfg._origin
+    path = tuple(key.split("."))
+    if path in overridden:
+        return "command line"
+    for n in range(len(path), 0, -1):  # the key's own line, else its nearest parent's
+        if path[:n] in lines:
+            return f"{name}:{lines[path[:n]]}"
+    return name
 
 
 class StageConfig(KofinModel):
@@ -121,7 +139,9 @@ def load_config(
         raise ConfigError(source, problems)
 
     try:
-        return model.model_validate(data, context={"base_dir": str(base_dir)})
+        cfg = model.model_validate(data, context={"base_dir": str(base_dir)})
+        cfg._origin = (Path(source).name if path is not None else source, lines, frozenset(override_keys))
+        return cfg
     except ValidationError as err:
         file_name = Path(source).name if path is not None else None
         raise ConfigError(
@@ -137,9 +157,7 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path.name}:{mark.line + 1}" if mark else path.name
-        raise ConfigError(str(path), [f"{where}  not valid YAML: {getattr(err, 'problem', err)}"]) from None
+        raise ConfigError(str(path), [_yaml_problem(path, text, err)]) from None
     if data is None:
         return {}, {}
     if not isinstance(data, dict):
@@ -147,6 +165,22 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
     lines: dict[tuple[str, ...], int] = {}
     _collect_lines(node, (), lines)
     return data, lines
+
+
+def _yaml_problem(path: Path, text: str, err: yaml.YAMLError) -> str:
+    """`file:line  what is wrong` for a YAML syntax error, at the line where the broken construct
+    starts: PyYAML notices an unclosed `[` or `{` only lines later, where parsing fails."""
+    problem = getattr(err, "problem", None) or str(err)
+    mark = getattr(err, "problem_mark", None)
+    start = getattr(err, "context_mark", None)
+    if mark is None:
+        return f"{path.name}  not valid YAML: {problem}"
+    if start is not None and start.line != mark.line:
+        opened = text.splitlines()[start.line].strip() if start.line < len(text.splitlines()) else ""
+        context = getattr(err, "context", None) or "the construct"
+        return (f"{path.name}:{start.line + 1}  not valid YAML: {context} started here ({opened!r}) is not closed "
+                f"where PyYAML expected it (line {mark.line + 1}: {problem}); close the bracket or fix the indentation")
+    return f"{path.name}:{mark.line + 1}  not valid YAML: {problem}"
 
 
 def _collect_lines(node: yaml.Node | None, prefix: tuple[str, ...], out: dict[tuple[str, ...], int]) -> None:

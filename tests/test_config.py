@@ -128,3 +128,11 @@ def test_describe_fields_feeds_help():
     rows = {k: (d, desc) for k, d, desc in describe_fields(Example)}
     assert rows["lora.r"] == ("16", "LoRA rank")
     assert rows["output_dir"][0] == "required"
+
+
+def test_an_unclosed_bracket_is_reported_where_it_opens(tmp_path):
+    p = write(tmp_path, "output_dir: out\nlora:\n  targets: [q_proj, k_proj\n  r: 8\nmethod: lora\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(Example, p)
+    message = str(info.value)
+    assert "c.yaml:3  not valid YAML" in message and "[q_proj, k_proj" in message and "line 4" in message, message

@@ -46,3 +46,26 @@ def test_utf8_bom_from_excel_is_accepted(tmp_path):
     p.write_bytes(b"\xef\xbb\xbf" + json.dumps({"instruction": "질문", "output": "답"}, ensure_ascii=False).encode())
     rows = list(read_instructions(p, "alpaca", None))
     assert rows[0]["messages"][0]["content"] == "질문"
+
+
+def test_a_missing_input_is_named_by_key_and_line_and_leaves_nothing_behind(tmp_path):
+    from kofin.config import ConfigError, load_config
+    from kofin.data_ko.config import DataConfig
+    from kofin.data_ko.run import main
+
+    examples = Path(__file__).resolve().parents[1] / "data_ko" / "examples"
+    cfg_file = tmp_path / "data.yaml"
+    cfg_file.write_text(
+        "output_dir: out\n"
+        "sft:\n"
+        "  documents:\n"
+        "    - path: null\n"
+        "  instructions:\n"
+        f"    - path: {examples / 'instructions_alpaca.jsonl'}\n"
+        "      format: alpaca\n"
+        "    - path: missing.jsonl\n"
+        "      format: sharegpt\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        main(load_config(DataConfig, cfg_file), progress=False)
+    assert "data.yaml:8  sft.instructions.1.path:" in str(info.value) and "missing.jsonl does not exist" in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.yaml"]  # no out.partial/, no .out.lock
