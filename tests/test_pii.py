@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 
 import pytest
 
-from kofin.data_ko.pii import MASKS, PiiMatch, find_pii, scrub_pii
+from kofin.data_ko.pii import MASKS, find_pii, scrub_pii
 
 RRN_WEIGHTS = (2, 3, 4, 5, 6, 7, 8, 9, 2, 3, 4, 5)
 
@@ -58,27 +57,12 @@ CARD16 = luhn_complete("453201511283036")
 AMEX15 = luhn_complete("37828224631000")
 
 
-def test_helpers_produce_what_the_tests_assume() -> None:
-    assert OLD_RRN == "8501011234566"
-    assert BAD_RRN[-1] != rrn_check_digit(BAD_RRN[:12]) and not luhn_ok(BAD_RRN)
-    assert luhn_ok(CARD16) and len(CARD16) == 16
-    assert luhn_ok(AMEX15) and len(AMEX15) == 15
-    assert luhn_ok("4111111111111111") and not luhn_ok("4111111111111112")
-
-
-def test_masks_are_the_agreed_tokens() -> None:
-    assert MASKS == {
-        "rrn": "[주민등록번호]",
-        "phone": "[전화번호]",
-        "card": "[카드번호]",
-        "account": "[계좌번호]",
-    }
-
-
-def test_pii_match_is_frozen() -> None:
-    match = PiiMatch("rrn", 0, 14, "850101-1234566")
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        match.start = 1  # type: ignore[misc]
+def test_each_kind_is_replaced_by_its_korean_token() -> None:
+    text = f"주민번호 {hyphen(OLD_RRN)}, 연락처 010-1234-5678, 카드 {CARD16}, 계좌번호 110-123-456789 입니다."
+    scrubbed, counts = scrub_pii(text)
+    assert all(MASKS[kind] in scrubbed for kind in ("rrn", "phone", "card", "account")), scrubbed
+    assert counts == Counter(rrn=1, phone=1, card=1, account=1)
+    assert not any(ch.isdigit() for ch in scrubbed), scrubbed
 
 
 # --- resident registration numbers -------------------------------------------------------
