@@ -68,12 +68,33 @@ def add_config_args(parser: argparse.ArgumentParser, model: type[BaseModel], exa
     parser.epilog = config_help(model)
 
 
-def load_stage_config(model: type[C], args: argparse.Namespace, prog: str) -> C:
+def load_stage_config(model: type[C], args: argparse.Namespace, prog: str, overrides: list[str] | None = None) -> C:
+    """The config from `--config` plus overrides (`args.overrides` unless given); exit 2 on a problem."""
     try:
-        return load_config(model, args.config, args.overrides)
+        return load_config(model, args.config, args.overrides if overrides is None else overrides)
     except ConfigError as err:
         print(f"{prog}: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def add_key_flags(parser: argparse.ArgumentParser, model: type[BaseModel], flags: dict[str, str]) -> None:
+    """Shortcut flags for config keys (`--top-k` for retrieval.top_k): each flag's help and choices
+    come from the key's own field, so the flag and the YAML key cannot drift apart."""
+    described = {key: (default, desc) for key, default, desc in describe_fields(model)}
+    choices = literal_choices(model)
+    for flag, key in flags.items():
+        default, desc = described[key]  # a KeyError here is a typo in the flag table
+        parser.add_argument(flag, dest=_flag_dest(flag), metavar=key.rsplit(".", 1)[-1].upper(), choices=choices.get(key),
+                            help=f"{desc.rstrip('.')} (config key {key}" + (f", default {default})" if default not in ("", "None", "required") else ")"))
+
+
+def key_flag_overrides(args: argparse.Namespace, flags: dict[str, str]) -> list[str]:
+    """`key=value` for every shortcut flag given on the command line."""
+    return [f"{key}={getattr(args, _flag_dest(flag))}" for flag, key in flags.items() if getattr(args, _flag_dest(flag)) is not None]
+
+
+def _flag_dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
 
 
 def run_reporting_errors(prog: str, fn: Callable[[], Any]) -> int:

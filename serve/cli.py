@@ -18,17 +18,7 @@ import re
 import sys
 from pathlib import Path
 
-from kofin.stage_cli import config_help, run_reporting_errors
-
-
-def _load(model, args, overrides: list[str], prog: str):
-    from kofin.config import ConfigError, load_config
-
-    try:
-        return load_config(model, args.config, overrides)
-    except ConfigError as err:
-        print(f"{prog}: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+from kofin.stage_cli import add_key_flags, config_help, key_flag_overrides, load_stage_config, run_reporting_errors
 
 
 # A config key path: lowercase dotted identifiers (`min_coverage`, `retrieval.top_k`).
@@ -78,6 +68,11 @@ def _readable_errors(what: str, fn):
 # ---------------------------------------------------------------- ingest
 
 
+INGEST_FLAGS = {"--kb": "output_dir"}
+ASK_FLAGS = {"--kb": "kb", "--users": "users_file", "--top-k": "retrieval.top_k", "--backend": "generation.backend",
+             "--model-path": "generation.model_path", "--base-url": "generation.base_url"}
+
+
 def ingest_parser() -> argparse.ArgumentParser:
     from kofin.serve.ingest import IngestConfig
 
@@ -86,7 +81,7 @@ def ingest_parser() -> argparse.ArgumentParser:
         description="Ingest Markdown, text, PDF, DOCX, HTML, HWPX and JSONL files into a knowledge base "
         "(incremental; unreadable files are reported and skipped).", epilog=config_help(IngestConfig),
     )
-    parser.add_argument("--kb", type=Path, help="knowledge-base folder to create or update (output_dir)")
+    add_key_flags(parser, IngestConfig, INGEST_FLAGS)
     parser.add_argument("paths", nargs="*", metavar="PATH", help="files or folders to ingest; KEY=VALUE words are config overrides")
     parser.add_argument("--remove", type=Path, action="append", default=[], metavar="PATH", help="remove this file's (or folder's) chunks from the KB")
     parser.add_argument("--rebuild", action="store_true", help="ignore the existing KB and ingest from scratch")
@@ -101,8 +96,7 @@ def ingest_cli(argv: list[str]) -> int:
     prog = "kofin ingest"
     args = ingest_parser().parse_intermixed_args(argv)
     overrides, paths = _split(IngestConfig, args.paths)
-    if args.kb:
-        overrides.append(f"output_dir={args.kb}")
+    overrides += key_flag_overrides(args, INGEST_FLAGS)
     if paths:
         overrides.append("inputs=" + json.dumps([str(Path(p).resolve()) for p in paths], ensure_ascii=False))
     if args.remove:
@@ -112,7 +106,7 @@ def ingest_cli(argv: list[str]) -> int:
     if not args.config and not args.kb:
         print(f"{prog}: give --kb KB_DIR (or --config YAML with output_dir)", file=sys.stderr)
         return 2
-    cfg = _load(IngestConfig, args, overrides, prog)
+    cfg = load_stage_config(IngestConfig, args, prog, overrides)
     if not cfg.inputs and not cfg.remove and not cfg.rebuild:
         print(f"{prog}: nothing to do; name files or folders to ingest, or --remove PATH", file=sys.stderr)
         return 2
@@ -140,14 +134,9 @@ def ask_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("question", nargs="*", help="the question; a word `key.path=value` whose key is a config key below is an override "
                         "(other words, `LTV=70%%이면` too, are the question)")
-    parser.add_argument("--kb", type=Path, help="knowledge-base folder written by `kofin ingest`")
+    add_key_flags(parser, AskConfig, ASK_FLAGS)
     parser.add_argument("--user", help="answer as this user: only documents in their groups are searched")
-    parser.add_argument("--users", type=Path, metavar="FILE", help="users file: YAML `user: [group, ...]`, or the chat's `users:` list")
     parser.add_argument("--json", action="store_true", help="print the answer and its ranked sources as JSON")
-    parser.add_argument("--top-k", type=int, metavar="K", help="sources to retrieve (default 5)")
-    parser.add_argument("--backend", choices=("extractive", "transformers", "openai"), help="answer backend (default extractive)")
-    parser.add_argument("--model-path", type=Path, help="local model folder for --backend transformers")
-    parser.add_argument("--base-url", help="OpenAI-compatible endpoint for --backend openai")
     parser.add_argument("--questions", type=Path, metavar="Q.jsonl", help="answer every line (qid, question) of this file")
     parser.add_argument("--out", type=Path, metavar="A.jsonl", help="with --questions: one JSON result per line")
     parser.add_argument("--calibrate", type=Path, nargs="+", metavar="LABELLED.jsonl",
@@ -168,10 +157,7 @@ def ask_cli(argv: list[str]) -> int:
     prog = "kofin ask"
     args = ask_parser().parse_intermixed_args(argv)
     overrides, words = _split(AskConfig, args.question)
-    for flag, key in ((args.kb, "kb"), (args.users, "users_file"), (args.top_k, "retrieval.top_k"), (args.backend, "generation.backend"),
-                      (args.model_path, "generation.model_path"), (args.base_url, "generation.base_url")):
-        if flag is not None:
-            overrides.append(f"{key}={flag}")
+    overrides += key_flag_overrides(args, ASK_FLAGS)
     question = clean_text(" ".join(words)).strip()  # a lone surrogate (undecodable argv bytes) cannot reach UTF-8 output
     if args.calibrate and (question or args.questions):
         print(f"{prog}: --calibrate reads its questions from the labelled files; give no question or --questions", file=sys.stderr)
@@ -182,7 +168,7 @@ def ask_cli(argv: list[str]) -> int:
     if not args.kb and not args.config:
         print(f"{prog}: give --kb KB_DIR (a folder written by `kofin ingest`)", file=sys.stderr)
         return 2
-    cfg = _load(AskConfig, args, overrides, prog)
+    cfg = load_stage_config(AskConfig, args, prog, overrides)
 
     def act() -> None:
         from kofin.serve.ask import Assistant, answer_file
@@ -198,12 +184,12 @@ def ask_cli(argv: list[str]) -> int:
             return
         if args.questions:
             n = _readable_errors(f"questions file {args.questions}",
-                                 lambda: answer_file(assistant, args.questions, args.out.resolve(), args.user, args.top_k))
+                                 lambda: answer_file(assistant, args.questions, args.out.resolve(), args.user, cfg.retrieval.top_k))
             print(f"{prog}: answered {n} questions -> {args.out}")
             return
         streaming = cfg.generation.backend != "extractive" and not args.json
         on_token = (lambda piece: print(piece, end="", flush=True)) if streaming else None
-        result = _readable_errors("the question", lambda: assistant.ask(question, args.user, args.top_k, on_token=on_token))
+        result = _readable_errors("the question", lambda: assistant.ask(question, args.user, cfg.retrieval.top_k, on_token=on_token))
         if args.json:
             print(_json_text(result.to_json(), indent=2))
             return
@@ -279,7 +265,7 @@ def serve_cli(argv: list[str]) -> int:
         return 2
     from kofin.serve.serve_config import ServeConfig
 
-    cfg = _load(ServeConfig, args, args.overrides, prog)
+    cfg = load_stage_config(ServeConfig, args, prog)
 
     def act() -> None:
         from kofin.serve.app import main, prepare

@@ -43,7 +43,7 @@ Ranked = tuple[list[int], list[float]]  # chunk rows best first, and their score
 
 
 class RetrievalConfig(KofinModel):
-    top_k: int = Field(5, ge=1, le=50, description="Sources returned per question.")
+    top_k: int = Field(5, ge=1, le=50, description="Sources returned per question (plus, when none holds the kind of value asked for, the best document's chunk that does).")
     candidates: int = Field(100, ge=10, le=2000, description="How deep each list (BM25, chars, dense) is read before fusion.")
     rrf_k: int = Field(60, ge=1, description="RRF constant: larger flattens the difference between ranks.")
     score_weight: float = Field(0.3, ge=0, le=1, description="Share of the fused score from z-score fusion (how far each chunk is above its list's mean); the rest is RRF. 0: RRF alone.")

@@ -208,3 +208,19 @@ def test_each_stages_help_suggests_one_of_its_own_keys_and_lists_allowed_values(
     for key, values in literal_choices(model).items():
         if key in keys:
             assert f"one of: {' | '.join(values)}" in out.split(f"  {key} ", 1)[1], (stage, key)
+
+
+def test_ask_and_ingest_flags_are_config_keys_with_the_keys_own_help(capsys):
+    from kofin.config import describe_fields
+    from kofin.serve.ask import AskConfig
+    from kofin.serve.cli import ASK_FLAGS
+
+    with pytest.raises(SystemExit):
+        main(["ask", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    described = {key: desc for key, _, desc in describe_fields(AskConfig)}
+    for flag, key in ASK_FLAGS.items():
+        assert f"config key {key}" in out and " ".join(described[key].split())[:40] in out, (flag, key)
+    with pytest.raises(SystemExit):
+        main(["ask", "--kb", "x", "--backend", "gpt", "질문"])
+    assert "invalid choice: 'gpt'" in capsys.readouterr().err
