@@ -32,8 +32,14 @@ class AdapterStack:
     tokenizer_dir: Path        # the run's own tokenizer (chat template included), else the base's
 
 
+MODEL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
 def is_adapter_run(path: Path) -> bool:
-    return (path / "adapter_config.json").is_file() and not (path / "config.json").is_file()
+    """A LoRA adapter without full model weights. axolotl also saves the base model's config.json beside the
+    adapter, so config.json alone does not make a folder a full model: its weights do."""
+    path = Path(path)
+    return (path / "adapter_config.json").is_file() and not any((path / w).is_file() for w in MODEL_WEIGHTS)
 
 
 def adapter_stack(run: Path, where: str = "model") -> AdapterStack:

@@ -68,6 +68,16 @@ class PairwiseJudge(LlmJudge):
     max_new_tokens: int = Field(
         16, gt=0, description="Tokens generated for a verdict; '[[A>B]]' needs about 8, more when the judge explains first.")
 
+    @model_validator(mode="after")
+    def _path_xor_endpoint(self) -> "PairwiseJudge":
+        # Unlike the citation judge, a pairwise judge may be the embedded tiny model (path: null, no endpoint):
+        # the tiny ablation runs the judging machinery end to end; its verdicts mean nothing.
+        if self.path is not None and self.endpoint is not None:
+            raise ValueError("give either path (a local judge model) or endpoint (an OpenAI-compatible server), not both")
+        if self.endpoint is not None:
+            check_endpoint_host(self.endpoint, self.allowed_hosts, "endpoint")
+        return self
+
 
 class GpuPrice(KofinModel):
     gpu_hour_price: float = Field(gt=0, description="Price of one GPU-hour.")
@@ -103,7 +113,8 @@ class EvalConfig(StageConfig):
         1000, ge=10, description="Bootstrap resamples for the 95% intervals and paired tests (fewer: faster, noisier).")
     seed: int = Field(0, description="Seed of the bootstrap resampling: the same records give the same intervals.")
     pairwise_judge: PairwiseJudge | None = Field(
-        None, description="Judge of pairwise preference tasks ({path: MODEL_DIR} or {endpoint: URL, served_model: NAME}): "
+        None, description="Judge of pairwise preference tasks ({path: MODEL_DIR}, {endpoint: URL, served_model: NAME}, or "
+        "{path: null}: the embedded tiny model, for dry runs of the machinery): "
         "compares each model's answer with the base model's, twice with positions swapped, Arena-Hard verdicts.")
     limit: int | None = Field(None, gt=0, description="Score only the first N examples of each task (smoke runs).")
     batch_size: int = Field(8, gt=0, description="Sequences per forward pass (log-likelihood and generation).")

@@ -6,14 +6,17 @@ Run as:
     <output_dir>/
       records/<model>/<task>.jsonl   one line per example: prompt inputs, generation, scores
       records/<model>/model.json     which weights those records were scored with
-      metrics.json                   model x task metrics, forgetting deltas, training cost
+      metrics.json                   model x task metrics; intervals (n, 95%) on every cell; comparisons (each
+                                     model - base, paired test, significant?); verdict; forgetting deltas;
+                                     pairwise judge + Bradley-Terry; training cost (kofin.eval.cost)
       report.md  report.html  charts/*.png   the internal eval report (kofin.eval.report)
       config.yaml  manifest.json  COMPLETE
 
 Resumable: records are appended a chunk at a time, and an example whose record is already there
 (in `<output_dir>.partial/` after a kill, or in the finished `<output_dir>` when the config grows
 by a model, a task or a larger `limit`) is not scored again, as long as the model's weights and
-the example's prompt are unchanged.
+the example's prompt are unchanged. Pairwise tasks are judged after every model has answered
+(kofin.eval.pairwise_run); a judgement is kept while the judge and both answers are unchanged.
 """
 
 from __future__ import annotations

@@ -21,8 +21,10 @@ from kofin.eval.scoring import LOWER_IS_BETTER, metric_defs
 from kofin.eval.significance import cell_interval, paired_test
 from kofin.eval.tasks import TaskSpec
 
-# The metric a task's verdict is decided on, per kind (the report leads with it).
-PRIMARY = {"mcq": "acc", "classification": "weighted_f1", "numeric_qa": "exact_match", "rag": "mrr", "pairwise": "win_rate"}
+# The metric a task's verdict is decided on, per kind (the report leads with it). RAG's is citation-format
+# compliance: retrieval (MRR) is the same for every evaluated model, the answer and its citations are not.
+PRIMARY = {"mcq": "acc", "classification": "weighted_f1", "numeric_qa": "exact_match", "rag": "citation_format_ok",
+           "pairwise": "win_rate"}
 
 BETTER, WORSE, NO_DIFFERENCE = "better", "worse", "no_difference"
 
