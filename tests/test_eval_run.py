@@ -205,3 +205,28 @@ def test_every_cell_has_an_interval_and_the_tiny_model_against_itself_is_no_diff
     main(_cfg(out, f"models={models}", "limit=3", "bootstrap_resamples=50"))
     again = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert again["intervals"] == metrics["intervals"] and again["comparisons"] == metrics["comparisons"]
+
+
+def test_model_cost_sums_the_lineage_behind_a_model(tmp_path):
+    """A DPO run on top of an SFT run: the DPO model cost both (recorded SFT cost + estimated DPO GPU-hours x price)."""
+    from kofin.eval.config import GpuPrice
+    from kofin.eval.cost import model_cost
+    from kofin.rundir import open_run, require_complete
+
+    with open_run("sft", {"output_dir": str(tmp_path / "sft")}) as run:
+        run.metrics.update(method="qlora", world_size=8, gpu_hours=8.0,
+                           cost={"amount": 64.0, "currency": "USD", "gpu_hour_price": 8.0})
+    sft = tmp_path / "sft"
+    with open_run("dpo", {"output_dir": str(tmp_path / "dpo")}, inputs={"sft_run": sft}) as run:
+        run.metrics.update(tokens_per_s=300.0)
+    dpo = require_complete(tmp_path / "dpo")
+    dpo["peak_gpu_mb"], dpo["wall_time_s"] = {"cuda:0": 20480.0, "cuda:1": 10240.0}, 5400.0  # two GPUs for 1.5 h
+    got = model_cost(dpo, GpuPrice(gpu_hour_price=8.0, currency="USD"))
+    assert got == {"gpu_hours": 11.0, "cost": 88.0, "currency": "USD", "estimated": True, "stages": ["sft", "dpo"]}
+    # Without a price the DPO GPU-hours cannot be priced: the sum is unknown, not the SFT cost alone.
+    assert model_cost(dpo)["cost"] is None and model_cost(dpo)["gpu_hours"] == 11.0
+    # The base model (no run manifest) is the starting point: nothing spent.
+    assert model_cost(None) == {"gpu_hours": 0.0, "cost": None, "currency": None, "estimated": False, "stages": []}
+    # Sums across currencies mean nothing.
+    krw = GpuPrice(gpu_hour_price=10000.0, currency="KRW")
+    assert model_cost(dpo, krw)["cost"] is None
