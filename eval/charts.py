@@ -92,7 +92,7 @@ def family_chart(metrics: dict, family: str, path: Path, metric_label) -> Path |
     plt = _pyplot()
     models = metrics["models"]
     height = 0.8 / len(models)
-    fig, ax = plt.subplots(figsize=(CHART_WIDTH_IN, 0.9 + 0.32 * len(rows) * max(1, len(models)) ** 0.5 + 0.4))
+    fig, ax = plt.subplots(figsize=(CHART_WIDTH_IN, 1.5 + 0.32 * len(rows) * max(1, len(models)) ** 0.5 + 0.4))
     for j, model in enumerate(models):
         cells = [metrics["intervals"][model][t][m] for t, m in rows]
         ys = [i + j * height for i in range(len(rows))]
@@ -107,7 +107,8 @@ def family_chart(metrics: dict, family: str, path: Path, metric_label) -> Path |
     ax.set_xlim(0, 1.0)
     ax.set_xlabel(f"{axis} (막대: 값, 선: 95% 구간)")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, loc="lower right")
+    # Below the axes: inside, the legend covers the bars of whichever task happens to sit in that corner.
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=min(len(models), 4), frameon=False)
     return _save(plt, fig, path)
 
 
