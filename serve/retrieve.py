@@ -140,7 +140,8 @@ class HybridRetriever:
         order = sorted(fused, key=lambda i: -fused[i])
         # Defence in depth: the lists were masked already; a leak here would be a bug upstream.
         order = [i for i in order if allowed[i]]
-        hits = [Hit(i, fused[i], self.kb.chunks[i]) for i in order]
+        depth = max(k, self.cfg.rerank_top) if self.cfg.reranker_model is not None else k
+        hits = [Hit(i, fused[i], self.kb.chunks[i]) for i in order[:depth]]  # what can be returned, not all ~300
         if self.cfg.reranker_model is not None and hits:
             hits = self._rerank(question, hits[: self.cfg.rerank_top]) + hits[self.cfg.rerank_top :]
         return hits[:k]
