@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Callable, NamedTuple
+from typing import Any, NamedTuple
 
 from kofin.offline import apply_offline_env
 
@@ -98,10 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     if cmd is None:
         parser.parse_args(argv)  # prints argparse's usage error with the valid choices
         return 2
-    return load_target(cmd.module)(rest)
+    return int(load_target(cmd.module)(rest))
 
 
-def load_target(target: str) -> Callable:
+def load_target(target: str) -> Any:
     """The object `pkg.module:name` names (a CLI function, a config model, a stage's main)."""
     module, _, func = target.partition(":")
     return getattr(importlib.import_module(module), func)

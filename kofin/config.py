@@ -140,7 +140,8 @@ def load_config(
 
     try:
         cfg = model.model_validate(data, context={"base_dir": str(base_dir)})
-        cfg._origin = (Path(source).name if path is not None else source, lines, frozenset(override_keys))
+        if isinstance(cfg, KofinModel):
+            cfg._origin = (Path(source).name if path is not None else source, lines, frozenset(override_keys))
         return cfg
     except ValidationError as err:
         file_name = Path(source).name if path is not None else None
@@ -360,8 +361,8 @@ def _explain(model: type[BaseModel], e: Any, loc: list[str]) -> str:
     if kind == "value_error":
         return str(ctx.get("error", e["msg"])) + got
     if kind == "assertion_error":
-        return e["msg"].removeprefix("Assertion failed, ")
-    msg = e["msg"]
+        return str(e["msg"]).removeprefix("Assertion failed, ")
+    msg = str(e["msg"])
     return msg[:1].lower() + msg[1:] + got
 
 

@@ -20,7 +20,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal, Sequence
 
 from pydantic import Field, model_validator
 
@@ -107,7 +107,7 @@ def why_run(stage: str, cfg: Any, output_dir: Path) -> str | None:
     return None
 
 
-def plan(cfg: PipelineConfig, source: Path, overrides: list[str] = (), force: list[str] = ()) -> list[Planned]:
+def plan(cfg: PipelineConfig, source: Path, overrides: Sequence[str] = (), force: Sequence[str] = ()) -> list[Planned]:
     """Validate every step's config before anything runs, so a typo in step 5 costs no training."""
     labels = [s.label for s in cfg.stages]
     for name in force:
@@ -133,8 +133,8 @@ def plan(cfg: PipelineConfig, source: Path, overrides: list[str] = (), force: li
             for step, stage_cfg in steps]
 
 
-def main(cfg: PipelineConfig, source: Path, *, overrides: list[str] = (), force: list[str] = (),
-         dry_run: bool = False, quiet: bool = False, echo=print) -> list[dict]:
+def main(cfg: PipelineConfig, source: Path, *, overrides: Sequence[str] = (), force: Sequence[str] = (),
+         dry_run: bool = False, quiet: bool = False, echo: Callable[..., Any] = print) -> list[dict[str, Any]]:
     """Run the pipeline; returns one record per step (name, stage, output_dir, status, seconds)."""
     steps = plan(cfg, source, list(overrides), list(force))
     records = []
@@ -183,6 +183,6 @@ def _input_dirs(output_dir: Path) -> list[Path]:
     return [Path(i["path"]).resolve() for i in require_complete(output_dir).get("inputs", {}).values()]
 
 
-def _record(p: Planned, status: str, seconds: float, reason: str | None = None) -> dict:
+def _record(p: Planned, status: str, seconds: float, reason: str | None = None) -> dict[str, Any]:
     return {"name": p.step.label, "stage": p.step.stage, "output_dir": str(p.output_dir), "status": status,
             "reason": reason, "seconds": round(seconds, 1)}

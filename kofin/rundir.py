@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from types import TracebackType
+from typing import IO, Any, Iterator
 
 import yaml
 from pydantic import BaseModel
@@ -186,7 +187,7 @@ class Run:
             for p in sorted(self.path.rglob("*"))
             if p.is_file() and p.name not in (MANIFEST, COMPLETE)
         }
-        manifest = {
+        manifest: dict[str, Any] = {
             "stage": self.stage,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "config": self.config,
@@ -270,16 +271,15 @@ class open_run:  # noqa: N801 - used as a context manager, reads like a function
         work.mkdir(parents=True, exist_ok=True)
         return self.run
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         try:
             if exc_type is None:
                 self.run.finish()
         finally:
             self._lock.close()  # releases the lock; the empty lock file stays, harmlessly
-        return False
 
 
-def _lock_output(final: Path):
+def _lock_output(final: Path) -> IO[str]:
     """Hold an exclusive lock on `final` for this run, or say who holds it.
 
     Two runs writing one output directory (a second terminal, a pipeline and a hand-run stage,
@@ -332,7 +332,7 @@ def require_complete(path: Path, stage: str | None = None, *, what: str = "input
             f"or point {what} at a complete run directory."
         )
     try:
-        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        manifest: dict[str, Any] = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         raise RunDirError(f"{what} {path}: {MANIFEST} is unreadable ({err}); re-run the stage.") from None
     if stage is not None and manifest.get("stage") != stage:

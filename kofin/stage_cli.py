@@ -11,7 +11,7 @@ import argparse
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 from pydantic import BaseModel
 
@@ -25,7 +25,7 @@ def literal_choices(model: type[BaseModel], prefix: str = "") -> dict[str, list[
     """key path -> allowed values, from every Literal in the config model's annotations."""
     import typing
 
-    def walk(tp):
+    def walk(tp: Any) -> Iterator[Any]:
         if typing.get_origin(tp) is typing.Literal:
             yield from typing.get_args(tp)
         for arg in typing.get_args(tp) if typing.get_origin(tp) is not typing.Literal else ():
