@@ -32,13 +32,11 @@ def run_cli(argv: list[str]) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_intermixed_args(argv)
     cfg = load_stage_config(EvalConfig, args, "kofin eval")
-    if args.quiet:
-        cfg = cfg.model_copy(update={"progress": False})
 
     def act() -> None:
         from kofin.eval.run import main
 
-        out = main(cfg)
+        out = main(cfg, progress=not args.quiet)
         metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
         for model, per_task in metrics["results"].items():
             for task, values in per_task.items():

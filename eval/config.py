@@ -124,7 +124,6 @@ class EvalConfig(StageConfig):
     cpu_threads: int | None = Field(
         None, gt=0, description="Torch CPU threads; null = torch's default. 1 is fastest for the tiny model on a busy machine.")
     report: bool = Field(True, description="Write report.md, report.html and charts/ (needs the eval extra: matplotlib).")
-    progress: bool = Field(True, description="Show progress bars while scoring.")
 
     @field_validator("tasks")
     @classmethod

@@ -43,7 +43,9 @@ class EvalError(KofinError):
     """A model or task the eval stage cannot use."""
 
 
-def main(cfg: EvalConfig) -> Path:
+def main(cfg: EvalConfig, *, progress: bool = True) -> Path:
+    """Score every model on every task and write the report; `progress`: tqdm bars (a display
+    choice, not config: the run's digest must not depend on how it was shown)."""
     specs = [load_task(t) for t in cfg.tasks]
     examples = {s.name: load_examples(s, cfg.limit) for s in specs}
     models = {m.name: resolve_model(m) for m in cfg.models}
@@ -78,7 +80,7 @@ def main(cfg: EvalConfig) -> Path:
                 todo = store.missing(spec, examples[spec.name], judge_name)
                 if todo and backend is None:
                     backend = make_backend(m, path, cfg)
-                scored += _score_in_chunks(spec, todo, backend, store, cfg, m.name, (judge, judge_name))
+                scored += _score_in_chunks(spec, todo, backend, store, cfg, m.name, (judge, judge_name), progress)
                 if spec.kind != "pairwise":  # pairwise metrics wait for the judge, after every model answered
                     results[m.name][spec.name] = store.metrics(spec, examples[spec.name], bert)
                     kept[m.name][spec.name] = store.ordered()
@@ -255,7 +257,7 @@ def _carry_finished_records(finished: Path, work: Path) -> None:
 
 
 def _score_in_chunks(spec: TaskSpec, todo: list[Example], backend: Any, store: ModelRecords, cfg: EvalConfig, model: str,
-                     judge: tuple[Any, str] = (None, "lexical")) -> int:
+                     judge: tuple[Any, str] = (None, "lexical"), progress: bool = True) -> int:
     if not todo:
         return 0
     from tqdm import tqdm
@@ -264,7 +266,7 @@ def _score_in_chunks(spec: TaskSpec, todo: list[Example], backend: Any, store: M
 
     # Each chunk is written before the next starts: a kill loses at most one chunk of work.
     chunk = cfg.batch_size * 4
-    with tqdm(total=len(todo), desc=f"{model} / {spec.name}", unit="ex", disable=not cfg.progress) as bar:
+    with tqdm(total=len(todo), desc=f"{model} / {spec.name}", unit="ex", disable=not progress) as bar:
         for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]
             records = score_examples(spec, part, backend, citation_judge=judge[0])

@@ -42,7 +42,8 @@ STAGE_MAINS: dict[str, str] = {
     "eval": "kofin.eval.run:main",
 }
 # Keyword arguments that silence a stage's own progress output under `--quiet`.
-QUIET_KWARGS: dict[str, dict[str, bool]] = {"data": {"progress": False}, "sft": {"echo": False}, "dpo": {"progress": False}}
+QUIET_KWARGS: dict[str, dict[str, bool]] = {"data": {"progress": False}, "sft": {"echo": False}, "dpo": {"progress": False},
+                                             "eval": {"progress": False}}
 
 
 class PipelineStep(KofinModel):

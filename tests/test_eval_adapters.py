@@ -62,7 +62,7 @@ def test_kofin_eval_on_base_sft_and_dpo_runs(runs, tmp_path):
     sft, dpo = runs
     models = f"[{{name: base, base: true}}, {{name: sft, path: {sft}}}, {{name: dpo, path: {dpo}}}]"
     cfg = load_config(EvalConfig, None, [f"output_dir={tmp_path}/eval", f"models={models}", "tasks=[general_mcq_ko]",
-                                         "limit=2", "progress=false", "cpu_threads=1", "report=false"])
+                                         "limit=2", "cpu_threads=1", "report=false"])
     metrics = json.loads((main(cfg) / "metrics.json").read_text(encoding="utf-8"))
     assert set(metrics["results"]) == {"base", "sft", "dpo"} and set(metrics["forgetting"]) == {"sft", "dpo"}
     assert metrics["training"]["sft"]["stage"] == "sft" and metrics["training"]["dpo"]["stage"] == "dpo"
@@ -75,7 +75,7 @@ def test_kofin_eval_on_base_sft_and_dpo_runs(runs, tmp_path):
 def test_adapter_on_a_missing_base_says_what_to_do(tmp_path, tiny_model):
     orphan = adapter_run(tmp_path / "dpo", tiny_model, stage="dpo", metrics={"adapter_base": {"base_model": str(tmp_path / "gone")}})
     cfg = load_config(EvalConfig, None, [f"output_dir={tmp_path}/eval", f"models=[{{name: dpo, path: {orphan}}}]",
-                                         "tasks=[general_mcq_ko]", "progress=false"])
+                                         "tasks=[general_mcq_ko]"])
     with pytest.raises(AdapterRunError, match=r"models\[dpo\].path: .* trained on .*gone, which is not a local model folder here"):
         main(cfg)
 
@@ -91,7 +91,7 @@ def test_a_merge_run_directory_is_scored_on_its_merged_model(tmp_path, tiny_mode
         (run.path / "tuned").mkdir()
         run.metrics.update(method="slerp")
     cfg = load_config(EvalConfig, None, [f"output_dir={tmp_path}/eval", f"models=[{{name: base, base: true}}, {{name: merged, path: {out}}}]",
-                                         "tasks=[general_mcq_ko]", "limit=2", "progress=false", "cpu_threads=1", "report=false"])
+                                         "tasks=[general_mcq_ko]", "limit=2", "cpu_threads=1", "report=false"])
     metrics = json.loads((main(cfg) / "metrics.json").read_text(encoding="utf-8"))
     assert json.loads((tmp_path / "eval/records/merged/model.json").read_text())["path"] == str(out / "merged")
     assert metrics["training"]["merged"]["stage"] == "merge"

@@ -121,7 +121,7 @@ def test_kofin_eval_rag_records_carry_the_llm_judges_verdicts(judge_server, tmp_
                                        "answer_with: extractive\nk: [1]\n", encoding="utf-8")
 
     def run(*extra: str) -> dict:
-        cfg = load_config(EvalConfig, None, [f"output_dir={tmp_path}/eval", "models=[{name: t}]", "progress=false",
+        cfg = load_config(EvalConfig, None, [f"output_dir={tmp_path}/eval", "models=[{name: t}]",
                                              f"tasks=[{tmp_path}/rag.yaml]", "cpu_threads=1", "report=false", *extra])
         metrics = json.loads((main(cfg) / "metrics.json").read_text(encoding="utf-8"))
         judges.append(metrics["citation_judge"])

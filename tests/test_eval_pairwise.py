@@ -102,7 +102,7 @@ def short_task(tmp_path_factory) -> Path:
 
 def _cfg(out: Path, task: Path, models: str, judge: str, *extra: str) -> EvalConfig:
     return load_config(EvalConfig, ROOT / "configs" / "eval" / "tiny.yaml", [
-        f"output_dir={out}", f"tasks=[{task}]", f"models={models}", f"pairwise_judge={judge}", "limit=3", "progress=false",
+        f"output_dir={out}", f"tasks=[{task}]", f"models={models}", f"pairwise_judge={judge}", "limit=3",
         "cpu_threads=1", "bootstrap_resamples=50", "report=false", *extra])
 
 
@@ -173,6 +173,6 @@ def test_the_tiny_model_against_itself_with_a_local_judge_is_a_tie_on_every_reru
 
 def test_a_pairwise_task_without_a_judge_is_refused(tmp_path, short_task):
     cfg = load_config(EvalConfig, ROOT / "configs" / "eval" / "tiny.yaml", [
-        f"output_dir={tmp_path / 'x'}", f"tasks=[{short_task}]", "progress=false", "report=false"])
+        f"output_dir={tmp_path / 'x'}", f"tasks=[{short_task}]", "report=false"])
     with pytest.raises(EvalError, match="needs a judge: set pairwise_judge:"):
         main(cfg)

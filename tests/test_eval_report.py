@@ -59,7 +59,7 @@ def report_run(tmp_path_factory, tiny_model, second_tiny_model, sft_run, rag_tas
     cfg = load_config(EvalConfig, ROOT / "configs" / "eval" / "tiny.yaml", [
         f"output_dir={out}", f"models={models}", f"tasks=[fin_mcq_kmmlu, fin_numeric_qa, general_mcq_ko, {rag_task}]",
         f"training_runs=[{sft_run}]",
-        "limit=4", "progress=false", "cpu_threads=1", "bootstrap_resamples=100",
+        "limit=4", "cpu_threads=1", "bootstrap_resamples=100",
     ])
     return main(cfg)
 

@@ -37,7 +37,7 @@ def report_html(tmp_path_factory, tiny_model, second_tiny_model, sft_run, rag_ta
         f"output_dir={out}", f"models={models}", f"training_runs=[{sft_run}]",
         f"tasks=[{pairwise}, fin_mcq_kmmlu, fin_sentiment_korfin_asc, fin_numeric_qa, general_mcq_ko, general_gsm8k_ko, {rag_task}]",
         f"pairwise_judge={{path: {tiny_model}, max_new_tokens: 4}}",
-        "limit=3", "progress=false", "cpu_threads=1", "bootstrap_resamples=50",
+        "limit=3", "cpu_threads=1", "bootstrap_resamples=50",
     ])
     return main(cfg) / "report.html"
 

@@ -20,7 +20,7 @@ TASKS = ["fin_mcq_kmmlu", "general_gsm8k_ko"]
 
 def _cfg(out: Path, *extra: str) -> EvalConfig:
     return load_config(EvalConfig, ROOT / "configs" / "eval" / "tiny.yaml",
-                       [f"output_dir={out}", f"tasks={json.dumps(TASKS)}", "limit=2", "progress=false", "batch_size=4", "cpu_threads=1", "report=false", *extra])
+                       [f"output_dir={out}", f"tasks={json.dumps(TASKS)}", "limit=2", "batch_size=4", "cpu_threads=1", "report=false", *extra])
 
 
 @pytest.fixture
@@ -230,3 +230,15 @@ def test_model_cost_sums_the_lineage_behind_a_model(tmp_path):
     # Sums across currencies mean nothing.
     krw = GpuPrice(gpu_hour_price=10000.0, currency="KRW")
     assert model_cost(dpo, krw)["cost"] is None
+
+
+def test_a_quiet_run_is_the_same_run_for_the_pipeline(tmp_path):
+    """--quiet is how a run is shown, not what it computes: the config digest `kofin eval --quiet`
+    records is the one `kofin pipeline` computes from the YAML, so the pipeline finds it up to date."""
+    from kofin.cli import main as kofin
+    from kofin.rundir import config_digest, require_complete
+
+    overrides = [f"output_dir={tmp_path / 'eval'}", f"tasks={json.dumps(TASKS)}", "limit=2", "batch_size=4", "cpu_threads=1", "report=false"]
+    assert kofin(["eval", "--config", str(ROOT / "configs" / "eval" / "tiny.yaml"), "--quiet", *overrides]) == 0
+    cfg = load_config(EvalConfig, ROOT / "configs" / "eval" / "tiny.yaml", overrides)
+    assert require_complete(tmp_path / "eval")["config_sha256"] == config_digest(cfg.model_dump(mode="json"))
