@@ -136,3 +136,26 @@ def bundled_kb(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bundled") / "kb-demo"
     main(IngestConfig(output_dir=out, inputs=[ROOT / "data_ko" / "kb"], chunking=ChunkingConfig(max_chars=900)))
     return out
+
+
+# The browser tests (chat, login page, eval report) drive Debian's Chromium through Playwright's
+# API, never a browser `playwright install` downloads. Without the background-networking flags
+# Chromium keeps calling Google services, which a closed bank network (and the tests' request
+# checks) refuse.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--disable-default-apps", "--disable-extensions",
+                  "--metrics-recording-only", "--no-default-browser-check", "--disable-dev-shm-usage"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium; fails (never skips) when it is missing."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make browser` (installs Debian's chromium; `make test` does it first)", pytrace=False)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS)
+        yield b
+        b.close()

@@ -17,10 +17,6 @@ from kofin.eval.run import main
 from test_eval_report import rag_task, second_tiny_model, sft_run  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-default-apps", "--disable-extensions",
-         "--metrics-recording-only", "--no-default-browser-check", "--disable-dev-shm-usage"]
 SCREEN = {"width": 1366, "height": 768}
 
 
@@ -42,16 +38,6 @@ def report_html(tmp_path_factory, tiny_model, second_tiny_model, sft_run, rag_ta
     return main(cfg) / "report.html"
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `make browser` (installs Debian's chromium; `make test` does it first)", pytrace=False)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
-        yield b
-        b.close()
 
 
 def test_verdict_visible_without_scrolling_and_no_sideways_scroll(browser, report_html, tmp_path):

@@ -13,7 +13,6 @@ browser here: it launches that executable. A fresh temporary profile per launch.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
@@ -22,12 +21,6 @@ from serve_fixtures import (
     OPEN_QUESTION, PASSWORDS, RESTRICTED_DOC, RESTRICTED_QUESTION, ROOT, demo_config, restricted_sentences, running_app,
 )
 
-CHROMIUM = Path("/usr/bin/chromium")
-# Without the background-networking flags Chromium keeps calling Google services, which a closed
-# bank network (and the test's request check) refuses.
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-default-apps", "--disable-extensions",
-         "--metrics-recording-only", "--no-default-browser-check", "--disable-dev-shm-usage"]
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 # A document whose every link form Gradio's Markdown (marked, GFM) or the HTML panel could render:
 # raw HTML, a Markdown link and image, bare URLs (http://, www.) and an e-mail address.
@@ -44,16 +37,6 @@ groups: [all]
 LINKS_QUESTION = "무지개적금 가입 신청, 금리표, 약관은 어디서 받나요?"
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `make browser` (installs Debian's chromium; `make test` does it first)", pytrace=False)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")

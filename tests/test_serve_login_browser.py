@@ -13,27 +13,11 @@ import pytest
 
 from serve_fixtures import OPEN_QUESTION, PASSWORDS, FakeClock, demo_config, serving
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-default-apps", "--disable-extensions",
-         "--metrics-recording-only", "--no-default-browser-check", "--disable-dev-shm-usage"]
 TITLE = "가람은행 업무 도우미"
 # Answers with lists in them (bulleted procedures) as well as citations.
 LIST_QUESTIONS = ["신용카드를 분실했을 때 어떻게 해야 하나요?", "해외송금 한도와 필요한 서류는 무엇인가요?"]
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from pathlib import Path
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `make browser` (installs Debian's chromium; `make test` does it first)", pytrace=False)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
