@@ -86,11 +86,20 @@ class IngestReport:
     written: bool = False
     conflicts: list[Conflict] = field(default_factory=list)  # of the KB as it now is
     conflict_seconds: float = 0.0
+    defaulted: list[str] = field(default_factory=list)  # documents read this run that declared no groups
+    default_groups: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         head = f"{len(self.added)} added, {len(self.updated)} updated, {len(self.unchanged)} unchanged, {len(self.removed)} removed, {len(self.skipped)} skipped"
         state = f"{self.documents} documents, {self.chunks} chunks" if self.written else "nothing changed; the KB was left as it was"
         lines = [f"{self.kb}: {head} -> {state} ({self.seconds:.1f}s)"]
+        if self.defaulted:
+            # Said every time: statutes ingested with the defaults are otherwise silently invisible to staff.
+            n, groups = len(self.defaulted), ", ".join(self.default_groups)
+            lines.append(f"{n} document{'s' if n != 1 else ''} declared no access groups and got default_groups "
+                         f"[{groups}]" + (": only administrators can read them; for public text (statutes) pass "
+                                          "default_groups='[all]' or use configs/ingest/laws.yaml"
+                                          if self.default_groups == [ADMINS_GROUP] else ""))
         if self.conflicts:
             n = len(self.conflicts)
             lines.append(f"{n} conflicting statement{'s' if n != 1 else ''} (documents that disagree; check which one is right):")
@@ -101,7 +110,7 @@ class IngestReport:
 def main(cfg: IngestConfig) -> IngestReport:
     started = time.time()
     kb = cfg.output_dir
-    report = IngestReport(kb=str(kb))
+    report = IngestReport(kb=str(kb), default_groups=list(cfg.default_groups))
     old_chunks, old_sources = _previous(kb, cfg.rebuild)
 
     sources: dict[str, dict] = dict(old_sources)
@@ -126,7 +135,8 @@ def main(cfg: IngestConfig) -> IngestReport:
             continue
         rel = path.relative_to(root).as_posix()
         try:
-            new = [_record(c, key, forced, cfg.default_groups) for doc in load_file(path, rel) for c in chunk_document(doc, cfg.chunking)]
+            docs = load_file(path, rel)
+            new = [_record(c, key, forced, cfg.default_groups) for doc in docs for c in chunk_document(doc, cfg.chunking)]
         except (LoaderError, DocumentError) as err:
             report.skipped.append((key, str(err).removeprefix(f"{path}: ").removeprefix(f"{path}")))
             continue
@@ -135,6 +145,8 @@ def main(cfg: IngestConfig) -> IngestReport:
             report.skipped.append((key, clash))
             continue
         (report.updated if key in old_sources else report.added).append(key)
+        if forced is None:
+            report.defaulted += [d.doc_id for d in docs if not d.groups]
         chunks_by_source[key] = new
         sources[key] = {"sha256": digest, "bytes": path.stat().st_size, "root": str(root), "documents": sorted({c["doc_id"] for c in new}),
                         "default_groups": list(cfg.default_groups)}

@@ -196,7 +196,9 @@ def test_unlabelled_documents_get_the_default_groups_never_all(tmp_path):
     (docs / "open.md").write_text("---\ngroups: [all]\n---\n# 공개\n\n모두가 보는 문서이다.\n", encoding="utf-8")
     rows = [{"id": "R1", "text": "그룹 없는 기록이다."}, {"id": "R2", "text": "준법 기록이다.", "groups": ["compliance"]}]
     (docs / "rows.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    ingest(IngestConfig(output_dir=tmp_path / "kb", inputs=[docs]))
+    first = ingest(IngestConfig(output_dir=tmp_path / "kb", inputs=[docs]))
+    # The summary says so, with the fix: statutes ingested with the defaults are otherwise invisible to staff.
+    assert "3 documents declared no access groups and got default_groups [admins]: only administrators" in first.summary()
     groups = {c["doc_id"]: c["groups"] for c in read_chunks(tmp_path / "kb")}
     assert groups == {"plain.md": [ADMINS_GROUP], "note.txt": [ADMINS_GROUP], "open.md": ["all"], "R1": [ADMINS_GROUP], "R2": ["compliance"]}
     kb = load_kb(tmp_path / "kb")
