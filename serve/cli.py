@@ -187,6 +187,12 @@ def ask_cli(argv: list[str]) -> int:
                                  lambda: answer_file(assistant, args.questions, args.out.resolve(), args.user, cfg.retrieval.top_k))
             print(f"{prog}: answered {n} questions -> {args.out}")
             return
+        groups = assistant.groups_of(args.user)
+        if not assistant.retriever.kb.allowed(groups).any():
+            # Otherwise every answer is "찾지 못했습니다" with no hint why (statutes ingested with the defaults).
+            print(f"{prog}: no document of {cfg.kb} is open to groups {', '.join(groups)}; documents without access "
+                  "groups are for administrators unless ingested with default_groups='[all]' — or ask as a user "
+                  "(--user NAME --users FILE)", file=sys.stderr)
         streaming = cfg.generation.backend != "extractive" and not args.json
         on_token = (lambda piece: print(piece, end="", flush=True)) if streaming else None
         result = _readable_errors("the question", lambda: assistant.ask(question, args.user, cfg.retrieval.top_k, on_token=on_token))

@@ -224,3 +224,14 @@ def test_ask_and_ingest_flags_are_config_keys_with_the_keys_own_help(capsys):
     with pytest.raises(SystemExit):
         main(["ask", "--kb", "x", "--backend", "gpt", "질문"])
     assert "invalid choice: 'gpt'" in capsys.readouterr().err
+
+
+def test_ask_says_when_no_document_is_open_to_the_asker(kofin_home, capsys, tmp_path):
+    from kofin.serve.ingest import IngestConfig, main as ingest
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "note.md").write_text("# 시재 한도\n\n현금 시재는 3천만원을 넘지 않는다.\n", encoding="utf-8")  # no groups
+    ingest(IngestConfig(output_dir=tmp_path / "kb", inputs=[tmp_path / "docs"]))
+    assert main(["ask", "--kb", str(tmp_path / "kb"), "현금 시재 한도는?"]) == 0
+    captured = capsys.readouterr()
+    assert "찾지 못했습니다" in captured.out and "no document of" in captured.err and "default_groups='[all]'" in captured.err
