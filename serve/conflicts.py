@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -147,6 +148,8 @@ def find_conflicts(chunks: list[dict]) -> list[Conflict]:
                 b = found[j]
                 if a.st.doc_id == b.st.doc_id or (a.place[:1] == b.place[:1] and a.place != b.place):
                     continue  # the same sentence in two documents (a copy) is compared value by value
+                if _different_articles(a.st.title, b.st.title):
+                    continue  # two provisions of statutes rule on different things, whatever words they share
                 if kind == "code":
                     match = a.texts["code"] != b.texts["code"] and _same_code_subject(a, b)
                 else:
@@ -168,6 +171,17 @@ def find_conflicts(chunks: list[dict]) -> list[Conflict]:
         subject = min((f.label for f in members), key=lambda s: (s == "같은 항목", len(s)))
         out.append(Conflict(subject, KIND_NAMES.get(kind, "amount" if kind.startswith("money") else "count"), statements))
     return sorted(out, key=lambda c: (c.subject, c.statements[0].doc_id))
+
+
+# A statute article's title: "은행법 제34조(건전경영의 지도)".
+_ARTICLE = re.compile(r"^(.+?\s*제\d+조(?:의\d+)?)(?:\(|\s|$)")
+
+
+def _different_articles(title_a: str, title_b: str) -> bool:
+    """Both documents are statute articles, and not the same article (two versions of one article
+    may disagree; 서민금융법 제9조's committee of 11 and 제61조's of 15 are two committees)."""
+    a, b = _ARTICLE.match(title_a), _ARTICLE.match(title_b)
+    return bool(a and b) and a.group(1).replace(" ", "") != b.group(1).replace(" ", "")
 
 
 def _same_value(a: FoundStatement, b: FoundStatement) -> bool:
