@@ -173,6 +173,17 @@ def iter_markdown_documents(root: Path) -> Iterator[Document]:
         yield read_markdown_document(path, root)
 
 
+# How a statute record's title is written ("은행법 제30조(제목)", below) and read back by the KB's
+# users: the statute, and the article it is.
+_STATUTE_TITLE = re.compile(r"^((.+?)\s*제\d+조(?:의\d+)?)(?:\(|\s|$)")
+
+
+def statute_article(title: str) -> tuple[str, str] | None:
+    """(statute, article) of a statute article's title — ("은행법", "은행법 제30조") — else None."""
+    m = _STATUTE_TITLE.match(title)
+    return (m.group(2).strip(), m.group(1).replace(" ", "")) if m else None
+
+
 def iter_jsonl_documents(path: Path) -> Iterator[Document]:
     """Document records, one JSON object per line: `text` required; `id`, `title`, `groups` optional."""
     path = Path(path)

@@ -27,12 +27,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from kofin.data_ko.corpus import statute_article
 from kofin.errors import KofinError
 from kofin.serve.statements import KIND_NAMES, MEASURES, RATE_WORDS, FoundStatement, Statement, extract_statements
 
@@ -173,15 +173,11 @@ def find_conflicts(chunks: list[dict]) -> list[Conflict]:
     return sorted(out, key=lambda c: (c.subject, c.statements[0].doc_id))
 
 
-# A statute article's title: "은행법 제34조(건전경영의 지도)".
-_ARTICLE = re.compile(r"^(.+?\s*제\d+조(?:의\d+)?)(?:\(|\s|$)")
-
-
 def _different_articles(title_a: str, title_b: str) -> bool:
     """Both documents are statute articles, and not the same article (two versions of one article
     may disagree; 서민금융법 제9조's committee of 11 and 제61조's of 15 are two committees)."""
-    a, b = _ARTICLE.match(title_a), _ARTICLE.match(title_b)
-    return bool(a and b) and a.group(1).replace(" ", "") != b.group(1).replace(" ", "")
+    a, b = statute_article(title_a), statute_article(title_b)
+    return a is not None and b is not None and a[1] != b[1]
 
 
 def _same_value(a: FoundStatement, b: FoundStatement) -> bool:

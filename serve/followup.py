@@ -44,7 +44,8 @@ def is_elliptical(question: str) -> bool:
     return len(own) <= 1 or (short and len(own) <= 2 and bool(_BARE_TAIL.search(question)))
 
 
-def _user_turns(history: list[dict]) -> list[str]:
+def user_turns(history: list[dict]) -> list[str]:
+    """The earlier user messages, cleaned, the last few, oldest first."""
     turns = [clean_text(str(m.get("content") or "")) for m in history if isinstance(m, dict) and m.get("role") == "user"]
     return [t for t in turns if t.strip()][-MAX_HISTORY_TURNS:]
 
@@ -53,7 +54,7 @@ def topic_of(history: list[dict], question: str) -> list[str]:
     """Content words of the earlier user turns (latest first) that the question lacks."""
     have = set(morpheme_terms(question))
     topic: list[str] = []
-    for turn in reversed(_user_turns(history)):
+    for turn in reversed(user_turns(history)):
         for term in morpheme_terms(turn):
             # One-syllable verb stems (받, 넣) carry no topic; nouns and compounds do.
             if len(term) > 1 and term not in QUESTION_WORDS and term not in have and term not in topic and not _ATTRIBUTE.match(term):
@@ -65,7 +66,7 @@ def topic_of(history: list[dict], question: str) -> list[str]:
 
 def rewrite_question(question: str, history: list[dict], retriever: Any = None, backend: Any = None) -> str | None:
     """The query to retrieve with when `question` is an elliptical follow-up; None to use it as is."""
-    if not history or not _user_turns(history) or not is_elliptical(question):
+    if not history or not user_turns(history) or not is_elliptical(question):
         return None
     topic = topic_of(history, question)
     if not topic:

@@ -28,7 +28,7 @@ from typing import Any, Iterator
 from kofin.serve.answer import NO_ANSWER, Source, build_messages, evidence, suspicious_sentences
 from kofin.serve.citations import verify_citations
 from kofin.serve.extract import asked_kinds, extractive_answer, value_sibling
-from kofin.serve.followup import rewrite_question
+from kofin.serve.followup import rewrite_question, user_turns
 from kofin.data_ko.korean import clean_text
 from kofin.serve.retrieve import Hit, HybridRetriever
 from kofin.serve.scope import unknown_law, unknown_name
@@ -87,7 +87,8 @@ def answer_stream(retriever: HybridRetriever, settings: AnswerSettings, question
     rewritten = rewrite_question(question, history or [], retriever, backend)
     query = rewritten or question
     hits = retriever.search(query, groups, top_k or settings.retrieval.top_k)
-    sibling = value_sibling(retriever, query, _asked(question, rewritten, history), hits, groups)
+    asked = _asked(question, rewritten, history)  # what kind of value the user wants
+    sibling = value_sibling(retriever, query, asked, hits, groups)
     hits = _with_continuations(retriever, hits + ([sibling] if sibling else []))
     yield "retrieved", Retrieved(query, hits)
     sources = [Source(i, h) for i, h in enumerate(hits, 1)]
@@ -98,7 +99,7 @@ def answer_stream(retriever: HybridRetriever, settings: AnswerSettings, question
         pieces = []
         if backend is None:
             # Extractive answers are ready at once; sent line by line like generated text.
-            raw = extractive_answer(retriever, query, sources, settings.max_sentences, asked=_asked(question, rewritten, history))
+            raw = extractive_answer(retriever, query, sources, settings.max_sentences, asked=asked)
             stream: Iterator[str] = iter(raw.splitlines(keepends=True))
         else:
             stream = backend.stream(build_messages(question if rewritten is None else f"{query}\n(원래 질문: {question})", sources))
@@ -146,7 +147,7 @@ def _asked(question: str, rewritten: str | None, history: list[dict] | None) -> 
     ("카드론은요?") the earlier question's ("현금서비스 한도는 얼마예요?") too."""
     if rewritten is None or asked_kinds(question):
         return question
-    earlier = [str(m.get("content") or "") for m in history or [] if isinstance(m, dict) and m.get("role") == "user"]
+    earlier = user_turns(history or [])
     return f"{earlier[-1]} {question}" if earlier else question
 
 

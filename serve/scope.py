@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from kofin.data_ko.corpus import statute_article
 from kofin.data_ko.korean import QUESTION_WORDS, is_proper_noun, proper_nouns, split_sentences
 from kofin.serve.retrieve import HybridRetriever
 
@@ -21,8 +22,6 @@ _NOT_A_LAW = frozenset({"방법", "불법", "위법", "적법", "편법", "해�
 _KB_LAW_NAMES: dict[int, tuple[object, set[str]]] = {}
 
 
-# A statute article's title: "은행법 제34조(건전경영의 지도)" -> the statute it belongs to.
-_ARTICLE_TITLE = re.compile(r"^(.+?)\s*제\d+조(?:의\d+)?(?:\(|\s|$)")
 
 
 def _law_names(retriever: HybridRetriever) -> set[str]:
@@ -37,9 +36,9 @@ def _law_names(retriever: HybridRetriever) -> set[str]:
     if cached is None or cached[0] is not kb:
         names: set[str] = set()
         for c in kb.chunks:
-            held = _ARTICLE_TITLE.match(c["title"])
+            held = statute_article(c["title"])
             if held:
-                names.add(held.group(1).strip())
+                names.add(held[0])
             else:
                 names |= {m.group(1) for m in _LAW_NAME.finditer(f"{c['title']} {c['section']} {c['text']}")}
         names |= {short for short, full in retriever.lexicon.aliases.items() if full in names}
