@@ -125,10 +125,19 @@ def run_followups(assistant, rows: list[dict]) -> dict:
             hits[key] += bool(rank and rank <= 5)
         present += _squash(q.get("key_fact", "\0")) in _squash(asked["with_history"].answer)
     n = len(rows)
-    return {"n": n, **{f"recall@5_{k}": round(v / n, 3) for k, v in hits.items()}, "key_fact_with_history": round(present / n, 3)}
+    return {
+        "n": n,
+        **{f"recall@5_{k}": round(v / n, 3) for k, v in hits.items()},
+        "key_fact_with_history": round(present / n, 3),
+    }
 
 
-RUNNERS = {"answerable": run_answerable, "unanswerable": run_unanswerable, "keyfact": run_keyfact, "followup": run_followups}
+RUNNERS = {
+    "answerable": run_answerable,
+    "unanswerable": run_unanswerable,
+    "keyfact": run_keyfact,
+    "followup": run_followups,
+}
 
 
 def latency(assistant, rows: list[dict]) -> dict:
@@ -137,29 +146,45 @@ def latency(assistant, rows: list[dict]) -> dict:
         t = time.perf_counter()
         assistant.ask(q["question"])
         times.append(time.perf_counter() - t)
-    return {"n": len(times), "p50_ms": round(float(np.percentile(times, 50)) * 1000, 1),
-            "p95_ms": round(float(np.percentile(times, 95)) * 1000, 1)}
+    return {
+        "n": len(times),
+        "p50_ms": round(float(np.percentile(times, 50)) * 1000, 1),
+        "p95_ms": round(float(np.percentile(times, 95)) * 1000, 1),
+    }
 
 
 def main() -> int:
     apply_offline_env()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--heldout", action="store_true", help="also run the blind held-out sets (never tune on them)")
-    parser.add_argument("--only", nargs="*", default=[], help="run only these set names (e.g. laws-dev60 kb-keyfact-dev)")
-    parser.add_argument("--scale", type=int, default=0, help="also measure answer latency at this many synthetic chunks")
-    parser.add_argument("--work", type=Path, help="folder for the two KBs (kept, reused when up to date); default: a temp folder")
+    parser.add_argument(
+        "--only", nargs="*", default=[], help="run only these set names (e.g. laws-dev60 kb-keyfact-dev)"
+    )
+    parser.add_argument(
+        "--scale", type=int, default=0, help="also measure answer latency at this many synthetic chunks"
+    )
+    parser.add_argument(
+        "--work", type=Path, help="folder for the two KBs (kept, reused when up to date); default: a temp folder"
+    )
     parser.add_argument("--out", type=Path, help="write the numbers as JSON here")
-    parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="AnswerSettings overrides for an experiment, e.g. min_coverage=0.3")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="AnswerSettings overrides for an experiment, e.g. min_coverage=0.3",
+    )
     args = parser.parse_args()
 
     import yaml
 
     from kofin.config import load_config
     from kofin.serve.ask import AskConfig, Assistant
-    from kofin.serve.serve_config import ServeConfig
     from kofin.serve.conflicts import read_conflicts
-    from kofin.serve.ingest import IngestConfig, main as ingest
+    from kofin.serve.ingest import IngestConfig
+    from kofin.serve.ingest import main as ingest
+    from kofin.serve.serve_config import ServeConfig
 
     tmp = Path(tempfile.mkdtemp(prefix="kofin-answers-"))
     work = args.work or tmp
@@ -168,15 +193,24 @@ def main() -> int:
     try:
         kbs = {"laws": work / "kb-laws", "kb": work / "kb-bundled"}
         t = time.perf_counter()
-        ingest(IngestConfig(output_dir=kbs["laws"], inputs=[LAWS / "fin_articles.jsonl"], default_groups=["all"]))  # public statutes
+        ingest(
+            IngestConfig(output_dir=kbs["laws"], inputs=[LAWS / "fin_articles.jsonl"], default_groups=["all"])
+        )  # public statutes
         results["ingest_laws_s"] = round(time.perf_counter() - t, 1)
         ingest(IngestConfig(output_dir=kbs["kb"], inputs=[KB_DOCS]))
         # Each KB with the answer settings it is served with: the statutes with kofin ask's defaults,
         # the bundled KB with the chat's (configs/serve/demo.yaml: its calibrated gate).
-        served = {"laws": {}, "kb": load_config(ServeConfig, ROOT / "configs" / "serve" / "demo.yaml").answer_settings()}
-        results["served_min_coverage"] = {name: served[name].get("min_coverage", AskConfig.model_fields["min_coverage"].default) for name in kbs}
-        assistants = {name: Assistant(AskConfig(kb=path, audit_log=tmp / f"audit-{name}.jsonl", **(served[name] | overrides)))
-                      for name, path in kbs.items()}
+        served = {
+            "laws": {},
+            "kb": load_config(ServeConfig, ROOT / "configs" / "serve" / "demo.yaml").answer_settings(),
+        }
+        results["served_min_coverage"] = {
+            name: served[name].get("min_coverage", AskConfig.model_fields["min_coverage"].default) for name in kbs
+        }
+        assistants = {
+            name: Assistant(AskConfig(kb=path, audit_log=tmp / f"audit-{name}.jsonl", **(served[name] | overrides)))
+            for name, path in kbs.items()
+        }
         for a in assistants.values():
             a.retriever.search("워밍업", ("all",), 1)  # Kiwi's model load is not a question's latency
         results["kb_conflicts"] = len(read_conflicts(kbs["kb"]))
@@ -189,7 +223,10 @@ def main() -> int:
                 continue
             t = time.perf_counter()
             results[name] = RUNNERS[kind](assistants[kb], read_jsonl(path))
-            print(f"{name:28s} {json.dumps(results[name], ensure_ascii=False)}  ({time.perf_counter() - t:.0f}s)", flush=True)
+            print(
+                f"{name:28s} {json.dumps(results[name], ensure_ascii=False)}  ({time.perf_counter() - t:.0f}s)",
+                flush=True,
+            )
         laws_questions = read_jsonl(LAWS / "questions_dev.jsonl")
         results["latency_laws"] = latency(assistants["laws"], laws_questions)
         results["latency_laws"]["chunks"] = len(assistants["laws"].retriever.kb)

@@ -78,7 +78,9 @@ def scaled_kb(kb, n: int, seed: int = 0):
         return sp.vstack(parts, format="csr")[:n].tocsc()
 
     vectors = kb.dense.reconstruct_n(0, kb.dense.ntotal)
-    big_vectors = np.vstack([vectors] + [vectors + rng.normal(0, 0.05, vectors.shape).astype(np.float32) for _ in range(reps - 1)])[:n]
+    big_vectors = np.vstack(
+        [vectors] + [vectors + rng.normal(0, 0.05, vectors.shape).astype(np.float32) for _ in range(reps - 1)]
+    )[:n]
     big_vectors /= np.linalg.norm(big_vectors, axis=1, keepdims=True)
     index = faiss.IndexFlatIP(big_vectors.shape[1])
     index.add(np.ascontiguousarray(big_vectors, dtype=np.float32))
@@ -87,20 +89,25 @@ def scaled_kb(kb, n: int, seed: int = 0):
         chunks += [dict(c, doc_id=f"{c['doc_id']}~copy{k}", chunk_id=f"{c['chunk_id']}~copy{k}") for c in kb.chunks]
     chunks = chunks[:n]
     masks = {"all": np.ones(n, dtype=bool)}
-    return dataclasses.replace(kb, chunks=chunks, bm25=grow(kb.bm25), chars=grow(kb.chars), dense=index, group_masks=masks)
+    return dataclasses.replace(
+        kb, chunks=chunks, bm25=grow(kb.bm25), chars=grow(kb.chars), dense=index, group_masks=masks
+    )
 
 
 def main() -> int:
     apply_offline_env()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--laws", type=Path, default=LAWS, help="folder with fin_articles.jsonl and questions_dev.jsonl")
+    parser.add_argument(
+        "--laws", type=Path, default=LAWS, help="folder with fin_articles.jsonl and questions_dev.jsonl"
+    )
     parser.add_argument("--heldout", type=Path, default=HELDOUT, help="second question set (qid, question, gold)")
     parser.add_argument("--kb", type=Path, help="KB folder to (re)build; default: a temp folder")
     parser.add_argument("--scale", type=int, default=0, help="also measure latency at this many chunks (synthetic)")
     parser.add_argument("--out", type=Path, help="write the numbers as JSON here")
     args = parser.parse_args()
 
-    from kofin.serve.ingest import IngestConfig, main as ingest
+    from kofin.serve.ingest import IngestConfig
+    from kofin.serve.ingest import main as ingest
     from kofin.serve.kb import load_kb
     from kofin.serve.retrieve import HybridRetriever
 
@@ -110,7 +117,11 @@ def main() -> int:
     heldout = [json.loads(line) for line in open(args.heldout, encoding="utf-8")] if args.heldout.exists() else []
     try:
         t = time.perf_counter()
-        report = ingest(IngestConfig(output_dir=kb_dir, inputs=[args.laws / "fin_articles.jsonl"], rebuild=True, default_groups=["all"]))
+        report = ingest(
+            IngestConfig(
+                output_dir=kb_dir, inputs=[args.laws / "fin_articles.jsonl"], rebuild=True, default_groups=["all"]
+            )
+        )
         ingest_s = time.perf_counter() - t
         kb = load_kb(kb_dir)
         retriever = HybridRetriever(kb)

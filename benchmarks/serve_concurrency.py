@@ -37,13 +37,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 USERS = {"teller": "teller-demo-1", "compliance": "comply-demo-1", "admin": "admin-demo-1"}
 QUESTIONS = [
-    "정기예금을 만기 전에 해지하면 이자는 어떻게 되나요?", "예금자보호 한도는 얼마인가요?", "해외송금 한도와 필요한 서류는 무엇인가요?",
-    "신용카드를 분실했을 때 어떻게 해야 하나요?", "휴면예금은 어떻게 찾을 수 있나요?", "체크카드와 신용카드의 차이는 무엇인가요?",
-    "적금 만기 후 이자율은 어떻게 되나요?", "리볼빙 결제란 무엇인가요?", "외화예금도 예금자보호가 되나요?",
-    "환전 수수료 우대는 어떻게 받나요?", "신용대출 중도상환수수료는 얼마인가요?", "청년 적금 가입 조건은 무엇인가요?",
-    "현금서비스 이자는 어떻게 계산되나요?", "고액현금거래보고 기준금액은 얼마인가요?", "연금 계좌의 우대 혜택은 무엇인가요?",
-    "해외 카드 결제 수수료는 얼마인가요?", "외국인 근로자 해외송금은 어떻게 하나요?", "펀드 투자 위험 등급은 무엇인가요?",
-    "주택담보대출의 LTV란 무엇인가요?", "금융소비자 청약철회권은 무엇인가요?",
+    "정기예금을 만기 전에 해지하면 이자는 어떻게 되나요?",
+    "예금자보호 한도는 얼마인가요?",
+    "해외송금 한도와 필요한 서류는 무엇인가요?",
+    "신용카드를 분실했을 때 어떻게 해야 하나요?",
+    "휴면예금은 어떻게 찾을 수 있나요?",
+    "체크카드와 신용카드의 차이는 무엇인가요?",
+    "적금 만기 후 이자율은 어떻게 되나요?",
+    "리볼빙 결제란 무엇인가요?",
+    "외화예금도 예금자보호가 되나요?",
+    "환전 수수료 우대는 어떻게 받나요?",
+    "신용대출 중도상환수수료는 얼마인가요?",
+    "청년 적금 가입 조건은 무엇인가요?",
+    "현금서비스 이자는 어떻게 계산되나요?",
+    "고액현금거래보고 기준금액은 얼마인가요?",
+    "연금 계좌의 우대 혜택은 무엇인가요?",
+    "해외 카드 결제 수수료는 얼마인가요?",
+    "외국인 근로자 해외송금은 어떻게 하나요?",
+    "펀드 투자 위험 등급은 무엇인가요?",
+    "주택담보대출의 LTV란 무엇인가요?",
+    "금융소비자 청약철회권은 무엇인가요?",
 ]
 
 
@@ -98,8 +111,16 @@ def session(url: str, user: str, question: str, barrier: threading.Barrier, out:
             history, _, sources = job.result()
             full = time.perf_counter() - started
             found = "kofin-source" in sources
-            out.append({"user": user, "question": question, "ttft_s": first if first is not None else full, "full_s": full,
-                        "found": found, "chars": len(_text(history))})
+            out.append(
+                {
+                    "user": user,
+                    "question": question,
+                    "ttft_s": first if first is not None else full,
+                    "full_s": full,
+                    "found": found,
+                    "chars": len(_text(history)),
+                }
+            )
         except Exception as err:  # noqa: BLE001 - counted and reported, never hidden
             out.append({"user": user, "question": question, "error": f"{type(err).__name__}: {err}"})
 
@@ -114,10 +135,16 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=1, help="questions each session asks, one after another")
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "serve" / "demo.yaml")
-    parser.add_argument("--kb", type=Path, default=ROOT / "runs" / "kb-demo", help="built from the config's build_from if missing")
+    parser.add_argument(
+        "--kb", type=Path, default=ROOT / "runs" / "kb-demo", help="built from the config's build_from if missing"
+    )
     parser.add_argument("--concurrency-limit", type=int, help="override the config's queue workers")
-    parser.add_argument("--replicas", type=int, default=1, help="servers sharing the state (more than one needs --store postgresql)")
-    parser.add_argument("--store", choices=("file", "postgresql"), default="file", help="postgresql: a throwaway cluster on 127.0.0.1")
+    parser.add_argument(
+        "--replicas", type=int, default=1, help="servers sharing the state (more than one needs --store postgresql)"
+    )
+    parser.add_argument(
+        "--store", choices=("file", "postgresql"), default="file", help="postgresql: a throwaway cluster on 127.0.0.1"
+    )
     args = parser.parse_args()
     if args.replicas > 1 and args.store != "postgresql":
         parser.error("--replicas above 1 share their state through PostgreSQL: add --store postgresql")
@@ -128,12 +155,26 @@ def main() -> int:
     ok = [r for r in results if "error" not in r]
     errors = [r for r in results if "error" in r]
     summary = {
-        "date": time.strftime("%Y-%m-%d"), "host": f"{platform.node()} ({os.cpu_count()} CPUs)", "command": " ".join(sys.argv),
-        "replicas": args.replicas, "store": args.store, **chain,
-        "sessions": args.sessions, "rounds": args.rounds, "requests": len(results), "errors": len(errors),
-        "found": sum(r["found"] for r in ok), "wall_s": round(wall, 2),
-        "ttft_s": {k: round(f(([r["ttft_s"] for r in ok]) or [0.0]), 3) for k, f in (("p50", statistics.median), ("p95", lambda v: pct(v, 0.95)), ("max", max))},
-        "full_s": {k: round(f(([r["full_s"] for r in ok]) or [0.0]), 3) for k, f in (("p50", statistics.median), ("p95", lambda v: pct(v, 0.95)), ("max", max))},
+        "date": time.strftime("%Y-%m-%d"),
+        "host": f"{platform.node()} ({os.cpu_count()} CPUs)",
+        "command": " ".join(sys.argv),
+        "replicas": args.replicas,
+        "store": args.store,
+        **chain,
+        "sessions": args.sessions,
+        "rounds": args.rounds,
+        "requests": len(results),
+        "errors": len(errors),
+        "found": sum(r["found"] for r in ok),
+        "wall_s": round(wall, 2),
+        "ttft_s": {
+            k: round(f(([r["ttft_s"] for r in ok]) or [0.0]), 3)
+            for k, f in (("p50", statistics.median), ("p95", lambda v: pct(v, 0.95)), ("max", max))
+        },
+        "full_s": {
+            k: round(f(([r["full_s"] for r in ok]) or [0.0]), 3)
+            for k, f in (("p50", statistics.median), ("p95", lambda v: pct(v, 0.95)), ("max", max))
+        },
         "error_messages": sorted({r["error"][:200] for r in errors}),
     }
     suffix = f"_{args.replicas}replicas-{args.store}" if args.replicas > 1 or args.store != "file" else ""
@@ -166,15 +207,34 @@ def run_replicas(args, dsn: str | None) -> tuple[list[dict], float, dict]:
             if dsn:
                 overrides += ["store.kind=postgresql", f"store.dsn={dsn}"]
             command = [sys.executable, "-m", "kofin.cli", "serve", "--config", str(args.config), *overrides]
-            procs.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                          env=dict(os.environ, GRADIO_TEMP_DIR=str(out / "tmp"))))
+            procs.append(
+                subprocess.Popen(
+                    command,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    env=dict(os.environ, GRADIO_TEMP_DIR=str(out / "tmp")),
+                )
+            )
             urls.append(f"http://127.0.0.1:{port}")
             wait_up(urls[-1], procs[-1])  # one at a time: the first builds the KB when it is missing
         results: list[dict] = []
         barrier = threading.Barrier(args.sessions)
         users = list(USERS)
-        threads = [threading.Thread(target=session, args=(urls[i % len(urls)], users[i % len(users)], QUESTIONS[i % len(QUESTIONS)], barrier, results, args.rounds))
-                   for i in range(args.sessions)]
+        threads = [
+            threading.Thread(
+                target=session,
+                args=(
+                    urls[i % len(urls)],
+                    users[i % len(users)],
+                    QUESTIONS[i % len(QUESTIONS)],
+                    barrier,
+                    results,
+                    args.rounds,
+                ),
+            )
+            for i in range(args.sessions)
+        ]
         wall = time.perf_counter()
         for t in threads:
             t.start()
@@ -201,8 +261,12 @@ def audit_chain(dsn: str | None, path: Path) -> dict:
             lines = [json.loads(line) for (line,) in db.execute("SELECT line FROM kofin_audit ORDER BY seq")]
     else:
         lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.exists() else []
-    return {"audit_intact": check.ok, "audit_lines": len(lines), "audit_answer_lines": sum("event" not in r for r in lines),
-            "audit_login_events": sum(r.get("event") == "login" for r in lines)}
+    return {
+        "audit_intact": check.ok,
+        "audit_lines": len(lines),
+        "audit_answer_lines": sum("event" not in r for r in lines),
+        "audit_login_events": sum(r.get("event") == "login" for r in lines),
+    }
 
 
 if __name__ == "__main__":

@@ -40,15 +40,21 @@ def result_from_manifest(manifest: dict, args: argparse.Namespace, *, wall_s: fl
         "command": " ".join(sys.argv),
         "host": manifest[keys.HOST],
         "shape": {"hidden": 4096, "intermediate": 14336, "heads": 32, "kv_heads": 8, "layers": args.layers},
-        "method": args.method, "r": args.r, "seq_len": args.seq_len, "micro_batch": args.micro_batch,
-        "precision": args.precision, "gradient_checkpointing": args.gradient_checkpointing, "steps": m[keys.STEPS],
+        "method": args.method,
+        "r": args.r,
+        "seq_len": args.seq_len,
+        "micro_batch": args.micro_batch,
+        "precision": args.precision,
+        "gradient_checkpointing": args.gradient_checkpointing,
+        "steps": m[keys.STEPS],
         "trainable_params": m[keys.TRAINABLE_PARAMS],
         "tokens_per_s": m[keys.TOKENS_PER_S],
         "peak_gpu_memory_gib_rank0_measured": m[keys.PEAK_GPU_MEMORY_GIB_RANK0],
         "memory_estimate_gib_per_gpu": m[keys.MEMORY_ESTIMATE_GIB_PER_GPU],
         "peak_rss_mb": manifest[keys.PEAK_RSS_MB],
         "wall_s": round(wall_s, 1),
-        "loss_first": m[keys.LOSS_FIRST], "loss_last": m[keys.LOSS_LAST],
+        "loss_first": m[keys.LOSS_FIRST],
+        "loss_last": m[keys.LOSS_LAST],
     }
 
 
@@ -71,8 +77,17 @@ def main() -> int:
 
     model = args.work / f"eeve-width-{args.layers}l"
     if not (model / "COMPLETE").exists():
-        sh(*KOFIN, "tiny", "build", str(model), f"num_hidden_layers={args.layers}", "hidden_size=4096",
-           "intermediate_size=14336", "num_attention_heads=32", "num_key_value_heads=8")
+        sh(
+            *KOFIN,
+            "tiny",
+            "build",
+            str(model),
+            f"num_hidden_layers={args.layers}",
+            "hidden_size=4096",
+            "intermediate_size=14336",
+            "num_attention_heads=32",
+            "num_key_value_heads=8",
+        )
     data = args.work / "data"
     if not (data / "COMPLETE").exists():
         # Raw text comes only from documents in the train split, so keep the chats' default length cap.
@@ -80,11 +95,19 @@ def main() -> int:
     out = args.work / f"sft-{args.method}-r{args.r}-{args.layers}l-s{args.seq_len}"
     overrides = [
         # Raw text: axolotl cuts it into sequence_len chunks, so tokens/s is measured at that length.
-        f"output_dir={out}", f"base_model={model}", f"datasets=[{{path: {data}, type: completion}}]", f"method={args.method}",
-        f"lora.r={args.r}", f"lora.alpha={2 * args.r}", f"training.sequence_len={args.seq_len}",
+        f"output_dir={out}",
+        f"base_model={model}",
+        f"datasets=[{{path: {data}, type: completion}}]",
+        f"method={args.method}",
+        f"lora.r={args.r}",
+        f"lora.alpha={2 * args.r}",
+        f"training.sequence_len={args.seq_len}",
         f"training.micro_batch_size={args.micro_batch}",
-        f"training.max_steps={args.steps}", f"training.save_steps={args.steps}", f"training.precision={args.precision}",
-        f"training.gradient_checkpointing={str(args.gradient_checkpointing).lower()}", "training.flash_attention=false",
+        f"training.max_steps={args.steps}",
+        f"training.save_steps={args.steps}",
+        f"training.precision={args.precision}",
+        f"training.gradient_checkpointing={str(args.gradient_checkpointing).lower()}",
+        "training.flash_attention=false",
         "launch.launcher=python",
     ]
     start = time.time()

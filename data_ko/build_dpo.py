@@ -33,7 +33,7 @@ from tqdm import tqdm
 from kofin.data_ko.build_sft import document_passages, passage_source, with_system
 from kofin.data_ko.config import BuildDpoConfig, DocumentSource, ReadingComprehensionConfig
 from kofin.data_ko.formats import read_preferences
-from kofin.data_ko.reading_comprehension import NUMBER_WITH_UNIT, Passage, TermStats, Task, mine_tasks
+from kofin.data_ko.reading_comprehension import NUMBER_WITH_UNIT, Passage, Task, TermStats, mine_tasks
 from kofin.data_ko.validate import check_schema
 
 GROUNDED_INSTRUCTION = "다음 자료를 근거로 질문에 답하세요. 답의 근거가 된 자료는 [1]처럼 번호로 표시하세요."
@@ -60,7 +60,7 @@ def change_number(text: str) -> str | None:
     else:
         value = int(digits)
         new = f"{value * 2:,}" if "," in raw else str(value * 2 if value else 1)
-    return text[: m.start()] + new + text[m.end():]
+    return text[: m.start()] + new + text[m.end() :]
 
 
 def grounded_prompt(passage: Passage, question: str) -> str:
@@ -76,14 +76,21 @@ def _facts(source: DocumentSource, max_pairs: int, progress: bool) -> list[tuple
     passages = document_passages(source, rc.min_passage_chars, rc.max_passage_chars)
     stats = TermStats(passages)
     facts = []
-    for passage in tqdm(passages, desc=f"grounded pairs ({source.label})", unit="passage",
-                        disable=None if progress else True, leave=False):
+    for passage in tqdm(
+        passages,
+        desc=f"grounded pairs ({source.label})",
+        unit="passage",
+        disable=None if progress else True,
+        leave=False,
+    ):
         qa = mine_tasks(passage, stats, ["qa"], max_pairs, rc.num_keywords)
         facts.extend((passage, task) for task in qa)
     return facts
 
 
-def grounded_pairs(source: DocumentSource, system_prompt: str | None, max_pairs: int, *, progress: bool = False) -> list[dict[str, Any]]:
+def grounded_pairs(
+    source: DocumentSource, system_prompt: str | None, max_pairs: int, *, progress: bool = False
+) -> list[dict[str, Any]]:
     facts = _facts(source, max_pairs, progress)
     rows = []
     for i, (passage, task) in enumerate(facts):
@@ -95,14 +102,18 @@ def grounded_pairs(source: DocumentSource, system_prompt: str | None, max_pairs:
             if other is None:
                 continue
             kind, rejected = "other_passage", other
-        rows.append({
-            "prompt": with_system([{"role": "user", "content": grounded_prompt(passage, task.question)}], system_prompt),
-            "chosen": [{"role": "assistant", "content": grounded_answer(task.answer, passage)}],
-            "rejected": [{"role": "assistant", "content": rejected}],
-            "source": passage_source(source.label, passage),
-            "task": "grounded_citation",
-            "rejected_kind": kind,
-        })
+        rows.append(
+            {
+                "prompt": with_system(
+                    [{"role": "user", "content": grounded_prompt(passage, task.question)}], system_prompt
+                ),
+                "chosen": [{"role": "assistant", "content": grounded_answer(task.answer, passage)}],
+                "rejected": [{"role": "assistant", "content": rejected}],
+                "source": passage_source(source.label, passage),
+                "task": "grounded_citation",
+                "rejected_kind": kind,
+            }
+        )
     return rows
 
 
@@ -122,7 +133,11 @@ def _other_document_answer(facts: list[tuple[Passage, Task]], i: int) -> str | N
     for step in range(n // 2, n // 2 + n):
         other_passage, other = facts[(i + step) % n]
         # The rejected answer must really be ungrounded: not a fact this passage also states.
-        if other_passage.doc_id != passage.doc_id and other.answer != task.answer and other.evidence not in passage.text:
+        if (
+            other_passage.doc_id != passage.doc_id
+            and other.answer != task.answer
+            and other.evidence not in passage.text
+        ):
             return other.answer
     return None
 

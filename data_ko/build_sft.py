@@ -41,7 +41,9 @@ def with_system(messages: list[dict[str, str]], system_prompt: str | None) -> li
     return messages
 
 
-def document_passages(source: DocumentSource, min_chars: int, max_chars: int, max_passages: int | None = None) -> list[Passage]:
+def document_passages(
+    source: DocumentSource, min_chars: int, max_chars: int, max_passages: int | None = None
+) -> list[Passage]:
     documents = itertools.islice(iter_documents(source.path), source.max_documents)
     passages = [p for doc in documents for p in extract_passages(doc, min_chars, max_chars)]
     return passages[:max_passages] if max_passages else passages
@@ -62,20 +64,27 @@ def reading_comprehension_rows(
     # passage apart from the rest of its corpus.
     stats = TermStats(passages)
     rows, raw, skipped = [], [], 0
-    for passage in tqdm(passages, desc=f"reading comprehension ({source.label})", unit="passage",
-                        disable=None if progress else True, leave=False):
+    for passage in tqdm(
+        passages,
+        desc=f"reading comprehension ({source.label})",
+        unit="passage",
+        disable=None if progress else True,
+        leave=False,
+    ):
         tasks = mine_tasks(passage, stats, rc.tasks, rc.max_qa_per_passage, rc.num_keywords)
         raw.append(passage_text_row(source.label, passage))
         if not tasks:
             skipped += 1
             continue
         src = passage_source(source.label, passage)
-        rows.append({
-            "messages": with_system(passage_chat(passage, tasks, src), system_prompt),
-            "source": src,
-            "task": "reading_comprehension",
-            "rc_tasks": [t.kind for t in tasks],
-        })
+        rows.append(
+            {
+                "messages": with_system(passage_chat(passage, tasks, src), system_prompt),
+                "source": src,
+                "task": "reading_comprehension",
+                "rc_tasks": [t.kind for t in tasks],
+            }
+        )
     return rows, raw, skipped
 
 
@@ -90,7 +99,9 @@ def build_sft_rows(cfg: BuildSftConfig, *, progress: bool = False) -> SftBuild:
         rows += rc_rows
         raw += raw_rows
         stats["documents"][source.label] = {
-            "passages": len(raw_rows), "chats": len(rc_rows), "passages_without_tasks": skipped,
+            "passages": len(raw_rows),
+            "chats": len(rc_rows),
+            "passages_without_tasks": skipped,
         }
     for inst in cfg.instructions:
         examples = read_instructions(inst.path, inst.format, inst.split)

@@ -47,8 +47,12 @@ def action_parser(action: str) -> argparse.ArgumentParser:
         return parser
     parser.description += ". Exit status 1 when any row has a schema error."
     parser.add_argument("file", type=Path, metavar="FILE", help="JSONL (or .json/.parquet) file of rows")
-    parser.add_argument("--kind", choices=("sft", "dpo", "auto"), default="auto", help="row kind; auto looks at the first row")
-    parser.add_argument("--tokenizer", type=Path, metavar="PATH", help="local tokenizer folder; default: kofin's tiny model")
+    parser.add_argument(
+        "--kind", choices=("sft", "dpo", "auto"), default="auto", help="row kind; auto looks at the first row"
+    )
+    parser.add_argument(
+        "--tokenizer", type=Path, metavar="PATH", help="local tokenizer folder; default: kofin's tiny model"
+    )
     parser.add_argument("--max-seq-len", type=int, default=2048, metavar="N", help="report rows longer than N tokens")
     parser.add_argument("--no-tokens", action="store_true", help="skip token counting (no tokenizer is loaded)")
     return parser
@@ -92,7 +96,9 @@ def _validate(args: argparse.Namespace, prog: str) -> int:
     result: dict = {}
 
     def act() -> None:
-        result.update(validate_file(args.file, args.kind, args.tokenizer, args.max_seq_len, count_tokens=not args.no_tokens))
+        result.update(
+            validate_file(args.file, args.kind, args.tokenizer, args.max_seq_len, count_tokens=not args.no_tokens)
+        )
 
     code = run_reporting_errors(prog, act)
     if code:

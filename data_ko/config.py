@@ -92,18 +92,18 @@ class ReadingComprehensionConfig(KofinModel):
         default=80, gt=0, description="Skip passages shorter than this many characters (too little to ask about)."
     )
     max_passage_chars: int = Field(
-        default=1500, gt=0, description="Longer sections are cut at line and sentence boundaries into passages of at most this size."
+        default=1500,
+        gt=0,
+        description="Longer sections are cut at line and sentence boundaries into passages of at most this size.",
     )
     max_passages: int | None = Field(
         default=None, gt=0, description="Use at most this many passages per document source; null = all."
     )
-    max_qa_per_passage: int = Field(
-        default=3, ge=1, description="At most this many question-answer turns per passage."
-    )
+    max_qa_per_passage: int = Field(default=3, ge=1, description="At most this many question-answer turns per passage.")
     num_keywords: int = Field(default=5, ge=1, description="Keywords asked for in the keywords task.")
 
     @model_validator(mode="after")
-    def _check(self) -> "ReadingComprehensionConfig":
+    def _check(self) -> ReadingComprehensionConfig:
         if self.min_passage_chars >= self.max_passage_chars:
             raise ValueError(
                 f"min_passage_chars ({self.min_passage_chars}) must be below max_passage_chars "
@@ -140,7 +140,7 @@ class BuildSftConfig(KofinModel):
     )
 
     @model_validator(mode="after")
-    def _check(self) -> "BuildSftConfig":
+    def _check(self) -> BuildSftConfig:
         if not self.documents and not self.instructions:
             raise ValueError("no input: list at least one entry under documents or instructions")
         if self.raw_text and not self.documents:
@@ -164,7 +164,8 @@ class BuildDpoConfig(KofinModel):
         description="Document sources for from_documents pairs; default: the bundled knowledge base.",
     )
     max_pairs_per_passage: int = Field(
-        default=1, ge=1,
+        default=1,
+        ge=1,
         description="Grounded pairs per passage. Pairs of one passage share its text, so more than one "
         "per passage is mostly removed again by near-duplicate removal.",
     )
@@ -174,7 +175,7 @@ class BuildDpoConfig(KofinModel):
     )
 
     @model_validator(mode="after")
-    def _check(self) -> "BuildDpoConfig":
+    def _check(self) -> BuildDpoConfig:
         if not self.sources and not self.from_documents:
             raise ValueError("no input: list preference files under sources or set from_documents: true")
         if self.from_documents and not self.documents:
@@ -198,10 +199,13 @@ class ValidateConfig(KofinModel):
         default=True, description="Mask resident numbers, phone, card and account numbers in every message."
     )
     dedupe: Literal["none", "exact", "near"] = Field(
-        default="near", description="Remove exact duplicates (normalised text) or also near duplicates (MinHash + Jaccard)."
+        default="near",
+        description="Remove exact duplicates (normalised text) or also near duplicates (MinHash + Jaccard).",
     )
     near_dup_threshold: float = Field(
-        default=0.85, gt=0, le=1,
+        default=0.85,
+        gt=0,
+        le=1,
         description="Character 5-gram Jaccard similarity at which two rows count as near duplicates "
         "(also used for the train/eval leakage check).",
     )
@@ -209,13 +213,15 @@ class ValidateConfig(KofinModel):
         default=128, ge=16, le=1024, description="MinHash signature length; more is more exact and slower."
     )
     eval_fraction: float = Field(
-        default=0.1, ge=0, lt=0.5,
+        default=0.1,
+        ge=0,
+        lt=0.5,
         description="Share of rows held out for eval, chosen by whole source documents; 0 = no eval split.",
     )
     seed: int = Field(default=0, description="Seed of the train/eval split and of the MinHash permutations.")
 
     @model_validator(mode="after")
-    def _check(self) -> "ValidateConfig":
+    def _check(self) -> ValidateConfig:
         if self.minhash_permutations % 8:
             raise ValueError(
                 f"minhash_permutations ({self.minhash_permutations}) must be a multiple of 8 so it "
@@ -241,7 +247,7 @@ with warnings.catch_warnings():
         )
 
         @model_validator(mode="after")
-        def _check(self) -> "DataConfig":
+        def _check(self) -> DataConfig:
             if self.sft is None and self.dpo is None:
                 raise ValueError("nothing to build: sft and dpo are both null; configure at least one")
             return self

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from importlib import resources
 from pathlib import Path
-from typing import Iterator
 
 import yaml
 
@@ -41,21 +41,21 @@ class DocumentError(KofinError, ValueError):
 
 @dataclass(frozen=True)
 class Section:
-    heading: str          # nearest heading text, e.g. "2. 가입 대상" or "제4조(금융거래의 비밀보장)"
+    heading: str  # nearest heading text, e.g. "2. 가입 대상" or "제4조(금융거래의 비밀보장)"
     path: tuple[str, ...]  # headings from the top, e.g. ("가람 스마트 정기예금", "2. 가입 대상")
-    text: str             # body under the heading, headings of subsections excluded
+    text: str  # body under the heading, headings of subsections excluded
 
 
 @dataclass(frozen=True)
 class Document:
     doc_id: str
     title: str
-    text: str                    # Markdown body (front matter removed)
+    text: str  # Markdown body (front matter removed)
     groups: tuple[str, ...] = ("all",)
     department: str = ""
     effective: str = ""
     doc_type: str = ""
-    source: str = ""             # file the document came from
+    source: str = ""  # file the document came from
     metadata: dict = field(default_factory=dict, hash=False, compare=False)
 
     def sections(self) -> list[Section]:
@@ -198,7 +198,9 @@ def iter_jsonl_documents(path: Path) -> Iterator[Document]:
             raise DocumentError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
         text = row.get("text")
         if not isinstance(text, str) or not text.strip():
-            raise DocumentError(f"{path}:{lineno}: field 'text' is missing or empty; every record needs the document text")
+            raise DocumentError(
+                f"{path}:{lineno}: field 'text' is missing or empty; every record needs the document text"
+            )
         meta = row.get("metadata") if isinstance(row.get("metadata"), dict) else {}
         groups = row.get("groups") or meta.get("groups") or ["all"]
         doc_id = str(row.get("id") or f"{path.stem}-{lineno}")

@@ -16,8 +16,8 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -157,7 +157,9 @@ class NearDuplicateIndex:
             self.buckets[band].setdefault(key, []).append(row_id)
 
 
-def near_duplicates(texts: Sequence[str], threshold: float, num_perm: int = 128, seed: int = 0) -> list[tuple[int, int]]:
+def near_duplicates(
+    texts: Sequence[str], threshold: float, num_perm: int = 128, seed: int = 0
+) -> list[tuple[int, int]]:
     """(duplicate index, index of the earlier kept row it matches) for rows whose shingle
     Jaccard with a kept earlier row is >= threshold. Exact duplicates are near duplicates too."""
     shingles = [shingle_hashes(t) for t in texts]

@@ -14,11 +14,12 @@ MAX_PROBLEMS of those per file and raise one `DataInputError` naming `file:line 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
-from kofin.errors import KofinError
 from kofin.data_ko.corpus import read_utf8
+from kofin.errors import KofinError
 
 MAX_PROBLEMS = 20
 ROLES = ("system", "user", "assistant")
@@ -66,8 +67,11 @@ def read_records(path: Path, split: str | None = None) -> Iterator[tuple[str, An
         yield from _read_parquet(path)
     else:
         raise DataInputError(
-            str(path), [f"{path.name}: unsupported file type '{path.suffix}'; use .jsonl, .json, .parquet "
-                        "or a datasets save_to_disk folder"]
+            str(path),
+            [
+                f"{path.name}: unsupported file type '{path.suffix}'; use .jsonl, .json, .parquet "
+                "or a datasets save_to_disk folder"
+            ],
         )
 
 
@@ -94,11 +98,16 @@ def _read_json_array(path: Path) -> Iterator[tuple[str, Any]]:
     try:
         data = json.loads(read_utf8(path))
     except json.JSONDecodeError as err:
-        raise DataInputError(str(path), [f"{path.name}:{err.lineno}  not valid JSON: {err.msg} at column {err.colno}"]) from None
+        raise DataInputError(
+            str(path), [f"{path.name}:{err.lineno}  not valid JSON: {err.msg} at column {err.colno}"]
+        ) from None
     if not isinstance(data, list):
         raise DataInputError(
-            str(path), [f"{path.name}:1  expected a JSON array of rows, got {type(data).__name__}; "
-                        "write [ {...}, {...} ] or use JSONL"]
+            str(path),
+            [
+                f"{path.name}:1  expected a JSON array of rows, got {type(data).__name__}; "
+                "write [ {...}, {...} ] or use JSONL"
+            ],
         )
     for i, row in enumerate(data):
         yield f"{path.name}[{i}]", row
@@ -126,8 +135,11 @@ def _read_saved_dataset(path: Path, split: str | None) -> Iterator[tuple[str, An
         data = datasets.load_from_disk(str(path))
     except FileNotFoundError as err:
         raise DataInputError(
-            str(path), [f"{path}: not a datasets save_to_disk folder ({err}); point path at the folder "
-                        "Dataset.save_to_disk wrote, or at a .jsonl/.json/.parquet file"]
+            str(path),
+            [
+                f"{path}: not a datasets save_to_disk folder ({err}); point path at the folder "
+                "Dataset.save_to_disk wrote, or at a .jsonl/.json/.parquet file"
+            ],
         ) from None
     name = path.name
     if isinstance(data, datasets.DatasetDict):
@@ -246,8 +258,11 @@ def normalize_instruction(row: Any, fmt: str = "auto") -> list[dict[str, str]]:
         detected = detect_instruction_format(row)
         if detected is None:
             keys = ", ".join(sorted(map(str, row))) or "none"
-            raise RowError("", f"unknown row shape (keys: {keys}); expected messages (openai), "
-                               "conversations (sharegpt) or instruction/output (alpaca)")
+            raise RowError(
+                "",
+                f"unknown row shape (keys: {keys}); expected messages (openai), "
+                "conversations (sharegpt) or instruction/output (alpaca)",
+            )
         fmt = detected
     return INSTRUCTION_FORMATS[fmt](row)
 
@@ -303,8 +318,11 @@ def normalize_implicit_preference(row: dict) -> dict[str, list[dict[str, str]]]:
         shared += 1
     user_turns = [i for i in range(shared) if chosen[i]["role"] == "user"]
     if not user_turns:
-        raise RowError("chosen", "chosen and rejected share no user turn, so there is no prompt; "
-                                 "start both with the same user message or give an explicit prompt")
+        raise RowError(
+            "chosen",
+            "chosen and rejected share no user turn, so there is no prompt; "
+            "start both with the same user message or give an explicit prompt",
+        )
     cut = user_turns[-1] + 1
     return {
         "prompt": chosen[:cut],

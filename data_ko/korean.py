@@ -21,14 +21,33 @@ from functools import lru_cache
 CONTENT_TAGS = ("NNG", "NNP", "NNB", "NR", "NP", "VV", "VA", "XR", "SL", "SH", "SN", "MAG")
 _CONTENT = frozenset(CONTENT_TAGS)
 # Light verbs and the bound nouns every legal sentence has: they match everything.
-_STOP = frozenset({"하", "되", "있", "없", "않", "이", "것", "수", "등", "및", "때", "경우", "바", "중", "그", "이하", "이상"})
+_STOP = frozenset(
+    {"하", "되", "있", "없", "않", "이", "것", "수", "등", "및", "때", "경우", "바", "중", "그", "이하", "이상"}
+)
 
 # Words of the question frame: interrogatives and "tell me / I wonder". They say what kind of
 # answer is wanted, not what it is about, and match whatever happens to contain them.
-QUESTION_WORDS = frozenset({
-    "누구", "무엇", "뭐", "언제", "어디", "얼마", "어떤", "어떻", "몇", "무슨", "왜", "어느",  # interrogatives
-    "알리", "궁금", "저", "같", "따르",  # 알려 주세요, 궁금합니다, 저는, 인터넷뱅킹 같은, 법에 따르면
-})
+QUESTION_WORDS = frozenset(
+    {
+        "누구",
+        "무엇",
+        "뭐",
+        "언제",
+        "어디",
+        "얼마",
+        "어떤",
+        "어떻",
+        "몇",
+        "무슨",
+        "왜",
+        "어느",  # interrogatives
+        "알리",
+        "궁금",
+        "저",
+        "같",
+        "따르",  # 알려 주세요, 궁금합니다, 저는, 인터넷뱅킹 같은, 법에 따르면
+    }
+)
 
 # Characters that render as nothing (zero-width space/joiners, word joiner, BOM, soft hyphen) or
 # reorder text (bidi controls): inside a word they split it for the tokenizer while a reader sees

@@ -67,11 +67,7 @@ _BEFORE = r"(?<!\d)(?<!\d[-.])"
 _AFTER = r"(?!\d)(?![-.]\d)"
 
 _RRN = re.compile(
-    _BEFORE
-    + r"(?P<yy>\d{2})(?P<mm>\d{2})(?P<dd>\d{2})"
-    + r"(?P<sep> ?[-.] ?| )?"
-    + r"(?P<back>\d{7})"
-    + _AFTER
+    _BEFORE + r"(?P<yy>\d{2})(?P<mm>\d{2})(?P<dd>\d{2})" + r"(?P<sep> ?[-.] ?| )?" + r"(?P<back>\d{7})" + _AFTER
 )
 
 _CARD = re.compile(
@@ -96,16 +92,23 @@ _PHONE = re.compile(
 )
 
 # A number followed by a currency or quantity unit is an amount, not an account.
-_ACCOUNT = re.compile(
-    _BEFORE + r"(?:\d{2,6}(?:-\d{1,8}){1,3}|\d{10,14})" + _AFTER + r"(?!\s?[원만억천%])"
-)
+_ACCOUNT = re.compile(_BEFORE + r"(?:\d{2,6}(?:-\d{1,8}){1,3}|\d{10,14})" + _AFTER + r"(?!\s?[원만억천%])")
 
 _MASK_TOKEN = re.compile("|".join(re.escape(mask) for mask in MASKS.values()))
 
 _RRN_WEIGHTS = (2, 3, 4, 5, 6, 7, 8, 9, 2, 3, 4, 5)
-_CENTURY = {"1": 1900, "2": 1900, "5": 1900, "6": 1900,
-            "3": 2000, "4": 2000, "7": 2000, "8": 2000,
-            "9": 1800, "0": 1800}
+_CENTURY = {
+    "1": 1900,
+    "2": 1900,
+    "5": 1900,
+    "6": 1900,
+    "3": 2000,
+    "4": 2000,
+    "7": 2000,
+    "8": 2000,
+    "9": 1800,
+    "0": 1800,
+}
 # Numbers issued from this date on have a random last digit instead of a check digit.
 _NO_CHECK_DIGIT_FROM = date(2020, 10, 1)
 
@@ -181,7 +184,7 @@ def _context_before(text: str, start: int, masked: list[tuple[int, int, int]], w
             break
         pos = span_start
     else:
-        pieces.append(text[max(0, pos - need):pos])
+        pieces.append(text[max(0, pos - need) : pos])
     return "".join(reversed(pieces))
 
 
@@ -273,7 +276,7 @@ def _find_in_view(text: str) -> list[PiiMatch]:
         else:
             words, width = _ACCOUNT_CONTEXT, _ACCOUNT_WINDOW
         window = _context_before(text, match.start, masked, width)
-        after = text[match.end:match.end + _ACCOUNT_AFTER_WINDOW] if match.kind == "account" else ""
+        after = text[match.end : match.end + _ACCOUNT_AFTER_WINDOW] if match.kind == "account" else ""
         if not any(word in window or word in after for word in words):
             continue
         if relabel:
@@ -294,7 +297,7 @@ def scrub_pii(text: str, *, log: bool = False) -> tuple[str, Counter[str]]:
     out: list[str] = []
     pos = 0
     for match in find_pii(text):
-        out.append(text[pos:match.start])
+        out.append(text[pos : match.start])
         out.append(MASKS[match.kind])
         counts[match.kind] += 1
         pos = match.end

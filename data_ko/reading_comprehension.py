@@ -21,8 +21,8 @@ import hashlib
 import math
 import re
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from kofin.data_ko.corpus import Document
 
@@ -30,26 +30,153 @@ from kofin.data_ko.corpus import Document
 
 # Longest first, so "에서는" is stripped before "는". Small on purpose: a morphological analyser
 # would do better, but the data builder must stay dependency-free and deterministic.
-JOSA = tuple(sorted((
-    "은", "는", "이", "가", "을", "를", "에", "의", "와", "과", "도", "로", "만", "란",
-    "으로", "에서", "에게", "에는", "까지", "부터", "보다", "처럼", "이나", "이란", "이라", "과는",
-    "와는", "으로서", "으로써", "으로는", "에서는", "에서도", "에게서", "이라는", "라는", "로서", "로써",
-    "에도", "만큼", "이며", "이고", "에만",
-), key=len, reverse=True))
+JOSA = tuple(
+    sorted(
+        (
+            "은",
+            "는",
+            "이",
+            "가",
+            "을",
+            "를",
+            "에",
+            "의",
+            "와",
+            "과",
+            "도",
+            "로",
+            "만",
+            "란",
+            "으로",
+            "에서",
+            "에게",
+            "에는",
+            "까지",
+            "부터",
+            "보다",
+            "처럼",
+            "이나",
+            "이란",
+            "이라",
+            "과는",
+            "와는",
+            "으로서",
+            "으로써",
+            "으로는",
+            "에서는",
+            "에서도",
+            "에게서",
+            "이라는",
+            "라는",
+            "로서",
+            "로써",
+            "에도",
+            "만큼",
+            "이며",
+            "이고",
+            "에만",
+        ),
+        key=len,
+        reverse=True,
+    )
+)
 
 # Nouns whose last syllable looks like a particle; stripping it would maim them ("한도" -> "한").
 JOSA_PROTECTED_ENDINGS = (
-    "한도", "제도", "정도", "용도", "연도", "속도", "매도", "결과", "효과", "평가", "대가", "원가", "시가",
-    "주가", "단가", "물가", "증가", "추가", "부가", "차이", "나이", "동의", "합의", "주의", "정의", "이의",
+    "한도",
+    "제도",
+    "정도",
+    "용도",
+    "연도",
+    "속도",
+    "매도",
+    "결과",
+    "효과",
+    "평가",
+    "대가",
+    "원가",
+    "시가",
+    "주가",
+    "단가",
+    "물가",
+    "증가",
+    "추가",
+    "부가",
+    "차이",
+    "나이",
+    "동의",
+    "합의",
+    "주의",
+    "정의",
+    "이의",
 )
 
-STOPWORDS = frozenset((
-    "경우", "이상", "이하", "미만", "초과", "이내", "다음", "각호", "해당", "관련", "따라", "대한", "대하여",
-    "위하여", "위한", "통하여", "또는", "그리고", "및", "등", "수", "것", "때", "중", "이후", "이전", "전후",
-    "다만", "그밖", "그", "이", "저", "각", "모든", "어느", "하나", "있는", "없는", "아니", "아니한",
-    "본인", "같다", "정한다", "말한다", "한다", "있다", "없다", "된다", "이다", "대통령령", "기준",
-    "관해", "관하여", "만큼", "높고", "낮고", "빼고", "넘겨", "더해", "함께", "모두", "이용해",
-))
+STOPWORDS = frozenset(
+    (
+        "경우",
+        "이상",
+        "이하",
+        "미만",
+        "초과",
+        "이내",
+        "다음",
+        "각호",
+        "해당",
+        "관련",
+        "따라",
+        "대한",
+        "대하여",
+        "위하여",
+        "위한",
+        "통하여",
+        "또는",
+        "그리고",
+        "및",
+        "등",
+        "수",
+        "것",
+        "때",
+        "중",
+        "이후",
+        "이전",
+        "전후",
+        "다만",
+        "그밖",
+        "그",
+        "이",
+        "저",
+        "각",
+        "모든",
+        "어느",
+        "하나",
+        "있는",
+        "없는",
+        "아니",
+        "아니한",
+        "본인",
+        "같다",
+        "정한다",
+        "말한다",
+        "한다",
+        "있다",
+        "없다",
+        "된다",
+        "이다",
+        "대통령령",
+        "기준",
+        "관해",
+        "관하여",
+        "만큼",
+        "높고",
+        "낮고",
+        "빼고",
+        "넘겨",
+        "더해",
+        "함께",
+        "모두",
+        "이용해",
+    )
+)
 
 # Nouns that end like a predicate ("제한" ends like "정한"); they stay terms.
 NOT_PREDICATES = ("제한", "권한", "기한", "상한", "하한", "시한", "최소한", "분할", "역할")
@@ -150,7 +277,7 @@ def split_sentences(text: str) -> list[Sentence]:
         kind = "prose"
         marker = _ITEM_MARKER.match(line)
         if marker:
-            line, kind = line[marker.end():], "item"
+            line, kind = line[marker.end() :], "item"
         out.extend(Sentence(piece, kind) for piece in _split_at_sentence_ends(line))
     return out
 
@@ -158,7 +285,7 @@ def split_sentences(text: str) -> list[Sentence]:
 def _split_at_sentence_ends(line: str) -> list[str]:
     pieces, start = [], 0
     for m in _SENTENCE_END.finditer(line):
-        pieces.append(line[start:m.end()].strip())
+        pieces.append(line[start : m.end()].strip())
         start = m.end()
     pieces.append(line[start:].strip())
     return [p for p in pieces if len(p) > 1]
@@ -199,7 +326,7 @@ class Passage:
     doc_title: str
     heading: str  # the section heading without its number, or the document title
     text: str
-    index: int    # 1-based position among the document's passages
+    index: int  # 1-based position among the document's passages
 
 
 def clean_passage_text(text: str) -> str:
@@ -269,7 +396,7 @@ class TermStats:
 
 @dataclass(frozen=True)
 class Task:
-    kind: str      # summarize | title | qa | fill_in | keywords
+    kind: str  # summarize | title | qa | fill_in | keywords
     question: str
     answer: str
     evidence: str  # the passage text the answer rests on (a sentence, table row, term or heading)
@@ -282,7 +409,9 @@ _DEFINITION = re.compile(
 )
 _IS_A = re.compile(r"^(?P<term>[가-힣A-Za-z]{2,}(?: [가-힣A-Za-z]+){0,2})(?:은|는) [^0-9]+[가-힣]{2,}이다\.$")
 _NOT_A_DEFINITION_END = re.compile(r"(?:이상|이하|미만|초과|이내|원칙|경우|때문)이다\.$")
-NUMBER_WITH_UNIT = re.compile(r"\d[\d,.]*\s?(?:%p|%|만원|억원|천원|조원|원|개월|년|일|세|회|배|영업일|시간|분|명|건|bp)")
+NUMBER_WITH_UNIT = re.compile(
+    r"\d[\d,.]*\s?(?:%p|%|만원|억원|천원|조원|원|개월|년|일|세|회|배|영업일|시간|분|명|건|bp)"
+)
 _TOPIC = re.compile(r"^(?P<topic>[^,()\d]{2,20}?)(?:은|는|이|가) ")
 _ARTICLE_HEADER = re.compile(r"^제\d+조(?:의\d+)?\([^)]*\)\s*")
 _JOSA_AFTER = "|".join(JOSA)
@@ -377,7 +506,9 @@ def mine_tasks(passage: Passage, stats: TermStats, tasks: Sequence[str], max_qa:
             if len(lead) <= 400:
                 out.append(Task("summarize", SUMMARY_QUESTION, lead, lead))
         elif kind == "title" and len(passage.heading) >= 2:
-            answer = passage.heading if passage.heading == passage.doc_title else f"{passage.doc_title} — {passage.heading}"
+            answer = (
+                passage.heading if passage.heading == passage.doc_title else f"{passage.doc_title} — {passage.heading}"
+            )
             out.append(Task("title", TITLE_QUESTION, answer, passage.heading))
         elif kind == "qa":
             definitions = [t for s in facts if (t := _definition_qa(s))]
@@ -391,8 +522,14 @@ def mine_tasks(passage: Passage, stats: TermStats, tasks: Sequence[str], max_qa:
                 out.append(cloze)
         elif kind == "keywords" and len(keywords) >= 2:
             top = keywords[:num_keywords]
-            out.append(Task("keywords", f"이 글의 핵심어 {len(top)}개를 중요한 순서대로 쉼표로 구분해 쓰세요.",
-                            ", ".join(top), " ".join(top)))
+            out.append(
+                Task(
+                    "keywords",
+                    f"이 글의 핵심어 {len(top)}개를 중요한 순서대로 쉼표로 구분해 쓰세요.",
+                    ", ".join(top),
+                    " ".join(top),
+                )
+            )
     return out
 
 

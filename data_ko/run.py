@@ -33,7 +33,13 @@ from kofin.rundir import open_run
 def write_jsonl(path: Path, rows: list[dict[str, Any]], *, progress: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8", newline="\n") as f:
-        for row in tqdm(rows, desc=f"write {path.parent.name}/{path.name}", unit="row", disable=None if progress else True, leave=False):
+        for row in tqdm(
+            rows,
+            desc=f"write {path.parent.name}/{path.name}",
+            unit="row",
+            disable=None if progress else True,
+            leave=False,
+        ):
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
@@ -65,8 +71,10 @@ def _check_inputs_exist(cfg: DataConfig, inputs: dict[str, Path | None]) -> None
     for name, path in inputs.items():
         if path is not None and not path.exists():
             key = "validate.tokenizer" if name == "tokenizer" else f"{name}.path"
-            problems.append(f"{config_location(cfg, key)}  {key}: {path} does not exist; fix the path "
-                            "(relative paths are read from the config file's folder)")
+            problems.append(
+                f"{config_location(cfg, key)}  {key}: {path} does not exist; fix the path "
+                "(relative paths are read from the config file's folder)"
+            )
     if problems:
         raise ConfigError(cfg._origin[0] if cfg._origin else "config", problems)
 
@@ -79,7 +87,9 @@ def _tokenizer_path(cfg: DataConfig) -> Path:
     return default_tiny_model()
 
 
-def build(cfg: DataConfig, tokenizer_path: Path, *, progress: bool = True) -> tuple[dict[str, list[dict]], dict[str, Any]]:
+def build(
+    cfg: DataConfig, tokenizer_path: Path, *, progress: bool = True
+) -> tuple[dict[str, list[dict]], dict[str, Any]]:
     """All output rows by relative file name, and the report; nothing is written."""
     tokenizer = load_tokenizer(tokenizer_path)
     files: dict[str, list[dict]] = {}
@@ -110,7 +120,9 @@ def summary_metrics(files: dict[str, list[dict]], report: dict[str, Any]) -> dic
         section = report[part]
         metrics[part] = {
             "pii_masked": section["pii"].get("by_kind", {}),
-            "duplicates_removed": {k: section["duplicates"][k] for k in ("exact", "near") if k in section["duplicates"]},
+            "duplicates_removed": {
+                k: section["duplicates"][k] for k in ("exact", "near") if k in section["duplicates"]
+            },
             "tokens": {k: section["tokens"].get(k) for k in ("mean", "p50", "p95", "max", "over_max_seq_len")},
         }
         if "leakage" in section:

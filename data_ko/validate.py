@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -45,12 +46,16 @@ def check_messages(messages: Any, field_name: str, *, final: str) -> list[str]:
             continue
         role, content = msg.get("role"), msg.get("content")
         if role not in ROLES:
-            problems.append(f"{where}.role: {'missing' if role is None else f'unknown role {role!r}'}; expected one of {', '.join(ROLES)}")
+            problems.append(
+                f"{where}.role: {'missing' if role is None else f'unknown role {role!r}'}; expected one of {', '.join(ROLES)}"
+            )
         elif role == "system":
             if i != 0:
                 problems.append(f"{where}.role: a system turn may only come first")
         elif role != expected:
-            problems.append(f"{where}.role: expected {expected!r} (turns alternate user/assistant, starting with user), got {role!r}")
+            problems.append(
+                f"{where}.role: expected {expected!r} (turns alternate user/assistant, starting with user), got {role!r}"
+            )
         else:
             expected = "assistant" if role == "user" else "user"
         if not isinstance(content, str):
@@ -181,13 +186,15 @@ def token_lengths(rows: Sequence[dict], kind: str, tokenizer, batch_size: int = 
             try:
                 texts.append(tokenizer.apply_chat_template(chat, tokenize=False))
             except TemplateError as err:
-                raise DataInputError(row.get("source", f"row {i + 1}"), [f"the chat template rejects this row: {err}"]) from None
+                raise DataInputError(
+                    row.get("source", f"row {i + 1}"), [f"the chat template rejects this row: {err}"]
+                ) from None
             owners.append(i)
     lengths = [0] * len(rows)
     for start in range(0, len(texts), batch_size):
         # The template already wrote the special tokens it wants; do not add BOS twice.
-        ids = tokenizer(texts[start:start + batch_size], add_special_tokens=kind == "raw")["input_ids"]
-        for owner, seq in zip(owners[start:start + batch_size], ids):
+        ids = tokenizer(texts[start : start + batch_size], add_special_tokens=kind == "raw")["input_ids"]
+        for owner, seq in zip(owners[start : start + batch_size], ids):
             lengths[owner] = max(lengths[owner], len(seq))
     return lengths
 
@@ -197,10 +204,15 @@ def length_stats(lengths: Sequence[int], max_seq_len: int) -> dict[str, Any]:
         return {"rows": 0, "max_seq_len": max_seq_len, "over_max_seq_len": 0}
     arr = np.asarray(lengths)
     return {
-        "rows": int(arr.size), "min": int(arr.min()), "mean": round(float(arr.mean()), 1),
-        "p50": int(np.percentile(arr, 50, method="nearest")), "p95": int(np.percentile(arr, 95, method="nearest")),
-        "max": int(arr.max()), "total": int(arr.sum()),
-        "max_seq_len": max_seq_len, "over_max_seq_len": int((arr > max_seq_len).sum()),
+        "rows": int(arr.size),
+        "min": int(arr.min()),
+        "mean": round(float(arr.mean()), 1),
+        "p50": int(np.percentile(arr, 50, method="nearest")),
+        "p95": int(np.percentile(arr, 95, method="nearest")),
+        "max": int(arr.max()),
+        "total": int(arr.sum()),
+        "max_seq_len": max_seq_len,
+        "over_max_seq_len": int((arr > max_seq_len).sum()),
     }
 
 
@@ -273,8 +285,12 @@ def enforce_length(rows: list[dict], kind: str, cfg: ValidateConfig, tokenizer) 
     listed = [f"{rows[i].get('source', f'row {i + 1}')} ({lengths[i]} tokens)" for i in too_long[:MAX_LISTED]]
     if too_long and cfg.too_long == "error":
         raise DataInputError(
-            f"{kind} rows", [f"{len(too_long)} rows exceed validate.max_seq_len={cfg.max_seq_len} tokens: "
-                             "raise validate.max_seq_len, shorten them, or set validate.too_long=drop"] + listed,
+            f"{kind} rows",
+            [
+                f"{len(too_long)} rows exceed validate.max_seq_len={cfg.max_seq_len} tokens: "
+                "raise validate.max_seq_len, shorten them, or set validate.too_long=drop"
+            ]
+            + listed,
         )
     stats["dropped"] = len(too_long)
     stats["dropped_rows"] = listed
@@ -304,8 +320,11 @@ def validate_rows(rows: list[dict], kind: str, cfg: ValidateConfig, tokenizer) -
     train_idx, eval_idx = split_by_document(rows, cfg.eval_fraction, cfg.seed)
     train, evals = [rows[i] for i in train_idx], [rows[i] for i in eval_idx]
     leaks = cross_duplicates(
-        [dedupe_text(r, kind) for r in evals], [dedupe_text(r, kind) for r in train],
-        cfg.near_dup_threshold, cfg.minhash_permutations, cfg.seed,
+        [dedupe_text(r, kind) for r in evals],
+        [dedupe_text(r, kind) for r in train],
+        cfg.near_dup_threshold,
+        cfg.minhash_permutations,
+        cfg.seed,
     )
     report["leakage"] = {
         "removed_from_eval": len(leaks),
@@ -313,7 +332,8 @@ def validate_rows(rows: list[dict], kind: str, cfg: ValidateConfig, tokenizer) -
     }
     evals = _drop(evals, {i for i, _ in leaks})
     report["split"] = {
-        "train": len(train), "eval": len(evals),
+        "train": len(train),
+        "eval": len(evals),
         "train_documents": len({source_group(r["source"]) for r in train}),
         "eval_documents": len({source_group(r["source"]) for r in evals}),
     }
@@ -337,8 +357,13 @@ def validate_raw_text(rows: list[dict], cfg: ValidateConfig, tokenizer) -> tuple
 
 
 def validate_file(
-    path: Path, kind: str = "auto", tokenizer_path: Path | None = None, max_seq_len: int = 2048,
-    *, count_tokens: bool = True, near_threshold: float = 0.85,
+    path: Path,
+    kind: str = "auto",
+    tokenizer_path: Path | None = None,
+    max_seq_len: int = 2048,
+    *,
+    count_tokens: bool = True,
+    near_threshold: float = 0.85,
 ) -> dict[str, Any]:
     """Report on a JSONL of SFT or DPO rows (kofin's output, or any format kofin reads)."""
     from kofin.data_ko.formats import RowError, normalize_instruction, normalize_preference, read_records
@@ -363,12 +388,17 @@ def validate_file(
         if not problems:
             valid.append(row)
     report: dict[str, Any] = {
-        "file": str(path), "kind": kind, "rows": len(records), "valid_rows": len(valid),
-        "schema_error_count": len(errors), "schema_errors": errors[:50],
+        "file": str(path),
+        "kind": kind,
+        "rows": len(records),
+        "valid_rows": len(valid),
+        "schema_error_count": len(errors),
+        "schema_errors": errors[:50],
     }
     texts = [dedupe_text(r, kind) for r in valid]
     report["duplicates"] = {
-        "exact": len(exact_duplicates(texts)), "near": len(near_duplicates(texts, near_threshold)),
+        "exact": len(exact_duplicates(texts)),
+        "near": len(near_duplicates(texts, near_threshold)),
         "threshold": near_threshold,
     }
     report["pii"] = scrub_rows(valid, kind)  # counts only: the scrubbed copies are not written
@@ -377,5 +407,7 @@ def validate_file(
         lengths = token_lengths(valid, kind, tokenizer)
         report["tokenizer"] = str(tokenizer_path or "kofin tiny model")
         report["tokens"] = length_stats(lengths, max_seq_len)
-        report["too_long_rows"] = [f"{r['source']} ({n} tokens)" for r, n in zip(valid, lengths) if n > max_seq_len][:MAX_LISTED]
+        report["too_long_rows"] = [f"{r['source']} ({n} tokens)" for r, n in zip(valid, lengths) if n > max_seq_len][
+            :MAX_LISTED
+        ]
     return report

@@ -27,12 +27,17 @@ class AdapterRunError(KofinError):
 
 @dataclass
 class AdapterStack:
-    base: Path                 # full model folder the first adapter was trained on
-    adapters: list[Path]       # merged in this order; the evaluated run last
-    tokenizer_dir: Path        # the run's own tokenizer (chat template included), else the base's
+    base: Path  # full model folder the first adapter was trained on
+    adapters: list[Path]  # merged in this order; the evaluated run last
+    tokenizer_dir: Path  # the run's own tokenizer (chat template included), else the base's
 
 
-MODEL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+MODEL_WEIGHTS = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 
 def is_adapter_run(path: Path) -> bool:
@@ -45,8 +50,10 @@ def is_adapter_run(path: Path) -> bool:
 def adapter_stack(run: Path, where: str = "model") -> AdapterStack:
     run = Path(run)
     if not any((run / name).is_file() for name in ("adapter_model.safetensors", "adapter_model.bin")):
-        raise AdapterRunError(f"{where}: {run} has adapter_config.json but no adapter weights (adapter_model.safetensors); "
-                              "re-run the stage that wrote it")
+        raise AdapterRunError(
+            f"{where}: {run} has adapter_config.json but no adapter weights (adapter_model.safetensors); "
+            "re-run the stage that wrote it"
+        )
     lineage = adapter_lineage(run)
     earlier = list(lineage.merged_first)
     for sft in earlier:

@@ -48,8 +48,10 @@ def korean_font() -> Path:
         bundled = Path(next(iter(spec.submodule_search_locations))) / "fonts" / "NotoSansCJKsc-Regular.otf"
         if bundled.exists():
             return bundled
-    raise KofinError("no font with Korean glyphs found for the report's charts: install the eval extra "
-                     "(pip install -e .[eval], it bundles Noto Sans CJK) or a system font such as fonts-nanum")
+    raise KofinError(
+        "no font with Korean glyphs found for the report's charts: install the eval extra "
+        "(pip install -e .[eval], it bundles Noto Sans CJK) or a system font such as fonts-nanum"
+    )
 
 
 def _pyplot():
@@ -100,8 +102,11 @@ def family_chart(metrics: dict, family: str, path: Path, metric_label) -> Path |
         err = [[c["value"] - c["low"] for c in cells], [c["high"] - c["value"] for c in cells]]
         ax.barh(ys, values, height, xerr=err, capsize=2, label=model, error_kw={"linewidth": 0.8})
     ax.set_yticks([i + 0.4 - height / 2 for i in range(len(rows))])
-    label = (lambda t, m: _short(task_label(metrics, t))) if len(members) == 1 else (
-        lambda t, m: f"{_short(task_label(metrics, t), 20)} · {metric_label(m)}")
+    label = (
+        (lambda t, m: _short(task_label(metrics, t)))
+        if len(members) == 1
+        else (lambda t, m: f"{_short(task_label(metrics, t), 20)} · {metric_label(m)}")
+    )
     ax.set_yticklabels([label(t, m) for t, m in rows], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 1.0)
@@ -122,8 +127,15 @@ def recall_chart(metrics: dict, path: Path) -> Path | None:
     cutoffs: set[int] = set()
     for t in rag:
         for m in metrics["models"]:
-            points = sorted((int(k.split("@")[1]), v) for k, v in metrics["results"][m][t].items() if k.startswith("recall@"))
-            ax.plot([k for k, _ in points], [v for _, v in points], marker="o", label=f"{m} · {_short(task_label(metrics, t), 20)}")
+            points = sorted(
+                (int(k.split("@")[1]), v) for k, v in metrics["results"][m][t].items() if k.startswith("recall@")
+            )
+            ax.plot(
+                [k for k, _ in points],
+                [v for _, v in points],
+                marker="o",
+                label=f"{m} · {_short(task_label(metrics, t), 20)}",
+            )
             cutoffs |= {k for k, _ in points}
     ax.set_xticks(sorted(cutoffs))  # the measured cut-offs, not fractional ticks between them
     ax.set_xlabel("k (검색 문서 수)")

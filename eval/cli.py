@@ -54,7 +54,9 @@ def export_cli(argv: list[str]) -> int:
         "(task YAML + the exact prompts kofin scores); lm-eval's acc/acc_norm then match kofin's.",
     )
     parser.add_argument("out_dir", type=Path, metavar="OUT_DIR")
-    parser.add_argument("--tasks", nargs="+", help="bundled task names or task YAML paths (default: every bundled multiple-choice task)")
+    parser.add_argument(
+        "--tasks", nargs="+", help="bundled task names or task YAML paths (default: every bundled multiple-choice task)"
+    )
     parser.add_argument("--limit", type=int, help="only the first N examples of each task")
     args = parser.parse_args(argv)
 
@@ -63,7 +65,9 @@ def export_cli(argv: list[str]) -> int:
 
         paths = export_lm_eval(args.tasks, args.out_dir, args.limit)
         names = " ".join(p.stem for p in paths)
-        print(f"kofin eval: wrote {len(paths)} lm-eval tasks to {args.out_dir}\n"
-              f"  lm_eval --model hf --model_args pretrained=MODEL --include_path {args.out_dir} --tasks {names.replace(' ', ',')}")
+        print(
+            f"kofin eval: wrote {len(paths)} lm-eval tasks to {args.out_dir}\n"
+            f"  lm_eval --model hf --model_args pretrained=MODEL --include_path {args.out_dir} --tasks {names.replace(' ', ',')}"
+        )
 
     return run_reporting_errors("kofin eval export-lm-eval", act)

@@ -28,11 +28,27 @@ PEAK_GPU_MEMORY_GIB = "peak_gpu_memory_gib"
 PEAK_RSS_GIB = "peak_rss_gib"
 GPU_HOURS_ESTIMATED = "gpu_hours_estimated"
 # The training-cost table's columns, in order (kofin.eval.report shows them).
-COST_COLUMNS = (STAGE, keys.METHOD, keys.WORLD_SIZE, keys.GPU_HOURS, GPU_HOURS_ESTIMATED, keys.TOKENS_PER_S,
-                keys.TOKENS_PER_S_PER_GPU, keys.TOKENS_TOTAL, keys.PEAK_GPU_MEMORY_GIB_RANK0, PEAK_GPU_MEMORY_GIB,
-                PEAK_RSS_GIB, keys.TRAIN_RUNTIME_S, keys.WALL_TIME_S, keys.COST)
+COST_COLUMNS = (
+    STAGE,
+    keys.METHOD,
+    keys.WORLD_SIZE,
+    keys.GPU_HOURS,
+    GPU_HOURS_ESTIMATED,
+    keys.TOKENS_PER_S,
+    keys.TOKENS_PER_S_PER_GPU,
+    keys.TOKENS_TOTAL,
+    keys.PEAK_GPU_MEMORY_GIB_RANK0,
+    PEAK_GPU_MEMORY_GIB,
+    PEAK_RSS_GIB,
+    keys.TRAIN_RUNTIME_S,
+    keys.WALL_TIME_S,
+    keys.COST,
+)
 
-def training_table(models: dict[str, tuple[Path, dict | None]], runs: list[Path], price: GpuPrice | None = None) -> dict[str, dict[str, Any]]:
+
+def training_table(
+    models: dict[str, tuple[Path, dict | None]], runs: list[Path], price: GpuPrice | None = None
+) -> dict[str, dict[str, Any]]:
     """Time and cost of each training stage: the runs that made each evaluated model (a merge run's
     DPO and SFT runs before it, found through the manifests' inputs), the model's own run, then
     `training_runs`."""
@@ -75,8 +91,11 @@ def training_cost(manifest: dict, price: GpuPrice | None = None) -> dict[str, An
     held memory, priced with the eval config's `gpu_hour_price`, and marked as estimates.
     """
     m = manifest.get(keys.METRICS) or {}
-    row = {STAGE: manifest.get("stage"), keys.WALL_TIME_S: manifest.get(keys.WALL_TIME_S),
-           **{k: m[k] for k in COST_KEYS if k in m}}
+    row = {
+        STAGE: manifest.get("stage"),
+        keys.WALL_TIME_S: manifest.get(keys.WALL_TIME_S),
+        **{k: m[k] for k in COST_KEYS if k in m},
+    }
     gpus = {k: v for k, v in (manifest.get(keys.PEAK_GPU_MB) or {}).items() if v}
     if gpus and row.get(keys.PEAK_GPU_MEMORY_GIB_RANK0) is None:
         row[PEAK_GPU_MEMORY_GIB] = round(max(gpus.values()) / 1024, 3)
@@ -88,7 +107,9 @@ def training_cost(manifest: dict, price: GpuPrice | None = None) -> dict[str, An
         row[GPU_HOURS_ESTIMATED] = True
     cost = row.get(keys.COST)
     if isinstance(cost, dict):  # {"amount": 12.0, "currency": "USD", ...} -> "12.0 USD"
-        row[keys.COST] = f"{cost.get('amount')} {cost.get('currency', '')}".strip() if cost.get("gpu_hour_price") != 0 else None
+        row[keys.COST] = (
+            f"{cost.get('amount')} {cost.get('currency', '')}".strip() if cost.get("gpu_hour_price") != 0 else None
+        )
     if row.get(keys.COST) is None and price is not None and row.get(keys.GPU_HOURS) is not None:
         row[keys.COST] = f"{round(row[keys.GPU_HOURS] * price.gpu_hour_price, 2)} {price.currency} (est.)"
     if row.get(keys.COST) is None:
@@ -127,5 +148,10 @@ def model_cost(manifest: dict | None, price: GpuPrice | None = None) -> dict[str
         if currency is not None and cur != currency:
             known = False  # sums across currencies mean nothing
         currency, money, estimated = cur, money + amount, estimated or est
-    return {"gpu_hours": round(hours, 4), "cost": round(money, 2) if known and currency else None,
-            "currency": currency if known else None, "estimated": estimated, "stages": stages}
+    return {
+        "gpu_hours": round(hours, 4),
+        "cost": round(money, 2) if known and currency else None,
+        "currency": currency if known else None,
+        "estimated": estimated,
+        "stages": stages,
+    }

@@ -14,9 +14,9 @@ left-padded, left-truncated (a long prompt keeps its end), and cut at the first 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from kofin.errors import KofinError
 
@@ -27,16 +27,23 @@ class BackendError(KofinError):
 
 @dataclass
 class LogLikelihood:
-    logprob: float      # sum of the continuation tokens' log-probabilities
-    tokens: int         # how many continuation tokens
-    greedy: bool        # every continuation token was the model's argmax
+    logprob: float  # sum of the continuation tokens' log-probabilities
+    tokens: int  # how many continuation tokens
+    greedy: bool  # every continuation token was the model's argmax
 
 
 class TransformersBackend:
     """A local causal LM: a folder with config.json and weights, or a kofin sft / dpo run holding a LoRA adapter."""
 
-    def __init__(self, path: Path, *, batch_size: int = 8, device: str = "auto", dtype: str = "auto",
-                 cpu_threads: int | None = None):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        batch_size: int = 8,
+        device: str = "auto",
+        dtype: str = "auto",
+        cpu_threads: int | None = None,
+    ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -49,11 +56,17 @@ class TransformersBackend:
         path = Path(path)
         adapters = is_adapter_run(path)
         if not adapters and not (path / "config.json").exists():
-            raise BackendError(f"model {path}: no config.json; point the model at a folder with the model's "
-                               "config, weights and tokenizer (a kofin tiny/sft/dpo/merge run directory or a local download)")
+            raise BackendError(
+                f"model {path}: no config.json; point the model at a folder with the model's "
+                "config, weights and tokenizer (a kofin tiny/sft/dpo/merge run directory or a local download)"
+            )
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-        torch_dtype = {"auto": torch.bfloat16 if self.device.startswith("cuda") else torch.float32,
-                       "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+        torch_dtype = {
+            "auto": torch.bfloat16 if self.device.startswith("cuda") else torch.float32,
+            "float32": torch.float32,
+            "bfloat16": torch.bfloat16,
+            "float16": torch.float16,
+        }[dtype]
         if adapters:  # a kofin sft / dpo run: its base with the run's adapters merged in
             stack = adapter_stack(path)
             self.tokenizer = AutoTokenizer.from_pretrained(stack.tokenizer_dir)
@@ -76,17 +89,21 @@ class TransformersBackend:
             context, continuation = context[:-spaces], context[-spaces:] + continuation
         ctx = self.tokenizer(context).input_ids
         whole = self.tokenizer(context + continuation).input_ids
-        return ctx, whole[len(ctx):]
+        return ctx, whole[len(ctx) :]
 
-    def loglikelihood(self, requests: Sequence[tuple[str, str]], progress: Callable | None = None) -> list[LogLikelihood]:
+    def loglikelihood(
+        self, requests: Sequence[tuple[str, str]], progress: Callable | None = None
+    ) -> list[LogLikelihood]:
         import torch
 
         encoded = []
         for context, continuation in requests:
             ctx, cont = self._encode_pair(context, continuation)
             if not cont:
-                raise BackendError(f"continuation {continuation!r} encodes to no tokens after context ...{context[-40:]!r}")
-            whole = (ctx + cont)[-(self.max_length + 1):]  # keep the end: the continuation must fit
+                raise BackendError(
+                    f"continuation {continuation!r} encodes to no tokens after context ...{context[-40:]!r}"
+                )
+            whole = (ctx + cont)[-(self.max_length + 1) :]  # keep the end: the continuation must fit
             encoded.append((whole[:-1], len(cont), whole[1:]))
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
         results: list[LogLikelihood | None] = [None] * len(encoded)
@@ -118,8 +135,13 @@ class TransformersBackend:
 
     # -------------------------------------------------------------- generation
 
-    def generate(self, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] = ("\n",),
-                 progress: Callable | None = None) -> list[str]:
+    def generate(
+        self,
+        prompts: Sequence[str],
+        max_new_tokens: int,
+        stop: Sequence[str] = ("\n",),
+        progress: Callable | None = None,
+    ) -> list[str]:
         import torch
 
         tok = self.tokenizer
@@ -129,15 +151,26 @@ class TransformersBackend:
             batch = order[start : start + self.batch_size]
             tok.padding_side = "left"  # new tokens follow every prompt directly
             tok.truncation_side = "left"  # a prompt too long keeps its end: the question and '답:' it answers
-            enc = tok([prompts[i] for i in batch], return_tensors="pt", padding=True,
-                      truncation=True, max_length=max(self.max_length - max_new_tokens, 1))
+            enc = tok(
+                [prompts[i] for i in batch],
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=max(self.max_length - max_new_tokens, 1),
+            )
             with torch.inference_mode():
                 gen = self.model.generate(
-                    **enc.to(self.device), max_new_tokens=max_new_tokens, do_sample=False,
-                    num_beams=1, pad_token_id=tok.pad_token_id, temperature=None, top_p=None, top_k=None,
+                    **enc.to(self.device),
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    num_beams=1,
+                    pad_token_id=tok.pad_token_id,
+                    temperature=None,
+                    top_p=None,
+                    top_k=None,
                 )
             for row, i in enumerate(batch):
-                text = tok.decode(gen[row, enc.input_ids.shape[1]:], skip_special_tokens=True)
+                text = tok.decode(gen[row, enc.input_ids.shape[1] :], skip_special_tokens=True)
                 out[i] = cut_at_stop(text, stop)
             if progress:
                 progress(len(batch))

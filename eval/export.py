@@ -37,8 +37,10 @@ def export_lm_eval(task_refs: list[str] | None, out_dir: Path, limit: int | None
     for spec in chosen:
         name = PREFIX + spec.name
         data = out_dir / f"{name}.jsonl"
-        rows = [{"id": ex.id, "prompt": prompt_for(spec, ex), "choices": ex.choices, "gold": ex.answer}
-                for ex in load_examples(spec, limit)]
+        rows = [
+            {"id": ex.id, "prompt": prompt_for(spec, ex), "choices": ex.choices, "gold": ex.answer}
+            for ex in load_examples(spec, limit)
+        ]
         atomic_write_text(data, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         task = {
             "task": name,
@@ -50,7 +52,9 @@ def export_lm_eval(task_refs: list[str] | None, out_dir: Path, limit: int | None
             "doc_to_text": "prompt",
             "doc_to_choice": "choices",
             "doc_to_target": "gold",
-            "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True} for m in ("acc", "acc_norm")],
+            "metric_list": [
+                {"metric": m, "aggregation": "mean", "higher_is_better": True} for m in ("acc", "acc_norm")
+            ],
             "metadata": {"version": 1.0, "kofin_task": spec.name, "description": spec.description},
         }
         path = out_dir / f"{name}.yaml"

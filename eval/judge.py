@@ -15,12 +15,14 @@ Run as: a library; `kofin eval` builds the judge its config names (`citation_jud
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 Judge = Callable[[str, list[str]], bool]
 
-JUDGE_INSTRUCTION = ("다음 자료가 문장의 내용을 뒷받침하는지 판단하세요. "
-                     "자료에 문장의 근거가 있으면 '예', 없으면 '아니오'로만 답하세요.")
+JUDGE_INSTRUCTION = (
+    "다음 자료가 문장의 내용을 뒷받침하는지 판단하세요. 자료에 문장의 근거가 있으면 '예', 없으면 '아니오'로만 답하세요."
+)
 _NO = re.compile(r"^\W*(아니오|아니요|아니|no|false|not)(?!\w)", re.IGNORECASE)
 _YES = re.compile(r"^\W*(예|네|yes|true|supported)(?!\w)", re.IGNORECASE)
 
@@ -65,7 +67,8 @@ class LlmCitationJudge:
         text = f"{JUDGE_INSTRUCTION}\n\n자료:\n{sources}\n\n문장: {sentence}"
         if self.chat:  # an instruct model answers its own turn format far better than plain text
             return self.backend.tokenizer.apply_chat_template(
-                [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False)
+                [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False
+            )
         return f"{text}\n답:"
 
     def __call__(self, sentence: str, passages: list[str]) -> bool:
@@ -126,14 +129,21 @@ def citation_judge(cfg: Any) -> tuple[Judge | None, str]:
     if spec.endpoint is not None:
         from kofin.eval.endpoint import EndpointBackend
 
-        backend = EndpointBackend(spec.endpoint, spec.served_model, batch_size=cfg.batch_size, api_key_env=spec.api_key_env)
+        backend = EndpointBackend(
+            spec.endpoint, spec.served_model, batch_size=cfg.batch_size, api_key_env=spec.api_key_env
+        )
         return LlmCitationJudge(backend, spec.max_new_tokens), f"llm:{spec.endpoint} {spec.served_model}"
     from kofin.eval.engine import TransformersBackend
     from kofin.eval.run import EvalModel, resolve_model, weights_digest
 
     # A run directory holding a model works here as for the evaluated models.
     path, manifest = resolve_model(EvalModel(name="judge", path=spec.path), where="citation_llm_judge.path")
-    def load() -> TransformersBackend:
-        return TransformersBackend(path, batch_size=cfg.batch_size, device=cfg.device, dtype=cfg.dtype, cpu_threads=cfg.cpu_threads)
 
-    return LlmCitationJudge(max_new_tokens=spec.max_new_tokens, load=load), f"llm:{path} {weights_digest(path, manifest)[:16]}"
+    def load() -> TransformersBackend:
+        return TransformersBackend(
+            path, batch_size=cfg.batch_size, device=cfg.device, dtype=cfg.dtype, cpu_threads=cfg.cpu_threads
+        )
+
+    return LlmCitationJudge(
+        max_new_tokens=spec.max_new_tokens, load=load
+    ), f"llm:{path} {weights_digest(path, manifest)[:16]}"

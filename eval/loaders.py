@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from kofin.data_ko.formats import DataInputError, RowError, read_records
 from kofin.eval.tasks import Example, TaskSpec
@@ -37,7 +38,9 @@ MAX_PROBLEMS = 20
 _OPTION_LINE = re.compile(r"^\s*(\d{1,2})[.)]\s*(.+?)\s*$")
 
 
-def _collect(path: Path, rows: Iterable[tuple[str, Any]], convert: Callable[[str, Any], Example | None]) -> list[Example]:
+def _collect(
+    path: Path, rows: Iterable[tuple[str, Any]], convert: Callable[[str, Any], Example | None]
+) -> list[Example]:
     """Convert every row; gather RowErrors with their place and raise them together."""
     out, problems = [], []
     for where, row in rows:
@@ -78,11 +81,15 @@ def load_financial_mmlu_ko(spec: TaskSpec) -> list[Example]:
     def convert(where: str, row: Any) -> Example:
         turns = row.get("conversations") if isinstance(row, dict) else None
         if not isinstance(turns, list) or len(turns) < 2:
-            raise RowError("conversations", "expected [{from: human, value: question}, {from: gpt, value: answer number}]")
+            raise RowError(
+                "conversations", "expected [{from: human, value: question}, {from: gpt, value: answer number}]"
+            )
         human = next((t for t in turns if isinstance(t, dict) and t.get("from") == "human"), None)
         gpt = next((t for t in turns if isinstance(t, dict) and t.get("from") == "gpt"), None)
         if human is None or gpt is None:
-            raise RowError("conversations", "needs one 'human' turn (question + numbered options) and one 'gpt' turn (answer)")
+            raise RowError(
+                "conversations", "needs one 'human' turn (question + numbered options) and one 'gpt' turn (answer)"
+            )
         question_lines, options = [], []
         for line in str(human.get("value", "")).splitlines():
             m = _OPTION_LINE.match(line)
@@ -96,9 +103,13 @@ def load_financial_mmlu_ko(spec: TaskSpec) -> list[Example]:
             raise RowError("conversations[human].value", "found fewer than 2 numbered options ('1. ...', '2. ...')")
         m = re.match(r"\s*(\d{1,2})", str(gpt.get("value", "")))
         if not m or not 1 <= int(m.group(1)) <= len(options):
-            raise RowError("conversations[gpt].value", f"expected the correct option's number 1-{len(options)}, got {gpt.get('value')!r}")
-        return Example(_row_id(row, where, "conversation_id", "id"), where, "\n".join(question_lines),
-                       int(m.group(1)) - 1, options)
+            raise RowError(
+                "conversations[gpt].value",
+                f"expected the correct option's number 1-{len(options)}, got {gpt.get('value')!r}",
+            )
+        return Example(
+            _row_id(row, where, "conversation_id", "id"), where, "\n".join(question_lines), int(m.group(1)) - 1, options
+        )
 
     return _collect(spec.path, read_records(spec.path), convert)
 
@@ -152,8 +163,9 @@ def load_sentiment(spec: TaskSpec) -> list[Example]:
             text = "\n".join(g.strip() for g in m.groups() if g)
         if spec.aspect_field:  # aspect-based (KorFin-ASC): the same sentence can be good for one firm, bad for another
             text = f"{text}\n대상: {_field(row, spec.aspect_field)}"
-        return Example(_row_id(row, where, "id"), where, text, _label_index(spec, _field(row, spec.label_field)),
-                       list(spec.labels))
+        return Example(
+            _row_id(row, where, "id"), where, text, _label_index(spec, _field(row, spec.label_field)), list(spec.labels)
+        )
 
     rows = _read_csv(spec.path) if spec.path.suffix.lower() in (".csv", ".tsv") else read_records(spec.path)
     return _collect(spec.path, rows, convert)
@@ -187,7 +199,9 @@ def _score_label(spec: TaskSpec, raw: str) -> str:
     try:
         score = float(raw)
     except ValueError:
-        raise RowError(spec.label_field, f"expected a numeric sentiment score (score_thresholds is set), got {raw!r}") from None
+        raise RowError(
+            spec.label_field, f"expected a numeric sentiment score (score_thresholds is set), got {raw!r}"
+        ) from None
     return next((label for label, t in zip(spec.labels, spec.score_thresholds) if score < t), spec.labels[-1])
 
 
@@ -204,6 +218,7 @@ def load_numeric_qa(spec: TaskSpec) -> list[Example]:
 
 def load_finlora(spec: TaskSpec) -> list[Example]:
     """FinLoRA's `{"context": instruction + input, "target": answer}` rows (XBRL tag/value extraction, formulas)."""
+
     def convert(where: str, row: Any) -> Example:
         return Example(_row_id(row, where, "id"), where, _field(row, "context"), _field(row, "target"))
 
@@ -216,8 +231,13 @@ def load_gsm8k(spec: TaskSpec) -> list[Example]:
         final = solution.rsplit("####", 1)
         if len(final) != 2 or not final[1].strip():
             raise RowError("answer", "GSM8K answers end in '#### <number>'; none found")
-        return Example(_row_id(row, where, "id"), where, _field(row, "question"), final[1].strip(),
-                       meta={"solution": final[0].strip()})
+        return Example(
+            _row_id(row, where, "id"),
+            where,
+            _field(row, "question"),
+            final[1].strip(),
+            meta={"solution": final[0].strip()},
+        )
 
     return _collect(spec.path, read_records(spec.path), convert)
 
@@ -228,7 +248,7 @@ def load_laws_questions(spec: TaskSpec) -> list[Example]:
         if isinstance(gold, str):
             gold = [gold]
         if not isinstance(gold, list) or not gold or not all(isinstance(g, str) for g in gold):
-            raise RowError("gold", "expected a list of gold source ids, e.g. [\"은행법 제34조\"]")
+            raise RowError("gold", 'expected a list of gold source ids, e.g. ["은행법 제34조"]')
         return Example(_field(row, "qid"), where, _field(row, "question"), _field(row, "answer"), meta={"gold": gold})
 
     return _collect(spec.path, read_records(spec.path), convert)

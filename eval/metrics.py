@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Hashable, Sequence
 
 # ---------------------------------------------------------------- classification
 
@@ -207,8 +207,8 @@ def ndcg_at_k(retrieved: Sequence[str], gold: Sequence[str], k: int) -> float:
 
 @dataclass
 class CitationScores:
-    recall: float      # share of sentences supported by the union of their citations
-    precision: float   # share of citations that support, or are needed to support, their sentence
+    recall: float  # share of sentences supported by the union of their citations
+    precision: float  # share of citations that support, or are needed to support, their sentence
     sentences: int
     citations: int
 
@@ -230,7 +230,8 @@ def citation_scores(
     sentence's other citations support it without it; precision = relevant / all citations.
     Out-of-range ids (`[9]` with 3 sources) count as citations that support nothing.
     """
-    from kofin.data_ko.citations import CITATION as _CITE, cited_numbers  # the syntax kofin ask writes
+    from kofin.data_ko.citations import CITATION as _CITE  # the syntax kofin ask writes
+    from kofin.data_ko.citations import cited_numbers
 
     judge = judge or lexical_judge()
     sentences = answer_sentences(answer)
@@ -284,10 +285,10 @@ MIN_FACTUAL_CHARS = 4
 class CitationFormat:
     """Does a generated answer follow kofin's citation format (the format NEFTune broke)?"""
 
-    compliant: bool        # it states something, every factual sentence cites a valid [n], no id is out of range
-    cites_nothing: bool    # no valid [n] anywhere in the answer
+    compliant: bool  # it states something, every factual sentence cites a valid [n], no id is out of range
+    cites_nothing: bool  # no valid [n] anywhere in the answer
     out_of_range: list[int]  # cited ids with no such source ([9] with 3 sources)
-    uncited_sentences: int   # factual sentences without a valid citation
+    uncited_sentences: int  # factual sentences without a valid citation
     factual_sentences: int
 
 
@@ -299,8 +300,12 @@ def citation_format(answer: str, n_sources: int, removed_ids: Sequence[int] = ()
     """
     from kofin.data_ko.citations import CITATION as _CITE
 
-    out_of_range = sorted({*removed_ids, *(i for m in _CITE.finditer(answer) for i in map(int, m.group(1).split(","))
-                                           if not 1 <= i <= n_sources)})
+    out_of_range = sorted(
+        {
+            *removed_ids,
+            *(i for m in _CITE.finditer(answer) for i in map(int, m.group(1).split(",")) if not 1 <= i <= n_sources),
+        }
+    )
     factual = uncited = valid_anywhere = 0
     for sentence in answer_sentences(answer):
         ids = [i for m in _CITE.finditer(sentence) for i in map(int, m.group(1).split(","))]
@@ -310,8 +315,13 @@ def citation_format(answer: str, n_sources: int, removed_ids: Sequence[int] = ()
             continue
         factual += 1
         uncited += not valid
-    return CitationFormat(compliant=factual > 0 and uncited == 0 and not out_of_range, cites_nothing=not valid_anywhere,
-                          out_of_range=out_of_range, uncited_sentences=uncited, factual_sentences=factual)
+    return CitationFormat(
+        compliant=factual > 0 and uncited == 0 and not out_of_range,
+        cites_nothing=not valid_anywhere,
+        out_of_range=out_of_range,
+        uncited_sentences=uncited,
+        factual_sentences=factual,
+    )
 
 
 def mean(values: Sequence[float]) -> float:
@@ -366,8 +376,10 @@ def nli_judge(model_path: str, threshold: float = 0.5, device: str = "cpu") -> C
     labels = {str(v).lower(): int(k) for k, v in model.config.id2label.items()}
     entail = next((i for name, i in labels.items() if name.startswith("entail")), None)
     if entail is None:
-        raise ValueError(f"{model_path}: no 'entailment' label in id2label {model.config.id2label}; "
-                         "citation_nli_model must be an NLI classifier")
+        raise ValueError(
+            f"{model_path}: no 'entailment' label in id2label {model.config.id2label}; "
+            "citation_nli_model must be an NLI classifier"
+        )
 
     def judge(sentence: str, passages: list[str]) -> bool:
         if not passages:

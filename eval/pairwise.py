@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from kofin.eval.preference import combine_games, parse_arena_verdict
 from kofin.eval.tasks import Example, TaskSpec
@@ -64,8 +65,13 @@ def prompt_example(row: dict, where: str, format: str) -> Example:
     else:
         turns, refs, rid = _turns(row, "turns"), row.get("references") or [], row.get("id")
     refs = [r for r in (refs if isinstance(refs, list) else [refs]) if isinstance(r, str)]
-    return Example(id=str(rid if rid is not None else where), where=where, question=turns[0], answer=" / ".join(refs),
-                   meta={"turns": turns, "references": refs, "category": str(row.get("category") or "")})
+    return Example(
+        id=str(rid if rid is not None else where),
+        where=where,
+        question=turns[0],
+        answer=" / ".join(refs),
+        meta={"turns": turns, "references": refs, "category": str(row.get("category") or "")},
+    )
 
 
 def _chat(tokenizer: Any, messages: list[dict[str, str]]) -> str:
@@ -89,9 +95,20 @@ def answer_prompts(spec: TaskSpec, examples: list[Example], backend: Any) -> lis
             text = out.strip()
             histories[i].append({"role": "assistant", "content": text})
             answers[i].append(text)
-    return [{"id": ex.id, "where": ex.where, "question": ex.question, "choices": [], "gold": ex.answer,
-             "turns": ex.meta["turns"], "answers": a, "generation": a[-1] if a else "", "answer_chars": sum(map(len, a))}
-            for ex, a in zip(examples, answers)]
+    return [
+        {
+            "id": ex.id,
+            "where": ex.where,
+            "question": ex.question,
+            "choices": [],
+            "gold": ex.answer,
+            "turns": ex.meta["turns"],
+            "answers": a,
+            "generation": a[-1] if a else "",
+            "answer_chars": sum(map(len, a)),
+        }
+        for ex, a in zip(examples, answers)
+    ]
 
 
 def judge_prompt(record: dict, answer_a: list[str], answer_b: list[str]) -> str:
@@ -99,8 +116,12 @@ def judge_prompt(record: dict, answer_a: list[str], answer_b: list[str]) -> str:
     conversation = "".join(f"[사용자 질문 {i + 1}]\n{t}\n\n" for i, t in enumerate(turns))
     refs = record.get("gold") or ""
     reference = f"[참고 답변]\n{refs}\n\n" if refs else ""
-    join = lambda answers: "\n\n".join(f"({i + 1}번째 턴) {a}" if len(answers) > 1 else a for i, a in enumerate(answers))  # noqa: E731
-    return JUDGE_TEMPLATE.format(conversation=conversation, reference=reference, answer_a=join(answer_a), answer_b=join(answer_b))
+    join = lambda answers: "\n\n".join(
+        f"({i + 1}번째 턴) {a}" if len(answers) > 1 else a for i, a in enumerate(answers)
+    )  # noqa: E731
+    return JUDGE_TEMPLATE.format(
+        conversation=conversation, reference=reference, answer_a=join(answer_a), answer_b=join(answer_b)
+    )
 
 
 def judgement_key(judge_name: str, mine: dict, base: dict) -> str:
@@ -111,12 +132,17 @@ def judgement_key(judge_name: str, mine: dict, base: dict) -> str:
 SELF = {"score": 0.5, "flipped": False, "unparsed": 0, "length_diff": 0, "games": [], "baseline": True}
 
 
-def judge_against_baseline(records: list[dict], base: list[dict], judge: Any, judge_name: str, max_new_tokens: int) -> int:
+def judge_against_baseline(
+    records: list[dict], base: list[dict], judge: Any, judge_name: str, max_new_tokens: int
+) -> int:
     """Fill each record's `judgement` (two games, positions swapped); returns how many prompts were judged."""
     if len(records) != len(base) or any(r["id"] != b["id"] for r, b in zip(records, base)):
         raise ValueError("the model and the baseline answered different prompts; score both on the same task file")
-    todo = [i for i, (r, b) in enumerate(zip(records, base))
-            if (r.get("judgement") or {}).get("key") != judgement_key(judge_name, r, b)]
+    todo = [
+        i
+        for i, (r, b) in enumerate(zip(records, base))
+        if (r.get("judgement") or {}).get("key") != judgement_key(judge_name, r, b)
+    ]
     if not todo:
         return 0
     prompts = []
@@ -129,8 +155,11 @@ def judge_against_baseline(records: list[dict], base: list[dict], judge: Any, ju
         v1, v2 = parse_arena_verdict(first), parse_arena_verdict(swapped)
         score, flipped = combine_games(v1, v2)
         records[i]["judgement"] = {
-            "key": judgement_key(judge_name, records[i], base[i]), "score": score, "flipped": flipped,
-            "unparsed": (v1 is None) + (v2 is None), "length_diff": records[i]["answer_chars"] - base[i]["answer_chars"],
+            "key": judgement_key(judge_name, records[i], base[i]),
+            "score": score,
+            "flipped": flipped,
+            "unparsed": (v1 is None) + (v2 is None),
+            "length_diff": records[i]["answer_chars"] - base[i]["answer_chars"],
             "games": [{"model_is": "A", "verdict": v1, "raw": first}, {"model_is": "B", "verdict": v2, "raw": swapped}],
         }
     return len(todo)

@@ -33,15 +33,22 @@ def pairwise_judge(cfg: Any) -> tuple[Any, str]:
     if spec.endpoint is not None:
         from kofin.eval.endpoint import EndpointBackend
 
-        return (EndpointBackend(spec.endpoint, spec.served_model, batch_size=cfg.batch_size, api_key_env=spec.api_key_env),
-                f"{spec.endpoint} {spec.served_model}")
+        return (
+            EndpointBackend(spec.endpoint, spec.served_model, batch_size=cfg.batch_size, api_key_env=spec.api_key_env),
+            f"{spec.endpoint} {spec.served_model}",
+        )
     from kofin.eval.engine import TransformersBackend
     from kofin.eval.run import EvalModel, resolve_model, weights_digest
 
     path, manifest = resolve_model(EvalModel(name="judge", path=spec.path), where="pairwise_judge.path")
-    return (_LazyJudge(lambda: TransformersBackend(path, batch_size=cfg.batch_size, device=cfg.device, dtype=cfg.dtype,
-                                                   cpu_threads=cfg.cpu_threads)),
-            f"{path} {weights_digest(path, manifest)[:16]}")
+    return (
+        _LazyJudge(
+            lambda: TransformersBackend(
+                path, batch_size=cfg.batch_size, device=cfg.device, dtype=cfg.dtype, cpu_threads=cfg.cpu_threads
+            )
+        ),
+        f"{path} {weights_digest(path, manifest)[:16]}",
+    )
 
 
 def judge_tasks(cfg: Any, specs: list, examples: dict, stores: dict, results: dict, kept: dict) -> dict[str, Any]:
@@ -59,7 +66,9 @@ def judge_tasks(cfg: Any, specs: list, examples: dict, stores: dict, results: di
             if name == base:
                 continue
             records = stores[name].records_in_order(spec, exs)
-            judged += judge_against_baseline(records, base_records, judge, judge_name, cfg.pairwise_judge.max_new_tokens)
+            judged += judge_against_baseline(
+                records, base_records, judge, judge_name, cfg.pairwise_judge.max_new_tokens
+            )
             stores[name].rewrite(spec, records)
         per_prompt: list[list[tuple[int, int, float]]] = [[] for _ in exs]
         for name in names:
@@ -68,10 +77,21 @@ def judge_tasks(cfg: Any, specs: list, examples: dict, stores: dict, results: di
             if name != base:
                 for k, r in enumerate(kept[name][spec.name]):
                     per_prompt[k].append((names.index(name), names.index(base), r["judgement"]["score"]))
-        strength, low, high = bootstrap_bradley_terry(per_prompt, len(names), names.index(base), cfg.bootstrap_resamples, cfg.seed)
+        strength, low, high = bootstrap_bradley_terry(
+            per_prompt, len(names), names.index(base), cfg.bootstrap_resamples, cfg.seed
+        )
         out[spec.name] = {
-            "judge": judge_name, "judge_template_id": TEMPLATE_ID, "judge_template": JUDGE_TEMPLATE, "prompts_judged": judged,
-            "bradley_terry": {n: {"strength": round(float(strength[i]), 6), "low": round(float(low[i]), 6),
-                                  "high": round(float(high[i]), 6)} for i, n in enumerate(names)},
+            "judge": judge_name,
+            "judge_template_id": TEMPLATE_ID,
+            "judge_template": JUDGE_TEMPLATE,
+            "prompts_judged": judged,
+            "bradley_terry": {
+                n: {
+                    "strength": round(float(strength[i]), 6),
+                    "low": round(float(low[i]), 6),
+                    "high": round(float(high[i]), 6),
+                }
+                for i, n in enumerate(names)
+            },
         }
     return out

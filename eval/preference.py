@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -55,14 +55,15 @@ def score_for_first(label: str | None) -> float:
 
 def combine_games(model_first: str | None, base_first: str | None) -> tuple[float, bool]:
     """(the model's outcome on this prompt, whether the verdict flipped with position)."""
-    a = score_for_first(model_first)          # game 1: the model's answer is A
-    b = 1.0 - score_for_first(base_first)     # game 2: the model's answer is B
+    a = score_for_first(model_first)  # game 1: the model's answer is A
+    b = 1.0 - score_for_first(base_first)  # game 2: the model's answer is B
     flipped = {a, b} == {0.0, 1.0}
     return (a + b) / 2, flipped
 
 
-def bradley_terry(games: Sequence[tuple[int, int, float]], players: int, anchor: int = 0, iterations: int = 500,
-                  tol: float = 1e-10) -> np.ndarray:
+def bradley_terry(
+    games: Sequence[tuple[int, int, float]], players: int, anchor: int = 0, iterations: int = 500, tol: float = 1e-10
+) -> np.ndarray:
     """Log-strengths from games (i, j, score of i in [0, 1]), player `anchor` fixed at 0.
 
     MM updates p_i = W_i / sum_j n_ij / (p_i + p_j); a tiny pseudo-count (0.01 win each way
@@ -90,16 +91,29 @@ def bradley_terry(games: Sequence[tuple[int, int, float]], players: int, anchor:
     return np.log(p)
 
 
-def bootstrap_bradley_terry(games_by_prompt: Sequence[Sequence[tuple[int, int, float]]], players: int, anchor: int = 0,
-                            resamples: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def bootstrap_bradley_terry(
+    games_by_prompt: Sequence[Sequence[tuple[int, int, float]]],
+    players: int,
+    anchor: int = 0,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(strengths, 2.5% and 97.5% percentiles) with prompts resampled: a prompt's games stay together."""
     flat = [g for games in games_by_prompt for g in games]
     point = bradley_terry(flat, players, anchor)
     if not games_by_prompt:
         return point, point, point
     rng = np.random.default_rng(seed)
-    draws = np.array([bradley_terry([g for k in rng.integers(0, len(games_by_prompt), len(games_by_prompt))
-                                     for g in games_by_prompt[k]], players, anchor) for _ in range(resamples)])
+    draws = np.array(
+        [
+            bradley_terry(
+                [g for k in rng.integers(0, len(games_by_prompt), len(games_by_prompt)) for g in games_by_prompt[k]],
+                players,
+                anchor,
+            )
+            for _ in range(resamples)
+        ]
+    )
     return point, np.percentile(draws, 2.5, axis=0), np.percentile(draws, 97.5, axis=0)
 
 
@@ -118,7 +132,9 @@ def length_controlled_win_rate(outcomes: Sequence[float], length_diffs: Sequence
     x = np.tanh(d / sd) if sd > 0 else np.zeros_like(d)
     design = np.column_stack([np.ones_like(x), x])
     w = np.zeros(2)
-    ridge = np.diag([1e-9, l2])  # the slope is kept finite when length separates wins from losses; the intercept is not shrunk
+    ridge = np.diag(
+        [1e-9, l2]
+    )  # the slope is kept finite when length separates wins from losses; the intercept is not shrunk
     for _ in range(100):  # Newton steps on the fractional logistic likelihood
         mu = _sigmoid(design @ w)
         grad = design.T @ (y - mu) - ridge @ w

@@ -22,6 +22,7 @@ from typing import Any
 from kofin.eval import metrics as M
 from kofin.eval.tasks import Example, TaskSpec
 
+
 def knowledge_base(spec: TaskSpec) -> Path:
     """The task's KB: `kb` as given, or `documents` ingested (incrementally) into a cache under KOFIN_HOME."""
     if spec.kb is not None:
@@ -31,7 +32,9 @@ def knowledge_base(spec: TaskSpec) -> Path:
 
     key = hashlib.sha256(str(spec.documents).encode()).hexdigest()[:12]
     # An eval set's documents are read by the evaluator as anyone: unlabelled ones are open to all.
-    return build_knowledge_base([spec.documents], kofin_home() / "eval-kb" / f"{spec.name}-{key}", default_groups=["all"])
+    return build_knowledge_base(
+        [spec.documents], kofin_home() / "eval-kb" / f"{spec.name}-{key}", default_groups=["all"]
+    )
 
 
 def _unique_docs(sources: list[dict]) -> list[str]:
@@ -73,25 +76,39 @@ def score_rag(spec: TaskSpec, examples: list[Example], backend: Any, judge: Any 
     if hasattr(judge, "prefetch"):  # an LLM judge: every question's citation checks in one batched pass
         from kofin.eval.judge import citation_queries
 
-        judge.prefetch([q for answer, passages in zip(answers, passages_of) for q in citation_queries(answer, passages)])
+        judge.prefetch(
+            [q for answer, passages in zip(answers, passages_of) for q in citation_queries(answer, passages)]
+        )
     records = []
     for ex, result, passages in zip(examples, results, passages_of):
         docs = _unique_docs(result.sources)[:depth]
         cites = M.citation_scores(result.answer, passages, judge)
         fmt = M.citation_format(result.answer, len(passages), result.removed_citations)
         gold = ex.meta["gold"]
-        records.append({
-            "id": ex.id, "where": ex.where, "question": ex.question, "choices": [], "gold": ex.answer,
-            "gold_ids": gold, "retrieved": docs, "generation": result.answer, "found": result.found,
-            **{f"recall@{k}": M.recall_at_k(docs, gold, k) for k in spec.k},
-            "reciprocal_rank": M.reciprocal_rank(docs, gold),
-            f"ndcg@{depth}": round(M.ndcg_at_k(docs, gold, depth), 6),
-            "token_f1": round(M.token_f1(result.answer, ex.answer), 6),
-            "rouge_l": round(M.rouge_l(result.answer, ex.answer), 6),
-            "citation_recall": round(cites.recall, 6), "citation_precision": round(cites.precision, 6),
-            "citation_format_ok": fmt.compliant, "citation_none": fmt.cites_nothing,
-            "citation_out_of_range_ids": fmt.out_of_range, "uncited_sentences": fmt.uncited_sentences,
-        })
+        records.append(
+            {
+                "id": ex.id,
+                "where": ex.where,
+                "question": ex.question,
+                "choices": [],
+                "gold": ex.answer,
+                "gold_ids": gold,
+                "retrieved": docs,
+                "generation": result.answer,
+                "found": result.found,
+                **{f"recall@{k}": M.recall_at_k(docs, gold, k) for k in spec.k},
+                "reciprocal_rank": M.reciprocal_rank(docs, gold),
+                f"ndcg@{depth}": round(M.ndcg_at_k(docs, gold, depth), 6),
+                "token_f1": round(M.token_f1(result.answer, ex.answer), 6),
+                "rouge_l": round(M.rouge_l(result.answer, ex.answer), 6),
+                "citation_recall": round(cites.recall, 6),
+                "citation_precision": round(cites.precision, 6),
+                "citation_format_ok": fmt.compliant,
+                "citation_none": fmt.cites_nothing,
+                "citation_out_of_range_ids": fmt.out_of_range,
+                "uncited_sentences": fmt.uncited_sentences,
+            }
+        )
     return records
 
 

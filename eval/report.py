@@ -32,17 +32,41 @@ __all__ = ["build_report", "korean_font"]
 MAX_FAILURES = 5  # per model and task in the drill-down
 MAX_CELL_CHARS = 160
 METRIC_LABELS = {
-    "acc": "정확도", "acc_norm": "정확도(길이 정규화)", "acc_gen": "정확도(생성 답변)", "weighted_f1": "가중 F1",
-    "weighted_f1_gen": "가중 F1(생성 답변)", "exact_match": "완전일치", "token_f1": "토큰 F1", "rouge_l": "ROUGE-L",
-    "bertscore_f1": "BERTScore F1", "mrr": "MRR", "citation_recall": "인용 재현율", "citation_precision": "인용 정밀도",
-    "citation_format_ok": "인용 형식 준수", "citation_out_of_range": "범위 밖 인용 답변", "citation_none": "인용 없는 답변",
-    "win_rate": "승률", "lc_win_rate": "길이 보정 승률", "position_bias_rate": "위치 편향률", "unparsed_verdicts": "판정 형식 위반",
+    "acc": "정확도",
+    "acc_norm": "정확도(길이 정규화)",
+    "acc_gen": "정확도(생성 답변)",
+    "weighted_f1": "가중 F1",
+    "weighted_f1_gen": "가중 F1(생성 답변)",
+    "exact_match": "완전일치",
+    "token_f1": "토큰 F1",
+    "rouge_l": "ROUGE-L",
+    "bertscore_f1": "BERTScore F1",
+    "mrr": "MRR",
+    "citation_recall": "인용 재현율",
+    "citation_precision": "인용 정밀도",
+    "citation_format_ok": "인용 형식 준수",
+    "citation_out_of_range": "범위 밖 인용 답변",
+    "citation_none": "인용 없는 답변",
+    "win_rate": "승률",
+    "lc_win_rate": "길이 보정 승률",
+    "position_bias_rate": "위치 편향률",
+    "unparsed_verdicts": "판정 형식 위반",
 }
 COST_LABELS = {
-    "stage": "단계", "method": "방법", "world_size": "GPU 수", "gpu_hours": "GPU-시간", "gpu_hours_estimated": "GPU-시간 추정",
-    "tokens_per_s": "토큰/초", "tokens_per_s_per_gpu": "토큰/초/GPU", "tokens_total": "토큰 합계",
-    "peak_gpu_memory_gib_rank0": "최대 GPU 메모리(GiB, rank0)", "peak_gpu_memory_gib": "최대 GPU 메모리(GiB)",
-    "peak_rss_gib": "최대 RSS(GiB)", "train_runtime_s": "학습 시간(초)", "wall_time_s": "총 시간(초)", "cost": "비용",
+    "stage": "단계",
+    "method": "방법",
+    "world_size": "GPU 수",
+    "gpu_hours": "GPU-시간",
+    "gpu_hours_estimated": "GPU-시간 추정",
+    "tokens_per_s": "토큰/초",
+    "tokens_per_s_per_gpu": "토큰/초/GPU",
+    "tokens_total": "토큰 합계",
+    "peak_gpu_memory_gib_rank0": "최대 GPU 메모리(GiB, rank0)",
+    "peak_gpu_memory_gib": "최대 GPU 메모리(GiB)",
+    "peak_rss_gib": "최대 RSS(GiB)",
+    "train_runtime_s": "학습 시간(초)",
+    "wall_time_s": "총 시간(초)",
+    "cost": "비용",
 }
 VERDICT_WORDS = {BETTER: "나아짐", WORSE: "나빠짐", "no_difference": "유의차 없음"}
 
@@ -84,7 +108,11 @@ def _money(cost: dict | None) -> tuple[str, str]:
         return "0 (학습 기록 없음)", "—"
     mark = " (추정)" if cost.get("estimated") else ""
     hours = f"{cost['gpu_hours']:.3f}{mark}" if cost["gpu_hours"] else "0 (GPU 미사용)"
-    money = f"{cost['cost']:,.2f} {cost['currency']}{mark}" if cost.get("cost") is not None else "— (가격 미설정: gpu_price)"
+    money = (
+        f"{cost['cost']:,.2f} {cost['currency']}{mark}"
+        if cost.get("cost") is not None
+        else "— (가격 미설정: gpu_price)"
+    )
     return hours, money
 
 
@@ -109,7 +137,11 @@ def failures(metrics: dict, run_dir: Path, model: str, task: str) -> tuple[int, 
     out, wrong_total = [], 0
     for r in _records(run_dir, model, task):
         if kind == "rag":  # the gold document was not retrieved at all
-            wrong, gold, pred = not set(r["gold_ids"]) & set(r["retrieved"]), ", ".join(r["gold_ids"]), ", ".join(r["retrieved"][:3])
+            wrong, gold, pred = (
+                not set(r["gold_ids"]) & set(r["retrieved"]),
+                ", ".join(r["gold_ids"]),
+                ", ".join(r["retrieved"][:3]),
+            )
         elif kind == "pairwise":  # the judge preferred the baseline's answer (the baseline itself has no failures)
             wrong = r["judgement"]["score"] < 0.5
             gold, pred = str(r["gold"]), " / ".join(g["verdict"] or "판정 없음" for g in r["judgement"]["games"])
@@ -119,8 +151,16 @@ def failures(metrics: dict, run_dir: Path, model: str, task: str) -> tuple[int, 
             wrong, gold, pred = r["pred_ll"] != r["gold"], r["choices"][r["gold"]], r["choices"][r["pred_ll"]]
         wrong_total += bool(wrong)
         if wrong and len(out) < MAX_FAILURES:
-            out.append({"id": r["id"], "where": r["where"], "question": r["question"], "gold": gold,
-                        "predicted": pred, "generation": r["generation"]})
+            out.append(
+                {
+                    "id": r["id"],
+                    "where": r["where"],
+                    "question": r["question"],
+                    "gold": gold,
+                    "predicted": pred,
+                    "generation": r["generation"],
+                }
+            )
     return wrong_total, out
 
 
@@ -137,18 +177,44 @@ def verdict_blocks(metrics: dict) -> list[Block]:
     rows = [["모델", "나아진 과제", "나빠진 과제", "유의차 없음", "GPU-시간", "비용"]]
     for m in others:
         v = metrics["verdict"][m]
-        rows.append([m, f"{v[BETTER]} / {n_tasks}", f"{v[WORSE]} / {n_tasks}", f"{v['no_difference']} / {n_tasks}", *_money(v["cost"])])
-    note = (f"각 과제의 주 지표에서 모델 − 기준 모델({base})의 차이를 같은 예제끼리 짝지어 검정했습니다 "
-            "(예제별 정오: McNemar 정확 검정, 그 밖의 지표: 대응 부트스트랩). p < 0.05이면 유의. "
-            "비용은 그 모델을 만든 모든 학습 단계(manifest)의 합입니다.")
+        rows.append(
+            [
+                m,
+                f"{v[BETTER]} / {n_tasks}",
+                f"{v[WORSE]} / {n_tasks}",
+                f"{v['no_difference']} / {n_tasks}",
+                *_money(v["cost"]),
+            ]
+        )
+    note = (
+        f"각 과제의 주 지표에서 모델 − 기준 모델({base})의 차이를 같은 예제끼리 짝지어 검정했습니다 "
+        "(예제별 정오: McNemar 정확 검정, 그 밖의 지표: 대응 부트스트랩). p < 0.05이면 유의. "
+        "비용은 그 모델을 만든 모든 학습 단계(manifest)의 합입니다."
+    )
     detail = [["모델", "과제", "지표", "기준", "모델 값", "차이 [95% 구간]", "p (검정)", "판정"]]
     for m in others:
         for t, info in metrics["tasks"].items():
             k = PRIMARY[info["kind"]]
             test = metrics["comparisons"][m][t][k]
-            detail.append([m, task_label(metrics, t), metric_label(k), _ci(metrics["intervals"][base][t][k]),
-                           _ci(metrics["intervals"][m][t][k]), _diff(test), _p(test), VERDICT_WORDS[direction(k, test)]])
-    return [("h2", "판정: 기준 모델 대비"), ("verdict", rows), ("p", note), ("h2", "과제별 차이 (주 지표)"), ("table", detail)]
+            detail.append(
+                [
+                    m,
+                    task_label(metrics, t),
+                    metric_label(k),
+                    _ci(metrics["intervals"][base][t][k]),
+                    _ci(metrics["intervals"][m][t][k]),
+                    _diff(test),
+                    _p(test),
+                    VERDICT_WORDS[direction(k, test)],
+                ]
+            )
+    return [
+        ("h2", "판정: 기준 모델 대비"),
+        ("verdict", rows),
+        ("p", note),
+        ("h2", "과제별 차이 (주 지표)"),
+        ("table", detail),
+    ]
 
 
 def cell_blocks(metrics: dict, run_dir: Path) -> list[Block]:
@@ -158,18 +224,31 @@ def cell_blocks(metrics: dict, run_dir: Path) -> list[Block]:
     for t, info in metrics["tasks"].items():
         for k in metrics["results"][models[0]][t]:
             cells = [metrics["intervals"][m][t][k] for m in models]
-            rows.append([task_label(metrics, t), metric_label(k) + (" (낮을수록 좋음)" if k in LOWER_IS_BETTER else ""),
-                         str(cells[0]["n"]), *(_ci(c) for c in cells)])
+            rows.append(
+                [
+                    task_label(metrics, t),
+                    metric_label(k) + (" (낮을수록 좋음)" if k in LOWER_IS_BETTER else ""),
+                    str(cells[0]["n"]),
+                    *(_ci(c) for c in cells),
+                ]
+            )
         if info["kind"] in ("mcq", "classification"):
             for m in models:
                 unparsed, n = _unparsed_generations(run_dir, m, t)
                 if unparsed:
-                    notes.append(f"{m} · {task_label(metrics, t)}: 생성 답변 {n}개 중 {unparsed}개에서 선택지를 읽어 내지 "
-                                 "못해 오답으로 셌습니다 (정확도(생성 답변)가 낮은 이유).")
-    out: list[Block] = [("h2", "모델 × 과제: 값 [95% 구간]"),
-                        ("p", "비율 지표(정확도, 완전일치, 인용 형식)는 Wilson 구간, 그 밖의 지표는 예제 부트스트랩 "
-                              f"({metrics.get('resamples', 1000)}회) 구간입니다. n은 예제 수입니다."),
-                        ("table", rows)]
+                    notes.append(
+                        f"{m} · {task_label(metrics, t)}: 생성 답변 {n}개 중 {unparsed}개에서 선택지를 읽어 내지 "
+                        "못해 오답으로 셌습니다 (정확도(생성 답변)가 낮은 이유)."
+                    )
+    out: list[Block] = [
+        ("h2", "모델 × 과제: 값 [95% 구간]"),
+        (
+            "p",
+            "비율 지표(정확도, 완전일치, 인용 형식)는 Wilson 구간, 그 밖의 지표는 예제 부트스트랩 "
+            f"({metrics.get('resamples', 1000)}회) 구간입니다. n은 예제 수입니다.",
+        ),
+        ("table", rows),
+    ]
     if notes:
         out.append(("details", f"생성 답변 해석 실패 ({len(notes)}건)", [("list", "\n".join(notes))]))
     return out
@@ -186,27 +265,55 @@ def forgetting_blocks(metrics: dict) -> list[Block]:
             for k in metrics["forgetting"][m][t]:
                 test = metrics["comparisons"][m][t][k]
                 word = VERDICT_WORDS[direction(k, test)]
-                rows.append([m, task_label(metrics, t), metric_label(k), _diff(test), _p(test),
-                             "잊음" if word == VERDICT_WORDS[WORSE] else word])
-    sign = ("변화 = 모델 − 기준 모델. 높을수록 좋은 지표에서 음수는 잊은 것(망각), 양수는 나아진 것입니다. "
-            "구간이 0을 포함하면 이 예제 수로는 차이를 말할 수 없습니다.")
+                rows.append(
+                    [
+                        m,
+                        task_label(metrics, t),
+                        metric_label(k),
+                        _diff(test),
+                        _p(test),
+                        "잊음" if word == VERDICT_WORDS[WORSE] else word,
+                    ]
+                )
+    sign = (
+        "변화 = 모델 − 기준 모델. 높을수록 좋은 지표에서 음수는 잊은 것(망각), 양수는 나아진 것입니다. "
+        "구간이 0을 포함하면 이 예제 수로는 차이를 말할 수 없습니다."
+    )
     return head + [("p", sign), ("table", rows)]
 
 
 def preference_blocks(metrics: dict) -> list[Block]:
     out: list[Block] = []
     for t, info in (metrics.get("pairwise") or {}).items():
-        rows = [["모델", "승률 [95% 구간]", "길이 보정 승률 [95% 구간]", "Bradley-Terry 강도 [95% 구간]", "위치 편향률", "판정 형식 위반"]]
+        rows = [
+            [
+                "모델",
+                "승률 [95% 구간]",
+                "길이 보정 승률 [95% 구간]",
+                "Bradley-Terry 강도 [95% 구간]",
+                "위치 편향률",
+                "판정 형식 위반",
+            ]
+        ]
         for m in metrics["models"]:
             cells = metrics["intervals"][m][t]
             bt = info["bradley_terry"][m]
-            rows.append([m + (" (기준)" if m == metrics["base"] else ""), _ci(cells["win_rate"]), _ci(cells["lc_win_rate"]),
-                         f"{bt['strength']:+.3f} [{bt['low']:+.2f}, {bt['high']:+.2f}]",
-                         f"{cells['position_bias_rate']['value']:.3f}", f"{cells['unparsed_verdicts']['value']:.3f}"])
-        note = (f"심사 모델: {info['judge']} · 각 질문을 답변 위치를 바꿔 두 번 심사했고, 두 판정이 위치에 따라 뒤집히면 무승부로 셌습니다 "
-                "(위치 편향률). 승률은 기준 모델 대비(무승부 0.5), Bradley-Terry 강도는 기준 모델 0의 로그 척도, 길이 보정 승률은 "
-                "답변 길이 차가 0일 때의 예측 승률입니다(AlpacaEval-LC). 한국어 심사 프롬프트는 metrics.json의 "
-                f"pairwise.{t}.judge_template에 있습니다.")
+            rows.append(
+                [
+                    m + (" (기준)" if m == metrics["base"] else ""),
+                    _ci(cells["win_rate"]),
+                    _ci(cells["lc_win_rate"]),
+                    f"{bt['strength']:+.3f} [{bt['low']:+.2f}, {bt['high']:+.2f}]",
+                    f"{cells['position_bias_rate']['value']:.3f}",
+                    f"{cells['unparsed_verdicts']['value']:.3f}",
+                ]
+            )
+        note = (
+            f"심사 모델: {info['judge']} · 각 질문을 답변 위치를 바꿔 두 번 심사했고, 두 판정이 위치에 따라 뒤집히면 무승부로 셌습니다 "
+            "(위치 편향률). 승률은 기준 모델 대비(무승부 0.5), Bradley-Terry 강도는 기준 모델 0의 로그 척도, 길이 보정 승률은 "
+            "답변 길이 차가 0일 때의 예측 승률입니다(AlpacaEval-LC). 한국어 심사 프롬프트는 metrics.json의 "
+            f"pairwise.{t}.judge_template에 있습니다."
+        )
         out += [("h2", f"선호도: {task_label(metrics, t)}"), ("table", rows), ("p", note)]
     return out
 
@@ -224,12 +331,16 @@ def cost_blocks(metrics: dict) -> list[Block]:
         for k in cols:
             v = c.get(k)
             if k == "gpu_hours" and v is not None:
-                row.append("0 (GPU 미사용)" if not v else f"{v:.3f}" + (" (추정)" if c.get("gpu_hours_estimated") else ""))
+                row.append(
+                    "0 (GPU 미사용)" if not v else f"{v:.3f}" + (" (추정)" if c.get("gpu_hours_estimated") else "")
+                )
             else:
                 row.append(_num(v))
         rows.append(row)
-    note = ("GPU-시간은 학습 단계가 기록한 값, 없으면 총 시간 × 메모리를 쓴 GPU 수(추정)입니다. 비용은 기록된 값, "
-            "없으면 GPU-시간 × eval 설정의 gpu_price(추정)이며 가격이 없으면 '—'입니다.")
+    note = (
+        "GPU-시간은 학습 단계가 기록한 값, 없으면 총 시간 × 메모리를 쓴 GPU 수(추정)입니다. 비용은 기록된 값, "
+        "없으면 GPU-시간 × eval 설정의 gpu_price(추정)이며 가격이 없으면 '—'입니다."
+    )
     return head + [("table", rows), ("p", note)]
 
 
@@ -243,9 +354,23 @@ def failure_blocks(metrics: dict, run_dir: Path) -> list[Block]:
             counts.append(f"{m} {total}건")
             if rows:
                 inner.append(("p", f"{m}: 오답 {total}건 중 {len(rows)}건"))
-                inner.append(("table", [["id", "위치", "질문", "정답", "예측", "생성 답변"]] + [
-                    [r["id"], r["where"], shown_output(r["question"]), shown_output(r["gold"]), shown_output(r["predicted"]),
-                     shown_output(r["generation"])] for r in rows]))
+                inner.append(
+                    (
+                        "table",
+                        [["id", "위치", "질문", "정답", "예측", "생성 답변"]]
+                        + [
+                            [
+                                r["id"],
+                                r["where"],
+                                shown_output(r["question"]),
+                                shown_output(r["gold"]),
+                                shown_output(r["predicted"]),
+                                shown_output(r["generation"]),
+                            ]
+                            for r in rows
+                        ],
+                    )
+                )
         if inner:
             out.append(("details", f"오답 사례: {task_label(metrics, t)} ({', '.join(counts)})", inner))
     if len(out) == 1:
@@ -255,7 +380,9 @@ def failure_blocks(metrics: dict, run_dir: Path) -> list[Block]:
 
 def blocks(metrics: dict, run_dir: Path, charts: list[Path]) -> list[Block]:
     judge = any(i["kind"] == "rag" for i in metrics["tasks"].values()) and metrics.get("citation_judge")
-    intro = f"모델: {', '.join(metrics['models'])} · 기준 모델: {metrics['base']}" + (f" · 인용 판정: {judge}" if judge else "")
+    intro = f"모델: {', '.join(metrics['models'])} · 기준 모델: {metrics['base']}" + (
+        f" · 인용 판정: {judge}" if judge else ""
+    )
     out: list[Block] = [("h1", "kofin 평가 보고서"), ("p", intro)]
     out += verdict_blocks(metrics)
     out += preference_blocks(metrics)
@@ -327,14 +454,16 @@ def _html_blocks(parts: list[Block]) -> str:
 
 
 # 1366 px wide screens: the page is at most 1280 px, tables wrap their text instead of widening the page.
-STYLE = ("*{box-sizing:border-box}body{font-family:'Noto Sans KR','Malgun Gothic','Apple SD Gothic Neo','kofin-ko',sans-serif;"
-         "margin:0 auto;padding:12px 20px;max-width:1280px;font-size:14px;line-height:1.45;overflow-wrap:anywhere}"
-         "h1{font-size:22px;margin:4px 0}h2{font-size:17px;margin:18px 0 6px}p{margin:4px 0 8px}"
-         ".wrap{max-width:100%;overflow-x:auto}table{border-collapse:collapse;margin:6px 0;font-size:13px;max-width:100%}"
-         "td,th{border:1px solid #ccc;padding:3px 7px;vertical-align:top;word-break:break-word}th{background:#f3f3f3}"
-         "table.verdict{font-size:15px}table.verdict td:first-child{font-weight:bold}"
-         ".charts{display:flex;flex-wrap:wrap;gap:8px}figure{margin:0;max-width:calc(50% - 4px);min-width:420px}"
-         "img{max-width:100%;height:auto}details{margin:6px 0}summary{cursor:pointer;font-weight:bold}")
+STYLE = (
+    "*{box-sizing:border-box}body{font-family:'Noto Sans KR','Malgun Gothic','Apple SD Gothic Neo','kofin-ko',sans-serif;"
+    "margin:0 auto;padding:12px 20px;max-width:1280px;font-size:14px;line-height:1.45;overflow-wrap:anywhere}"
+    "h1{font-size:22px;margin:4px 0}h2{font-size:17px;margin:18px 0 6px}p{margin:4px 0 8px}"
+    ".wrap{max-width:100%;overflow-x:auto}table{border-collapse:collapse;margin:6px 0;font-size:13px;max-width:100%}"
+    "td,th{border:1px solid #ccc;padding:3px 7px;vertical-align:top;word-break:break-word}th{background:#f3f3f3}"
+    "table.verdict{font-size:15px}table.verdict td:first-child{font-weight:bold}"
+    ".charts{display:flex;flex-wrap:wrap;gap:8px}figure{margin:0;max-width:calc(50% - 4px);min-width:420px}"
+    "img{max-width:100%;height:auto}details{margin:6px 0}summary{cursor:pointer;font-weight:bold}"
+)
 
 
 def embedded_font_css(text: str) -> str:
@@ -353,15 +482,19 @@ def embedded_font_css(text: str) -> str:
     data = io.BytesIO()
     subset.save_font(font, data, options)
     mime = "font/otf" if path.suffix.lower() == ".otf" else "font/ttf"
-    return (f"@font-face{{font-family:'kofin-ko';src:url(data:{mime};base64,{base64.b64encode(data.getvalue()).decode()})}}")
+    return (
+        f"@font-face{{font-family:'kofin-ko';src:url(data:{mime};base64,{base64.b64encode(data.getvalue()).decode()})}}"
+    )
 
 
 def render_html(parts: list[Block]) -> str:
     body = _html_blocks(parts)
     visible = html.unescape(re.sub(r'src="data:[^"]*"', "", body))  # the page's text, not the charts' base64
     style = embedded_font_css(visible + "kofin 평가 보고서") + STYLE
-    return (f'<!DOCTYPE html><html lang="ko"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">'
-            f"<title>kofin 평가 보고서</title><style>{style}</style></head><body>{body}</body></html>\n")
+    return (
+        f'<!DOCTYPE html><html lang="ko"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">'
+        f"<title>kofin 평가 보고서</title><style>{style}</style></head><body>{body}</body></html>\n"
+    )
 
 
 def build_report(run_dir: Path) -> list[Path]:

@@ -29,6 +29,7 @@ from typing import Any
 
 from kofin.errors import KofinError
 from kofin.eval.config import EvalConfig, EvalModel
+
 # Re-exported: the cost lineage lives in kofin.eval.cost; older callers import it from here.
 from kofin.eval.cost import COST_COLUMNS as COST_COLUMNS
 from kofin.eval.cost import model_cost, training_table
@@ -68,12 +69,16 @@ def main(cfg: EvalConfig, *, progress: bool = True) -> Path:
             bert = BertScorer(str(cfg.bertscore_encoder))
         pairwise = [s for s in specs if s.kind == "pairwise"]
         if pairwise and cfg.pairwise_judge is None:
-            raise EvalError(f"task {pairwise[0].name} is kind: pairwise and needs a judge: set pairwise_judge: "
-                            "{path: MODEL_DIR} or {endpoint: URL, served_model: NAME} in the eval config")
+            raise EvalError(
+                f"task {pairwise[0].name} is kind: pairwise and needs a judge: set pairwise_judge: "
+                "{path: MODEL_DIR} or {endpoint: URL, served_model: NAME} in the eval config"
+            )
         stores: dict[str, ModelRecords] = {}
         for m in cfg.models:
             path, manifest = models[m.name]
-            store = stores[m.name] = ModelRecords(records_root / m.name, path, manifest, f"{m.endpoint} {m.served_model}" if m.endpoint else None)
+            store = stores[m.name] = ModelRecords(
+                records_root / m.name, path, manifest, f"{m.endpoint} {m.served_model}" if m.endpoint else None
+            )
             backend = None
             results[m.name], kept[m.name] = {}, {}
             for spec in specs:
@@ -97,10 +102,20 @@ def main(cfg: EvalConfig, *, progress: bool = True) -> Path:
             "base": cfg.base_model.name,
             # Citation scores from different judges are not comparable: the report says which one judged.
             "citation_judge": judge_name,
-            "tasks": {s.name: {"kind": s.kind, "group": s.group, "examples": len(examples[s.name]),
-                               "description": s.description, "path": str(s.path)} for s in specs},
+            "tasks": {
+                s.name: {
+                    "kind": s.kind,
+                    "group": s.group,
+                    "examples": len(examples[s.name]),
+                    "description": s.description,
+                    "path": str(s.path),
+                }
+                for s in specs
+            },
             "results": results,
-            "forgetting": forgetting_deltas(results, cfg.base_model.name, [s.name for s in specs if s.group == "general"]),
+            "forgetting": forgetting_deltas(
+                results, cfg.base_model.name, [s.name for s in specs if s.group == "general"]
+            ),
             "training": training_table(models, cfg.training_runs, cfg.gpu_price),
             "resamples": cfg.bootstrap_resamples,
             "pairwise": preference,
@@ -114,7 +129,9 @@ def main(cfg: EvalConfig, *, progress: bool = True) -> Path:
             from kofin.eval.report import build_report
 
             build_report(run.path)
-        run.metrics.update(examples_scored=scored, examples_reused=sum(len(e) for e in examples.values()) * len(models) - scored)
+        run.metrics.update(
+            examples_scored=scored, examples_reused=sum(len(e) for e in examples.values()) * len(models) - scored
+        )
     return cfg.output_dir
 
 
@@ -125,7 +142,9 @@ def make_backend(m: EvalModel, path: Path, cfg: EvalConfig) -> Any:
         return EndpointBackend(m.endpoint, m.served_model, batch_size=cfg.batch_size, api_key_env=m.api_key_env)
     from kofin.eval.engine import TransformersBackend
 
-    return TransformersBackend(path, batch_size=cfg.batch_size, device=cfg.device, dtype=cfg.dtype, cpu_threads=cfg.cpu_threads)
+    return TransformersBackend(
+        path, batch_size=cfg.batch_size, device=cfg.device, dtype=cfg.dtype, cpu_threads=cfg.cpu_threads
+    )
 
 
 def resolve_model(m: EvalModel, where: str | None = None) -> tuple[Path, dict | None]:
@@ -151,8 +170,10 @@ def resolve_model(m: EvalModel, where: str | None = None) -> tuple[Path, dict | 
 
         adapter_stack(path, where)  # the base and earlier adapters are found now, not after other models scored
         return path, manifest
-    raise EvalError(f"{where}: {path} has no config.json; point it at a model folder, a run directory holding one, "
-                    "or a kofin sft / dpo run (a LoRA adapter).")
+    raise EvalError(
+        f"{where}: {path} has no config.json; point it at a model folder, a run directory holding one, "
+        "or a kofin sft / dpo run (a LoRA adapter)."
+    )
 
 
 class ModelRecords:
@@ -224,7 +245,9 @@ class ModelRecords:
                     r["bertscore_f1"] = round(bert.f1(r["generation"], str(r["gold"])), 6)
         # Rewrite in example order, without superseded or stale lines, so the file is the record of this run.
         path = self._file(spec)
-        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ordered))  # a kill keeps the old file
+        atomic_write_text(
+            path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ordered)
+        )  # a kill keeps the old file
         self._ordered = ordered
         return task_metrics(spec, ordered)
 
@@ -234,9 +257,21 @@ def example_key(spec: TaskSpec, ex: Example, judge_name: str = "lexical") -> str
     judge_name = judge_name if spec.kind == "rag" else ""
     # RAG records gained citation-format fields: records written before them are scored again.
     schema = RAG_RECORD_VERSION if spec.kind == "rag" else 0
-    blob = json.dumps([spec.kind, prompt_for(spec, ex), ex.choices, ex.answer, spec.max_new_tokens, judge_name,
-                       str(spec.kb or spec.documents or ""), spec.answer_with, spec.k]
-                      + ([schema] if schema else []), ensure_ascii=False)
+    blob = json.dumps(
+        [
+            spec.kind,
+            prompt_for(spec, ex),
+            ex.choices,
+            ex.answer,
+            spec.max_new_tokens,
+            judge_name,
+            str(spec.kb or spec.documents or ""),
+            spec.answer_with,
+            spec.k,
+        ]
+        + ([schema] if schema else []),
+        ensure_ascii=False,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -244,7 +279,9 @@ def weights_digest(path: Path, manifest: dict | None) -> str:
     if manifest is not None:  # the run's recorded output hashes: cheap for a 20 GB run
         return hashlib.sha256(json.dumps(manifest.get("outputs", {}), sort_keys=True).encode()).hexdigest()
     # A plain model folder: names, sizes and modification times, not gigabytes of reading.
-    facts = sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*") if p.is_file())
+    facts = sorted(
+        (str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*") if p.is_file()
+    )
     return hashlib.sha256(json.dumps(facts).encode()).hexdigest()
 
 
@@ -256,8 +293,16 @@ def _carry_finished_records(finished: Path, work: Path) -> None:
         shutil.copytree(finished, work)
 
 
-def _score_in_chunks(spec: TaskSpec, todo: list[Example], backend: Any, store: ModelRecords, cfg: EvalConfig, model: str,
-                     judge: tuple[Any, str] = (None, "lexical"), progress: bool = True) -> int:
+def _score_in_chunks(
+    spec: TaskSpec,
+    todo: list[Example],
+    backend: Any,
+    store: ModelRecords,
+    cfg: EvalConfig,
+    model: str,
+    judge: tuple[Any, str] = (None, "lexical"),
+    progress: bool = True,
+) -> int:
     if not todo:
         return 0
     from tqdm import tqdm
@@ -284,7 +329,5 @@ def forgetting_deltas(results: dict[str, dict[str, dict[str, float]]], base: str
     for name, per_task in results.items():
         if name == base:
             continue
-        out[name] = {
-            t: {k: round(v - results[base][t][k], 6) for k, v in per_task[t].items()} for t in general
-        }
+        out[name] = {t: {k: round(v - results[base][t][k], 6) for k, v in per_task[t].items()} for t in general}
     return out

@@ -15,8 +15,9 @@ on the records it keeps.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from kofin.eval import metrics as M
 from kofin.eval.engine import TransformersBackend
@@ -47,8 +48,13 @@ def parse_choice(spec: TaskSpec, ex: Example, generation: str) -> int | None:
     return min(found)[1] if found else None
 
 
-def score_examples(spec: TaskSpec, examples: list[Example], backend: TransformersBackend,
-                   progress: Callable | None = None, citation_judge: Callable | None = None) -> list[dict[str, Any]]:
+def score_examples(
+    spec: TaskSpec,
+    examples: list[Example],
+    backend: TransformersBackend,
+    progress: Callable | None = None,
+    citation_judge: Callable | None = None,
+) -> list[dict[str, Any]]:
     if spec.kind == "rag":
         from kofin.eval.rag import score_rag
 
@@ -68,20 +74,42 @@ def score_examples(spec: TaskSpec, examples: list[Example], backend: Transformer
             logprob = [s.logprob for s in lls]
             norm = [s.logprob / len(c) for s, c in zip(lls, ex.choices)]
             pred_gen = parse_choice(spec, ex, gen)
-            records.append(_record(ex, gen, gold=ex.answer, logprob=[round(x, 6) for x in logprob],
-                                   logprob_norm=[round(x, 6) for x in norm],
-                                   pred_ll=_argmax(logprob), pred_ll_norm=_argmax(norm), pred_gen=pred_gen))
+            records.append(
+                _record(
+                    ex,
+                    gen,
+                    gold=ex.answer,
+                    logprob=[round(x, 6) for x in logprob],
+                    logprob_norm=[round(x, 6) for x in norm],
+                    pred_ll=_argmax(logprob),
+                    pred_ll_norm=_argmax(norm),
+                    pred_gen=pred_gen,
+                )
+            )
     else:
         for ex, gen in zip(examples, generations):
-            records.append(_record(ex, gen, gold=ex.answer, exact_match=M.exact_match(gen, str(ex.answer)),
-                                   token_f1=round(M.token_f1(gen, str(ex.answer)), 6),
-                                   rouge_l=round(M.rouge_l(gen, str(ex.answer)), 6)))
+            records.append(
+                _record(
+                    ex,
+                    gen,
+                    gold=ex.answer,
+                    exact_match=M.exact_match(gen, str(ex.answer)),
+                    token_f1=round(M.token_f1(gen, str(ex.answer)), 6),
+                    rouge_l=round(M.rouge_l(gen, str(ex.answer)), 6),
+                )
+            )
     return records
 
 
 def _record(ex: Example, generation: str, **fields: Any) -> dict[str, Any]:
-    return {"id": ex.id, "where": ex.where, "question": ex.question, "choices": ex.choices,
-            "generation": generation, **fields}
+    return {
+        "id": ex.id,
+        "where": ex.where,
+        "question": ex.question,
+        "choices": ex.choices,
+        "generation": generation,
+        **fields,
+    }
 
 
 def _argmax(values: list[float]) -> int:
@@ -121,11 +149,16 @@ def metric_defs(spec: TaskSpec, records: Sequence[dict] = ()) -> dict[str, Metri
     elif spec.kind == "pairwise":
         from kofin.eval.preference import length_controlled_win_rate
 
-        out = {"win_rate": MetricDef(lambda rs: M.mean([r["judgement"]["score"] for r in rs])),
-               "lc_win_rate": MetricDef(lambda rs: length_controlled_win_rate(
-                   [r["judgement"]["score"] for r in rs], [r["judgement"]["length_diff"] for r in rs])),
-               "position_bias_rate": _share(lambda r: bool(r["judgement"]["flipped"])),
-               "unparsed_verdicts": MetricDef(lambda rs: M.mean([r["judgement"]["unparsed"] / 2 for r in rs]))}
+        out = {
+            "win_rate": MetricDef(lambda rs: M.mean([r["judgement"]["score"] for r in rs])),
+            "lc_win_rate": MetricDef(
+                lambda rs: length_controlled_win_rate(
+                    [r["judgement"]["score"] for r in rs], [r["judgement"]["length_diff"] for r in rs]
+                )
+            ),
+            "position_bias_rate": _share(lambda r: bool(r["judgement"]["flipped"])),
+            "unparsed_verdicts": MetricDef(lambda rs: M.mean([r["judgement"]["unparsed"] / 2 for r in rs])),
+        }
     elif spec.kind in ("mcq", "classification"):
         out = {
             "acc": _share(lambda r: r["pred_ll"] == r["gold"]),
@@ -133,11 +166,16 @@ def metric_defs(spec: TaskSpec, records: Sequence[dict] = ()) -> dict[str, Metri
             "acc_gen": _share(lambda r: _gen(r) == r["gold"]),
         }
         if spec.kind == "classification":
-            out["weighted_f1"] = MetricDef(lambda rs: M.weighted_f1([r["gold"] for r in rs], [r["pred_ll"] for r in rs]))
+            out["weighted_f1"] = MetricDef(
+                lambda rs: M.weighted_f1([r["gold"] for r in rs], [r["pred_ll"] for r in rs])
+            )
             out["weighted_f1_gen"] = MetricDef(lambda rs: M.weighted_f1([r["gold"] for r in rs], [_gen(r) for r in rs]))
     else:
-        out = {"exact_match": _share(lambda r: bool(r["exact_match"])), "token_f1": _mean_of("token_f1"),
-               "rouge_l": _mean_of("rouge_l")}
+        out = {
+            "exact_match": _share(lambda r: bool(r["exact_match"])),
+            "token_f1": _mean_of("token_f1"),
+            "rouge_l": _mean_of("rouge_l"),
+        }
     if records and all("bertscore_f1" in r for r in records):  # only when an encoder is configured
         out["bertscore_f1"] = _mean_of("bertscore_f1")
     return out

@@ -21,8 +21,8 @@ The resampling is seeded: the same records give the same intervals on every reru
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -46,11 +46,11 @@ class Interval:
 
 @dataclass
 class PairedTest:
-    diff: float        # model minus baseline: positive = the model is better on a higher-is-better metric
+    diff: float  # model minus baseline: positive = the model is better on a higher-is-better metric
     low: float
     high: float
     p_value: float
-    test: str          # "mcnemar" | "paired_bootstrap"
+    test: str  # "mcnemar" | "paired_bootstrap"
     n: int
     significant: bool  # p < ALPHA
 
@@ -87,8 +87,9 @@ def _indices(n: int, resamples: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
 
 
-def bootstrap_interval(records: Sequence[dict], statistic: Statistic, resamples: int = 1000, seed: int = 0,
-                       confidence: float = 0.95) -> tuple[float, float]:
+def bootstrap_interval(
+    records: Sequence[dict], statistic: Statistic, resamples: int = 1000, seed: int = 0, confidence: float = 0.95
+) -> tuple[float, float]:
     """Percentile bootstrap interval of `statistic` over examples."""
     if not records:
         return 0.0, 0.0
@@ -98,17 +99,29 @@ def bootstrap_interval(records: Sequence[dict], statistic: Statistic, resamples:
     return float(low), float(high)
 
 
-def paired_bootstrap(model: Sequence[dict], baseline: Sequence[dict], statistic: Statistic, resamples: int = 1000,
-                     seed: int = 0, confidence: float = 0.95) -> tuple[float, float, float]:
+def paired_bootstrap(
+    model: Sequence[dict],
+    baseline: Sequence[dict],
+    statistic: Statistic,
+    resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[float, float, float]:
     """Interval of statistic(model) - statistic(baseline) with both resampled by the same indices, and
     a two-sided p-value: twice the share of resampled differences on the far side of zero."""
     if len(model) != len(baseline):
-        raise ValueError(f"paired records differ in length ({len(model)} vs {len(baseline)}): "
-                         "both models must be scored on the same examples")
+        raise ValueError(
+            f"paired records differ in length ({len(model)} vs {len(baseline)}): "
+            "both models must be scored on the same examples"
+        )
     if not model:
         return 0.0, 0.0, 1.0
-    diffs = np.array([statistic([model[i] for i in row]) - statistic([baseline[i] for i in row])
-                      for row in _indices(len(model), resamples, seed)])
+    diffs = np.array(
+        [
+            statistic([model[i] for i in row]) - statistic([baseline[i] for i in row])
+            for row in _indices(len(model), resamples, seed)
+        ]
+    )
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(diffs, [tail, 100 - tail])
     if np.all(diffs == 0):
@@ -117,8 +130,13 @@ def paired_bootstrap(model: Sequence[dict], baseline: Sequence[dict], statistic:
     return float(low), float(high), float(min(1.0, p))
 
 
-def cell_interval(records: Sequence[dict], statistic: Statistic, outcome: Callable[[dict], bool] | None,
-                  resamples: int = 1000, seed: int = 0) -> Interval:
+def cell_interval(
+    records: Sequence[dict],
+    statistic: Statistic,
+    outcome: Callable[[dict], bool] | None,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> Interval:
     """n and a 95% interval for one model x task metric; `outcome` given = a proportion (Wilson)."""
     value = statistic(records) if records else 0.0
     if outcome is not None:
@@ -128,8 +146,14 @@ def cell_interval(records: Sequence[dict], statistic: Statistic, outcome: Callab
     return Interval(value, low, high, len(records), "bootstrap")
 
 
-def paired_test(model: Sequence[dict], baseline: Sequence[dict], statistic: Statistic,
-                outcome: Callable[[dict], bool] | None, resamples: int = 1000, seed: int = 0) -> PairedTest:
+def paired_test(
+    model: Sequence[dict],
+    baseline: Sequence[dict],
+    statistic: Statistic,
+    outcome: Callable[[dict], bool] | None,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> PairedTest:
     """The model's difference from the baseline on the same examples, with its interval and p-value."""
     diff = (statistic(model) - statistic(baseline)) if model else 0.0
     low, high, p_boot = paired_bootstrap(model, baseline, statistic, resamples, seed)

@@ -23,8 +23,13 @@ from kofin.eval.tasks import TaskSpec
 
 # The metric a task's verdict is decided on, per kind (the report leads with it). RAG's is citation-format
 # compliance: retrieval (MRR) is the same for every evaluated model, the answer and its citations are not.
-PRIMARY = {"mcq": "acc", "classification": "weighted_f1", "numeric_qa": "exact_match", "rag": "citation_format_ok",
-           "pairwise": "win_rate"}
+PRIMARY = {
+    "mcq": "acc",
+    "classification": "weighted_f1",
+    "numeric_qa": "exact_match",
+    "rag": "citation_format_ok",
+    "pairwise": "win_rate",
+}
 
 BETTER, WORSE, NO_DIFFERENCE = "better", "worse", "no_difference"
 
@@ -37,8 +42,14 @@ def direction(metric: str, test: dict) -> str:
     return BETTER if improved else WORSE
 
 
-def significance(specs: list[TaskSpec], records: dict[str, dict[str, list[dict]]], base: str, costs: dict[str, dict],
-                 resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
+def significance(
+    specs: list[TaskSpec],
+    records: dict[str, dict[str, list[dict]]],
+    base: str,
+    costs: dict[str, dict],
+    resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
     """`records[model][task]`: each model's records in example order (the same examples for every model)."""
     intervals: dict[str, dict] = {}
     comparisons: dict[str, dict] = {}
@@ -48,7 +59,8 @@ def significance(specs: list[TaskSpec], records: dict[str, dict[str, list[dict]]
             defs = metric_defs(spec, per_task[spec.name])
             intervals[model][spec.name] = {
                 name: cell_interval(per_task[spec.name], d.statistic, d.outcome, resamples, seed).as_dict()
-                for name, d in defs.items()}
+                for name, d in defs.items()
+            }
         if model == base:
             continue
         comparisons[model] = {}
@@ -59,7 +71,8 @@ def significance(specs: list[TaskSpec], records: dict[str, dict[str, list[dict]]
                 defs.pop("bertscore_f1", None)
             comparisons[model][spec.name] = {
                 name: paired_test(mine, theirs, d.statistic, d.outcome, resamples, seed).as_dict()
-                for name, d in defs.items()}
+                for name, d in defs.items()
+            }
     verdict = {}
     for model, per_task in comparisons.items():
         counts = {BETTER: 0, WORSE: 0, NO_DIFFERENCE: 0}

@@ -20,51 +20,61 @@ from kofin.offline import apply_offline_env
 
 
 class Command(NamedTuple):
-    module: str         # "pkg.module:function(argv) -> int"
+    module: str  # "pkg.module:function(argv) -> int"
     help: str
-    config: str = ""    # "pkg.module:Model" that validates configs/<stage>/*.yaml
+    config: str = ""  # "pkg.module:Model" that validates configs/<stage>/*.yaml
 
 
 COMMANDS: dict[str, Command] = {
     "tiny": Command(
-        "kofin.tiny_cli:run_cli", "build the embedded tiny EEVE-shaped model and Korean tokenizer",
+        "kofin.tiny_cli:run_cli",
+        "build the embedded tiny EEVE-shaped model and Korean tokenizer",
         config="kofin.tiny:TinyConfig",
     ),
     "data": Command(
-        "kofin.data_ko.cli:run_cli", "build and validate SFT / DPO data (reading comprehension, PII scrub, dedupe)",
+        "kofin.data_ko.cli:run_cli",
+        "build and validate SFT / DPO data (reading comprehension, PII scrub, dedupe)",
         config="kofin.data_ko.config:DataConfig",
     ),
     "sft": Command(
-        "kofin.training.cli:sft_cli", "domain SFT through axolotl (QLoRA r=256 on EEVE, DDP)",
+        "kofin.training.cli:sft_cli",
+        "domain SFT through axolotl (QLoRA r=256 on EEVE, DDP)",
         config="kofin.training.sft_config:SftConfig",
     ),
     "dpo": Command(
-        "kofin.training.cli:dpo_cli", "preference tuning with DPO (unsloth on GPU, TRL otherwise)",
+        "kofin.training.cli:dpo_cli",
+        "preference tuning with DPO (unsloth on GPU, TRL otherwise)",
         config="kofin.training.dpo_config:DpoConfig",
     ),
     "merge": Command(
-        "kofin.merge.cli:merge_cli", "merge the tuned model with an instruct model through mergekit (checked, offline)",
+        "kofin.merge.cli:merge_cli",
+        "merge the tuned model with an instruct model through mergekit (checked, offline)",
         config="kofin.merge.config:MergeConfig",
     ),
     "eval": Command(
-        "kofin.eval.cli:run_cli", "evaluate models on Korean financial tasks (MCQ, classification, QA, RAG, forgetting) and write the eval report",
+        "kofin.eval.cli:run_cli",
+        "evaluate models on Korean financial tasks (MCQ, classification, QA, RAG, forgetting) and write the eval report",
         config="kofin.eval.config:EvalConfig",
     ),
     "ingest": Command(
-        "kofin.serve.cli:ingest_cli", "ingest documents into a knowledge base (Kiwi BM25 + FAISS hybrid index, incremental)",
+        "kofin.serve.cli:ingest_cli",
+        "ingest documents into a knowledge base (Kiwi BM25 + FAISS hybrid index, incremental)",
         config="kofin.serve.ingest:IngestConfig",
     ),
     "ask": Command("kofin.serve.cli:ask_cli", "answer questions from a knowledge base with verified citations"),
     "serve": Command(
-        "kofin.serve.cli:serve_cli", "serve the Gradio chat for bank staff (login, cited streaming answers, document admin, audit log)",
+        "kofin.serve.cli:serve_cli",
+        "serve the Gradio chat for bank staff (login, cited streaming answers, document admin, audit log)",
         config="kofin.serve.serve_config:ServeConfig",
     ),
     "audit": Command("kofin.serve.cli:audit_cli", "verify the hash-chained audit log of kofin ask / serve"),
     "pipeline": Command(
-        "kofin.pipeline_cli:run_cli", "run the stages of a pipeline YAML in order, skipping finished ones",
+        "kofin.pipeline_cli:run_cli",
+        "run the stages of a pipeline YAML in order, skipping finished ones",
         config="kofin.pipeline:PipelineConfig",
     ),
 }
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar, Union
 
 import yaml
-from kofin.errors import KofinError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo
+
+from kofin.errors import KofinError
 
 __all__ = [
     "ConfigError",
@@ -145,9 +146,7 @@ def load_config(
         return cfg
     except ValidationError as err:
         file_name = Path(source).name if path is not None else None
-        raise ConfigError(
-            source, _format_errors(model, err, lines, file_name, override_keys)
-        ) from None
+        raise ConfigError(source, _format_errors(model, err, lines, file_name, override_keys)) from None
 
 
 def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
@@ -162,7 +161,9 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
     if data is None:
         return {}, {}
     if not isinstance(data, dict):
-        raise ConfigError(str(path), [f"{path.name}:1  the top level must be a mapping of keys, got {type(data).__name__}"])
+        raise ConfigError(
+            str(path), [f"{path.name}:1  the top level must be a mapping of keys, got {type(data).__name__}"]
+        )
     lines: dict[tuple[str, ...], int] = {}
     _collect_lines(node, (), lines)
     return data, lines
@@ -179,8 +180,10 @@ def _yaml_problem(path: Path, text: str, err: yaml.YAMLError) -> str:
     if start is not None and start.line != mark.line:
         opened = text.splitlines()[start.line].strip() if start.line < len(text.splitlines()) else ""
         context = getattr(err, "context", None) or "the construct"
-        return (f"{path.name}:{start.line + 1}  not valid YAML: {context} started here ({opened!r}) is not closed "
-                f"where PyYAML expected it (line {mark.line + 1}: {problem}); close the bracket or fix the indentation")
+        return (
+            f"{path.name}:{start.line + 1}  not valid YAML: {context} started here ({opened!r}) is not closed "
+            f"where PyYAML expected it (line {mark.line + 1}: {problem}); close the bracket or fix the indentation"
+        )
     return f"{path.name}:{mark.line + 1}  not valid YAML: {problem}"
 
 

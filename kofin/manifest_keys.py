@@ -9,10 +9,10 @@ rename is one edit here and a reader that still spells the old name fails a test
 from __future__ import annotations
 
 # ---------------------------------------------------------------- manifest.json, top level (kofin.rundir)
-METRICS = "metrics"            # the stage's own numbers, below
+METRICS = "metrics"  # the stage's own numbers, below
 WALL_TIME_S = "wall_time_s"
-PEAK_RSS_MB = "peak_rss_mb"    # {"self": MiB, "children": MiB}
-PEAK_GPU_MB = "peak_gpu_mb"    # {"cuda:0": MiB, ...} or null without a GPU
+PEAK_RSS_MB = "peak_rss_mb"  # {"self": MiB, "children": MiB}
+PEAK_GPU_MB = "peak_gpu_mb"  # {"cuda:0": MiB, ...} or null without a GPU
 HOST = "host"
 
 # ---------------------------------------------------------------- manifest["metrics"] of training runs (sft, dpo)
@@ -51,15 +51,44 @@ ADAPTER_BASE_FILE = "adapter_base.json"
 
 # What eval's training-cost table takes from a training manifest, in column order.
 TRAINING_COST_KEYS = (
-    METHOD, WORLD_SIZE, GPU_HOURS, COST, TOKENS_PER_S, TOKENS_PER_S_PER_GPU, TOKENS_TOTAL,
-    PEAK_GPU_MEMORY_GIB_RANK0, TRAIN_RUNTIME_S,
+    METHOD,
+    WORLD_SIZE,
+    GPU_HOURS,
+    COST,
+    TOKENS_PER_S,
+    TOKENS_PER_S_PER_GPU,
+    TOKENS_TOTAL,
+    PEAK_GPU_MEMORY_GIB_RANK0,
+    TRAIN_RUNTIME_S,
 )
 # What `kofin sft` writes into manifest["metrics"], checked against a real run by the tests.
 SFT_METRICS = (
-    METHOD, STEPS, LOSS_FIRST, LOSS_LAST, TOKENS_TOTAL, TRAIN_RUNTIME_S, TOKENS_PER_S, TOKENS_PER_S_PER_GPU,
-    PEAK_GPU_MEMORY_GIB_RANK0, MEMORY_ESTIMATE_GIB_PER_GPU, TRAINABLE_PARAMS, WORLD_SIZE, GPU_HOURS, COST,
+    METHOD,
+    STEPS,
+    LOSS_FIRST,
+    LOSS_LAST,
+    TOKENS_TOTAL,
+    TRAIN_RUNTIME_S,
+    TOKENS_PER_S,
+    TOKENS_PER_S_PER_GPU,
+    PEAK_GPU_MEMORY_GIB_RANK0,
+    MEMORY_ESTIMATE_GIB_PER_GPU,
+    TRAINABLE_PARAMS,
+    WORLD_SIZE,
+    GPU_HOURS,
+    COST,
 )
 DPO_METRICS = (
-    BACKEND, PAIRS, STEPS, LOSS_FIRST, LOSS_LAST, REWARD_MARGIN_FIRST, REWARD_MARGIN_LAST, REWARD_ACCURACY_LAST,
-    TRAIN_RUNTIME_S, TOKENS_PER_S, ADAPTER_ELEMENTS_CHANGED, ADAPTER_BASE,
+    BACKEND,
+    PAIRS,
+    STEPS,
+    LOSS_FIRST,
+    LOSS_LAST,
+    REWARD_MARGIN_FIRST,
+    REWARD_MARGIN_LAST,
+    REWARD_ACCURACY_LAST,
+    TRAIN_RUNTIME_S,
+    TOKENS_PER_S,
+    ADAPTER_ELEMENTS_CHANGED,
+    ADAPTER_BASE,
 )

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -42,15 +43,24 @@ STAGE_MAINS: dict[str, str] = {
     "eval": "kofin.eval.run:main",
 }
 # Keyword arguments that silence a stage's own progress output under `--quiet`.
-QUIET_KWARGS: dict[str, dict[str, bool]] = {"data": {"progress": False}, "sft": {"echo": False}, "dpo": {"progress": False},
-                                             "eval": {"progress": False}}
+QUIET_KWARGS: dict[str, dict[str, bool]] = {
+    "data": {"progress": False},
+    "sft": {"echo": False},
+    "dpo": {"progress": False},
+    "eval": {"progress": False},
+}
 
 
 class PipelineStep(KofinModel):
     stage: StageName = Field(description="Which kofin stage runs: tiny, data, sft, dpo, merge, ingest or eval.")
-    config: ResolvedPath = Field(description="The stage's own YAML (configs/<stage>/<name>.yaml), relative to this file.")
+    config: ResolvedPath = Field(
+        description="The stage's own YAML (configs/<stage>/<name>.yaml), relative to this file."
+    )
     name: str | None = Field(None, description="Name used in output, --force and overrides; default: the stage.")
-    set: dict[str, Any] = Field(default_factory=dict, description="Config overrides for this step: {key.path: value}, applied after the stage YAML. A path given as a plain value is relative to the pipeline file.")
+    set: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Config overrides for this step: {key.path: value}, applied after the stage YAML. A path given as a plain value is relative to the pipeline file.",
+    )
 
     @property
     def label(self) -> str:
@@ -61,7 +71,7 @@ class PipelineConfig(KofinModel):
     stages: list[PipelineStep] = Field(min_length=1, description="Steps, run in this order.")
 
     @model_validator(mode="after")
-    def _unique_names(self) -> "PipelineConfig":
+    def _unique_names(self) -> PipelineConfig:
         seen: set[str] = set()
         for step in self.stages:
             if step.label in seen:
@@ -73,9 +83,9 @@ class PipelineConfig(KofinModel):
 @dataclass
 class Planned:
     step: PipelineStep
-    cfg: Any                 # the stage's validated config
+    cfg: Any  # the stage's validated config
     output_dir: Path
-    forced: bool             # --force: runs even when up to date
+    forced: bool  # --force: runs even when up to date
 
 
 def step_config(step: PipelineStep, base_dir: Path, extra: list[str]) -> Any:
@@ -118,7 +128,9 @@ def plan(cfg: PipelineConfig, source: Path, overrides: Sequence[str] = (), force
     for item in overrides:
         head, _, rest = item.partition(".")
         if head not in per_step or not rest:
-            raise KofinError(f"override '{item}': start it with a step name ({', '.join(labels)}), e.g. sft.training.max_steps=5")
+            raise KofinError(
+                f"override '{item}': start it with a step name ({', '.join(labels)}), e.g. sft.training.max_steps=5"
+            )
         per_step[head].append(rest)
     problems: list[str] = []
     steps: list[tuple[PipelineStep, Any]] = []
@@ -130,12 +142,22 @@ def plan(cfg: PipelineConfig, source: Path, overrides: Sequence[str] = (), force
     if problems:
         raise ConfigError(str(source), problems)
     # Whether a step is up to date is decided when its turn comes: the steps before it may change its inputs.
-    return [Planned(step, stage_cfg, Path(stage_cfg.output_dir), "all" in force or step.label in force)
-            for step, stage_cfg in steps]
+    return [
+        Planned(step, stage_cfg, Path(stage_cfg.output_dir), "all" in force or step.label in force)
+        for step, stage_cfg in steps
+    ]
 
 
-def main(cfg: PipelineConfig, source: Path, *, overrides: Sequence[str] = (), force: Sequence[str] = (),
-         dry_run: bool = False, quiet: bool = False, echo: Callable[..., Any] = print) -> list[dict[str, Any]]:
+def main(
+    cfg: PipelineConfig,
+    source: Path,
+    *,
+    overrides: Sequence[str] = (),
+    force: Sequence[str] = (),
+    dry_run: bool = False,
+    quiet: bool = False,
+    echo: Callable[..., Any] = print,
+) -> list[dict[str, Any]]:
     """Run the pipeline; returns one record per step (name, stage, output_dir, status, seconds)."""
     steps = plan(cfg, source, list(overrides), list(force))
     records = []
@@ -163,8 +185,11 @@ def main(cfg: PipelineConfig, source: Path, *, overrides: Sequence[str] = (), fo
         try:
             load_target(STAGE_MAINS[p.step.stage])(p.cfg, **(QUIET_KWARGS.get(p.step.stage, {}) if quiet else {}))
         except KofinError as err:
-            alone = f"kofin tiny build {p.output_dir}" if p.step.stage == "tiny" else (
-                f"kofin {'data build' if p.step.stage == 'data' else p.step.stage} --config {p.step.config}")
+            alone = (
+                f"kofin tiny build {p.output_dir}"
+                if p.step.stage == "tiny"
+                else (f"kofin {'data build' if p.step.stage == 'data' else p.step.stage} --config {p.step.config}")
+            )
             if p.step.set:
                 alone += " " + " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in p.step.set.items())
             raise KofinError(
@@ -185,5 +210,11 @@ def _input_dirs(output_dir: Path) -> list[Path]:
 
 
 def _record(p: Planned, status: str, seconds: float, reason: str | None = None) -> dict[str, Any]:
-    return {"name": p.step.label, "stage": p.step.stage, "output_dir": str(p.output_dir), "status": status,
-            "reason": reason, "seconds": round(seconds, 1)}
+    return {
+        "name": p.step.label,
+        "stage": p.step.stage,
+        "output_dir": str(p.output_dir),
+        "status": status,
+        "reason": reason,
+        "seconds": round(seconds, 1),
+    }

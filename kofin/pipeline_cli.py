@@ -29,9 +29,19 @@ def run_cli(argv: list[str]) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=config_help(PipelineConfig) + "\n\noverrides: STEP.key.path=VALUE, e.g. sft.training.max_steps=5",
     )
-    parser.add_argument("--config", type=Path, metavar="YAML", required=True, help="pipeline YAML, e.g. configs/pipeline/tiny.yaml")
-    parser.add_argument("--dry-run", action="store_true", help="validate every step's config and say which steps would run and why")
-    parser.add_argument("--force", action="append", default=[], metavar="STEP", help="run STEP even if up to date (repeatable; 'all' for every step)")
+    parser.add_argument(
+        "--config", type=Path, metavar="YAML", required=True, help="pipeline YAML, e.g. configs/pipeline/tiny.yaml"
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="validate every step's config and say which steps would run and why"
+    )
+    parser.add_argument(
+        "--force",
+        action="append",
+        default=[],
+        metavar="STEP",
+        help="run STEP even if up to date (repeatable; 'all' for every step)",
+    )
     parser.add_argument("--quiet", action="store_true", help="less output from the stages themselves")
     parser.add_argument("overrides", nargs="*", metavar="STEP.KEY=VALUE", help="override a step's config key")
     args = parser.parse_intermixed_args(argv)
@@ -40,7 +50,9 @@ def run_cli(argv: list[str]) -> int:
         from kofin.pipeline import main
 
         cfg = load_config(PipelineConfig, args.config)
-        records = main(cfg, args.config, overrides=args.overrides, force=args.force, dry_run=args.dry_run, quiet=args.quiet)
+        records = main(
+            cfg, args.config, overrides=args.overrides, force=args.force, dry_run=args.dry_run, quiet=args.quiet
+        )
         ran = sum(r["status"] == "ran" for r in records)
         skipped = sum(r["status"] == "skipped" for r in records)
         print(f"{PROG}: {ran} ran, {skipped} up to date" + (" (dry run: nothing was run)" if args.dry_run else ""))

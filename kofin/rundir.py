@@ -22,12 +22,13 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 import yaml
 from pydantic import BaseModel
@@ -44,10 +45,27 @@ PARTIAL_SUFFIX = ".partial"
 # Libraries whose versions decide whether a run can be reproduced. Read from package metadata,
 # so recording them imports nothing.
 TRACKED_PACKAGES = (
-    "torch", "transformers", "tokenizers", "safetensors", "peft", "trl", "accelerate",
-    "bitsandbytes", "datasets", "mergekit", "unsloth", "axolotl", "deepspeed", "gradio",
-    "langchain-core", "faiss-cpu", "kiwipiepy", "sentence-transformers", "lm-eval",
-    "pydantic", "numpy",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "safetensors",
+    "peft",
+    "trl",
+    "accelerate",
+    "bitsandbytes",
+    "datasets",
+    "mergekit",
+    "unsloth",
+    "axolotl",
+    "deepspeed",
+    "gradio",
+    "langchain-core",
+    "faiss-cpu",
+    "kiwipiepy",
+    "sentence-transformers",
+    "lm-eval",
+    "pydantic",
+    "numpy",
 )
 
 
@@ -130,12 +148,12 @@ def git_commit() -> dict[str, Any] | None:
     if not (root / ".git").exists():
         return None
     try:
-        head = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
-        )
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         dirty = subprocess.run(
             ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=10,
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -158,10 +176,7 @@ def peak_gpu_mb() -> dict[str, float] | None:
     torch = sys.modules.get("torch")  # never import torch just to ask
     if torch is None or not torch.cuda.is_available():
         return None
-    return {
-        f"cuda:{i}": round(torch.cuda.max_memory_allocated(i) / 2**20, 1)
-        for i in range(torch.cuda.device_count())
-    }
+    return {f"cuda:{i}": round(torch.cuda.max_memory_allocated(i) / 2**20, 1) for i in range(torch.cuda.device_count())}
 
 
 # ---------------------------------------------------------------- writing a run
@@ -192,9 +207,7 @@ class Run:
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "config": self.config,
             "config_sha256": config_digest(self.config),
-            "inputs": {
-                name: {"path": str(p), "sha256": sha256_input(p)} for name, p in sorted(self.inputs.items())
-            },
+            "inputs": {name: {"path": str(p), "sha256": sha256_input(p)} for name, p in sorted(self.inputs.items())},
             "outputs": outputs,
             "versions": library_versions(),
             "git": git_commit(),
@@ -271,7 +284,9 @@ class open_run:  # noqa: N801 - used as a context manager, reads like a function
         work.mkdir(parents=True, exist_ok=True)
         return self.run
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         try:
             if exc_type is None:
                 self.run.finish()
@@ -303,7 +318,9 @@ def _lock_output(final: Path) -> IO[str]:
         ) from None
     handle.seek(0)
     handle.truncate()
-    handle.write(f"pid {os.getpid()} on {platform.node()}, since {datetime.now(timezone.utc).isoformat(timespec='seconds')}\n")
+    handle.write(
+        f"pid {os.getpid()} on {platform.node()}, since {datetime.now(timezone.utc).isoformat(timespec='seconds')}\n"
+    )
     handle.flush()
     return handle
 
@@ -323,9 +340,11 @@ def require_complete(path: Path, stage: str | None = None, *, what: str = "input
     if not path.is_dir():
         raise RunDirError(f"{what} {path}: expected a run directory, found a file.")
     if not (path / COMPLETE).is_file():
-        partial = " (a .partial folder beside it means a run is still going or was killed)" if Path(
-            str(path) + PARTIAL_SUFFIX
-        ).exists() else ""
+        partial = (
+            " (a .partial folder beside it means a run is still going or was killed)"
+            if Path(str(path) + PARTIAL_SUFFIX).exists()
+            else ""
+        )
         raise RunDirError(
             f"{what} {path} is not a complete run: it has no {COMPLETE} marker, so the stage that "
             f"writes it was interrupted, failed, or is still running{partial}. Re-run that stage, "
@@ -336,9 +355,7 @@ def require_complete(path: Path, stage: str | None = None, *, what: str = "input
     except (OSError, json.JSONDecodeError) as err:
         raise RunDirError(f"{what} {path}: {MANIFEST} is unreadable ({err}); re-run the stage.") from None
     if stage is not None and manifest.get("stage") != stage:
-        raise RunDirError(
-            f"{what} {path} was written by stage '{manifest.get('stage')}', expected a '{stage}' run."
-        )
+        raise RunDirError(f"{what} {path} was written by stage '{manifest.get('stage')}', expected a '{stage}' run.")
     return manifest
 
 
@@ -376,4 +393,6 @@ def adapter_lineage(run: Path, manifest: dict[str, Any] | None = None) -> Adapte
     base = recorded.get(keys.LINEAGE_BASE_MODEL)
     if not base and (run / "adapter_config.json").is_file():
         base = json.loads((run / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
-    return AdapterLineage(Path(base) if base else None, tuple(Path(p) for p in recorded.get(keys.LINEAGE_MERGED_FIRST, [])))
+    return AdapterLineage(
+        Path(base) if base else None, tuple(Path(p) for p in recorded.get(keys.LINEAGE_MERGED_FIRST, []))
+    )

@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -84,13 +85,23 @@ def add_key_flags(parser: argparse.ArgumentParser, model: type[BaseModel], flags
     choices = literal_choices(model)
     for flag, key in flags.items():
         default, desc = described[key]  # a KeyError here is a typo in the flag table
-        parser.add_argument(flag, dest=_flag_dest(flag), metavar=key.rsplit(".", 1)[-1].upper(), choices=choices.get(key),
-                            help=f"{desc.rstrip('.')} (config key {key}" + (f", default {default})" if default not in ("", "None", "required") else ")"))
+        parser.add_argument(
+            flag,
+            dest=_flag_dest(flag),
+            metavar=key.rsplit(".", 1)[-1].upper(),
+            choices=choices.get(key),
+            help=f"{desc.rstrip('.')} (config key {key}"
+            + (f", default {default})" if default not in ("", "None", "required") else ")"),
+        )
 
 
 def key_flag_overrides(args: argparse.Namespace, flags: dict[str, str]) -> list[str]:
     """`key=value` for every shortcut flag given on the command line."""
-    return [f"{key}={getattr(args, _flag_dest(flag))}" for flag, key in flags.items() if getattr(args, _flag_dest(flag)) is not None]
+    return [
+        f"{key}={getattr(args, _flag_dest(flag))}"
+        for flag, key in flags.items()
+        if getattr(args, _flag_dest(flag)) is not None
+    ]
 
 
 def _flag_dest(flag: str) -> str:

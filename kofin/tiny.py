@@ -15,8 +15,8 @@ import fcntl
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from pydantic import Field, model_validator
 
@@ -62,12 +62,17 @@ class TinyConfig(StageConfig):
     intermediate_size: int = Field(448, gt=0, description="MLP width (EEVE: 14336, i.e. 3.5x hidden).")
     num_attention_heads: int = Field(4, gt=0, description="Query heads (EEVE: 32).")
     num_key_value_heads: int = Field(1, gt=0, description="KV heads for grouped-query attention (EEVE: 8).")
-    vocab_size: int = Field(8192, ge=512, description="Target BPE vocabulary (EEVE: 40960); padded to a multiple of 64.")
+    vocab_size: int = Field(
+        8192, ge=512, description="Target BPE vocabulary (EEVE: 40960); padded to a multiple of 64."
+    )
     max_position_embeddings: int = Field(4096, gt=0, description="Context length (EEVE: 4096).")
-    corpus: ResolvedPath | None = Field(None, description="Text to train the tokenizer on (a file or folder, relative to the config); default: the bundled knowledge base.")
+    corpus: ResolvedPath | None = Field(
+        None,
+        description="Text to train the tokenizer on (a file or folder, relative to the config); default: the bundled knowledge base.",
+    )
 
     @model_validator(mode="after")
-    def _heads_divide(self) -> "TinyConfig":
+    def _heads_divide(self) -> TinyConfig:
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads ({self.num_attention_heads})"
@@ -123,7 +128,6 @@ def build_tiny_model(cfg: TinyConfig) -> Path:
     """Build the tokenizer and model into cfg.output_dir as a complete run directory."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
-
     from transformers.utils import logging as hf_logging
 
     from kofin.data_ko.corpus import bundled_kb_dir

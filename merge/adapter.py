@@ -44,7 +44,9 @@ def resolve_tuned(tuned_run: Path, base_override: Path | None) -> TunedSource:
     manifest = require_complete(tuned_run, what="tuned_run")
     stage = manifest.get("stage")
     if stage not in ("sft", "dpo"):
-        raise MergeInputError(f"tuned_run: {tuned_run} was written by stage '{stage}'; point it at a `kofin dpo` or `kofin sft` run")
+        raise MergeInputError(
+            f"tuned_run: {tuned_run} was written by stage '{stage}'; point it at a `kofin dpo` or `kofin sft` run"
+        )
     for name in ADAPTER_FILES:
         if not (tuned_run / name).is_file():
             raise MergeInputError(f"tuned_run: {tuned_run} holds no {name}; re-run `kofin {stage}`")
@@ -76,8 +78,9 @@ def refuse_quantized(model: Path, key: str) -> None:
 def read_model_config(model: Path, key: str = "model") -> dict[str, Any]:
     path = Path(model) / "config.json"
     if not path.is_file():
-        raise MergeInputError(f"{key}: {model} has no config.json; point it at a local Hugging Face model folder "
-                              "(kofin never downloads)")
+        raise MergeInputError(
+            f"{key}: {model} has no config.json; point it at a local Hugging Face model folder (kofin never downloads)"
+        )
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -97,6 +100,9 @@ def merge_adapters(src: TunedSource, out: Path, *, dtype: str, max_shard_size: i
     del model
     tokenizer = AutoTokenizer.from_pretrained(str(src.tokenizer_dir or src.base_model))
     tokenizer.save_pretrained(str(out))
-    return {"parameters": params, "adapters": [str(a) for a in src.adapters],
-            "tokenizer_from": str(src.tokenizer_dir or src.base_model),
-            "chat_template": bool(tokenizer.chat_template)}
+    return {
+        "parameters": params,
+        "adapters": [str(a) for a in src.adapters],
+        "tokenizer_from": str(src.tokenizer_dir or src.base_model),
+        "chat_template": bool(tokenizer.chat_template),
+    }

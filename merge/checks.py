@@ -24,8 +24,15 @@ from kofin.merge.adapter import MergeInputError, read_model_config, refuse_quant
 
 # Fields that must agree for tensors to line up one to one.
 SHAPE_FIELDS = (
-    "model_type", "architectures", "hidden_size", "num_hidden_layers", "intermediate_size",
-    "num_attention_heads", "num_key_value_heads", "head_dim", "tie_word_embeddings",
+    "model_type",
+    "architectures",
+    "hidden_size",
+    "num_hidden_layers",
+    "intermediate_size",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "tie_word_embeddings",
 )
 SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "pad_token")
 WEIGHTLESS_TOKENS = ("pad_token",)  # differences a merge survives: warned about, not refused
@@ -78,7 +85,9 @@ def check_compatible(reference: ModelRef, others: list[ModelRef], *, tokenizer_s
         cfg = read_model_config(ref.path)
         dtype = model_dtype(cfg)
         if dtype is not None and dtype not in FLOAT_DTYPES:
-            raise MergeInputError(f"{ref}: dtype {dtype} cannot be merged; mergekit needs float32, bfloat16 or float16 weights")
+            raise MergeInputError(
+                f"{ref}: dtype {dtype} cannot be merged; mergekit needs float32, bfloat16 or float16 weights"
+            )
         dtypes[ref.role] = dtype
     warnings: list[str] = []
     for ref in others:
@@ -95,23 +104,40 @@ def check_compatible(reference: ModelRef, others: list[ModelRef], *, tokenizer_s
         print(f"kofin merge: warning: {warning}", file=sys.stderr, flush=True)
     tokenizer_fields = ["vocab_size", "vocabulary", *SPECIAL_TOKENS] if tokenizer_source is None else []
     # dtypes as stored in each folder's config.json (the tuned model's is its base's until step 1 writes it)
-    return {"fields": list(SHAPE_FIELDS) + tokenizer_fields + ["dtype"], "stored_dtypes": dtypes,
-            "vocab_size": len(ref_tok["vocab"]), "warnings": warnings}
+    return {
+        "fields": list(SHAPE_FIELDS) + tokenizer_fields + ["dtype"],
+        "stored_dtypes": dtypes,
+        "vocab_size": len(ref_tok["vocab"]),
+        "warnings": warnings,
+    }
 
 
-def _same_tokenizer(reference: ModelRef, ref_tok: dict[str, Any], ref_cfg: dict[str, Any],
-                    ref: ModelRef, tok: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
+def _same_tokenizer(
+    reference: ModelRef,
+    ref_tok: dict[str, Any],
+    ref_cfg: dict[str, Any],
+    ref: ModelRef,
+    tok: dict[str, Any],
+    cfg: dict[str, Any],
+) -> list[str]:
     """Raise on a difference that misaligns embedding rows; return warnings for those that do not."""
-    fix = ("set tokenizer_source: union (or base, or model with tokenizer_model) to let mergekit build one vocabulary "
-           "and remap each model's embedding rows, or merge models that share a tokenizer")
+    fix = (
+        "set tokenizer_source: union (or base, or model with tokenizer_model) to let mergekit build one vocabulary "
+        "and remap each model's embedding rows, or merge models that share a tokenizer"
+    )
     if cfg.get("vocab_size") != ref_cfg.get("vocab_size"):
-        raise MergeInputError(f"{ref} and {reference} differ in vocab_size: {cfg.get('vocab_size')} vs "
-                              f"{ref_cfg.get('vocab_size')} (config.json); {fix}")
+        raise MergeInputError(
+            f"{ref} and {reference} differ in vocab_size: {cfg.get('vocab_size')} vs "
+            f"{ref_cfg.get('vocab_size')} (config.json); {fix}"
+        )
     if tok["vocab"] != ref_tok["vocab"]:
         moved = sorted(t for t in ref_tok["vocab"].keys() ^ tok["vocab"].keys()) or sorted(
-            t for t in ref_tok["vocab"] if tok["vocab"].get(t) != ref_tok["vocab"][t])
-        raise MergeInputError(f"{ref} and {reference} differ in tokenizer vocabulary ({len(tok['vocab'])} vs "
-                              f"{len(ref_tok['vocab'])} tokens; e.g. {moved[:3]}); {fix}")
+            t for t in ref_tok["vocab"] if tok["vocab"].get(t) != ref_tok["vocab"][t]
+        )
+        raise MergeInputError(
+            f"{ref} and {reference} differ in tokenizer vocabulary ({len(tok['vocab'])} vs "
+            f"{len(ref_tok['vocab'])} tokens; e.g. {moved[:3]}); {fix}"
+        )
     warnings = []
     for key in SPECIAL_TOKENS:
         if tok["special"][key] == ref_tok["special"][key]:
@@ -119,12 +145,16 @@ def _same_tokenizer(reference: ModelRef, ref_tok: dict[str, Any], ref_cfg: dict[
         if key in WEIGHTLESS_TOKENS:
             # Padding is masked out of attention and loss: which id pads changes no weight, so the
             # merge is sound; the merged model keeps the tuned model's tokenizer.
-            warnings.append(f"{ref} and {reference} differ in {key} ({tok['special'][key]} vs "
-                            f"{ref_tok['special'][key]}); merging anyway: padding is masked out of attention and loss, so "
-                            "no weight depends on which id pads")
+            warnings.append(
+                f"{ref} and {reference} differ in {key} ({tok['special'][key]} vs "
+                f"{ref_tok['special'][key]}); merging anyway: padding is masked out of attention and loss, so "
+                "no weight depends on which id pads"
+            )
             continue
-        raise MergeInputError(f"{ref} and {reference} differ in special token {key}: "
-                              f"{tok['special'][key]} vs {ref_tok['special'][key]}; {fix}")
+        raise MergeInputError(
+            f"{ref} and {reference} differ in special token {key}: "
+            f"{tok['special'][key]} vs {ref_tok['special'][key]}; {fix}"
+        )
     return warnings
 
 
@@ -150,8 +180,9 @@ def check_tensors(merged: Path, expected: dict[str, tuple[int, ...]], *, vocab_m
     missing = sorted(expected.keys() - got.keys())
     if missing:
         raise MergeCheckError(f"merged model {merged} lacks {len(missing)} tensor(s) the parents have: {missing[:5]}")
-    wrong = [(n, got[n], s) for n, s in expected.items() if got[n] != s
-             and not (vocab_may_change and got[n][1:] == s[1:])]  # a new vocabulary changes rows only
+    wrong = [
+        (n, got[n], s) for n, s in expected.items() if got[n] != s and not (vocab_may_change and got[n][1:] == s[1:])
+    ]  # a new vocabulary changes rows only
     if wrong:
         raise MergeCheckError(f"merged model {merged}: tensor shapes differ from the parents': {wrong[:3]}")
     return {"tensors": len(got), "expected": len(expected), "extra": sorted(got.keys() - expected.keys())}
@@ -173,9 +204,12 @@ def check_finite(model: Path) -> dict[str, Any]:
                     bad.append(f"{name} in {shard.name}: {int((~finite).sum())} NaN/Inf of {t.numel()}")
                 del t, finite
     if bad:
-        raise MergeCheckError(f"merged model {model} holds non-finite weights: " + "; ".join(bad[:5]) +
-                              (f"; ... {len(bad) - 5} more tensors" if len(bad) > 5 else "") +
-                              ". Check the parents for NaN/Inf and the merge parameters.")
+        raise MergeCheckError(
+            f"merged model {model} holds non-finite weights: "
+            + "; ".join(bad[:5])
+            + (f"; ... {len(bad) - 5} more tensors" if len(bad) > 5 else "")
+            + ". Check the parents for NaN/Inf and the merge parameters."
+        )
     return {"values_scanned": scanned}
 
 
@@ -200,13 +234,19 @@ def load_causal_lm(path: Path, device: str, dtype: str):
 def check_generates(model, tokenizer, prompt: str, n_tokens: int) -> dict[str, Any]:
     import torch
 
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                        return_tensors="pt", return_dict=True)
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     ids = ids.to(model.device)
     with torch.no_grad():
-        out = model.generate(**ids, max_new_tokens=n_tokens, min_new_tokens=n_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id)
-    new = out[0, ids["input_ids"].shape[1]:]
+        out = model.generate(
+            **ids,
+            max_new_tokens=n_tokens,
+            min_new_tokens=n_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    new = out[0, ids["input_ids"].shape[1] :]
     if len(new) < n_tokens:
         raise MergeCheckError(f"merged model generated {len(new)} tokens, expected {n_tokens}")
     return {"prompt": prompt, "new_tokens": len(new), "text": tokenizer.decode(new, skip_special_tokens=True)}
@@ -227,7 +267,9 @@ def perplexity(model, tokenizer, passages: list[str], max_tokens: int) -> dict[s
     total_nll, total_tokens = 0.0, 0
     with torch.no_grad():
         for text in passages:
-            ids = tokenizer(text, return_tensors="pt", truncation=True, max_length=max_tokens)["input_ids"].to(model.device)
+            ids = tokenizer(text, return_tensors="pt", truncation=True, max_length=max_tokens)["input_ids"].to(
+                model.device
+            )
             if ids.shape[1] < 2:
                 continue
             loss = model(input_ids=ids, labels=ids).loss.float().item()

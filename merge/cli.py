@@ -36,7 +36,9 @@ def merge_cli(argv: list[str]) -> int:
         manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
         m = manifest[keys.METRICS]
         ppl = ", ".join(f"{k} {v:.2f}" for k, v in m["perplexity"].items())
-        print(f"kofin merge: wrote {out}/merged ({m['method']}); perplexity on held-out text: {ppl}; "
-              f"peak RSS {manifest[keys.PEAK_RSS_MB]['self']:.0f} MiB")
+        print(
+            f"kofin merge: wrote {out}/merged ({m['method']}); perplexity on held-out text: {ppl}; "
+            f"peak RSS {manifest[keys.PEAK_RSS_MB]['self']:.0f} MiB"
+        )
 
     return run_reporting_errors("kofin merge", act)

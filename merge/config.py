@@ -28,8 +28,10 @@ NEEDS_WEIGHT = ("linear", "ties", "dare_ties", "task_arithmetic")
 
 
 class FilteredValue(KofinModel):
-    filter: str | None = Field(None, description="Part of a tensor name this value applies to (e.g. self_attn); null = every tensor.")
-    value: Union[bool, float, list[float]] = Field(description="A number, or a per-layer gradient list.")
+    filter: str | None = Field(
+        None, description="Part of a tensor name this value applies to (e.g. self_attn); null = every tensor."
+    )
+    value: bool | float | list[float] = Field(description="A number, or a per-layer gradient list.")
 
 
 ParameterValue = Union[bool, float, list[float], list[FilteredValue]]
@@ -47,7 +49,7 @@ class OtherModel(KofinModel):
     )
 
     @model_validator(mode="after")
-    def _one_source(self) -> "OtherModel":
+    def _one_source(self) -> OtherModel:
         if (self.path is None) == (self.tiny_seed is None):
             raise ValueError("set exactly one of path (a local model folder) or tiny_seed (kofin's tiny model)")
         return self
@@ -58,9 +60,13 @@ class MergekitOptions(KofinModel):
 
     lazy_unpickle: bool = Field(True, description="Read tensors lazily (out-of-core) instead of whole shards.")
     low_cpu_memory: bool = Field(False, description="Keep intermediate results on the accelerator (when VRAM > RAM).")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where mergekit does the arithmetic; auto = cuda if present.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where mergekit does the arithmetic; auto = cuda if present."
+    )
     out_shard_size: str = Field(
-        "5B", pattern=r"^\d+(\.\d+)?[KMB]?$", description="Parameters per output shard, mergekit notation (5B, 500M, 1M)."
+        "5B",
+        pattern=r"^\d+(\.\d+)?[KMB]?$",
+        description="Parameters per output shard, mergekit notation (5B, 500M, 1M).",
     )
     random_seed: int = Field(0, description="Seed for randomised methods (dare_ties): same seed, same weights.")
 
@@ -73,8 +79,12 @@ class ChecksConfig(KofinModel):
     )
     probe_max_tokens: int = Field(256, ge=8, description="Tokens per passage scored in the probe.")
     generate_tokens: int = Field(8, ge=1, description="Tokens the merged model must generate in the load check.")
-    generate_prompt: str = Field("예금자보호 한도는 얼마인가요?", description="User turn for the generation check (chat template applied).")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the checks run the models; auto = cuda if present.")
+    generate_prompt: str = Field(
+        "예금자보호 한도는 얼마인가요?", description="User turn for the generation check (chat template applied)."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where the checks run the models; auto = cuda if present."
+    )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto",
         description="dtype the checks run the models in; auto = the merge dtype on GPU, float32 on CPU (bf16 matmuls "
@@ -111,28 +121,38 @@ class MergeConfig(StageConfig):
         "base / union / model (tokenizer_model's): mergekit builds that vocabulary and remaps each model's "
         "embedding rows to it (a token only one model knows takes that model's row in every model).",
     )
-    tokenizer_model: ResolvedPath | None = Field(None, description="Local model folder whose tokenizer to use with tokenizer_source: model.")
+    tokenizer_model: ResolvedPath | None = Field(
+        None, description="Local model folder whose tokenizer to use with tokenizer_source: model."
+    )
     options: MergekitOptions = Field(default_factory=MergekitOptions, description="mergekit execution options.")
     checks: ChecksConfig = Field(default_factory=ChecksConfig, description="Post-merge checks.")
 
     @model_validator(mode="after")
-    def _method_inputs(self) -> "MergeConfig":
+    def _method_inputs(self) -> MergeConfig:
         if self.method == "slerp":
             if len(self.models) != 1:
-                raise ValueError(f"method slerp interpolates between two models: the tuned one and exactly one entry "
-                                 f"in models (got {len(self.models)}); use linear, ties or model_stock for more")
+                raise ValueError(
+                    f"method slerp interpolates between two models: the tuned one and exactly one entry "
+                    f"in models (got {len(self.models)}); use linear, ties or model_stock for more"
+                )
             if "t" not in self.parameters:
-                raise ValueError("method slerp needs parameters.t: 0 = the tuned model, 1 = the other model, "
-                                 "a list = a per-layer gradient, e.g. t: [0, 0.5, 0.3, 0.7, 1]")
+                raise ValueError(
+                    "method slerp needs parameters.t: 0 = the tuned model, 1 = the other model, "
+                    "a list = a per-layer gradient, e.g. t: [0, 0.5, 0.3, 0.7, 1]"
+                )
         if (self.tokenizer_source == "model") != (self.tokenizer_model is not None):
             raise ValueError("tokenizer_source: model goes with tokenizer_model: PATH (and only with it)")
         if self.method == "model_stock" and (self.tuned_parameters or any(m.parameters for m in self.models)):
-            raise ValueError("method model_stock computes each model's weight itself; remove tuned_parameters and "
-                             "models.*.parameters (filter_wise goes under parameters)")
+            raise ValueError(
+                "method model_stock computes each model's weight itself; remove tuned_parameters and "
+                "models.*.parameters (filter_wise goes under parameters)"
+            )
         if self.method in NEEDS_WEIGHT:
             missing = (["tuned_parameters"] if "weight" not in self.tuned_parameters else []) + [
                 f"models.{i}.parameters" for i, m in enumerate(self.models) if "weight" not in m.parameters
             ]
             if missing:
-                raise ValueError(f"method {self.method} needs a weight for every model; add weight to {', '.join(missing)}")
+                raise ValueError(
+                    f"method {self.method} needs a weight for every model; add weight to {', '.join(missing)}"
+                )
         return self

@@ -15,9 +15,10 @@ from __future__ import annotations
 import gc
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 SAMPLE_S = 0.005
 
@@ -65,6 +66,8 @@ def phase(record: dict[str, Any], name: str) -> Iterator[None]:
         peak_anon[0] = max(peak_anon[0], proc_status_mb("RssAnon") or 0.0)
         record[name] = {
             "wall_s": round(time.time() - started, 3),
-            "rss_start_mb": start["rss"], "peak_rss_mb": proc_status_mb("VmHWM") if resettable else None,
-            "anon_start_mb": start["anon"], "peak_anon_mb": peak_anon[0] if start["anon"] is not None else None,
+            "rss_start_mb": start["rss"],
+            "peak_rss_mb": proc_status_mb("VmHWM") if resettable else None,
+            "anon_start_mb": start["anon"],
+            "peak_anon_mb": peak_anon[0] if start["anon"] is not None else None,
         }

@@ -35,8 +35,9 @@ def shard_params(spec: str) -> int:
     return int(float(m.group(1)) * {"": 1, "K": 1e3, "M": 1e6, "B": 1e9}[m.group(2)])
 
 
-def mergekit_config(cfg: MergeConfig, *, tuned: Path, base: Path, others: list[Path],
-                    chat_template: str | None) -> dict[str, Any]:
+def mergekit_config(
+    cfg: MergeConfig, *, tuned: Path, base: Path, others: list[Path], chat_template: str | None
+) -> dict[str, Any]:
     """The mergekit YAML as a dict: which models, which base, which parameters."""
     for p in (tuned, base, *others):
         if not Path(p).is_absolute():  # the config layer resolves paths; a relative one here is a bug
@@ -82,17 +83,32 @@ def merge_options(cfg: MergeConfig):
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return MergeOptions(
-        lazy_unpickle=cfg.options.lazy_unpickle, low_cpu_memory=cfg.options.low_cpu_memory, device=device,
-        out_shard_size=shard_params(cfg.options.out_shard_size), random_seed=cfg.options.random_seed,
-        copy_tokenizer=True, allow_crimes=False, trust_remote_code=False, safe_serialization=True,
-        write_model_card=True, quiet=True,
+        lazy_unpickle=cfg.options.lazy_unpickle,
+        low_cpu_memory=cfg.options.low_cpu_memory,
+        device=device,
+        out_shard_size=shard_params(cfg.options.out_shard_size),
+        random_seed=cfg.options.random_seed,
+        copy_tokenizer=True,
+        allow_crimes=False,
+        trust_remote_code=False,
+        safe_serialization=True,
+        write_model_card=True,
+        quiet=True,
     )
 
 
 def reproduce_command(cfg: MergeConfig, yaml_path: Path, out: str = "OUT") -> str:
     """The mergekit-yaml command line that rebuilds the merged weights from the saved YAML."""
-    args = ["mergekit-yaml", str(yaml_path), out, "--random-seed", str(cfg.options.random_seed),
-            "--out-shard-size", cfg.options.out_shard_size, "--lazy-unpickle" if cfg.options.lazy_unpickle else "--no-lazy-unpickle"]
+    args = [
+        "mergekit-yaml",
+        str(yaml_path),
+        out,
+        "--random-seed",
+        str(cfg.options.random_seed),
+        "--out-shard-size",
+        cfg.options.out_shard_size,
+        "--lazy-unpickle" if cfg.options.lazy_unpickle else "--no-lazy-unpickle",
+    ]
     return " ".join(shlex.quote(a) for a in args)
 
 

@@ -27,8 +27,15 @@ from kofin.merge.adapter import TunedSource, merge_adapters, resolve_tuned
 from kofin.merge.checks import ModelRef
 from kofin.merge.config import TASK_VECTOR_METHODS, MergeConfig
 from kofin.merge.memory import phase
-from kofin.merge.recipe import (MERGEKIT_YAML, REPRODUCE, mergekit_config, reproduce_command, run_mergekit, shard_params,
-                                validate)
+from kofin.merge.recipe import (
+    MERGEKIT_YAML,
+    REPRODUCE,
+    mergekit_config,
+    reproduce_command,
+    run_mergekit,
+    shard_params,
+    validate,
+)
 from kofin.rundir import open_run
 
 TUNED_DIR, MERGED_DIR, CHECKS_FILE = "tuned", "merged", "checks.json"
@@ -76,14 +83,20 @@ def main(cfg: MergeConfig) -> Path:
         as_run = mergekit_config(cfg, tuned=tuned, base=src.base_model, others=others, chat_template=template)
         merge_config, options = validate(as_run, cfg)  # a recipe mergekit rejects fails before any weights move
         # The saved YAML names the run's final location; mergekit runs now on the same files in .partial.
-        as_saved = mergekit_config(cfg, tuned=run.final_dir / TUNED_DIR, base=src.base_model, others=others, chat_template=template)
+        as_saved = mergekit_config(
+            cfg, tuned=run.final_dir / TUNED_DIR, base=src.base_model, others=others, chat_template=template
+        )
         yaml_text = yaml.safe_dump(as_saved, allow_unicode=True, sort_keys=False)
         (run.path / MERGEKIT_YAML).write_text(yaml_text, encoding="utf-8")
-        command = reproduce_command(cfg, run.final_dir / MERGEKIT_YAML, "OUT").replace(" OUT ", ' "${1:-merged-again}" ')
+        command = reproduce_command(cfg, run.final_dir / MERGEKIT_YAML, "OUT").replace(
+            " OUT ", ' "${1:-merged-again}" '
+        )
         (run.path / REPRODUCE).write_text(
             "#!/bin/sh\n# Rebuilds merged/ from mergekit.yaml, in kofin's app env: sh reproduce.sh [OUT]\n"
             "# Bit for bit for deterministic methods; dare_* masks depend on mergekit's task order.\n"
-            f"{command}\n", encoding="utf-8")
+            f"{command}\n",
+            encoding="utf-8",
+        )
 
         shard_bytes = shard_params(cfg.options.out_shard_size) * (4 if cfg.dtype == "float32" else 2)
         with phase(phases, "adapter_merge"):
@@ -95,22 +108,33 @@ def main(cfg: MergeConfig) -> Path:
             run_mergekit(merge_config, options, yaml_text, merged, cfg.method)
         card = merged / "README.md"
         if card.exists():  # mergekit's card lists the paths it read; name the final ones
-            card.write_text(card.read_text(encoding="utf-8").replace(str(run.path), str(run.final_dir)), encoding="utf-8")
+            card.write_text(
+                card.read_text(encoding="utf-8").replace(str(run.path), str(run.final_dir)), encoding="utf-8"
+            )
 
         with phase(phases, "checks"):
             report = post_checks(cfg, tuned, others, merged, passages)
         checks.write_json(run.path / CHECKS_FILE, report)
-        sizes = {"tuned": model_bytes(tuned), **{f"models.{i}": model_bytes(p) for i, p in enumerate(others)},
-                 "merged": model_bytes(merged)}
+        sizes = {
+            "tuned": model_bytes(tuned),
+            **{f"models.{i}": model_bytes(p) for i, p in enumerate(others)},
+            "merged": model_bytes(merged),
+        }
         if cfg.method in TASK_VECTOR_METHODS:
             sizes["base_model"] = model_bytes(src.base_model)
-        run.metrics.update({
-            "method": cfg.method, "adapters_merged": step1["adapters"], "parameters": step1["parameters"],
-            "compatibility": compat, "phases": phases, "model_bytes": sizes,
-            "perplexity": {k: v["perplexity"] for k, v in report["perplexity"].items()},
-            "generation": report["generation"]["text"],
-            "reproduce": reproduce_command(cfg, run.final_dir / MERGEKIT_YAML),
-        })
+        run.metrics.update(
+            {
+                "method": cfg.method,
+                "adapters_merged": step1["adapters"],
+                "parameters": step1["parameters"],
+                "compatibility": compat,
+                "phases": phases,
+                "model_bytes": sizes,
+                "perplexity": {k: v["perplexity"] for k, v in report["perplexity"].items()},
+                "generation": report["generation"]["text"],
+                "reproduce": reproduce_command(cfg, run.final_dir / MERGEKIT_YAML),
+            }
+        )
     return run.final_dir
 
 
@@ -132,7 +156,9 @@ def post_checks(cfg: MergeConfig, tuned: Path, others: list[Path], merged: Path,
     for name, path in [("merged", merged), ("tuned", tuned), *[(f"models.{i}", p) for i, p in enumerate(others)]]:
         model, tokenizer = checks.load_causal_lm(path, device, dtype), AutoTokenizer.from_pretrained(str(path))
         if name == "merged":
-            report["generation"] = checks.check_generates(model, tokenizer, cfg.checks.generate_prompt, cfg.checks.generate_tokens)
+            report["generation"] = checks.check_generates(
+                model, tokenizer, cfg.checks.generate_prompt, cfg.checks.generate_tokens
+            )
         report["perplexity"][name] = checks.perplexity(model, tokenizer, passages, cfg.checks.probe_max_tokens)
         del model
         gc.collect()

@@ -7,8 +7,12 @@ module (audit, users) stays light.
 """
 
 PUBLIC = {
-    "answer_question": "respond", "answer_stream": "respond", "AskResult": "respond",
-    "AnswerSettings": "settings", "build_knowledge_base": "public", "open_kb": "public",
+    "answer_question": "respond",
+    "answer_stream": "respond",
+    "AskResult": "respond",
+    "AnswerSettings": "settings",
+    "build_knowledge_base": "public",
+    "open_kb": "public",
 }
 
 

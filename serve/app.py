@@ -86,8 +86,10 @@ def build_app(chat: Chat, sessions: Sessions):
             return "로그인이 필요합니다.", gr.update(visible=False)
         groups = ", ".join(user.groups) or "(공개 문서만)"
         role = " · 관리자" if user.admin else ""
-        return (f"<b>{html.escape(user.name)}</b> 님{role} · 열람 그룹: {html.escape(groups)} · {LOGOUT_FORM}",
-                gr.update(visible=user.admin))
+        return (
+            f"<b>{html.escape(user.name)}</b> 님{role} · 열람 그룹: {html.escape(groups)} · {LOGOUT_FORM}",
+            gr.update(visible=user.admin),
+        )
 
     def respond(message: str, history: list, request: gr.Request):
         history = list(history or [])
@@ -100,7 +102,9 @@ def build_app(chat: Chat, sessions: Sessions):
         try:
             check_appendable(chat.cfg.audit_path)  # an answer the audit log cannot record is not given
         except AuditTampered:
-            raise gr.Error("답변하지 못했습니다: 감사 로그가 손상되어 기록할 수 없습니다. 관리자에게 알려 주세요.") from None
+            raise gr.Error(
+                "답변하지 못했습니다: 감사 로그가 손상되어 기록할 수 없습니다. 관리자에게 알려 주세요."
+            ) from None
         history += [{"role": "user", "content": md_escape(message)}, {"role": "assistant", "content": "…"}]
         yield history, "", '<div class="kofin-sources kofin-empty">답변을 찾는 중입니다…</div>'
         final = None
@@ -116,7 +120,9 @@ def build_app(chat: Chat, sessions: Sessions):
             raise gr.Error(f"답변하지 못했습니다: {err}") from None
         except Exception as err:  # noqa: BLE001 - Gradio (show_error=False) would show a bare "Error"
             log.exception("answering a chat question failed")
-            raise gr.Error(f"답변하지 못했습니다: 내부 오류({type(err).__name__})입니다. 관리자에게 알려 주세요.") from None
+            raise gr.Error(
+                f"답변하지 못했습니다: 내부 오류({type(err).__name__})입니다. 관리자에게 알려 주세요."
+            ) from None
 
     def listing_for(request: gr.Request):
         # The page loads this for everyone; only an admin may learn which documents exist for whom.
@@ -172,19 +178,44 @@ def build_app(chat: Chat, sessions: Sessions):
             with gr.Tab("질문하기", id="chat"):
                 with gr.Row():
                     with gr.Column(scale=3):
-                        chatbot = gr.Chatbot(label="답변", elem_id="kofin-chat", height=460, buttons=["copy"],
-                                             latex_delimiters=[], feedback_options=None, allow_file_downloads=False)
-                        box = gr.Textbox(label="질문", placeholder="예: 정기예금을 만기 전에 해지하면 이자는?", elem_id="kofin-question", lines=2)
+                        chatbot = gr.Chatbot(
+                            label="답변",
+                            elem_id="kofin-chat",
+                            height=460,
+                            buttons=["copy"],
+                            latex_delimiters=[],
+                            feedback_options=None,
+                            allow_file_downloads=False,
+                        )
+                        box = gr.Textbox(
+                            label="질문",
+                            placeholder="예: 정기예금을 만기 전에 해지하면 이자는?",
+                            elem_id="kofin-question",
+                            lines=2,
+                        )
                         send = gr.Button("질문하기", variant="primary", elem_id="kofin-send")
                         with gr.Column(elem_id="kofin-examples"):
                             gr.Examples(examples=[[q] for q in chat.cfg.examples], inputs=[box], label="예시 질문")
                     with gr.Column(scale=2):
-                        sources = gr.HTML('<div class="kofin-sources kofin-empty">질문하면 인용된 출처가 여기에 표시됩니다.</div>',
-                                          label="출처", elem_id="kofin-sources")
+                        sources = gr.HTML(
+                            '<div class="kofin-sources kofin-empty">질문하면 인용된 출처가 여기에 표시됩니다.</div>',
+                            label="출처",
+                            elem_id="kofin-sources",
+                        )
             with gr.Tab("문서 관리", id="admin", visible=False) as admin_tab:
-                gr.Markdown(f"문서를 올리면 지식베이스에 바로 색인됩니다. 허용 형식: {', '.join(chat.cfg.uploads.types)} · 최대 {chat.cfg.uploads.max_file_mb:g} MB")
-                files = gr.File(label="문서", file_count="multiple", type="filepath", file_types=list(chat.cfg.uploads.types), elem_id="kofin-upload")
-                groups = gr.CheckboxGroup(choices=list(chat.cfg.uploads.groups), label="열람 그룹", elem_id="kofin-groups")
+                gr.Markdown(
+                    f"문서를 올리면 지식베이스에 바로 색인됩니다. 허용 형식: {', '.join(chat.cfg.uploads.types)} · 최대 {chat.cfg.uploads.max_file_mb:g} MB"
+                )
+                files = gr.File(
+                    label="문서",
+                    file_count="multiple",
+                    type="filepath",
+                    file_types=list(chat.cfg.uploads.types),
+                    elem_id="kofin-upload",
+                )
+                groups = gr.CheckboxGroup(
+                    choices=list(chat.cfg.uploads.groups), label="열람 그룹", elem_id="kofin-groups"
+                )
                 with gr.Row():
                     upload_btn = gr.Button("올리고 색인하기", variant="primary", elem_id="kofin-upload-btn")
                     reindex_btn = gr.Button("전체 다시 색인", elem_id="kofin-reindex")
@@ -204,9 +235,19 @@ def build_app(chat: Chat, sessions: Sessions):
         # Gradio also embeds in the (anonymous) login page.
         send.click(respond, [box, chatbot], [chatbot, box, sources], api_name="ask", api_visibility="undocumented")
         box.submit(respond, [box, chatbot], [chatbot, box, sources], api_visibility="private")
-        upload_btn.click(upload, [files, groups], [status, listing, files], api_name="upload", api_visibility="undocumented")
-        reindex_btn.click(reindex, None, [status, listing, conflicts], api_name="reindex", api_visibility="undocumented")
-        unlock_btn.click(unlock, [unlock_name], [unlock_status, locked, unlock_name], api_name="unlock", api_visibility="undocumented")
+        upload_btn.click(
+            upload, [files, groups], [status, listing, files], api_name="upload", api_visibility="undocumented"
+        )
+        reindex_btn.click(
+            reindex, None, [status, listing, conflicts], api_name="reindex", api_visibility="undocumented"
+        )
+        unlock_btn.click(
+            unlock,
+            [unlock_name],
+            [unlock_status, locked, unlock_name],
+            api_name="unlock",
+            api_visibility="undocumented",
+        )
         demo.load(listing_for, outputs=[listing], api_visibility="private")
         demo.load(admin_view, outputs=[locked, conflicts], api_visibility="private")
     demo.queue(default_concurrency_limit=chat.cfg.concurrency_limit, max_size=chat.cfg.queue_size, api_open=False)
@@ -223,7 +264,11 @@ def locked_listing(sessions: Sessions) -> str:
         return "잠긴 계정이 없습니다."
 
     def until(t: float) -> str:
-        return "관리자 해제 시까지" if t >= NEVER else datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M UTC까지")
+        return (
+            "관리자 해제 시까지"
+            if t >= NEVER
+            else datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M UTC까지")
+        )
 
     return "\n".join(f"- {md_escape(name)} — {until(t)}" for name, t in locks.items())
 
@@ -273,24 +318,49 @@ def launch_options(chat: Chat, sessions: Sessions) -> dict:
 
     gr = _gradio()
     theme = gr.themes.Default(font=FONTS, font_mono=MONO)
-    guard = Middleware(SessionGuard, users=chat.users, server_names=chat.cfg.allowed_hosts(), sessions=sessions,
-                       title=chat.cfg.title, sso=chat.cfg.sso, proxies=chat.cfg.trusted_proxies)
+    guard = Middleware(
+        SessionGuard,
+        users=chat.users,
+        server_names=chat.cfg.allowed_hosts(),
+        sessions=sessions,
+        title=chat.cfg.title,
+        sso=chat.cfg.sso,
+        proxies=chat.cfg.trusted_proxies,
+    )
     return dict(
-        auth_dependency=session_user, share=False, server_name=chat.cfg.server_name,
-        server_port=chat.cfg.server_port, show_error=False, footer_links=[], run_history=False, enable_monitoring=False,
-        mcp_server=False, ssr_mode=False, pwa=False, max_file_size=int(chat.cfg.uploads.max_file_mb * 2**20), theme=theme, css=CSS,
-        allowed_paths=[], quiet=True, inbrowser=False, js=EXPIRED_REDIRECT_JS,
+        auth_dependency=session_user,
+        share=False,
+        server_name=chat.cfg.server_name,
+        server_port=chat.cfg.server_port,
+        show_error=False,
+        footer_links=[],
+        run_history=False,
+        enable_monitoring=False,
+        mcp_server=False,
+        ssr_mode=False,
+        pwa=False,
+        max_file_size=int(chat.cfg.uploads.max_file_mb * 2**20),
+        theme=theme,
+        css=CSS,
+        allowed_paths=[],
+        quiet=True,
+        inbrowser=False,
+        js=EXPIRED_REDIRECT_JS,
         app_kwargs={"middleware": [guard]},
     )
 
 
 def check_port(host: str, port: int) -> None:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a closed server's TIME_WAIT is no conflict
+        s.setsockopt(
+            socket.SOL_SOCKET, socket.SO_REUSEADDR, 1
+        )  # as uvicorn: a closed server's TIME_WAIT is no conflict
         try:
             s.bind((host, port))
         except OSError as err:
-            raise KofinError(f"server_port {port} on {host} is not free ({err.strerror}); stop the other server or set server_port=<another port>") from None
+            raise KofinError(
+                f"server_port {port} on {host} is not free ({err.strerror}); stop the other server or set server_port=<another port>"
+            ) from None
 
 
 def start(chat: Chat, block: bool = True, sessions: Sessions | None = None):
@@ -309,7 +379,10 @@ def main(cfg: ServeConfig) -> None:
     chat = prepare(cfg)
     sessions = open_sessions(chat)
     print(f"kofin serve: {chat.describe()}")
-    print(f"kofin serve: state in {sessions.store.describe()}; sessions end after {cfg.sessions.idle_minutes:g} min idle "
-          f"or {cfg.sessions.absolute_hours:g} h; {cfg.login.max_failures} failed logins lock a name", flush=True)
+    print(
+        f"kofin serve: state in {sessions.store.describe()}; sessions end after {cfg.sessions.idle_minutes:g} min idle "
+        f"or {cfg.sessions.absolute_hours:g} h; {cfg.login.max_failures} failed logins lock a name",
+        flush=True,
+    )
     print(f"kofin serve: http://{cfg.server_name}:{cfg.server_port}  (Ctrl+C to stop)", flush=True)
     start(chat, block=True, sessions=sessions)

@@ -18,20 +18,20 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import yaml
 from pydantic import Field
 
 from kofin.config import ResolvedPath
 from kofin.data_ko.corpus import read_utf8
+from kofin.data_ko.korean import clean_text
 from kofin.errors import KofinError
 from kofin.rundir import atomic_write_text
 from kofin.serve.audit import audit_record, check_appendable, default_audit_log, install_log_masking, write_audit
 from kofin.serve.backends import make_backend
 from kofin.serve.conflicts import read_conflicts
-from kofin.data_ko.korean import clean_text
 from kofin.serve.respond import AskResult, answer_stream
 from kofin.serve.retrieve import HybridRetriever
 from kofin.serve.settings import AnswerSettings
@@ -39,8 +39,14 @@ from kofin.serve.settings import AnswerSettings
 
 class AskConfig(AnswerSettings):
     kb: ResolvedPath = Field(description="Knowledge-base folder written by `kofin ingest`.")
-    users_file: ResolvedPath | None = Field(None, description="YAML mapping user -> access groups (`kim: [branch, credit]`), or the chat's users file (`users:` list with name and groups); needed for --user.")
-    audit_log: ResolvedPath | None = Field(None, description="Hash-chained audit log (question PII-masked, answer as sha256); `kofin audit verify` checks it. Default: $KOFIN_HOME/logs/ask.jsonl.")
+    users_file: ResolvedPath | None = Field(
+        None,
+        description="YAML mapping user -> access groups (`kim: [branch, credit]`), or the chat's users file (`users:` list with name and groups); needed for --user.",
+    )
+    audit_log: ResolvedPath | None = Field(
+        None,
+        description="Hash-chained audit log (question PII-masked, answer as sha256); `kofin audit verify` checks it. Default: $KOFIN_HOME/logs/ask.jsonl.",
+    )
 
 
 def load_users(path: Path | None) -> dict[str, tuple[str, ...]]:
@@ -58,8 +64,10 @@ def load_users(path: Path | None) -> dict[str, tuple[str, ...]]:
     if isinstance(users, dict):
         users = {u: [g] if isinstance(g, str) else g for u, g in users.items()}  # `groups: branch` is one group
     if not isinstance(users, dict) or not all(isinstance(g, list) for g in users.values()):
-        raise KofinError(f"users_file {path}: not a users file; accepted formats: a mapping of user to groups "
-                         "(`kim: [branch, credit]`), or the chat's users file (`users:` list of `- name: kim` with `groups: [...]`)")
+        raise KofinError(
+            f"users_file {path}: not a users file; accepted formats: a mapping of user to groups "
+            "(`kim: [branch, credit]`), or the chat's users file (`users:` list of `- name: kim` with `groups: [...]`)"
+        )
     return {str(u): tuple(str(g) for g in gs) for u, gs in users.items()}
 
 
@@ -95,8 +103,15 @@ class Assistant:
             raise KofinError(f"unknown user '{user}' ({where}); add `{user}: [group, ...]` to the users file")
         return self.users[user] + ("all",)
 
-    def ask(self, question: str, user: str | None = None, top_k: int | None = None, on_token: Callable[[str], None] | None = None,
-            qid: str | None = None, history: list[dict] | None = None) -> AskResult:
+    def ask(
+        self,
+        question: str,
+        user: str | None = None,
+        top_k: int | None = None,
+        on_token: Callable[[str], None] | None = None,
+        qid: str | None = None,
+        history: list[dict] | None = None,
+    ) -> AskResult:
         for kind, value in self.stream(question, user, top_k=top_k, qid=qid, history=history):
             if kind == "delta" and on_token and self.backend is not None:
                 on_token(value)
@@ -104,8 +119,16 @@ class Assistant:
                 return value
         raise AssertionError("Assistant.stream ended without a result")  # stream always ends with "done"
 
-    def stream(self, question: str, user: str | None = None, groups: tuple[str, ...] | None = None, top_k: int | None = None,
-               qid: str | None = None, channel: str = "ask", history: list[dict] | None = None) -> Iterator[tuple[str, object]]:
+    def stream(
+        self,
+        question: str,
+        user: str | None = None,
+        groups: tuple[str, ...] | None = None,
+        top_k: int | None = None,
+        qid: str | None = None,
+        channel: str = "ask",
+        history: list[dict] | None = None,
+    ) -> Iterator[tuple[str, object]]:
         """("delta", text) pieces of the raw answer as they come, then ("done", AskResult) once verified.
 
         `groups` (the chat passes the logged-in user's) replaces the users-file lookup; access
@@ -117,8 +140,16 @@ class Assistant:
         with self._swap:
             retriever, conflicts = self.retriever, self.conflicts
         started, retrieved, pieces = time.time(), None, []
-        steps = answer_stream(retriever, self.cfg, question, groups, backend=self.backend, history=history, top_k=top_k,
-                              conflicts=conflicts)
+        steps = answer_stream(
+            retriever,
+            self.cfg,
+            question,
+            groups,
+            backend=self.backend,
+            history=history,
+            top_k=top_k,
+            conflicts=conflicts,
+        )
         common = dict(user=user, backend=self.cfg.generation.backend, qid=qid, channel=channel, groups=list(groups))
         try:
             for kind, value in steps:
@@ -133,21 +164,40 @@ class Assistant:
             # The client went away (closed the page, or Gradio's cancel) after part of the
             # answer was sent: what was sent is still logged, marked as cut short.
             steps.close()
-            write_audit(self.audit_log, audit_record(
-                question=clean_text(question), answer="".join(pieces), cited=[], found=False, aborted=True,
-                retrieved=[h.chunk["chunk_id"] for h in retrieved.hits] if retrieved else [],
-                rewritten_query=retrieved.query if retrieved and retrieved.query != clean_text(question).strip() else None,
-                seconds=round(time.time() - started, 3), **common,
-            ))
+            write_audit(
+                self.audit_log,
+                audit_record(
+                    question=clean_text(question),
+                    answer="".join(pieces),
+                    cited=[],
+                    found=False,
+                    aborted=True,
+                    retrieved=[h.chunk["chunk_id"] for h in retrieved.hits] if retrieved else [],
+                    rewritten_query=retrieved.query
+                    if retrieved and retrieved.query != clean_text(question).strip()
+                    else None,
+                    seconds=round(time.time() - started, 3),
+                    **common,
+                ),
+            )
             raise
         result.user, result.qid = user, qid
         hits = retrieved.hits if retrieved else []
-        write_audit(self.audit_log, audit_record(
-            question=result.question, answer=result.answer, retrieved=[h.chunk["chunk_id"] for h in hits],
-            cited=[hits[n - 1].chunk["chunk_id"] for n in result.cited], found=result.found,
-            rewritten_query=result.rewritten_query, removed_citations=result.removed_citations,
-            flagged=result.flagged, seconds=result.seconds, **common,
-        ))
+        write_audit(
+            self.audit_log,
+            audit_record(
+                question=result.question,
+                answer=result.answer,
+                retrieved=[h.chunk["chunk_id"] for h in hits],
+                cited=[hits[n - 1].chunk["chunk_id"] for n in result.cited],
+                found=result.found,
+                rewritten_query=result.rewritten_query,
+                removed_citations=result.removed_citations,
+                flagged=result.flagged,
+                seconds=result.seconds,
+                **common,
+            ),
+        )
         yield "done", result
 
 
@@ -158,20 +208,34 @@ def read_questions(path: Path) -> list[dict]:
     rows = []
     for where, row in read_records(Path(path)):
         if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not row["question"].strip():
-            raise KofinError(f"{where}: each line needs a non-empty \"question\" (and a \"qid\"), e.g. {{\"qid\": \"q1\", \"question\": \"...\"}}")
+            raise KofinError(
+                f'{where}: each line needs a non-empty "question" (and a "qid"), e.g. {{"qid": "q1", "question": "..."}}'
+            )
         history = row.get("history") or []
         if not isinstance(history, list) or not all(
-                isinstance(m, dict) and m.get("role") in ("user", "assistant", "system") and isinstance(m.get("content"), str) for m in history):
-            raise KofinError(f"{where}: \"history\" must be a list of messages like {{\"role\": \"user\", \"content\": \"...\"}} "
-                             "(roles user, assistant; assistant turns optional)")
+            isinstance(m, dict)
+            and m.get("role") in ("user", "assistant", "system")
+            and isinstance(m.get("content"), str)
+            for m in history
+        ):
+            raise KofinError(
+                f'{where}: "history" must be a list of messages like {{"role": "user", "content": "..."}} '
+                "(roles user, assistant; assistant turns optional)"
+            )
         rows.append({"qid": clean_text(str(row.get("qid", where))), "question": row["question"], "history": history})
     return rows
 
 
-def answer_file(assistant: Assistant, questions: Path, out: Path, user: str | None = None, top_k: int | None = None) -> int:
+def answer_file(
+    assistant: Assistant, questions: Path, out: Path, user: str | None = None, top_k: int | None = None
+) -> int:
     """Answer every question of a JSONL file into `out` (written atomically); returns the count."""
     rows = read_questions(questions)
-    lines = [json.dumps(assistant.ask(r["question"], user, top_k, qid=r["qid"], history=r["history"]).to_json(), ensure_ascii=False)
-             for r in rows]
+    lines = [
+        json.dumps(
+            assistant.ask(r["question"], user, top_k, qid=r["qid"], history=r["history"]).to_json(), ensure_ascii=False
+        )
+        for r in rows
+    ]
     atomic_write_text(out, "".join(line + "\n" for line in lines))
     return len(lines)

@@ -88,11 +88,19 @@ def answer_sha256(answer: str) -> str:
     return hashlib.sha256(answer.encode("utf-8")).hexdigest()
 
 
-def audit_record(*, user: str | None, question: str, answer: str, retrieved: list[str], cited: list[str],
-                 backend: str, **extra: Any) -> dict[str, Any]:
+def audit_record(
+    *, user: str | None, question: str, answer: str, retrieved: list[str], cited: list[str], backend: str, **extra: Any
+) -> dict[str, Any]:
     """The fields every audit line has; `extra` (qid, groups, found, flagged, seconds...) is kept."""
-    return {"user": user, "question": question, "retrieved": retrieved, "cited": cited,
-            "answer_sha256": answer_sha256(answer), "backend": backend, **extra}
+    return {
+        "user": user,
+        "question": question,
+        "retrieved": retrieved,
+        "cited": cited,
+        "answer_sha256": answer_sha256(answer),
+        "backend": backend,
+        **extra,
+    }
 
 
 def _masked(record: dict[str, Any]) -> dict[str, Any]:
@@ -193,9 +201,11 @@ class AuditTampered(KofinError):
 
 
 def refuse_tampered(where: str, problem: str) -> None:
-    message = (f"{where}: {problem}; refusing to append (that would re-seal the log with the shorter history). "
-               f"Check it with `kofin audit verify {where}`, restore the log from a backup, or move the log and "
-               "its .head aside to start a new chain on purpose")
+    message = (
+        f"{where}: {problem}; refusing to append (that would re-seal the log with the shorter history). "
+        f"Check it with `kofin audit verify {where}`, restore the log from a backup, or move the log and "
+        "its .head aside to start a new chain on purpose"
+    )
     alarm.critical("AUDIT LOG TAMPERED: %s", message)
     raise AuditTampered(message)
 
@@ -231,8 +241,11 @@ def _chain_tail(f, path: Path) -> tuple[str, int]:
         ok = False
     if not ok or tail.get("seq") != head.get("lines") or tail.get("hash") != head.get("hash"):
         seen = f"entry {tail.get('seq')}" if ok else "a line that is not an intact chained entry"
-        refuse_tampered(str(path), f"{head_file.name} says the log ends at entry {head.get('lines')} "
-                                   f"({str(head.get('hash'))[:12]}…) but it ends with {seen} (lines were cut off or edited)")
+        refuse_tampered(
+            str(path),
+            f"{head_file.name} says the log ends at entry {head.get('lines')} "
+            f"({str(head.get('hash'))[:12]}…) but it ends with {seen} (lines were cut off or edited)",
+        )
     return tail["hash"], int(tail["seq"]) + 1
 
 
@@ -323,8 +336,11 @@ def check_chain(check: AuditCheck, lines: list[bytes], head: dict | str | None, 
             check.bad_line, check.problem = n, "its hash does not match its content (the line was edited)"
             return check
         if record["prev"] != prev or record["seq"] != expected_seq:
-            what = (f"it is entry {record['seq']} but entry {expected_seq} should come here"
-                    if record["seq"] != expected_seq else "its prev hash is not the previous line's hash")
+            what = (
+                f"it is entry {record['seq']} but entry {expected_seq} should come here"
+                if record["seq"] != expected_seq
+                else "its prev hash is not the previous line's hash"
+            )
             check.bad_line, check.problem = n, f"{what} (a line before it was deleted, or lines were reordered)"
             return check
         prev, expected_seq = record["hash"], expected_seq + 1
@@ -340,6 +356,8 @@ def check_chain(check: AuditCheck, lines: list[bytes], head: dict | str | None, 
         return check
     check.head_checked = True
     if head.get("lines") != check.lines or head.get("hash") != prev:
-        check.problem = (f"{head_name} says {head.get('lines')} lines ending in {str(head.get('hash'))[:12]}…, "
-                         f"the log has {check.lines} ending in {prev[:12]}… (lines were cut off the end)")
+        check.problem = (
+            f"{head_name} says {head.get('lines')} lines ending in {str(head.get('hash'))[:12]}…, "
+            f"the log has {check.lines} ending in {prev[:12]}… (lines were cut off the end)"
+        )
     return check

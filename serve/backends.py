@@ -16,8 +16,9 @@ import os
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -31,20 +32,33 @@ class BackendError(KofinError):
 
 
 class GenerationConfig(KofinModel):
-    backend: Literal["extractive", "transformers", "openai"] = Field("extractive", description="extractive: quoted cited sentences, no LLM; transformers: a local model folder; openai: an OpenAI-compatible endpoint (vLLM).")
-    model_path: ResolvedPath | None = Field(None, description="Local model folder for the transformers backend (e.g. the merge stage's output).")
+    backend: Literal["extractive", "transformers", "openai"] = Field(
+        "extractive",
+        description="extractive: quoted cited sentences, no LLM; transformers: a local model folder; openai: an OpenAI-compatible endpoint (vLLM).",
+    )
+    model_path: ResolvedPath | None = Field(
+        None, description="Local model folder for the transformers backend (e.g. the merge stage's output)."
+    )
     base_url: str = Field("http://127.0.0.1:8000/v1", description="OpenAI-compatible endpoint for the openai backend.")
     model: str = Field("kofin", description="Model name sent to the OpenAI-compatible endpoint.")
-    api_key_env: str = Field("KOFIN_OPENAI_API_KEY", description="Environment variable holding the endpoint's API key (none needed for a local vLLM).")
-    allowed_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1", "localhost", "::1"], description="Hosts the openai backend may connect to; add the bank's internal vLLM host here.")
+    api_key_env: str = Field(
+        "KOFIN_OPENAI_API_KEY",
+        description="Environment variable holding the endpoint's API key (none needed for a local vLLM).",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1", "localhost", "::1"],
+        description="Hosts the openai backend may connect to; add the bank's internal vLLM host here.",
+    )
     max_new_tokens: int = Field(512, ge=1, description="Longest generated answer, in tokens.")
     temperature: float = Field(0.0, ge=0, le=2, description="0 = greedy (reproducible answers).")
     timeout_s: float = Field(120.0, gt=0, description="Seconds to wait for the endpoint.")
 
     @model_validator(mode="after")
-    def _check(self) -> "GenerationConfig":
+    def _check(self) -> GenerationConfig:
         if self.backend == "transformers" and self.model_path is None:
-            raise ValueError("backend 'transformers' needs model_path: a local model folder (e.g. runs/merge-demo/model)")
+            raise ValueError(
+                "backend 'transformers' needs model_path: a local model folder (e.g. runs/merge-demo/model)"
+            )
         if self.backend == "openai":
             check_endpoint_host(self.base_url, self.allowed_hosts, "base_url")
         return self
@@ -81,7 +95,12 @@ class TransformersBackend:
 
         inputs = self.tokenizer(self._prompt(messages), return_tensors="pt", add_special_tokens=False)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        kwargs = dict(**inputs, streamer=streamer, max_new_tokens=self.cfg.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)
+        kwargs = dict(
+            **inputs,
+            streamer=streamer,
+            max_new_tokens=self.cfg.max_new_tokens,
+            pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+        )
         if self.cfg.temperature > 0:
             kwargs.update(do_sample=True, temperature=self.cfg.temperature)
         else:
@@ -111,7 +130,13 @@ class OpenAIBackend:
         self.url = cfg.base_url.rstrip("/") + "/chat/completions"
 
     def stream(self, messages: list[dict[str, str]]) -> Iterator[str]:
-        body = {"model": self.cfg.model, "messages": messages, "stream": True, "max_tokens": self.cfg.max_new_tokens, "temperature": self.cfg.temperature}
+        body = {
+            "model": self.cfg.model,
+            "messages": messages,
+            "stream": True,
+            "max_tokens": self.cfg.max_new_tokens,
+            "temperature": self.cfg.temperature,
+        }
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         key = os.environ.get(self.cfg.api_key_env)
         if key:
@@ -120,9 +145,13 @@ class OpenAIBackend:
         try:
             response = urllib.request.urlopen(request, timeout=self.cfg.timeout_s)  # noqa: S310 (host checked in config)
         except urllib.error.HTTPError as err:
-            raise BackendError(f"{self.url}: HTTP {err.code} {err.reason}: {err.read()[:300].decode(errors='replace')}") from None
+            raise BackendError(
+                f"{self.url}: HTTP {err.code} {err.reason}: {err.read()[:300].decode(errors='replace')}"
+            ) from None
         except (urllib.error.URLError, OSError) as err:
-            raise BackendError(f"{self.url}: cannot connect ({getattr(err, 'reason', err)}); is the vLLM server running?") from None
+            raise BackendError(
+                f"{self.url}: cannot connect ({getattr(err, 'reason', err)}); is the vLLM server running?"
+            ) from None
         with response:
             for raw in response:
                 line = raw.decode("utf-8").strip()

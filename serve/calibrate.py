@@ -41,9 +41,11 @@ class GateChoice:
     unanswerable_refused: float
     n_answerable: int
     n_unanswerable: int
-    bound: float = 0.0       # upper bound on the answerable refusal rate at `confidence`
+    bound: float = 0.0  # upper bound on the answerable refusal rate at `confidence`
     confidence: float = 0.8
-    table: list[tuple[float, float, float]] = field(default_factory=list)  # (threshold, answerable refused, unanswerable refused)
+    table: list[tuple[float, float, float]] = field(
+        default_factory=list
+    )  # (threshold, answerable refused, unanswerable refused)
 
     def report(self) -> str:
         lines = ["min_coverage  answerable refused  unanswerable refused"]
@@ -52,7 +54,8 @@ class GateChoice:
             f"proposed: min_coverage: {self.min_coverage:.2f}  (answerable refused {self.answerable_refused:.1%} of "
             f"{self.n_answerable}, at most {self.bound:.1%} with {self.confidence:.0%} confidence; unanswerable refused "
             f"{self.unanswerable_refused:.1%} of {self.n_unanswerable}); "
-            "set it in the ask/serve config (`min_coverage: …`) for this knowledge base")
+            "set it in the ask/serve config (`min_coverage: …`) for this knowledge base"
+        )
         return "\n".join(lines)
 
 
@@ -70,8 +73,14 @@ def read_labelled(paths: list[Path]) -> list[dict]:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
                 raise KofinError(f"{path}:{number}: not JSON ({err.msg}); one object per line") from None
-            if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not isinstance(row.get("gold"), list):
-                raise KofinError(f'{path}:{number}: needs "question" (text) and "gold" (a list; [] when the KB cannot answer it)')
+            if (
+                not isinstance(row, dict)
+                or not isinstance(row.get("question"), str)
+                or not isinstance(row.get("gold"), list)
+            ):
+                raise KofinError(
+                    f'{path}:{number}: needs "question" (text) and "gold" (a list; [] when the KB cannot answer it)'
+                )
             rows.append(row)
     if not rows:
         raise KofinError(f"calibration files {', '.join(map(str, paths))}: no questions")
@@ -117,9 +126,19 @@ def choose(measured: list[Measured], max_refused: float = 0.05, confidence: floa
     # Candidate thresholds: each answerable question's own evidence rounded down to 0.01 (so it
     # and those at the same level stay answered), refusing those below.
     candidates = sorted({0.0} | {math.floor(m.evidence * 100) / 100 for m in answerable})
-    within = [t for t in candidates if refusal_bound(refused_count(answerable, t), len(answerable), confidence) <= max_refused]
+    within = [
+        t for t in candidates if refusal_bound(refused_count(answerable, t), len(answerable), confidence) <= max_refused
+    ]
     best = max(within, default=0.0)
     table = [(t / 20, refused(answerable, t / 20), refused(unanswerable, t / 20)) for t in range(0, 13)]
     bound = refusal_bound(refused_count(answerable, best), len(answerable), confidence)
-    return GateChoice(best, refused(answerable, best), refused(unanswerable, best), len(answerable), len(unanswerable),
-                      bound, confidence, table)
+    return GateChoice(
+        best,
+        refused(answerable, best),
+        refused(unanswerable, best),
+        len(answerable),
+        len(unanswerable),
+        bound,
+        confidence,
+        table,
+    )

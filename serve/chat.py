@@ -12,13 +12,13 @@ groups, so hiding something in the UI is never what protects it; the conversatio
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
+from kofin.data_ko.korean import clean_text
 from kofin.errors import KofinError
 from kofin.rundir import is_complete
-from kofin.data_ko.korean import clean_text
 from kofin.serve.ask import AskConfig, AskResult, Assistant
 from kofin.serve.render import answer_markdown, final_markdown, md_escape
 from kofin.serve.serve_config import ServeConfig
@@ -57,13 +57,16 @@ class Chat:
 
     def describe(self) -> str:
         kb = self.assistant.retriever.kb
-        return (f"{self.cfg.kb}: {len({c['doc_id'] for c in kb.chunks})} documents, {len(kb)} chunks; "
-                f"{len(self.users.users)} users; backend {self.cfg.generation.backend}; audit {self.cfg.audit_path}")
+        return (
+            f"{self.cfg.kb}: {len({c['doc_id'] for c in kb.chunks})} documents, {len(kb)} chunks; "
+            f"{len(self.users.users)} users; backend {self.cfg.generation.backend}; audit {self.cfg.audit_path}"
+        )
 
     # ------------------------------------------------------------ answering
 
-    def answer(self, question: str, username: str | None,
-               history: list[dict] | None = None) -> Iterator[tuple[str, AskResult | None]]:
+    def answer(
+        self, question: str, username: str | None, history: list[dict] | None = None
+    ) -> Iterator[tuple[str, AskResult | None]]:
         """(chat Markdown so far, None) while the answer streams, then (final Markdown, result).
 
         `history`: the earlier messages as plain text (`conversation` of the Chatbot's messages).
@@ -75,8 +78,9 @@ class Chat:
             yield f"질문이 너무 깁니다 ({len(question)}자). {self.cfg.max_question_chars}자 이내로 줄여 주세요.", None
             return
         raw = ""
-        for kind, value in self.assistant.stream(question, user.name, groups=tuple(user.groups), channel="chat",
-                                                  history=history or None):
+        for kind, value in self.assistant.stream(
+            question, user.name, groups=tuple(user.groups), channel="chat", history=history or None
+        ):
             if kind == "delta":
                 raw += value
                 yield answer_markdown(raw), None
@@ -102,7 +106,9 @@ class Chat:
         lines, saved = [], 0
         for path, name in files:
             try:
-                save_upload(path, name, groups, self.cfg.upload_dir, self.cfg.uploads.types, self.cfg.uploads.max_file_mb)
+                save_upload(
+                    path, name, groups, self.cfg.upload_dir, self.cfg.uploads.types, self.cfg.uploads.max_file_mb
+                )
                 saved += 1
                 lines.append(f"- 저장: {name} (열람 그룹: {', '.join(sorted(groups))})")
             except UploadRejected as err:
@@ -139,17 +145,26 @@ class Chat:
         access = read_access(self.cfg.upload_dir) if self.cfg.upload_dir.is_dir() else {}
         if not access:
             return "올린 문서가 없습니다."
-        return "\n".join(f"- {md_escape(name)} — 열람 그룹: {', '.join(groups)}" for name, groups in sorted(access.items()))
+        return "\n".join(
+            f"- {md_escape(name)} — 열람 그룹: {', '.join(groups)}" for name, groups in sorted(access.items())
+        )
 
 
 def build_kb(cfg: ServeConfig, rebuild: bool = False):
     """Ingest `build_from` plus the uploaded files into `cfg.kb` (ingest reads their groups from the
     upload folder's access.json)."""
-    from kofin.serve.ingest import IngestConfig, main as ingest
+    from kofin.serve.ingest import IngestConfig
+    from kofin.serve.ingest import main as ingest
     from kofin.serve.uploads import recorded_uploads
 
-    icfg = IngestConfig(output_dir=cfg.kb, inputs=[*cfg.build_from, *recorded_uploads(cfg.upload_dir)], rebuild=rebuild,
-                        chunking=cfg.chunking, index=cfg.index, max_file_mb=max(cfg.uploads.max_file_mb, 50.0))
+    icfg = IngestConfig(
+        output_dir=cfg.kb,
+        inputs=[*cfg.build_from, *recorded_uploads(cfg.upload_dir)],
+        rebuild=rebuild,
+        chunking=cfg.chunking,
+        index=cfg.index,
+        max_file_mb=max(cfg.uploads.max_file_mb, 50.0),
+    )
     return ingest(icfg)
 
 
@@ -158,8 +173,10 @@ def prepare(cfg: ServeConfig) -> Chat:
     users = UserRegistry.load(cfg.users, cfg.users_file)
     if not is_complete(cfg.kb):
         if not cfg.build_from:
-            raise KofinError(f"kb {cfg.kb}: no complete knowledge base there; build one with `kofin ingest --kb {cfg.kb} PATHS...` "
-                             "or set build_from: [folder of documents] in the serve config")
+            raise KofinError(
+                f"kb {cfg.kb}: no complete knowledge base there; build one with `kofin ingest --kb {cfg.kb} PATHS...` "
+                "or set build_from: [folder of documents] in the serve config"
+            )
         missing = [str(p) for p in cfg.build_from if not p.exists()]
         if missing:
             raise KofinError(f"build_from: {', '.join(missing)} not found; the KB {cfg.kb} cannot be built")

@@ -15,10 +15,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from pydantic import Field
+
 from kofin.config import KofinModel
 from kofin.data_ko.korean import split_sentences, visible_text
 from kofin.serve.loaders import LoadedDoc
-from pydantic import Field
 
 _MD_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 # 제4조(금융거래의 비밀보장), 제16조의2(제목), 제1장 총칙, 제2절 ... at the start of a line.
@@ -28,7 +29,9 @@ _STATUTE_PART = re.compile(r"^(제\d+(?:장|절|편)(?:의\d+)?\s+\S.{0,40})$")
 
 class ChunkingConfig(KofinModel):
     max_chars: int = Field(900, gt=50, description="Longest chunk in characters; sections are packed up to this size.")
-    max_table_chars: int = Field(3000, gt=50, description="A table up to this size stays one chunk; a larger one is split between rows.")
+    max_table_chars: int = Field(
+        3000, gt=50, description="A table up to this size stays one chunk; a larger one is split between rows."
+    )
 
 
 @dataclass
@@ -58,7 +61,16 @@ def chunk_document(doc: LoadedDoc, cfg: ChunkingConfig) -> list[Chunk]:
     def emit(units: list[_Unit]) -> None:
         for text, page in _pack(units, cfg):
             chunks.append(
-                Chunk(f"{doc.doc_id}#{len(chunks)}", doc.doc_id, visible_text(doc.title), units[0].section, page, text, doc.groups, doc.metadata)
+                Chunk(
+                    f"{doc.doc_id}#{len(chunks)}",
+                    doc.doc_id,
+                    visible_text(doc.title),
+                    units[0].section,
+                    page,
+                    text,
+                    doc.groups,
+                    doc.metadata,
+                )
             )
 
     for unit in _units(doc):
@@ -111,10 +123,17 @@ def _pack(units: list[_Unit], cfg: ChunkingConfig) -> list[tuple[str, int | None
         buf, size, page = [], 0, None
 
     for unit in units:
-        pieces = _table_pieces(unit.text, cfg.max_table_chars) if unit.table else _sentence_pieces(unit.text, cfg.max_chars)
+        pieces = (
+            _table_pieces(unit.text, cfg.max_table_chars) if unit.table else _sentence_pieces(unit.text, cfg.max_chars)
+        )
         for piece in pieces:
             limit = cfg.max_table_chars if unit.table else cfg.max_chars
-            if buf and (size + len(piece) + 1 > cfg.max_chars or unit.table or len(piece) > limit // 2 and size + len(piece) > limit):
+            if buf and (
+                size + len(piece) + 1 > cfg.max_chars
+                or unit.table
+                or len(piece) > limit // 2
+                and size + len(piece) > limit
+            ):
                 flush()
             if page is None:
                 page = unit.page
@@ -154,7 +173,7 @@ def _table_pieces(table: str, max_chars: int) -> list[str]:
     rows = table.split("\n")
     header = rows[:2] if len(rows) > 1 and set(rows[1]) <= set("|-: ") else rows[:1]
     pieces, cur = [], list(header)
-    for row in rows[len(header):]:
+    for row in rows[len(header) :]:
         if len("\n".join(cur + [row])) > max_chars and len(cur) > len(header):
             pieces.append("\n".join(cur))
             cur = list(header)

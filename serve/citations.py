@@ -13,7 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from kofin.data_ko.citations import CITATION as _CITE, support
+from kofin.data_ko.citations import CITATION as _CITE
+from kofin.data_ko.citations import support
 from kofin.data_ko.korean import split_sentences
 
 _LEADING_CITES = re.compile(r"(?:\[\d{1,3}(?:\s*,\s*\d{1,3})*\]\s*)+")
@@ -29,9 +30,9 @@ class FlaggedSentence:
 
 @dataclass
 class CitationCheck:
-    text: str                                  # the answer with invalid citations removed
-    cited: list[int] = field(default_factory=list)     # valid source numbers, first use order
-    removed: list[int] = field(default_factory=list)   # numbers that pointed at no shown source
+    text: str  # the answer with invalid citations removed
+    cited: list[int] = field(default_factory=list)  # valid source numbers, first use order
+    removed: list[int] = field(default_factory=list)  # numbers that pointed at no shown source
     flagged: list[FlaggedSentence] = field(default_factory=list)
 
     @property
@@ -50,7 +51,7 @@ def _sentences_with_trailing_citations(text: str) -> list[str]:
         lead = _LEADING_CITES.match(piece)
         if out and lead:  # "[1] 다음 문장" : the [1] closes the sentence before
             out[-1] = f"{out[-1]} {lead.group().strip()}"
-            piece = piece[lead.end():]
+            piece = piece[lead.end() :]
         if piece.strip():
             out.append(piece)
     return out
@@ -79,5 +80,7 @@ def verify_citations(answer: str, sources: list[str], min_support: float = 0.5) 
             continue
         score = support(sentence, [sources[i - 1] for i in ids])
         if score < min_support:
-            flagged.append(FlaggedSentence(sentence, ids, round(score, 3), f"only {score:.0%} of it appears in source(s) {ids}"))
+            flagged.append(
+                FlaggedSentence(sentence, ids, round(score, 3), f"only {score:.0%} of it appears in source(s) {ids}")
+            )
     return CitationCheck(text=text.strip(), cited=cited, removed=sorted(set(removed)), flagged=flagged)

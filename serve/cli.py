@@ -20,7 +20,6 @@ from pathlib import Path
 
 from kofin.stage_cli import add_key_flags, config_help, key_flag_overrides, load_stage_config, run_reporting_errors
 
-
 # A config key path: lowercase dotted identifiers (`min_coverage`, `retrieval.top_k`).
 _KEY_PATH = re.compile(r"[a-z_][a-z0-9_]*(?:\.[a-z0-9_]+)*")
 
@@ -41,7 +40,9 @@ def _split(model, items: list[str]) -> tuple[list[str], list[str]]:
         key, sep, _ = word.partition("=")
         if not sep or not _KEY_PATH.fullmatch(key):
             return False
-        return key in keys or key.split(".", 1)[0] in tops or bool(difflib.get_close_matches(key, names, n=1, cutoff=0.8))
+        return (
+            key in keys or key.split(".", 1)[0] in tops or bool(difflib.get_close_matches(key, names, n=1, cutoff=0.8))
+        )
 
     overrides = [w for w in items if is_override(w)]
     return overrides, [w for w in items if not is_override(w)]
@@ -61,29 +62,48 @@ def _readable_errors(what: str, fn):
     try:
         return fn()
     except UnicodeError as err:
-        raise KofinError(f"{what}: text that is not valid Unicode ({err}); remove lone surrogates "
-                         "such as \\ud800 from it and ask again") from None
+        raise KofinError(
+            f"{what}: text that is not valid Unicode ({err}); remove lone surrogates "
+            "such as \\ud800 from it and ask again"
+        ) from None
 
 
 # ---------------------------------------------------------------- ingest
 
 
 INGEST_FLAGS = {"--kb": "output_dir"}
-ASK_FLAGS = {"--kb": "kb", "--users": "users_file", "--top-k": "retrieval.top_k", "--backend": "generation.backend",
-             "--model-path": "generation.model_path", "--base-url": "generation.base_url"}
+ASK_FLAGS = {
+    "--kb": "kb",
+    "--users": "users_file",
+    "--top-k": "retrieval.top_k",
+    "--backend": "generation.backend",
+    "--model-path": "generation.model_path",
+    "--base-url": "generation.base_url",
+}
 
 
 def ingest_parser() -> argparse.ArgumentParser:
     from kofin.serve.ingest import IngestConfig
 
     parser = argparse.ArgumentParser(
-        prog="kofin ingest", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="kofin ingest",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Ingest Markdown, text, PDF, DOCX, HTML, HWPX and JSONL files into a knowledge base "
-        "(incremental; unreadable files are reported and skipped).", epilog=config_help(IngestConfig),
+        "(incremental; unreadable files are reported and skipped).",
+        epilog=config_help(IngestConfig),
     )
     add_key_flags(parser, IngestConfig, INGEST_FLAGS)
-    parser.add_argument("paths", nargs="*", metavar="PATH", help="files or folders to ingest; KEY=VALUE words are config overrides")
-    parser.add_argument("--remove", type=Path, action="append", default=[], metavar="PATH", help="remove this file's (or folder's) chunks from the KB")
+    parser.add_argument(
+        "paths", nargs="*", metavar="PATH", help="files or folders to ingest; KEY=VALUE words are config overrides"
+    )
+    parser.add_argument(
+        "--remove",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="remove this file's (or folder's) chunks from the KB",
+    )
     parser.add_argument("--rebuild", action="store_true", help="ignore the existing KB and ingest from scratch")
     parser.add_argument("--config", type=Path, metavar="YAML", help="ingest config, e.g. configs/ingest/demo.yaml")
     parser.add_argument("--quiet", action="store_true", help="print only problems")
@@ -128,39 +148,66 @@ def ask_parser() -> argparse.ArgumentParser:
     from kofin.serve.ask import AskConfig
 
     parser = argparse.ArgumentParser(
-        prog="kofin ask", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="kofin ask",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Answer a question (or a JSONL file of questions) from a knowledge base, with verified citations.",
         epilog=config_help(AskConfig),
     )
-    parser.add_argument("question", nargs="*", help="the question; a word `key.path=value` whose key is a config key below is an override "
-                        "(other words, `LTV=70%%이면` too, are the question)")
+    parser.add_argument(
+        "question",
+        nargs="*",
+        help="the question; a word `key.path=value` whose key is a config key below is an override "
+        "(other words, `LTV=70%%이면` too, are the question)",
+    )
     add_key_flags(parser, AskConfig, ASK_FLAGS)
     parser.add_argument("--user", help="answer as this user: only documents in their groups are searched")
     parser.add_argument("--json", action="store_true", help="print the answer and its ranked sources as JSON")
-    parser.add_argument("--questions", type=Path, metavar="Q.jsonl", help="answer every line (qid, question) of this file")
+    parser.add_argument(
+        "--questions", type=Path, metavar="Q.jsonl", help="answer every line (qid, question) of this file"
+    )
     parser.add_argument("--out", type=Path, metavar="A.jsonl", help="with --questions: one JSON result per line")
-    parser.add_argument("--calibrate", type=Path, nargs="+", metavar="LABELLED.jsonl",
-                        help="instead of answering: propose min_coverage for this KB from questions labelled with "
-                        "`gold` ([] = the KB cannot answer it), e.g. benchmarks/dev/kb_answerable.jsonl kb_unanswerable.jsonl")
-    parser.add_argument("--max-refused", type=float, default=0.05, metavar="SHARE",
-                        help="with --calibrate: the most answerable questions the gate may refuse (default 0.05)")
-    parser.add_argument("--confidence", type=float, default=0.8, metavar="P",
-                        help="with --calibrate: how sure the refusal budget must hold beyond the labelled sample (default 0.8)")
+    parser.add_argument(
+        "--calibrate",
+        type=Path,
+        nargs="+",
+        metavar="LABELLED.jsonl",
+        help="instead of answering: propose min_coverage for this KB from questions labelled with "
+        "`gold` ([] = the KB cannot answer it), e.g. benchmarks/dev/kb_answerable.jsonl kb_unanswerable.jsonl",
+    )
+    parser.add_argument(
+        "--max-refused",
+        type=float,
+        default=0.05,
+        metavar="SHARE",
+        help="with --calibrate: the most answerable questions the gate may refuse (default 0.05)",
+    )
+    parser.add_argument(
+        "--confidence",
+        type=float,
+        default=0.8,
+        metavar="P",
+        help="with --calibrate: how sure the refusal budget must hold beyond the labelled sample (default 0.8)",
+    )
     parser.add_argument("--config", type=Path, metavar="YAML", help="ask config (AskConfig keys below)")
     return parser
 
 
 def ask_cli(argv: list[str]) -> int:
-    from kofin.serve.ask import AskConfig
     from kofin.data_ko.korean import clean_text
+    from kofin.serve.ask import AskConfig
 
     prog = "kofin ask"
     args = ask_parser().parse_intermixed_args(argv)
     overrides, words = _split(AskConfig, args.question)
     overrides += key_flag_overrides(args, ASK_FLAGS)
-    question = clean_text(" ".join(words)).strip()  # a lone surrogate (undecodable argv bytes) cannot reach UTF-8 output
+    question = clean_text(
+        " ".join(words)
+    ).strip()  # a lone surrogate (undecodable argv bytes) cannot reach UTF-8 output
     if args.calibrate and (question or args.questions):
-        print(f"{prog}: --calibrate reads its questions from the labelled files; give no question or --questions", file=sys.stderr)
+        print(
+            f"{prog}: --calibrate reads its questions from the labelled files; give no question or --questions",
+            file=sys.stderr,
+        )
         return 2
     if not args.calibrate and (bool(question) == bool(args.questions) or (args.questions and not args.out)):
         print(f"{prog}: give one question, or --questions Q.jsonl --out A.jsonl", file=sys.stderr)
@@ -183,19 +230,26 @@ def ask_cli(argv: list[str]) -> int:
             print(choose(measure(assistant.retriever, cfg, rows), args.max_refused, args.confidence).report())
             return
         if args.questions:
-            n = _readable_errors(f"questions file {args.questions}",
-                                 lambda: answer_file(assistant, args.questions, args.out.resolve(), args.user, cfg.retrieval.top_k))
+            n = _readable_errors(
+                f"questions file {args.questions}",
+                lambda: answer_file(assistant, args.questions, args.out.resolve(), args.user, cfg.retrieval.top_k),
+            )
             print(f"{prog}: answered {n} questions -> {args.out}")
             return
         groups = assistant.groups_of(args.user)
         if not assistant.retriever.kb.allowed(groups).any():
             # Otherwise every answer is "찾지 못했습니다" with no hint why (statutes ingested with the defaults).
-            print(f"{prog}: no document of {cfg.kb} is open to groups {', '.join(groups)}; documents without access "
-                  "groups are for administrators unless ingested with default_groups='[all]' — or ask as a user "
-                  "(--user NAME --users FILE)", file=sys.stderr)
+            print(
+                f"{prog}: no document of {cfg.kb} is open to groups {', '.join(groups)}; documents without access "
+                "groups are for administrators unless ingested with default_groups='[all]' — or ask as a user "
+                "(--user NAME --users FILE)",
+                file=sys.stderr,
+            )
         streaming = cfg.generation.backend != "extractive" and not args.json
         on_token = (lambda piece: print(piece, end="", flush=True)) if streaming else None
-        result = _readable_errors("the question", lambda: assistant.ask(question, args.user, cfg.retrieval.top_k, on_token=on_token))
+        result = _readable_errors(
+            "the question", lambda: assistant.ask(question, args.user, cfg.retrieval.top_k, on_token=on_token)
+        )
         if args.json:
             print(_json_text(result.to_json(), indent=2))
             return
@@ -204,9 +258,11 @@ def ask_cli(argv: list[str]) -> int:
     return run_reporting_errors(prog, act)
 
 
-USERS_FORMATS = ("accepted formats: a mapping of user to groups, one line each (`kim: [branch, credit]`), "
-                 "or the chat's users file (`users:` list of `- name: kim` with `groups: [branch, credit]`; "
-                 "password_hash and admin are read by the chat only)")
+USERS_FORMATS = (
+    "accepted formats: a mapping of user to groups, one line each (`kim: [branch, credit]`), "
+    "or the chat's users file (`users:` list of `- name: kim` with `groups: [branch, credit]`; "
+    "password_hash and admin are read by the chat only)"
+)
 
 
 def _check_users_file(path: Path | None) -> None:
@@ -231,7 +287,10 @@ def _plain_answer(result, streamed: bool) -> str:
     lines += [f"  [확인 필요] {f['sentence']} ({f['reason']})" for f in result.flagged]
     for c in getattr(result, "conflicts", None) or []:
         lines.append(f"  [출처 간 불일치] {c.get('subject') or ''}")
-        lines += [f"    - {st.get('value')} — {st.get('title')} (시행 {st.get('effective') or '미상'})" for st in c.get("statements") or []]
+        lines += [
+            f"    - {st.get('value')} — {st.get('title')} (시행 {st.get('effective') or '미상'})"
+            for st in c.get("statements") or []
+        ]
     if result.sources:
         lines.append("\n출처:")
         for s in result.sources:
@@ -250,14 +309,21 @@ def serve_parser() -> argparse.ArgumentParser:
     from kofin.serve.serve_config import ServeConfig
 
     parser = argparse.ArgumentParser(
-        prog="kofin serve", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="kofin serve",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Serve the Gradio chat for bank staff: login, streamed cited answers, sources panel, "
         "document admin, hash-chained audit log. `kofin serve hash-password` makes a password hash for the users list.",
         epilog=config_help(ServeConfig),
     )
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override a config key, e.g. server_port=7861")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="override a config key, e.g. server_port=7861"
+    )
     parser.add_argument("--config", type=Path, metavar="YAML", help="serve config, e.g. configs/serve/demo.yaml")
-    parser.add_argument("--check", action="store_true", help="load the config, users and KB (building it if missing), then exit without serving")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="load the config, users and KB (building it if missing), then exit without serving",
+    )
     return parser
 
 
@@ -290,8 +356,11 @@ def hash_password_cli(argv: list[str]) -> int:
 
     from kofin.serve.users import hash_password
 
-    parser = argparse.ArgumentParser(prog="kofin serve hash-password", description="Print a salted scrypt hash for the `password_hash` of a chat user. "
-                                     "Reads the password twice from the terminal, or one line from standard input when piped.")
+    parser = argparse.ArgumentParser(
+        prog="kofin serve hash-password",
+        description="Print a salted scrypt hash for the `password_hash` of a chat user. "
+        "Reads the password twice from the terminal, or one line from standard input when piped.",
+    )
     parser.parse_args(argv)
     if sys.stdin.isatty():
         password = getpass.getpass("비밀번호: ")
@@ -312,13 +381,17 @@ def hash_password_cli(argv: list[str]) -> int:
 
 def audit_cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
-        prog="kofin audit", description="Check the hash-chained audit log written by `kofin ask` and `kofin serve`. "
+        prog="kofin audit",
+        description="Check the hash-chained audit log written by `kofin ask` and `kofin serve`. "
         "Exit 0 when intact; 1 with the first bad line and what is wrong (edited, deleted, reordered, truncated).",
     )
     sub = parser.add_subparsers(dest="action", required=True)
     verify = sub.add_parser("verify", help="verify every line's hash and the chain")
-    verify.add_argument("path", metavar="AUDIT.jsonl|postgresql://…",
-                        help="an audit log file, or the DSN of the replicas' PostgreSQL store (store.dsn)")
+    verify.add_argument(
+        "path",
+        metavar="AUDIT.jsonl|postgresql://…",
+        help="an audit log file, or the DSN of the replicas' PostgreSQL store (store.dsn)",
+    )
     args = parser.parse_args(argv)
     from kofin.errors import KofinError
     from kofin.serve.audit import verify_audit_target

@@ -39,26 +39,27 @@ from kofin.serve.statements import KIND_NAMES, MEASURES, RATE_WORDS, FoundStatem
 CONFLICTS_FILE = "conflicts.json"
 FORMAT_VERSION = 1
 
+
 @dataclass
 class Conflict:
-    subject: str        # what the statements are about, as written in one of them
-    kind: str           # rate, percentage points, amount, period, age, score, count, code
+    subject: str  # what the statements are about, as written in one of them
+    kind: str  # rate, percentage points, amount, period, age, score, count, code
     statements: list[Statement] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {"subject": self.subject, "kind": self.kind, "statements": [asdict(s) for s in self.statements]}
 
     @classmethod
-    def from_json(cls, data: dict) -> "Conflict":
+    def from_json(cls, data: dict) -> Conflict:
         return cls(data["subject"], data["kind"], [Statement(**s) for s in data.get("statements", [])])
 
 
 # ---------------------------------------------------------------- matching
 
-MIN_SHARED = 3            # specific subject terms two statements must share (2 when qualifiers match too)
-MIN_LABEL_COVER = 0.6     # share of each label's weight the other statement's subject must contain (0.5 qualified)
-MAX_UNSHARED = 0.15       # both labels naming this much the other never mentions: two different things
-MAX_POSTING = 2000        # statements one label term may pair up before it is too common to find candidates by
+MIN_SHARED = 3  # specific subject terms two statements must share (2 when qualifiers match too)
+MIN_LABEL_COVER = 0.6  # share of each label's weight the other statement's subject must contain (0.5 qualified)
+MAX_UNSHARED = 0.15  # both labels naming this much the other never mentions: two different things
+MAX_POSTING = 2000  # statements one label term may pair up before it is too common to find candidates by
 
 
 def _weights(found: list[FoundStatement]) -> dict[str, float]:
@@ -137,13 +138,15 @@ def find_conflicts(chunks: list[dict]) -> list[Conflict]:
     for (kind, _), members in blocks.items():
         by_term: dict[str, list[int]] = defaultdict(list)
         for i in members:
-            for t in (found[i].terms["label"] if kind != "code" else {""}):
+            for t in found[i].terms["label"] if kind != "code" else {""}:
                 by_term[t].append(i)
         for i in members:
             a = found[i]
             keys = a.terms["label"] if kind != "code" else {""}
             # A label word hundreds of statements share tells nothing apart: find candidates through rarer ones.
-            postings = [by_term[t] for t in keys if len(by_term[t]) <= MAX_POSTING] or ([] if kind != "code" else [members])
+            postings = [by_term[t] for t in keys if len(by_term[t]) <= MAX_POSTING] or (
+                [] if kind != "code" else [members]
+            )
             for j in {j for posting in postings for j in posting if j > i}:
                 b = found[j]
                 if a.st.doc_id == b.st.doc_id or (a.place[:1] == b.place[:1] and a.place != b.place):
@@ -169,7 +172,9 @@ def find_conflicts(chunks: list[dict]) -> list[Conflict]:
                 statements.append(f.st)
         kind = members[0].kind.split("/")[0]
         subject = min((f.label for f in members), key=lambda s: (s == "같은 항목", len(s)))
-        out.append(Conflict(subject, KIND_NAMES.get(kind, "amount" if kind.startswith("money") else "count"), statements))
+        out.append(
+            Conflict(subject, KIND_NAMES.get(kind, "amount" if kind.startswith("money") else "count"), statements)
+        )
     return sorted(out, key=lambda c: (c.subject, c.statements[0].doc_id))
 
 
@@ -204,7 +209,9 @@ def read_conflicts(kb_dir: Path) -> list[Conflict]:
         data = json.loads(path.read_text(encoding="utf-8"))
         return [Conflict.from_json(c) for c in data.get("conflicts", [])]
     except (ValueError, KeyError, TypeError, AttributeError) as err:
-        raise KofinError(f"{path}: not a conflicts file kofin ingest wrote ({err}); re-run `kofin ingest --kb {kb_dir} --rebuild PATHS...`") from None
+        raise KofinError(
+            f"{path}: not a conflicts file kofin ingest wrote ({err}); re-run `kofin ingest --kb {kb_dir} --rebuild PATHS...`"
+        ) from None
 
 
 def conflicts_among(conflicts: list[Conflict], chunk_ids: set[str]) -> list[Conflict]:
@@ -249,9 +256,18 @@ def _chunks_of(path: Path) -> list[dict]:
     from kofin.serve.chunking import ChunkingConfig, chunk_document
     from kofin.serve.loaders import SUFFIXES, load_file
 
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix.lower() in SUFFIXES and p.name.lower() != "readme.md")
+    files = (
+        [path]
+        if path.is_file()
+        else sorted(p for p in path.rglob("*") if p.suffix.lower() in SUFFIXES and p.name.lower() != "readme.md")
+    )
     root = path.parent if path.is_file() else path
-    return [as_dict(c) for f in files for doc in load_file(f, f.relative_to(root).as_posix()) for c in chunk_document(doc, ChunkingConfig())]
+    return [
+        as_dict(c)
+        for f in files
+        for doc in load_file(f, f.relative_to(root).as_posix())
+        for c in chunk_document(doc, ChunkingConfig())
+    ]
 
 
 if __name__ == "__main__":

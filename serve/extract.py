@@ -22,10 +22,9 @@ import math
 import re
 from dataclasses import dataclass
 
-from kofin.serve.answer import LIST_MARKER, NO_ANSWER, Source, is_injection
 from kofin.data_ko.korean import morpheme_terms, split_sentences
+from kofin.serve.answer import LIST_MARKER, NO_ANSWER, Source, is_injection
 from kofin.serve.retrieve import Hit, HybridRetriever
-
 
 # What kind of value a question asks for, and what such a value looks like in a document. The
 # question's interrogative decides, checked from the most specific: "몇 살까지" asks for an age, not
@@ -33,9 +32,13 @@ from kofin.serve.retrieve import Hit, HybridRetriever
 # "얼마부터 얼마까지" asks for an amount.
 _ASKS = {
     "age": re.compile(r"나이|몇\s*살|연령|살\s*(이상|부터|까지)|세\s*(이상|미만|부터)|고령"),
-    "period": re.compile(r"언제|며칠|몇\s*(일|개월|달|년|주|시간|영업일)|얼마\s*(동안|나\s*(오래|걸))|(기간|기한)\S*\s*(\S+\s*)?(얼마|몇|어떻게|언제)"
-                         r"|걸리|걸려"),
-    "rate": re.compile(r"금리|이율|이자율|수수료율|요율|비율|이자\s*얼마|몇\s*(%|퍼센트|프로)|퍼센트|프로(?!그램|세스|필|모션)"),
+    "period": re.compile(
+        r"언제|며칠|몇\s*(일|개월|달|년|주|시간|영업일)|얼마\s*(동안|나\s*(오래|걸))|(기간|기한)\S*\s*(\S+\s*)?(얼마|몇|어떻게|언제)"
+        r"|걸리|걸려"
+    ),
+    "rate": re.compile(
+        r"금리|이율|이자율|수수료율|요율|비율|이자\s*얼마|몇\s*(%|퍼센트|프로)|퍼센트|프로(?!그램|세스|필|모션)"
+    ),
     "amount": re.compile(r"얼마|금액|한도|수수료|비용|요금|최대|최고|최소|최저|몇\s*(원|만원|천만원|억)"),
 }
 _ASKS_NUMBER = re.compile(r"몇|얼마|%|퍼센트|프로")
@@ -58,11 +61,11 @@ _HEADING = re.compile(r"^(#{1,6}\s|Q\d+[.)]|\d+(\.\d+)*\.?\s+\S{1,20}$)")
 
 @dataclass
 class Candidate:
-    number: int          # source number [n]
-    pos: int             # position in the source (keeps the quoted order readable)
-    text: str            # what is quoted
+    number: int  # source number [n]
+    pos: int  # position in the source (keeps the quoted order readable)
+    text: str  # what is quoted
     terms: set[str]
-    rows: list["Candidate"]  # for a sentence pointing at a table or list: what follows it
+    rows: list[Candidate]  # for a sentence pointing at a table or list: what follows it
     score: float = 0.0
     context: frozenset[str] = frozenset()  # its document's title and section heading
 
@@ -131,14 +134,17 @@ def _candidates(src: Source) -> list[Candidate]:
                     if cand.rows or prose > 2:
                         break
                 elif not is_injection(follower):
-                    cand.rows.append(Candidate(src.number, j, follower, set(morpheme_terms(follower)), [], context=context))
+                    cand.rows.append(
+                        Candidate(src.number, j, follower, set(morpheme_terms(follower)), [], context=context)
+                    )
                 j += 1
         out.append(cand)
     return out
 
 
-def extractive_answer(retriever: HybridRetriever, question: str, sources: list[Source], max_sentences: int = 3,
-                      asked: str | None = None) -> str:
+def extractive_answer(
+    retriever: HybridRetriever, question: str, sources: list[Source], max_sentences: int = 3, asked: str | None = None
+) -> str:
     """The candidates that best answer `question`, each as "- text [n]", in source order.
 
     `question` is the query retrieval ran (a rewritten follow-up includes its topic); `asked` is
@@ -164,7 +170,8 @@ def extractive_answer(retriever: HybridRetriever, question: str, sources: list[S
         value = overlap / math.sqrt(max(len(cand.terms), 1))
         if kinds:
             holds = any(_VALUES[k].search(cand.text) for k in kinds) or any(
-                _VALUES[k].search(r.text) for r in cand.rows for k in kinds)
+                _VALUES[k].search(r.text) for r in cand.rows for k in kinds
+            )
             # An age, or a rate asked as a number ("몇 %", "금리 얼마"), is unmistakable when present;
             # amounts and periods are everywhere, and "어떤 이율이 적용되나요" may be answered in words.
             specific = kinds == {"age"} or (kinds == {"rate"} and bool(_ASKS_NUMBER.search(asked or question)))
@@ -202,7 +209,9 @@ def extractive_answer(retriever: HybridRetriever, question: str, sources: list[S
     return "\n".join(out)
 
 
-def value_sibling(retriever: HybridRetriever, query: str, asked: str, hits: list[Hit], groups: tuple[str, ...]) -> Hit | None:
+def value_sibling(
+    retriever: HybridRetriever, query: str, asked: str, hits: list[Hit], groups: tuple[str, ...]
+) -> Hit | None:
     """When the question asks for a value (an age, a rate, an amount, a period) and the best
     document's retrieved chunks hold none of that kind, its other chunk that does and shares most
     of the question's words: a product sheet states "가입 대상: 만 19세 이상" once, in a chunk

@@ -20,7 +20,9 @@ from kofin.data_ko.korean import QUESTION_WORDS, clean_text, morpheme_terms
 
 # What was asked about the topic (its rate, limit, period...), not the topic itself: the follow-up
 # asks something else about the same thing, so these are not carried over.
-_ATTRIBUTE = re.compile(r"^(금리|이율|이자|이자율|수수료|수수료율|금액|한도|기간|기한|조건|요건|대상|자격|서류|방법|절차|나이|연령|비용|최대|최소|최고|최저|가입|신청|얼마)$")
+_ATTRIBUTE = re.compile(
+    r"^(금리|이율|이자|이자율|수수료|수수료율|금액|한도|기간|기한|조건|요건|대상|자격|서류|방법|절차|나이|연령|비용|최대|최소|최고|최저|가입|신청|얼마)$"
+)
 
 _CONNECTIVE = re.compile(
     r"^(그럼|그러면|그렇다면|그런데|근데|그건|그거|그것|그게|그때|그\s*경우|이\s*경우|그\s*상품|이\s*상품|이건|이거|그리고|또|또는|"
@@ -46,7 +48,9 @@ def is_elliptical(question: str) -> bool:
 
 def user_turns(history: list[dict]) -> list[str]:
     """The earlier user messages, cleaned, the last few, oldest first."""
-    turns = [clean_text(str(m.get("content") or "")) for m in history if isinstance(m, dict) and m.get("role") == "user"]
+    turns = [
+        clean_text(str(m.get("content") or "")) for m in history if isinstance(m, dict) and m.get("role") == "user"
+    ]
     return [t for t in turns if t.strip()][-MAX_HISTORY_TURNS:]
 
 
@@ -57,7 +61,13 @@ def topic_of(history: list[dict], question: str) -> list[str]:
     for turn in reversed(user_turns(history)):
         for term in morpheme_terms(turn):
             # One-syllable verb stems (받, 넣) carry no topic; nouns and compounds do.
-            if len(term) > 1 and term not in QUESTION_WORDS and term not in have and term not in topic and not _ATTRIBUTE.match(term):
+            if (
+                len(term) > 1
+                and term not in QUESTION_WORDS
+                and term not in have
+                and term not in topic
+                and not _ATTRIBUTE.match(term)
+            ):
                 topic.append(term)
         if len(topic) >= MAX_TOPIC_TERMS:
             break
@@ -78,10 +88,15 @@ def rewrite_question(question: str, history: list[dict], retriever: Any = None, 
 
 
 def _generated_rewrite(backend: Any, history: list[dict], question: str) -> str | None:
-    lines = [f"{'질문' if m.get('role') == 'user' else '답변'}: {clean_text(str(m.get('content') or ''))[:500]}"
-             for m in history[-2 * MAX_HISTORY_TURNS:] if isinstance(m, dict) and m.get("role") in ("user", "assistant")]
-    messages = [{"role": "system", "content": REWRITE_PROMPT},
-                {"role": "user", "content": "\n".join(lines) + f"\n마지막 질문: {question}\n다시 쓴 질문:"}]
+    lines = [
+        f"{'질문' if m.get('role') == 'user' else '답변'}: {clean_text(str(m.get('content') or ''))[:500]}"
+        for m in history[-2 * MAX_HISTORY_TURNS :]
+        if isinstance(m, dict) and m.get("role") in ("user", "assistant")
+    ]
+    messages = [
+        {"role": "system", "content": REWRITE_PROMPT},
+        {"role": "user", "content": "\n".join(lines) + f"\n마지막 질문: {question}\n다시 쓴 질문:"},
+    ]
     try:
         reply = "".join(backend.stream(messages))
     except Exception:  # noqa: BLE001 - a failed rewrite falls back to the extractive one; the answer call reports backend errors

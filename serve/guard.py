@@ -62,7 +62,11 @@ class SessionGuard:
             return await _respond(send, 404, {"detail": "not found"})
         host = headers.get("host", "")
         if self.server_names and host_name(host) not in self.server_names:
-            return await _respond(send, 421, {"detail": f"this server does not answer as {host!r} (server_names); use its configured address"})
+            return await _respond(
+                send,
+                421,
+                {"detail": f"this server does not answer as {host!r} (server_names); use its configured address"},
+            )
         origin = headers.get("origin")
         if origin is not None and (origin.strip().lower() == "null" or urlsplit(origin).netloc.lower() != host.lower()):
             return await _respond(send, 403, {"detail": "cross-origin requests are not accepted"})
@@ -100,7 +104,9 @@ class SessionGuard:
 
         async def send_with_cookie(message):
             if message["type"] == "http.response.start":
-                message = dict(message, headers=[*message.get("headers", []), (b"set-cookie", set_cookie.encode("latin-1"))])
+                message = dict(
+                    message, headers=[*message.get("headers", []), (b"set-cookie", set_cookie.encode("latin-1"))]
+                )
             await send(message)
 
         return await self.app(scope, receive, send_with_cookie)
@@ -119,7 +125,9 @@ class SessionGuard:
         if body is None:
             return await _respond(send, 413, {"detail": "login form too large"})
         form = parse_qs(body.decode("utf-8", "replace"))
-        outcome = await self.sessions.login((form.get("username") or [""])[0], (form.get("password") or [""])[0], address)
+        outcome = await self.sessions.login(
+            (form.get("username") or [""])[0], (form.get("password") or [""])[0], address
+        )
         if outcome.token is None:
             if browser:  # the page again, both fields empty, with what happened
                 return await _html(send, outcome.status, login_page(self.title, outcome.message))
@@ -140,7 +148,9 @@ class SessionGuard:
     def _cookie_header(self, token: str) -> str:
         cfg = self.sessions.cfg
         age = int(cfg.absolute_hours * 3600) if token else 0
-        return f"{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={age}" + ("; Secure" if cfg.cookie_secure else "")
+        return f"{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={age}" + (
+            "; Secure" if cfg.cookie_secure else ""
+        )
 
     # ------------------------------------------------------------ the bank's proxy
 
@@ -191,7 +201,12 @@ async def _read_body(receive) -> bytes | None:
 
 
 async def _send(send, status: int, body: bytes, content_type: bytes, extra: list | None = None) -> None:
-    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), (b"cache-control", b"no-store"), *(extra or [])]
+    headers = [
+        (b"content-type", content_type),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+        *(extra or []),
+    ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -206,5 +221,7 @@ async def _html(send, status: int, page: str) -> None:
 
 
 async def _redirect(send, location: str, cookie: str | None = None) -> None:
-    extra = [(b"location", location.encode("latin-1"))] + ([(b"set-cookie", cookie.encode("latin-1"))] if cookie is not None else [])
+    extra = [(b"location", location.encode("latin-1"))] + (
+        [(b"set-cookie", cookie.encode("latin-1"))] if cookie is not None else []
+    )
     await _send(send, 303, b"", b"text/plain", extra)

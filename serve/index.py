@@ -28,8 +28,8 @@ import numpy as np
 from pydantic import Field
 
 from kofin.config import KofinModel, ResolvedPath
-from kofin.rundir import atomic_write_json
 from kofin.data_ko.korean import morpheme_terms_many
+from kofin.rundir import atomic_write_json
 
 CHAR_NGRAMS = (2, 4)
 
@@ -37,12 +37,32 @@ CHAR_NGRAMS = (2, 4)
 class IndexConfig(KofinModel):
     k1: float = Field(1.2, gt=0, description="BM25 term-frequency saturation.")
     b: float = Field(0.75, ge=0, le=1, description="BM25 length normalisation.")
-    title_weight: int = Field(2, ge=0, le=10, description="How many times a chunk's title and section heading count in BM25 (field weighting).")
-    bigrams: bool = Field(False, description="Also index adjacent content-morpheme pairs (`사업_자금`). Off: on the laws questions it lowered R@5 from 0.97 to 0.88 (pairs crowd the LSA vocabulary and overweight common phrases).")
-    char_max_features: int = Field(100_000, gt=1000, description="Largest char n-gram vocabulary kept (most frequent first).")
-    char_max_df: float = Field(0.3, gt=0, le=1, description="Char n-grams in more than this share of chunks are dropped: they rank nothing and slow every query.")
-    dense_model: ResolvedPath | None = Field(None, description="Local sentence-transformers model folder (bge-m3, KURE ...). None: LSA of the BM25 morpheme matrix, no download.")
-    dense_dim: int = Field(128, ge=8, le=1024, description="Dimensions of the offline default dense vectors (LSA components).")
+    title_weight: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="How many times a chunk's title and section heading count in BM25 (field weighting).",
+    )
+    bigrams: bool = Field(
+        False,
+        description="Also index adjacent content-morpheme pairs (`사업_자금`). Off: on the laws questions it lowered R@5 from 0.97 to 0.88 (pairs crowd the LSA vocabulary and overweight common phrases).",
+    )
+    char_max_features: int = Field(
+        100_000, gt=1000, description="Largest char n-gram vocabulary kept (most frequent first)."
+    )
+    char_max_df: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="Char n-grams in more than this share of chunks are dropped: they rank nothing and slow every query.",
+    )
+    dense_model: ResolvedPath | None = Field(
+        None,
+        description="Local sentence-transformers model folder (bge-m3, KURE ...). None: LSA of the BM25 morpheme matrix, no download.",
+    )
+    dense_dim: int = Field(
+        128, ge=8, le=1024, description="Dimensions of the offline default dense vectors (LSA components)."
+    )
 
 
 class DenseInfo(KofinModel):
@@ -85,7 +105,12 @@ def build_bm25(chunks: list[dict], cfg: IndexConfig, out: Path):
     df = np.bincount(tf.col, minlength=len(vocab))
     idf = np.log1p((n_docs - df + 0.5) / (df + 0.5)).astype(np.float32)
     avg = float(lengths.mean()) if len(chunks) else 1.0
-    weight = tf.data * (cfg.k1 + 1) / (tf.data + cfg.k1 * (1 - cfg.b + cfg.b * lengths[tf.row] / max(avg, 1e-9))) * idf[tf.col]
+    weight = (
+        tf.data
+        * (cfg.k1 + 1)
+        / (tf.data + cfg.k1 * (1 - cfg.b + cfg.b * lengths[tf.row] / max(avg, 1e-9)))
+        * idf[tf.col]
+    )
     matrix = sp.csc_matrix((weight.astype(np.float32), (tf.row, tf.col)), shape=tf.shape)
     _save_csc(out / "bm25.npz", matrix)
     np.save(out / "bm25_idf.npy", idf)
@@ -96,17 +121,26 @@ def build_bm25(chunks: list[dict], cfg: IndexConfig, out: Path):
 # ---------------------------------------------------------------- char n-grams and dense
 
 
-def char_vectorizer(vocabulary: dict[str, int] | None = None, idf: np.ndarray | None = None, cfg: IndexConfig | None = None):
+def char_vectorizer(
+    vocabulary: dict[str, int] | None = None, idf: np.ndarray | None = None, cfg: IndexConfig | None = None
+):
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     if vocabulary is None:
         assert cfg is not None
         return TfidfVectorizer(
-            analyzer="char_wb", ngram_range=CHAR_NGRAMS, sublinear_tf=True, dtype=np.float32,
-            max_df=cfg.char_max_df if cfg.char_max_df < 1 else 1.0, min_df=1, max_features=cfg.char_max_features,
+            analyzer="char_wb",
+            ngram_range=CHAR_NGRAMS,
+            sublinear_tf=True,
+            dtype=np.float32,
+            max_df=cfg.char_max_df if cfg.char_max_df < 1 else 1.0,
+            min_df=1,
+            max_features=cfg.char_max_features,
         )
     # Rebuilt from saved JSON + .npy instead of unpickling a fitted vectorizer.
-    vec = TfidfVectorizer(analyzer="char_wb", ngram_range=CHAR_NGRAMS, sublinear_tf=True, dtype=np.float32, vocabulary=vocabulary)
+    vec = TfidfVectorizer(
+        analyzer="char_wb", ngram_range=CHAR_NGRAMS, sublinear_tf=True, dtype=np.float32, vocabulary=vocabulary
+    )
     vec.idf_ = idf
     return vec
 
@@ -159,11 +193,15 @@ class SentenceTransformerEncoder:
         from kofin.errors import KofinError
 
         if not Path(path).is_dir():
-            raise KofinError(f"dense_model {path}: no such folder; give a local sentence-transformers model folder or leave dense_model unset")
+            raise KofinError(
+                f"dense_model {path}: no such folder; give a local sentence-transformers model folder or leave dense_model unset"
+            )
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError:
-            raise KofinError("dense_model is set but sentence-transformers is not installed; `pip install sentence-transformers`") from None
+            raise KofinError(
+                "dense_model is set but sentence-transformers is not installed; `pip install sentence-transformers`"
+            ) from None
         self.model = SentenceTransformer(path, device="cpu", local_files_only=True)
 
     def encode(self, texts: list[str]) -> np.ndarray:

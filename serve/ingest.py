@@ -30,21 +30,20 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
 from typing import Literal
 
 from pydantic import Field, field_validator
 
 from kofin.config import ResolvedPath, StageConfig
+from kofin.data_ko.corpus import DocumentError
 from kofin.errors import KofinError
 from kofin.rundir import atomic_write_json, atomic_write_text, is_complete, open_run, sha256_file
 from kofin.serve.chunking import ChunkingConfig, chunk_document
 from kofin.serve.conflicts import CONFLICTS_FILE, Conflict, conflicts_json, describe, find_conflicts, read_conflicts
 from kofin.serve.index import IndexConfig, build_bm25, build_chars, build_dense
-from kofin.serve.kb import FORMAT_VERSION, KnowledgeBaseError, STAGE, read_chunks, read_sources, verified_manifest
+from kofin.serve.kb import FORMAT_VERSION, STAGE, KnowledgeBaseError, read_chunks, read_sources, verified_manifest
 from kofin.serve.loaders import SUFFIXES, LoaderError, load_file
 from kofin.serve.users import ADMINS_GROUP, check_groups
-from kofin.data_ko.corpus import DocumentError
 
 SKIP_NAMES = {"readme.md"}  # folder notes, not knowledge (the bundled KB has one)
 
@@ -52,19 +51,34 @@ SKIP_NAMES = {"readme.md"}  # folder notes, not knowledge (the bundled KB has on
 class IngestConfig(StageConfig):
     """`output_dir` is the knowledge-base folder (`--kb`)."""
 
-    inputs: list[ResolvedPath] = Field(default_factory=list, description="Files and folders to ingest (folders recursively).")
-    remove: list[ResolvedPath] = Field(default_factory=list, description="Files or folders whose chunks are removed from the KB.")
-    rebuild: bool = Field(False, description="Ignore the existing KB and ingest from scratch (also repairs a corrupted KB).")
+    inputs: list[ResolvedPath] = Field(
+        default_factory=list, description="Files and folders to ingest (folders recursively)."
+    )
+    remove: list[ResolvedPath] = Field(
+        default_factory=list, description="Files or folders whose chunks are removed from the KB."
+    )
+    rebuild: bool = Field(
+        False, description="Ignore the existing KB and ingest from scratch (also repairs a corrupted KB)."
+    )
     max_file_mb: float = Field(50.0, gt=0, description="Files larger than this are skipped and reported.")
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig, description="How documents are cut into chunks.")
     index: IndexConfig = Field(default_factory=IndexConfig, description="BM25, char n-gram and dense index settings.")
-    default_groups: list[str] = Field(default_factory=lambda: [ADMINS_GROUP], min_length=1, description=(
-        f"Access groups of a document that declares none (no front-matter `groups:`, no `groups` in a JSONL record, "
-        f"and every PDF/DOCX/HTML/HWPX/text file). Default [{ADMINS_GROUP}]: administrators only. "
-        "`[all]` opens unlabelled documents to everyone (public statutes, e.g. fin_articles.jsonl)."))
-    links: Literal["refuse", "inside_root"] = Field("refuse", description=(
-        "Symbolic links in the inputs: `refuse` skips every link (named in the skip list); `inside_root` follows "
-        "a link only when its target is inside the folder being ingested."))
+    default_groups: list[str] = Field(
+        default_factory=lambda: [ADMINS_GROUP],
+        min_length=1,
+        description=(
+            f"Access groups of a document that declares none (no front-matter `groups:`, no `groups` in a JSONL record, "
+            f"and every PDF/DOCX/HTML/HWPX/text file). Default [{ADMINS_GROUP}]: administrators only. "
+            "`[all]` opens unlabelled documents to everyone (public statutes, e.g. fin_articles.jsonl)."
+        ),
+    )
+    links: Literal["refuse", "inside_root"] = Field(
+        "refuse",
+        description=(
+            "Symbolic links in the inputs: `refuse` skips every link (named in the skip list); `inside_root` follows "
+            "a link only when its target is inside the folder being ingested."
+        ),
+    )
 
     @field_validator("default_groups")
     @classmethod
@@ -91,18 +105,30 @@ class IngestReport:
 
     def summary(self) -> str:
         head = f"{len(self.added)} added, {len(self.updated)} updated, {len(self.unchanged)} unchanged, {len(self.removed)} removed, {len(self.skipped)} skipped"
-        state = f"{self.documents} documents, {self.chunks} chunks" if self.written else "nothing changed; the KB was left as it was"
+        state = (
+            f"{self.documents} documents, {self.chunks} chunks"
+            if self.written
+            else "nothing changed; the KB was left as it was"
+        )
         lines = [f"{self.kb}: {head} -> {state} ({self.seconds:.1f}s)"]
         if self.defaulted:
             # Said every time: statutes ingested with the defaults are otherwise silently invisible to staff.
             n, groups = len(self.defaulted), ", ".join(self.default_groups)
-            lines.append(f"{n} document{'s' if n != 1 else ''} declared no access groups and got default_groups "
-                         f"[{groups}]" + (": only administrators can read them; for public text (statutes) pass "
-                                          "default_groups='[all]' or use configs/ingest/laws.yaml"
-                                          if self.default_groups == [ADMINS_GROUP] else ""))
+            lines.append(
+                f"{n} document{'s' if n != 1 else ''} declared no access groups and got default_groups "
+                f"[{groups}]"
+                + (
+                    ": only administrators can read them; for public text (statutes) pass "
+                    "default_groups='[all]' or use configs/ingest/laws.yaml"
+                    if self.default_groups == [ADMINS_GROUP]
+                    else ""
+                )
+            )
         if self.conflicts:
             n = len(self.conflicts)
-            lines.append(f"{n} conflicting statement{'s' if n != 1 else ''} (documents that disagree; check which one is right):")
+            lines.append(
+                f"{n} conflicting statement{'s' if n != 1 else ''} (documents that disagree; check which one is right):"
+            )
             lines += [f"  - {describe(c)}" for c in self.conflicts]
         return "\n".join(lines)
 
@@ -129,14 +155,20 @@ def main(cfg: IngestConfig) -> IngestReport:
         digest = sha256_file(path)
         forced = _upload_record_groups(path)
         old = old_sources.get(key)
-        if (old and old["sha256"] == digest and old.get("groups") == forced
-                and old.get("default_groups", ["all"]) == cfg.default_groups):  # KBs before default_groups gave `all`
+        if (
+            old
+            and old["sha256"] == digest
+            and old.get("groups") == forced
+            and old.get("default_groups", ["all"]) == cfg.default_groups
+        ):  # KBs before default_groups gave `all`
             report.unchanged.append(key)
             continue
         rel = path.relative_to(root).as_posix()
         try:
             docs = load_file(path, rel)
-            new = [_record(c, key, forced, cfg.default_groups) for doc in docs for c in chunk_document(doc, cfg.chunking)]
+            new = [
+                _record(c, key, forced, cfg.default_groups) for doc in docs for c in chunk_document(doc, cfg.chunking)
+            ]
         except (LoaderError, DocumentError) as err:
             report.skipped.append((key, str(err).removeprefix(f"{path}: ").removeprefix(f"{path}")))
             continue
@@ -148,8 +180,13 @@ def main(cfg: IngestConfig) -> IngestReport:
         if forced is None:
             report.defaulted += [d.doc_id for d in docs if not d.groups]
         chunks_by_source[key] = new
-        sources[key] = {"sha256": digest, "bytes": path.stat().st_size, "root": str(root), "documents": sorted({c["doc_id"] for c in new}),
-                        "default_groups": list(cfg.default_groups)}
+        sources[key] = {
+            "sha256": digest,
+            "bytes": path.stat().st_size,
+            "root": str(root),
+            "documents": sorted({c["doc_id"] for c in new}),
+            "default_groups": list(cfg.default_groups),
+        }
         if forced is not None:
             sources[key]["groups"] = forced
 
@@ -165,7 +202,9 @@ def main(cfg: IngestConfig) -> IngestReport:
     changed = report.added or report.updated or report.removed or not is_complete(kb) or cfg.rebuild
     if changed:
         if not chunks:
-            raise KofinError(f"{kb}: nothing to index — every input was skipped or removed (see the reasons above); the KB was not written")
+            raise KofinError(
+                f"{kb}: nothing to index — every input was skipped or removed (see the reasons above); the KB was not written"
+            )
         _write(cfg, chunks, sources, report)
         report.written = True
     else:
@@ -197,8 +236,14 @@ def _files(inputs: list[Path], report: IngestReport, links: str = "refuse"):
                 rel = path.relative_to(item)
                 if any(p.startswith(".") for p in rel.parts) or path.name.lower() in SKIP_NAMES:
                     continue
-                link = next((item.joinpath(*rel.parts[:i]) for i in range(1, len(rel.parts) + 1)
-                             if item.joinpath(*rel.parts[:i]).is_symlink()), None)
+                link = next(
+                    (
+                        item.joinpath(*rel.parts[:i])
+                        for i in range(1, len(rel.parts) + 1)
+                        if item.joinpath(*rel.parts[:i]).is_symlink()
+                    ),
+                    None,
+                )
                 if link is not None:
                     inside = path.resolve().is_relative_to(item.resolve())
                     if links == "inside_root" and inside:
@@ -217,7 +262,11 @@ def _link_refusal(link: Path, inside: bool = False) -> str:
         target = str(link.readlink())
     except OSError:
         target = "?"
-    fix = "set links: inside_root to follow links within the ingest folder" if inside else "copy the file itself into the folder"
+    fix = (
+        "set links: inside_root to follow links within the ingest folder"
+        if inside
+        else "copy the file itself into the folder"
+    )
     return f"a symbolic link (to {target}); links are not followed ({fix})"
 
 
@@ -278,13 +327,26 @@ def _write(cfg: IngestConfig, chunks: list[dict], sources: dict[str, dict], repo
         bm25 = build_bm25(chunks, cfg.index, run.path)
         build_chars(chunks, cfg.index, run.path)
         dense = build_dense(chunks, bm25, cfg.index, run.path)
-        atomic_write_json(run.path / "kb.json", {"format": FORMAT_VERSION, "index": cfg.index.model_dump(mode="json"), "dense": dense.model_dump(mode="json")})
+        atomic_write_json(
+            run.path / "kb.json",
+            {
+                "format": FORMAT_VERSION,
+                "index": cfg.index.model_dump(mode="json"),
+                "dense": dense.model_dump(mode="json"),
+            },
+        )
         started = time.perf_counter()
         report.conflicts = find_conflicts(chunks)
         report.conflict_seconds = time.perf_counter() - started
         atomic_write_json(run.path / CONFLICTS_FILE, conflicts_json(report.conflicts))
         run.metrics.update(
-            documents=report.documents, chunks=report.chunks, added=len(report.added), updated=len(report.updated),
-            unchanged=len(report.unchanged), removed=len(report.removed), skipped=[list(s) for s in report.skipped],
-            conflicts=len(report.conflicts), conflicts_seconds=round(report.conflict_seconds, 3),
+            documents=report.documents,
+            chunks=report.chunks,
+            added=len(report.added),
+            updated=len(report.updated),
+            unchanged=len(report.unchanged),
+            removed=len(report.removed),
+            skipped=[list(s) for s in report.skipped],
+            conflicts=len(report.conflicts),
+            conflicts_seconds=round(report.conflict_seconds, 3),
         )

@@ -47,11 +47,15 @@ def verified_manifest(path: Path) -> dict[str, Any]:
         raise KnowledgeBaseError(f"{err} (build one with `kofin ingest --kb {path} PATHS...`)") from None
     outputs = manifest.get("outputs", {})
     if "chunks.jsonl" not in outputs:
-        raise KnowledgeBaseError(f"knowledge base {path}: {MANIFEST} lists no chunks.jsonl; re-run `kofin ingest --kb {path} --rebuild PATHS...`")
+        raise KnowledgeBaseError(
+            f"knowledge base {path}: {MANIFEST} lists no chunks.jsonl; re-run `kofin ingest --kb {path} --rebuild PATHS...`"
+        )
     for name, info in outputs.items():
         file = path / name
         if not file.is_file():
-            raise KnowledgeBaseError(f"knowledge base {path}: {name} is missing; re-run `kofin ingest --kb {path} --rebuild PATHS...`")
+            raise KnowledgeBaseError(
+                f"knowledge base {path}: {name} is missing; re-run `kofin ingest --kb {path} --rebuild PATHS...`"
+            )
         if sha256_file(file) != info["sha256"]:
             raise KnowledgeBaseError(
                 f"knowledge base {path}: {name} does not match its sha256 in {MANIFEST} (corrupted or changed "
@@ -74,12 +78,12 @@ class KnowledgeBase:
     path: Path
     chunks: list[dict]
     sources: dict[str, dict]
-    bm25: Any               # scipy CSC (chunks x terms), BM25 weight per cell
+    bm25: Any  # scipy CSC (chunks x terms), BM25 weight per cell
     bm25_vocab: dict[str, int]
     bm25_idf: np.ndarray
-    chars: Any              # scipy CSC (chunks x char n-grams), TF-IDF
+    chars: Any  # scipy CSC (chunks x char n-grams), TF-IDF
     char_vectorizer: Any
-    dense: Any              # faiss.Index over normalised vectors
+    dense: Any  # faiss.Index over normalised vectors
     dense_info: DenseInfo
     index_cfg: IndexConfig
     svd_components: np.ndarray | None
@@ -152,7 +156,9 @@ def load_kb(path: Path) -> KnowledgeBase:
     verified_manifest(path)  # every file checked before any is parsed
     info = load_json(path / "kb.json")
     if info.get("format") != FORMAT_VERSION:
-        raise KnowledgeBaseError(f"knowledge base {path}: format {info.get('format')} is not {FORMAT_VERSION}; re-run `kofin ingest --kb {path} --rebuild PATHS...`")
+        raise KnowledgeBaseError(
+            f"knowledge base {path}: format {info.get('format')} is not {FORMAT_VERSION}; re-run `kofin ingest --kb {path} --rebuild PATHS...`"
+        )
     chunks = read_chunks(path)
     dense_info = DenseInfo.model_validate(info["dense"])
     svd = np.load(path / "svd_components.npy", allow_pickle=False) if dense_info.kind == "morpheme-lsa" else None
@@ -168,7 +174,9 @@ def load_kb(path: Path) -> KnowledgeBase:
         bm25_vocab=load_json(path / "bm25_vocab.json"),
         bm25_idf=np.load(path / "bm25_idf.npy", allow_pickle=False),
         chars=load_csc(path / "chars.npz"),
-        char_vectorizer=char_vectorizer(load_json(path / "chars_vocab.json"), np.load(path / "chars_idf.npy", allow_pickle=False)),
+        char_vectorizer=char_vectorizer(
+            load_json(path / "chars_vocab.json"), np.load(path / "chars_idf.npy", allow_pickle=False)
+        ),
         dense=faiss.read_index(str(path / "dense.faiss")),
         dense_info=dense_info,
         index_cfg=IndexConfig.model_validate(info["index"]),

@@ -41,8 +41,12 @@ _NAME = re.compile(r"^[\w.@-]{1,64}$")
 
 
 class GroupMapping(KofinModel):
-    groups: dict[str, list[str]] = Field(default_factory=dict, description="Directory group (cn, or full DN) -> kofin access groups.")
-    admin: list[str] = Field(default_factory=list, description="Directory groups whose members are kofin administrators.")
+    groups: dict[str, list[str]] = Field(
+        default_factory=dict, description="Directory group (cn, or full DN) -> kofin access groups."
+    )
+    admin: list[str] = Field(
+        default_factory=list, description="Directory groups whose members are kofin administrators."
+    )
 
     @field_validator("groups")
     @classmethod
@@ -75,11 +79,15 @@ class DirectoryConfig(KofinModel):
     url: str = Field(description="ldap://host:389 or ldaps://host:636 of the bank's directory.")
     user_dn: str = Field(description="Bind DN of a login name, with {user}: uid={user},ou=people,dc=bank,dc=local.")
     group_base: str = Field(description="Where groups are searched, e.g. ou=groups,dc=bank,dc=local.")
-    group_filter: str = Field("(&(objectClass=groupOfNames)(member={dn}))", description="Groups of the user; {dn} is the user's DN (escaped).")
+    group_filter: str = Field(
+        "(&(objectClass=groupOfNames)(member={dn}))", description="Groups of the user; {dn} is the user's DN (escaped)."
+    )
     group_attribute: str = Field("cn", description="The attribute naming a group in the mapping table.")
     start_tls: bool = Field(False, description="Upgrade ldap:// with StartTLS before binding.")
     timeout_s: float = Field(5.0, gt=0, description="Connect and answer timeout.")
-    mapping: GroupMapping = Field(default_factory=GroupMapping, description="Directory groups -> kofin groups and administrators.")
+    mapping: GroupMapping = Field(
+        default_factory=GroupMapping, description="Directory groups -> kofin groups and administrators."
+    )
 
     @field_validator("user_dn")
     @classmethod
@@ -119,8 +127,11 @@ class Directory:
                 conn.start_tls()
             if not conn.bind():
                 return None  # invalidCredentials, or no such entry: the same answer
-            conn.search(self.cfg.group_base, self.cfg.group_filter.format(dn=escape_filter_chars(dn)),
-                        attributes=[self.cfg.group_attribute])
+            conn.search(
+                self.cfg.group_base,
+                self.cfg.group_filter.format(dn=escape_filter_chars(dn)),
+                attributes=[self.cfg.group_attribute],
+            )
             groups = []
             for entry in conn.response or []:
                 if entry.get("type") != "searchResEntry":
@@ -138,10 +149,18 @@ class Directory:
 
 
 class SsoConfig(KofinModel):
-    proxies: list[str] = Field(min_length=1, description="Addresses of the bank's SSO proxy; the user header is believed only from these.")
+    proxies: list[str] = Field(
+        min_length=1, description="Addresses of the bank's SSO proxy; the user header is believed only from these."
+    )
     user_header: str = Field("X-Remote-User", description="Header carrying the signed-on user name.")
-    groups_header: str = Field("X-Remote-Groups", description="Header with the user's directory groups (comma-separated), mapped through `mapping`.")
-    mapping: GroupMapping = Field(default_factory=GroupMapping, description="Directory groups (from groups_header) -> kofin groups and administrators.")
+    groups_header: str = Field(
+        "X-Remote-Groups",
+        description="Header with the user's directory groups (comma-separated), mapped through `mapping`.",
+    )
+    mapping: GroupMapping = Field(
+        default_factory=GroupMapping,
+        description="Directory groups (from groups_header) -> kofin groups and administrators.",
+    )
     only: bool = Field(False, description="Refuse password login: every user comes through the proxy.")
 
     def user_for(self, name: str, groups_header: str, sessions) -> DirectoryUser | None:

@@ -20,7 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.etree import ElementTree
 
-from kofin.data_ko.corpus import DocumentError, _split_front_matter, iter_jsonl_documents, read_markdown_document, read_utf8
+from kofin.data_ko.corpus import (
+    DocumentError,
+    _split_front_matter,
+    iter_jsonl_documents,
+    read_markdown_document,
+    read_utf8,
+)
 from kofin.errors import KofinError
 
 SUFFIXES = (".md", ".markdown", ".txt", ".pdf", ".docx", ".html", ".htm", ".hwpx", ".jsonl")
@@ -63,7 +69,9 @@ def load_file(path: Path, doc_id: str) -> list[LoadedDoc]:
         raise LoaderError(f"{path}: not a readable {suffix[1:].upper()} file ({type(err).__name__}: {err})") from None
     docs = [d for d in docs if any(b.text.strip() for b in d.blocks)]
     if not docs:
-        raise LoaderError(f"{path}: no text found (a scanned PDF needs OCR first; an empty document has nothing to index)")
+        raise LoaderError(
+            f"{path}: no text found (a scanned PDF needs OCR first; an empty document has nothing to index)"
+        )
     return docs
 
 
@@ -82,8 +90,10 @@ def check_unzipped_size(path: Path, max_mb: float = MAX_UNZIPPED_MB) -> None:
         raise LoaderError(f"{path}: not a readable {path.suffix[1:].upper()} file (not a zip archive)") from None
     packed = max(path.stat().st_size, 1)
     if unpacked > max_mb * 2**20 or unpacked / packed > MAX_ZIP_RATIO:
-        raise LoaderError(f"{path}: unpacks to {unpacked / 2**20:.0f} MB from {packed / 2**20:.2f} MB "
-                          f"(limits {max_mb:g} MB, {MAX_ZIP_RATIO}x); refused as a possible zip bomb")
+        raise LoaderError(
+            f"{path}: unpacks to {unpacked / 2**20:.0f} MB from {packed / 2**20:.2f} MB "
+            f"(limits {max_mb:g} MB, {MAX_ZIP_RATIO}x); refused as a possible zip bomb"
+        )
 
 
 # ---------------------------------------------------------------- text formats
@@ -91,7 +101,9 @@ def check_unzipped_size(path: Path, max_mb: float = MAX_UNZIPPED_MB) -> None:
 
 def _markdown(path: Path, doc_id: str) -> list[LoadedDoc]:
     doc = read_markdown_document(path, path.parent)  # front matter: title, groups, department ...
-    meta = dict(doc.metadata) | {k: v for k, v in (("department", doc.department), ("effective", doc.effective), ("doc_type", doc.doc_type)) if v}
+    meta = dict(doc.metadata) | {
+        k: v for k, v in (("department", doc.department), ("effective", doc.effective), ("doc_type", doc.doc_type)) if v
+    }
     # The corpus reader fills in `all` for a document without `groups:`; only a declared list counts.
     declared = _split_front_matter(read_utf8(path), path)[0].get("groups")
     return [LoadedDoc(doc_id, doc.title, [Block(doc.text)], doc.groups if declared else (), meta)]
@@ -106,8 +118,14 @@ def _jsonl(path: Path, doc_id: str) -> list[LoadedDoc]:
     out = []
     for doc in iter_jsonl_documents(path):
         meta = {k: v for k, v in doc.metadata.items() if k not in ("id", "title", "groups")}
-        declared = doc.metadata.get("groups")  # the record's own `groups` (or its metadata's); the reader defaults to `all`
-        out.append(LoadedDoc(doc.doc_id, doc.title, [Block(doc.text)], tuple(str(g) for g in doc.groups) if declared else (), meta))
+        declared = doc.metadata.get(
+            "groups"
+        )  # the record's own `groups` (or its metadata's); the reader defaults to `all`
+        out.append(
+            LoadedDoc(
+                doc.doc_id, doc.title, [Block(doc.text)], tuple(str(g) for g in doc.groups) if declared else (), meta
+            )
+        )
     return out
 
 
@@ -193,7 +211,11 @@ def _html(path: Path, doc_id: str) -> list[LoadedDoc]:
         if el.find_parent("table") is not None or (el.name != "table" and el.find_parent(["li", "p"]) is not None):
             continue  # counted with the table / list item that holds it
         if el.name == "table":
-            lines.extend(_table_lines([[c.get_text(" ", strip=True) for c in tr.find_all(["th", "td"])] for tr in el.find_all("tr")]))
+            lines.extend(
+                _table_lines(
+                    [[c.get_text(" ", strip=True) for c in tr.find_all(["th", "td"])] for tr in el.find_all("tr")]
+                )
+            )
             continue
         text = " ".join(el.get_text(" ", strip=True).split())
         if text:
@@ -209,9 +231,14 @@ _HP = "{http://www.hancom.co.kr/hwpml/2011/paragraph}"
 def _hwpx(path: Path, doc_id: str) -> list[LoadedDoc]:
     with zipfile.ZipFile(path) as z:
         names = z.namelist()
-        sections = sorted((n for n in names if re.fullmatch(r"Contents/section\d+\.xml", n)), key=lambda n: int(re.findall(r"\d+", n)[-1]))
+        sections = sorted(
+            (n for n in names if re.fullmatch(r"Contents/section\d+\.xml", n)),
+            key=lambda n: int(re.findall(r"\d+", n)[-1]),
+        )
         if not sections:
-            raise LoaderError(f"{path}: no Contents/section*.xml inside; not an HWPX document (an old binary .hwp must be saved as HWPX)")
+            raise LoaderError(
+                f"{path}: no Contents/section*.xml inside; not an HWPX document (an old binary .hwp must be saved as HWPX)"
+            )
         title = ""
         if "Contents/content.hpf" in names:
             hpf = ElementTree.fromstring(z.read("Contents/content.hpf"))
@@ -230,7 +257,10 @@ def _hwpx_lines(element: ElementTree.Element, lines: list[str]) -> None:
             if text:
                 lines.append(text)
             for tbl in tables:
-                rows = [[" ".join("".join(t.text or "" for t in tc.iter(f"{_HP}t")).split()) for tc in tr.iter(f"{_HP}tc")] for tr in tbl.iter(f"{_HP}tr")]
+                rows = [
+                    [" ".join("".join(t.text or "" for t in tc.iter(f"{_HP}t")).split()) for tc in tr.iter(f"{_HP}tc")]
+                    for tr in tbl.iter(f"{_HP}tr")
+                ]
                 lines.extend(_table_lines(rows))
         else:
             _hwpx_lines(child, lines)

@@ -37,15 +37,20 @@ def login_page(title: str, message: str = "", *, error: bool = True, sso_only: b
     if message:
         kind = "error" if error else "notice"
         box = f'<div class="msg {kind}" role="alert" id="kofin-login-message">{html.escape(message)}</div>'
-    form = ("<p>이 서버는 은행 통합인증(SSO)으로만 로그인합니다. 사내 포털에서 다시 접속하세요.</p>" if sso_only else
-            '<form method="post" action="/login" autocomplete="off">'
-            '<label for="kofin-username">아이디</label>'
-            '<input id="kofin-username" type="text" name="username" value="" autocomplete="username" autofocus required>'
-            '<label for="kofin-password">비밀번호</label>'
-            '<input id="kofin-password" type="password" name="password" value="" autocomplete="current-password" required>'
-            '<button type="submit">로그인</button></form>')
+    form = (
+        "<p>이 서버는 은행 통합인증(SSO)으로만 로그인합니다. 사내 포털에서 다시 접속하세요.</p>"
+        if sso_only
+        else '<form method="post" action="/login" autocomplete="off">'
+        '<label for="kofin-username">아이디</label>'
+        '<input id="kofin-username" type="text" name="username" value="" autocomplete="username" autofocus required>'
+        '<label for="kofin-password">비밀번호</label>'
+        '<input id="kofin-password" type="password" name="password" value="" autocomplete="current-password" required>'
+        '<button type="submit">로그인</button></form>'
+    )
     name = html.escape(title)
-    return (f'<!doctype html><html lang="ko"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{name} — 로그인</title><style>{_CSS}</style></head>"
-            f'<body><main><h1>{name}</h1><p class="sub">직원 계정으로 로그인하세요.</p>{box}{form}</main></body></html>')
+    return (
+        f'<!doctype html><html lang="ko"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{name} — 로그인</title><style>{_CSS}</style></head>"
+        f'<body><main><h1>{name}</h1><p class="sub">직원 계정으로 로그인하세요.</p>{box}{form}</main></body></html>'
+    )

@@ -22,7 +22,8 @@ def build_knowledge_base(inputs: list[Path], kb: Path, default_groups: list[str]
 
     `default_groups` are the access groups of documents that declare none (ingest's default:
     administrators only; public data such as statutes or an eval set passes `["all"]`)."""
-    from kofin.serve.ingest import IngestConfig, main as ingest
+    from kofin.serve.ingest import IngestConfig
+    from kofin.serve.ingest import main as ingest
 
     extra = {} if default_groups is None else {"default_groups": default_groups}
     ingest(IngestConfig(output_dir=kb, inputs=list(inputs), **extra))

@@ -14,7 +14,8 @@ from __future__ import annotations
 import html
 import re
 
-from kofin.data_ko.citations import CITATION as _CITE, bigrams
+from kofin.data_ko.citations import CITATION as _CITE
+from kofin.data_ko.citations import bigrams
 from kofin.data_ko.korean import split_sentences
 from kofin.serve.answer import LIST_MARKER, NO_ANSWER
 from kofin.serve.respond import AskResult
@@ -55,7 +56,11 @@ def conversation(messages: list | None) -> list[dict]:
     few only: what the answer path reads to understand a follow-up."""
     out = []
     for m in messages or []:
-        role, content = (m.get("role"), m.get("content")) if isinstance(m, dict) else (getattr(m, "role", None), getattr(m, "content", None))
+        role, content = (
+            (m.get("role"), m.get("content"))
+            if isinstance(m, dict)
+            else (getattr(m, "role", None), getattr(m, "content", None))
+        )
         if isinstance(content, list):  # Gradio may hand content back as parts
             content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
         if role not in ("user", "assistant") or not isinstance(content, str):
@@ -72,9 +77,9 @@ def answer_markdown(text: str) -> str:
     out = []
     for line in text.split("\n"):
         bullet = "- " if line.startswith("- ") else ""
-        body, pieces, pos = line[len(bullet):], [], 0
+        body, pieces, pos = line[len(bullet) :], [], 0
         for m in _CITE.finditer(body):
-            pieces += [md_escape(body[pos:m.start()]), f"**{md_escape(m.group())}**"]
+            pieces += [md_escape(body[pos : m.start()]), f"**{md_escape(m.group())}**"]
             pos = m.end()
         pieces.append(md_escape(body[pos:]))
         out.append(bullet + "".join(pieces))
@@ -98,8 +103,10 @@ def final_markdown(result: AskResult) -> str:
     if conflicts:
         parts.append(conflicts_markdown(conflicts))
     if result.flagged:
-        parts.append("> ⚠ 확인 필요: 출처와 맞지 않는 부분이 있을 수 있는 문장 "
-                     + ", ".join(f"“{md_escape(f['sentence'][:40])}”" for f in result.flagged))
+        parts.append(
+            "> ⚠ 확인 필요: 출처와 맞지 않는 부분이 있을 수 있는 문장 "
+            + ", ".join(f"“{md_escape(f['sentence'][:40])}”" for f in result.flagged)
+        )
     return "\n\n".join(parts) + tail
 
 
@@ -163,9 +170,13 @@ def _source_block(s: dict, answer: str, cited: bool) -> str:
     snippet = f'<div class="kofin-snippet">“{html.escape(first)}”</div>' if first else ""
     # Sentences that address an assistant or claim to override other text: never part of an
     # answer; shown, flagged, so staff can report the document.
-    warn = "".join(f'<div class="kofin-suspicious">{SUSPICIOUS_NOTE}: “{html.escape(str(line))}”</div>'
-                   for line in s.get("suspicious") or [])
+    warn = "".join(
+        f'<div class="kofin-suspicious">{SUSPICIOUS_NOTE}: “{html.escape(str(line))}”</div>'
+        for line in s.get("suspicious") or []
+    )
     kind = "kofin-cited" if cited else "kofin-uncited"
-    return (f'<details class="kofin-source {kind}" data-n="{s["n"]}"><summary><span class="kofin-n">[{s["n"]}]</span> '
-            f'<b class="kofin-title">{html.escape(s["title"])}</b>{section}{page}{snippet}{warn}</summary>'
-            f'<div class="kofin-doc">{html.escape(s["id"])}</div><div class="kofin-text">{body}</div></details>')
+    return (
+        f'<details class="kofin-source {kind}" data-n="{s["n"]}"><summary><span class="kofin-n">[{s["n"]}]</span> '
+        f'<b class="kofin-title">{html.escape(s["title"])}</b>{section}{page}{snippet}{warn}</summary>'
+        f'<div class="kofin-doc">{html.escape(s["id"])}</div><div class="kofin-text">{body}</div></details>'
+    )

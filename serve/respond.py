@@ -21,21 +21,24 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+from kofin.data_ko.korean import clean_text
 from kofin.serve.answer import NO_ANSWER, Source, build_messages, evidence, suspicious_sentences
 from kofin.serve.citations import verify_citations
 from kofin.serve.extract import asked_kinds, extractive_answer, value_sibling
 from kofin.serve.followup import rewrite_question, user_turns
-from kofin.data_ko.korean import clean_text
 from kofin.serve.retrieve import Hit, HybridRetriever
 from kofin.serve.scope import unknown_law, unknown_name
 from kofin.serve.settings import AnswerSettings
 
 # A document KB has no live market data; "오늘 환율" answered from a worked example is wrong.
-_LIVE = re.compile(r"(오늘|지금|현재|실시간|요즘|이번\s*주|금일)\s*(의|자)?\s*(\S+\s*)?(환율|시세|주가|금값|지수|코스피|기준금리|시장금리)")
+_LIVE = re.compile(
+    r"(오늘|지금|현재|실시간|요즘|이번\s*주|금일)\s*(의|자)?\s*(\S+\s*)?(환율|시세|주가|금값|지수|코스피|기준금리|시장금리)"
+)
 _POINTS_AHEAD = re.compile(r"(아래|다음)(의|과\s*같|와\s*같|\s*표)")
 _LIST_START = re.compile(r"^(\||[-*•·]\s|\d+[.)]\s)")
 
@@ -73,9 +76,17 @@ class Retrieved:
     hits: list[Hit]
 
 
-def answer_stream(retriever: HybridRetriever, settings: AnswerSettings, question: str, groups: tuple[str, ...], *,
-                  backend: Any = None, history: list[dict] | None = None, top_k: int | None = None,
-                  conflicts: list | None = None) -> Iterator[tuple[str, Any]]:
+def answer_stream(
+    retriever: HybridRetriever,
+    settings: AnswerSettings,
+    question: str,
+    groups: tuple[str, ...],
+    *,
+    backend: Any = None,
+    history: list[dict] | None = None,
+    top_k: int | None = None,
+    conflicts: list | None = None,
+) -> Iterator[tuple[str, Any]]:
     """("retrieved", Retrieved), then ("delta", text) pieces of the raw answer, then ("done", AskResult).
 
     `groups` are the asker's access groups, exactly as retrieval applies them (callers add "all").
@@ -94,15 +105,21 @@ def answer_stream(retriever: HybridRetriever, settings: AnswerSettings, question
     sources = [Source(i, h) for i, h in enumerate(hits, 1)]
     result = AskResult(question, NO_ANSWER, [], backend=settings.generation.backend, rewritten_query=rewritten)
     result.evidence = evidence(retriever, query, hits) if hits else 0.0
-    if (result.evidence >= settings.min_coverage and not asks_live_value(question)
-            and not unknown_law(retriever, query) and not unknown_name(retriever, query)):
+    if (
+        result.evidence >= settings.min_coverage
+        and not asks_live_value(question)
+        and not unknown_law(retriever, query)
+        and not unknown_name(retriever, query)
+    ):
         pieces = []
         if backend is None:
             # Extractive answers are ready at once; sent line by line like generated text.
             raw = extractive_answer(retriever, query, sources, settings.max_sentences, asked=asked)
             stream: Iterator[str] = iter(raw.splitlines(keepends=True))
         else:
-            stream = backend.stream(build_messages(question if rewritten is None else f"{query}\n(원래 질문: {question})", sources))
+            stream = backend.stream(
+                build_messages(question if rewritten is None else f"{query}\n(원래 질문: {question})", sources)
+            )
         for piece in stream:
             pieces.append(piece)
             yield "delta", piece
@@ -124,9 +141,17 @@ def answer_stream(retriever: HybridRetriever, settings: AnswerSettings, question
     yield "done", result
 
 
-def answer_question(retriever: HybridRetriever | Path, settings: AnswerSettings | None, question: str, groups: tuple[str, ...], *,
-                    backend: Any = None, history: list[dict] | None = None, top_k: int | None = None,
-                    conflicts: list | None = None) -> AskResult:
+def answer_question(
+    retriever: HybridRetriever | Path,
+    settings: AnswerSettings | None,
+    question: str,
+    groups: tuple[str, ...],
+    *,
+    backend: Any = None,
+    history: list[dict] | None = None,
+    top_k: int | None = None,
+    conflicts: list | None = None,
+) -> AskResult:
     """The whole answer at once (see `answer_stream`). `retriever` may be a KB folder (opened with
     its conflict list, serve/public.py); `settings` None means the default AnswerSettings."""
     if not isinstance(retriever, HybridRetriever):
@@ -135,8 +160,9 @@ def answer_question(retriever: HybridRetriever | Path, settings: AnswerSettings 
         retriever, found = open_kb(Path(retriever))
         conflicts = found if conflicts is None else conflicts
     settings = settings or AnswerSettings()
-    for kind, value in answer_stream(retriever, settings, question, groups, backend=backend, history=history,
-                                     top_k=top_k, conflicts=conflicts):
+    for kind, value in answer_stream(
+        retriever, settings, question, groups, backend=backend, history=history, top_k=top_k, conflicts=conflicts
+    ):
         if kind == "done":
             return value
     raise AssertionError("answer_stream ended without a result")  # it always ends with "done"
@@ -164,8 +190,13 @@ def _with_continuations(retriever: HybridRetriever, hits: list[Hit]) -> list[Hit
     for h in hits:
         nxt = chunks[h.index + 1] if h.index + 1 < len(chunks) else None
         c = h.chunk
-        if (nxt is not None and nxt["doc_id"] == c["doc_id"] and nxt["section"] == c["section"]
-                and _POINTS_AHEAD.search(c["text"]) and _LIST_START.match(nxt["text"].lstrip())):
+        if (
+            nxt is not None
+            and nxt["doc_id"] == c["doc_id"]
+            and nxt["section"] == c["section"]
+            and _POINTS_AHEAD.search(c["text"])
+            and _LIST_START.match(nxt["text"].lstrip())
+        ):
             h = Hit(h.index, h.score, dict(c, text=f"{c['text']}\n{nxt['text']}"))
         out.append(h)
     return out
@@ -174,8 +205,16 @@ def _with_continuations(retriever: HybridRetriever, hits: list[Hit]) -> list[Hit
 def _source_json(src: Source, cited: bool) -> dict:
     c = src.hit.chunk
     out = {
-        "n": src.number, "id": c["doc_id"], "chunk_id": c["chunk_id"], "title": c["title"], "section": c["section"],
-        "page": c["page"], "effective": c.get("effective"), "score": round(src.hit.score, 6), "text": c["text"], "cited": cited,
+        "n": src.number,
+        "id": c["doc_id"],
+        "chunk_id": c["chunk_id"],
+        "title": c["title"],
+        "section": c["section"],
+        "page": c["page"],
+        "effective": c.get("effective"),
+        "score": round(src.hit.score, 6),
+        "text": c["text"],
+        "cited": cited,
     }
     flagged = suspicious_sentences(c["text"])
     if flagged:
@@ -191,4 +230,6 @@ def _disagreements(conflicts: list | None, sources: list[Source], cited: list[in
 
     shown = {s.hit.chunk["chunk_id"] for s in sources}
     cited_ids = {sources[n - 1].hit.chunk["chunk_id"] for n in cited}
-    return [c.to_json() for c in conflicts_among(conflicts, shown) if any(st.chunk_id in cited_ids for st in c.statements)]
+    return [
+        c.to_json() for c in conflicts_among(conflicts, shown) if any(st.chunk_id in cited_ids for st in c.statements)
+    ]

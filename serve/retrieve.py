@@ -33,34 +33,57 @@ import numpy as np
 from pydantic import ConfigDict, Field
 
 from kofin.config import KofinModel, ResolvedPath
+from kofin.data_ko.korean import QUESTION_WORDS, morpheme_terms
 from kofin.serve.index import with_bigrams
 from kofin.serve.kb import KnowledgeBase
-from kofin.data_ko.korean import QUESTION_WORDS, morpheme_terms
 from kofin.serve.lexicon import Lexicon
-
 
 Ranked = tuple[list[int], list[float]]  # chunk rows best first, and their scores in that list
 
 
 class RetrievalConfig(KofinModel):
-    top_k: int = Field(5, ge=1, le=50, description="Sources returned per question (plus, when none holds the kind of value asked for, the best document's chunk that does).")
-    candidates: int = Field(100, ge=10, le=2000, description="How deep each list (BM25, chars, dense) is read before fusion.")
+    top_k: int = Field(
+        5,
+        ge=1,
+        le=50,
+        description="Sources returned per question (plus, when none holds the kind of value asked for, the best document's chunk that does).",
+    )
+    candidates: int = Field(
+        100, ge=10, le=2000, description="How deep each list (BM25, chars, dense) is read before fusion."
+    )
     rrf_k: int = Field(60, ge=1, description="RRF constant: larger flattens the difference between ranks.")
-    score_weight: float = Field(0.3, ge=0, le=1, description="Share of the fused score from z-score fusion (how far each chunk is above its list's mean); the rest is RRF. 0: RRF alone.")
+    score_weight: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="Share of the fused score from z-score fusion (how far each chunk is above its list's mean); the rest is RRF. 0: RRF alone.",
+    )
     bm25_weight: float = Field(1.0, ge=0, description="RRF weight of the Kiwi-morpheme BM25 list.")
     chars_weight: float = Field(0.5, ge=0, description="RRF weight of the char n-gram TF-IDF list.")
     dense_weight: float = Field(0.5, ge=0, description="RRF weight of the dense (FAISS) list.")
-    expansion_weight: float = Field(0.5, ge=0, le=1, description="BM25 weight of lexicon expansions (full statute names, synonyms) relative to the question's own terms.")
-    reranker_model: ResolvedPath | None = Field(None, description="Local cross-encoder folder (sentence-transformers CrossEncoder) to rerank the fused top candidates; None: no reranking.")
+    expansion_weight: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="BM25 weight of lexicon expansions (full statute names, synonyms) relative to the question's own terms.",
+    )
+    reranker_model: ResolvedPath | None = Field(
+        None,
+        description="Local cross-encoder folder (sentence-transformers CrossEncoder) to rerank the fused top candidates; None: no reranking.",
+    )
     rerank_top: int = Field(20, ge=1, le=200, description="How many fused candidates the reranker rescores.")
-    extra_aliases: dict[str, str] = Field(default_factory=dict, description="More statute short names: {short: full name}.")
-    extra_synonyms: dict[str, list[str]] = Field(default_factory=dict, description="More synonyms: {word people say: [words documents use]}.")
+    extra_aliases: dict[str, str] = Field(
+        default_factory=dict, description="More statute short names: {short: full name}."
+    )
+    extra_synonyms: dict[str, list[str]] = Field(
+        default_factory=dict, description="More synonyms: {word people say: [words documents use]}."
+    )
 
 
 @dataclass
 class Hit:
-    index: int          # row in kb.chunks
-    score: float        # fused score (or reranker score)
+    index: int  # row in kb.chunks
+    score: float  # fused score (or reranker score)
     chunk: dict
 
 
@@ -199,8 +222,13 @@ def chunk_document(hit: Hit):
 
     c = hit.chunk
     meta = {
-        "id": c["doc_id"], "chunk_id": c["chunk_id"], "title": c["title"], "section": c["section"],
-        "page": c["page"], "groups": list(c["groups"]), "score": round(hit.score, 6),
+        "id": c["doc_id"],
+        "chunk_id": c["chunk_id"],
+        "title": c["title"],
+        "section": c["section"],
+        "page": c["page"],
+        "groups": list(c["groups"]),
+        "score": round(hit.score, 6),
     }
     return Document(page_content=c["text"], metadata=meta, id=c["chunk_id"])
 

@@ -16,12 +16,37 @@ from kofin.serve.retrieve import HybridRetriever
 # A statute named in the question: "근로기준법상", "도로교통법에서". Everyday words ending in 법
 # (방법, 불법 …) are not statutes.
 # The basic codes have one-syllable names (상법, 민법, 형법, 헌법) and need a word start before them.
-_LAW_NAME = re.compile(r"((?<![가-힣])[헌민형상]법|[가-힣]{2,}(?:에\s관한\s법률|법률|법))(?=상|에서|에|은|는|이|의|을|를|으로|로|과|와|도|만|\s|[?.,]|$)")
-_NOT_A_LAW = frozenset({"방법", "불법", "위법", "적법", "편법", "해법", "문법", "합법", "입법", "사법", "용법", "수법", "기법",
-                        "요법", "비법", "무법", "탈법", "준법", "관계법", "해당법", "관련법", "특별법", "개정법"})
+_LAW_NAME = re.compile(
+    r"((?<![가-힣])[헌민형상]법|[가-힣]{2,}(?:에\s관한\s법률|법률|법))(?=상|에서|에|은|는|이|의|을|를|으로|로|과|와|도|만|\s|[?.,]|$)"
+)
+_NOT_A_LAW = frozenset(
+    {
+        "방법",
+        "불법",
+        "위법",
+        "적법",
+        "편법",
+        "해법",
+        "문법",
+        "합법",
+        "입법",
+        "사법",
+        "용법",
+        "수법",
+        "기법",
+        "요법",
+        "비법",
+        "무법",
+        "탈법",
+        "준법",
+        "관계법",
+        "해당법",
+        "관련법",
+        "특별법",
+        "개정법",
+    }
+)
 _KB_LAW_NAMES: dict[int, tuple[object, set[str]]] = {}
-
-
 
 
 def _law_names(retriever: HybridRetriever) -> set[str]:

@@ -23,9 +23,9 @@ import hashlib
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from pydantic import Field
 
@@ -41,17 +41,31 @@ TOUCH_EVERY_S = 10.0
 
 
 class SessionConfig(KofinModel):
-    idle_minutes: float = Field(10.0, gt=0, description="A session with no request for this long is over (server-side).")
+    idle_minutes: float = Field(
+        10.0, gt=0, description="A session with no request for this long is over (server-side)."
+    )
     absolute_hours: float = Field(8.0, gt=0, description="A session is over this long after login, however active.")
-    cookie_secure: bool = Field(False, description="Send the session cookie over HTTPS only (set true behind the bank's TLS proxy).")
+    cookie_secure: bool = Field(
+        False, description="Send the session cookie over HTTPS only (set true behind the bank's TLS proxy)."
+    )
 
 
 class LoginConfig(KofinModel):
-    max_failures: int = Field(5, ge=1, description="Failed logins for one name within failure_window_minutes that lock it.")
+    max_failures: int = Field(
+        5, ge=1, description="Failed logins for one name within failure_window_minutes that lock it."
+    )
     failure_window_minutes: float = Field(15.0, gt=0, description="How far back failures count towards a lockout.")
-    lockout_minutes: float = Field(15.0, ge=0, description="How long a locked name stays locked; 0 = until an administrator unlocks it.")
-    user_attempts_per_minute: int = Field(10, ge=1, description="Failed attempts for one name per minute before further ones are refused unchecked.")
-    address_attempts_per_minute: int = Field(20, ge=1, description="Failed attempts from one address per minute (any names) before further ones are refused unchecked.")
+    lockout_minutes: float = Field(
+        15.0, ge=0, description="How long a locked name stays locked; 0 = until an administrator unlocks it."
+    )
+    user_attempts_per_minute: int = Field(
+        10, ge=1, description="Failed attempts for one name per minute before further ones are refused unchecked."
+    )
+    address_attempts_per_minute: int = Field(
+        20,
+        ge=1,
+        description="Failed attempts from one address per minute (any names) before further ones are refused unchecked.",
+    )
 
 
 @dataclass
@@ -86,8 +100,16 @@ def token_hash(token: str) -> str:
 
 
 class Sessions:
-    def __init__(self, store: SqlStore, users, audit_path: Path, sessions: SessionConfig, login: LoginConfig,
-                 directory=None, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        store: SqlStore,
+        users,
+        audit_path: Path,
+        sessions: SessionConfig,
+        login: LoginConfig,
+        directory=None,
+        clock: Callable[[], float] = time.time,
+    ):
         self.store, self.users, self.audit_path = store, users, Path(audit_path)
         self.cfg, self.login_cfg, self.directory, self.clock = sessions, login, directory, clock
 
@@ -107,8 +129,10 @@ class Sessions:
         if not name or not password:
             return LoginOutcome(401, "아이디와 비밀번호를 입력하세요.")
         minute = now - 60
-        if (self.store.failures(f"addr:{address}", minute) >= self.login_cfg.address_attempts_per_minute
-                or self.store.failures(f"user:{name}", minute) >= self.login_cfg.user_attempts_per_minute):
+        if (
+            self.store.failures(f"addr:{address}", minute) >= self.login_cfg.address_attempts_per_minute
+            or self.store.failures(f"user:{name}", minute) >= self.login_cfg.user_attempts_per_minute
+        ):
             self._event("login", "throttled", name, address)
             return LoginOutcome(429, THROTTLED)
         until = self.store.locked_until(name)
@@ -173,8 +197,13 @@ class Sessions:
         if row is None:
             return Resolved(None)
         now = self.clock()
-        reason = ("absolute" if now - row.created >= self.cfg.absolute_hours * 3600
-                  else "idle" if now - row.last_seen >= self.cfg.idle_minutes * 60 else None)
+        reason = (
+            "absolute"
+            if now - row.created >= self.cfg.absolute_hours * 3600
+            else "idle"
+            if now - row.last_seen >= self.cfg.idle_minutes * 60
+            else None
+        )
         if reason:
             self.store.end_session(digest)
             self._event("session_expired", reason, row.user, row.address)
@@ -206,7 +235,9 @@ class Sessions:
         # A failed or refused name may be anything typed into the field (a resident number too).
         shown = user if outcome in ("success", "idle", "absolute") or event == "unlock" else mask(user)
         try:
-            write_audit(self.audit_path, {"event": event, "outcome": outcome, "user": shown, "address": address, **extra})
+            write_audit(
+                self.audit_path, {"event": event, "outcome": outcome, "user": shown, "address": address, **extra}
+            )
         except AuditTampered:
             if event == "login":
                 raise  # no login without its record

@@ -18,9 +18,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS kofin_sessions (
@@ -69,19 +70,36 @@ class SqlStore:
     # ------------------------------------------------------------ sessions
 
     def add_session(self, row: SessionRow) -> None:
-        self._run("INSERT INTO kofin_sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                  (row.token_hash, row.user, json.dumps(row.groups), int(row.admin), row.source, row.address, row.created, row.last_seen))
+        self._run(
+            "INSERT INTO kofin_sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                row.token_hash,
+                row.user,
+                json.dumps(row.groups),
+                int(row.admin),
+                row.source,
+                row.address,
+                row.created,
+                row.last_seen,
+            ),
+        )
 
     def session(self, token_hash: str) -> SessionRow | None:
-        rows = self._run("SELECT token_hash, username, access_groups, admin, source, address, created, last_seen "
-                         "FROM kofin_sessions WHERE token_hash = ?", (token_hash,), fetch=True)
+        rows = self._run(
+            "SELECT token_hash, username, access_groups, admin, source, address, created, last_seen "
+            "FROM kofin_sessions WHERE token_hash = ?",
+            (token_hash,),
+            fetch=True,
+        )
         if not rows:
             return None
         t, user, groups, admin, source, address, created, last_seen = rows[0]
         return SessionRow(t, user, json.loads(groups), bool(admin), source, address, float(created), float(last_seen))
 
     def touch(self, token_hash: str, now: float) -> None:
-        self._run("UPDATE kofin_sessions SET last_seen = ? WHERE token_hash = ? AND last_seen < ?", (now, token_hash, now))
+        self._run(
+            "UPDATE kofin_sessions SET last_seen = ? WHERE token_hash = ? AND last_seen < ?", (now, token_hash, now)
+        )
 
     def end_session(self, token_hash: str) -> None:
         self._run("DELETE FROM kofin_sessions WHERE token_hash = ?", (token_hash,))
@@ -100,7 +118,11 @@ class SqlStore:
         self._run("INSERT INTO kofin_login_failures VALUES (?, ?)", (key, now))
 
     def failures(self, key: str, since: float) -> int:
-        return int(self._run("SELECT count(*) FROM kofin_login_failures WHERE key = ? AND at >= ?", (key, since), fetch=True)[0][0])
+        return int(
+            self._run("SELECT count(*) FROM kofin_login_failures WHERE key = ? AND at >= ?", (key, since), fetch=True)[
+                0
+            ][0]
+        )
 
     def clear_failures(self, key: str) -> None:
         self._run("DELETE FROM kofin_login_failures WHERE key = ?", (key,))
@@ -109,8 +131,10 @@ class SqlStore:
         self._run("DELETE FROM kofin_login_failures WHERE at < ?", (before,))
 
     def lock(self, user: str, until: float, now: float) -> None:
-        self._run("INSERT INTO kofin_lockouts VALUES (?, ?, ?) ON CONFLICT (username) DO UPDATE SET until = excluded.until, since = excluded.since",
-                  (user, until, now))
+        self._run(
+            "INSERT INTO kofin_lockouts VALUES (?, ?, ?) ON CONFLICT (username) DO UPDATE SET until = excluded.until, since = excluded.since",
+            (user, until, now),
+        )
 
     def locked_until(self, user: str) -> float | None:
         rows = self._run("SELECT until FROM kofin_lockouts WHERE username = ?", (user,), fetch=True)
@@ -123,17 +147,26 @@ class SqlStore:
         return had
 
     def lockouts(self, now: float) -> dict[str, float]:
-        return {u: float(t) for u, t in self._run("SELECT username, until FROM kofin_lockouts WHERE until > ? ORDER BY username", (now,), fetch=True)}
+        return {
+            u: float(t)
+            for u, t in self._run(
+                "SELECT username, until FROM kofin_lockouts WHERE until > ? ORDER BY username", (now,), fetch=True
+            )
+        }
 
     # ------------------------------------------------------------ directory users
 
     def put_directory_user(self, user: DirectoryUser, now: float) -> None:
-        self._run("INSERT INTO kofin_directory_users VALUES (?, ?, ?, ?, ?) ON CONFLICT (username) DO UPDATE SET "
-                  "access_groups = excluded.access_groups, admin = excluded.admin, source = excluded.source, updated = excluded.updated",
-                  (user.name, json.dumps(user.groups), int(user.admin), user.source, now))
+        self._run(
+            "INSERT INTO kofin_directory_users VALUES (?, ?, ?, ?, ?) ON CONFLICT (username) DO UPDATE SET "
+            "access_groups = excluded.access_groups, admin = excluded.admin, source = excluded.source, updated = excluded.updated",
+            (user.name, json.dumps(user.groups), int(user.admin), user.source, now),
+        )
 
     def directory_user(self, name: str) -> DirectoryUser | None:
-        rows = self._run("SELECT access_groups, admin, source FROM kofin_directory_users WHERE username = ?", (name,), fetch=True)
+        rows = self._run(
+            "SELECT access_groups, admin, source FROM kofin_directory_users WHERE username = ?", (name,), fetch=True
+        )
         return DirectoryUser(name, json.loads(rows[0][0]), bool(rows[0][1]), rows[0][2]) if rows else None
 
     # ------------------------------------------------------------ audit

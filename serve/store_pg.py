@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from kofin.serve.audit import GENESIS, AuditCheck, canonical, check_chain, line_hash, refuse_tampered
 from kofin.serve.store import SCHEMA, SqlStore
@@ -42,8 +43,10 @@ def _connect(dsn: str):
     except psycopg.OperationalError as err:
         from kofin.errors import KofinError
 
-        raise KofinError(f"store.dsn {_safe(dsn)}: cannot connect to PostgreSQL ({str(err).strip()}); "
-                         "check the address, the database and the user, and that the server accepts them") from None
+        raise KofinError(
+            f"store.dsn {_safe(dsn)}: cannot connect to PostgreSQL ({str(err).strip()}); "
+            "check the address, the database and the user, and that the server accepts them"
+        ) from None
 
 
 def _safe(dsn: str) -> str:
@@ -62,7 +65,9 @@ class PostgresStore(SqlStore):
 
     def __init__(self, dsn: str):
         self.dsn = dsn
-        self._lock = threading.Lock()  # one connection per store; psycopg connections are not shared across threads at once
+        self._lock = (
+            threading.Lock()
+        )  # one connection per store; psycopg connections are not shared across threads at once
         self._db = _connect(dsn)
         with self._db.transaction():
             self._db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
@@ -86,16 +91,21 @@ class PostgresStore(SqlStore):
                     self._db = _connect(self.dsn)
         raise AssertionError("unreachable")
 
-    def audit_sink(self) -> "PostgresAudit":
+    def audit_sink(self) -> PostgresAudit:
         return PostgresAudit(self)
 
     def put_upload(self, name: str, groups: list[str], content: bytes, sha256: str, now: float) -> None:
-        self._run("INSERT INTO kofin_uploads VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
-                  "access_groups = excluded.access_groups, sha256 = excluded.sha256, content = excluded.content, uploaded = excluded.uploaded",
-                  (name, json.dumps(sorted(groups)), sha256, content, now))
+        self._run(
+            "INSERT INTO kofin_uploads VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+            "access_groups = excluded.access_groups, sha256 = excluded.sha256, content = excluded.content, uploaded = excluded.uploaded",
+            (name, json.dumps(sorted(groups)), sha256, content, now),
+        )
 
     def upload_records(self) -> dict[str, tuple[list[str], str]]:
-        return {name: (json.loads(groups), sha) for name, groups, sha in self._run("SELECT name, access_groups, sha256 FROM kofin_uploads", fetch=True)}
+        return {
+            name: (json.loads(groups), sha)
+            for name, groups, sha in self._run("SELECT name, access_groups, sha256 FROM kofin_uploads", fetch=True)
+        }
 
     def upload_content(self, name: str) -> bytes:
         return bytes(self._run("SELECT content FROM kofin_uploads WHERE name = ?", (name,), fetch=True)[0][0])
@@ -128,9 +138,15 @@ class PostgresAudit:
             prev, seq = self._tail(head, last)
             clean.update(seq=seq, prev=prev)
             clean["hash"] = line_hash(clean)
-            db.execute("INSERT INTO kofin_audit (seq, line, hash) VALUES (%s, %s, %s)", (seq, canonical(clean).decode("utf-8"), clean["hash"]))
-            db.execute("INSERT INTO kofin_audit_head (id, lines, hash) VALUES (1, %s, %s) "
-                       "ON CONFLICT (id) DO UPDATE SET lines = excluded.lines, hash = excluded.hash", (seq, clean["hash"]))
+            db.execute(
+                "INSERT INTO kofin_audit (seq, line, hash) VALUES (%s, %s, %s)",
+                (seq, canonical(clean).decode("utf-8"), clean["hash"]),
+            )
+            db.execute(
+                "INSERT INTO kofin_audit_head (id, lines, hash) VALUES (1, %s, %s) "
+                "ON CONFLICT (id) DO UPDATE SET lines = excluded.lines, hash = excluded.hash",
+                (seq, clean["hash"]),
+            )
         return clean
 
     def check(self) -> None:
@@ -140,9 +156,11 @@ class PostgresAudit:
         self.store._run("SELECT 1")
         db = self.store._db
         with self.store._lock:
-            row = db.execute("SELECT h.lines, h.hash, a.seq, a.line, a.hash FROM (SELECT 1) one "
-                             "LEFT JOIN kofin_audit_head h ON h.id = 1 "
-                             "LEFT JOIN LATERAL (SELECT seq, line, hash FROM kofin_audit ORDER BY seq DESC LIMIT 1) a ON true").fetchone()
+            row = db.execute(
+                "SELECT h.lines, h.hash, a.seq, a.line, a.hash FROM (SELECT 1) one "
+                "LEFT JOIN kofin_audit_head h ON h.id = 1 "
+                "LEFT JOIN LATERAL (SELECT seq, line, hash FROM kofin_audit ORDER BY seq DESC LIMIT 1) a ON true"
+            ).fetchone()
         head = None if row[0] is None else (row[0], row[1])
         last = None if row[2] is None else (row[2], row[3], row[4])
         self._tail(head, last)
@@ -160,8 +178,11 @@ class PostgresAudit:
         except ValueError:
             ok = False
         if not ok or last[0] != head[0] or last[2] != head[1]:
-            refuse_tampered(self.where, f"kofin_audit_head says the chain ends at entry {head[0]} ({str(head[1])[:12]}…) "
-                                        f"but kofin_audit ends with entry {last[0]} (lines were deleted or edited)")
+            refuse_tampered(
+                self.where,
+                f"kofin_audit_head says the chain ends at entry {head[0]} ({str(head[1])[:12]}…) "
+                f"but kofin_audit ends with entry {last[0]} (lines were deleted or edited)",
+            )
         return last[2], int(last[0]) + 1
 
 

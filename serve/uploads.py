@@ -21,11 +21,11 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import time
 import os
 import re
 import shutil
 import tempfile
+import time
 import unicodedata
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,10 +59,14 @@ def safe_filename(name: str, allowed_suffixes: list[str]) -> str:
     if "/" in name or "\\" in name or "\x00" in name or Path(name).is_absolute() or ".." in name:
         raise UploadRejected(f"파일 이름에 경로가 들어 있습니다: {name!r} (경로 없이 파일 이름만 허용됩니다)")
     if not _SAFE.match(name) or name.endswith((" ", ".")):
-        raise UploadRejected(f"파일 이름에 쓸 수 없는 문자가 있습니다: {name!r} (한글·영문·숫자·공백·. _ - ( ) 만 허용, 120자 이내)")
+        raise UploadRejected(
+            f"파일 이름에 쓸 수 없는 문자가 있습니다: {name!r} (한글·영문·숫자·공백·. _ - ( ) 만 허용, 120자 이내)"
+        )
     suffix = Path(name).suffix.lower()
     if suffix not in allowed_suffixes:
-        raise UploadRejected(f"허용되지 않는 파일 형식입니다: {suffix or '(확장자 없음)'} (허용: {', '.join(allowed_suffixes)})")
+        raise UploadRejected(
+            f"허용되지 않는 파일 형식입니다: {suffix or '(확장자 없음)'} (허용: {', '.join(allowed_suffixes)})"
+        )
     return name
 
 
@@ -105,7 +109,9 @@ def read_access(folder: Path) -> dict[str, list[str]]:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
-def save_upload(src: Path, name: str, groups: list[str], folder: Path, allowed_suffixes: list[str], max_file_mb: float) -> Path:
+def save_upload(
+    src: Path, name: str, groups: list[str], folder: Path, allowed_suffixes: list[str], max_file_mb: float
+) -> Path:
     """Copy an uploaded file into `folder` under its checked name; record its groups. Returns the path."""
     groups = sorted({g.strip() for g in groups if g and g.strip()})
     if not groups:
@@ -153,7 +159,9 @@ def sync_from_store(folder: Path, store) -> list[str]:
             target = folder / name
             if name != Path(name).name or name.startswith("."):
                 continue  # only names save_upload accepted ever reach the store; never write outside the folder
-            same = target.is_file() and not target.is_symlink() and hashlib.sha256(target.read_bytes()).hexdigest() == sha
+            same = (
+                target.is_file() and not target.is_symlink() and hashlib.sha256(target.read_bytes()).hexdigest() == sha
+            )
             if same and access.get(name) == groups:
                 continue
             if not same:
@@ -180,4 +188,8 @@ def uploaded_files(folder: Path, allowed_suffixes: list[str]) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in allowed_suffixes)
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in allowed_suffixes
+    )

@@ -27,8 +27,9 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
@@ -76,8 +77,13 @@ _DUMMY = hash_password(secrets.token_hex(8))  # checked for unknown names, so th
 
 class User(KofinModel):
     name: str = Field(description="Login name (letters incl. Hangul, digits, . _ @ -).")
-    password_hash: str = Field(description="`kofin serve hash-password` output (scrypt$n$r$p$salt$key); never a plain password.")
-    groups: list[str] = Field(default_factory=list, description="Access groups (branch, credit, compliance ...); `all` documents are open to every user.")
+    password_hash: str = Field(
+        description="`kofin serve hash-password` output (scrypt$n$r$p$salt$key); never a plain password."
+    )
+    groups: list[str] = Field(
+        default_factory=list,
+        description="Access groups (branch, credit, compliance ...); `all` documents are open to every user.",
+    )
     admin: bool = Field(False, description="May upload documents into the KB and re-index.")
 
     @field_validator("name")
@@ -93,7 +99,9 @@ class User(KofinModel):
         try:
             _parse(v)
         except (ValueError, TypeError):
-            raise ValueError("not a password hash; make one with `kofin serve hash-password` (plain passwords are never stored)") from None
+            raise ValueError(
+                "not a password hash; make one with `kofin serve hash-password` (plain passwords are never stored)"
+            ) from None
         return v
 
     @field_validator("groups")
@@ -102,7 +110,7 @@ class User(KofinModel):
         return check_groups(v)
 
     @model_validator(mode="after")
-    def _admins_read_unlabelled(self) -> "User":
+    def _admins_read_unlabelled(self) -> User:
         if self.admin and ADMINS_GROUP not in self.groups:
             self.groups = [*self.groups, ADMINS_GROUP]
         return self
@@ -129,7 +137,7 @@ class UserRegistry:
         self.directory: Callable[[str], Any] | None = None
 
     @classmethod
-    def load(cls, inline: list[User], path: Path | None) -> "UserRegistry":
+    def load(cls, inline: list[User], path: Path | None) -> UserRegistry:
         users = list(inline)
         if path is not None:
             from kofin.config import load_config
@@ -150,5 +158,7 @@ class UserRegistry:
         if user is None and self.directory is not None:
             found = self.directory(username)
             if found is not None:
-                user = User.model_construct(name=found.name, password_hash="", groups=list(found.groups), admin=bool(found.admin))
+                user = User.model_construct(
+                    name=found.name, password_hash="", groups=list(found.groups), admin=bool(found.admin)
+                )
         return user

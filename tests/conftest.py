@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -122,8 +122,11 @@ def axolotl_sft_run(tmp_path_factory, tiny_data_run, axolotl_env) -> Path:
     from kofin.training.sft_config import SftConfig
 
     out = tmp_path_factory.mktemp("sft") / "sft"
-    cfg = load_config(SftConfig, ROOT / "configs" / "sft" / "tiny.yaml",
-                      [f"output_dir={out}", f"datasets.0.path={tiny_data_run}", "training.max_steps=3", "training.save_steps=3"])
+    cfg = load_config(
+        SftConfig,
+        ROOT / "configs" / "sft" / "tiny.yaml",
+        [f"output_dir={out}", f"datasets.0.path={tiny_data_run}", "training.max_steps=3", "training.save_steps=3"],
+    )
     return main(cfg, echo=False)
 
 
@@ -143,16 +146,30 @@ def bundled_kb(tmp_path_factory) -> Path:
 # Chromium keeps calling Google services, which a closed bank network (and the tests' request
 # checks) refuse.
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--disable-default-apps", "--disable-extensions",
-                  "--metrics-recording-only", "--no-default-browser-check", "--disable-dev-shm-usage"]
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--metrics-recording-only",
+    "--no-default-browser-check",
+    "--disable-dev-shm-usage",
+]
 
 
 @pytest.fixture(scope="module")
 def browser():
     """Headless Chromium; fails (never skips) when it is missing."""
     if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `make browser` (installs Debian's chromium; `make test` does it first)", pytrace=False)
+        pytest.fail(
+            f"{CHROMIUM} is missing: run `make browser` (installs Debian's chromium; `make test` does it first)",
+            pytrace=False,
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

@@ -39,10 +39,18 @@ def write_pdf(path: Path, pages: list[list[str]], title: str = "") -> Path:
 
     catalog = add(b"")  # filled in below, once the page tree's number is known
     pages_obj = add(b"")
-    descriptor = add(b"<< /Type /FontDescriptor /FontName /KofinTest /Flags 4 /FontBBox [0 0 1000 1000] /ItalicAngle 0 /Ascent 880 /Descent -120 /CapHeight 700 /StemV 80 >>")
-    cid = add(b"<< /Type /Font /Subtype /CIDFontType2 /BaseFont /KofinTest /CIDSystemInfo << /Registry (Adobe) /Ordering (Identity) /Supplement 0 >> /FontDescriptor %d 0 R /DW 1000 >>" % descriptor)
+    descriptor = add(
+        b"<< /Type /FontDescriptor /FontName /KofinTest /Flags 4 /FontBBox [0 0 1000 1000] /ItalicAngle 0 /Ascent 880 /Descent -120 /CapHeight 700 /StemV 80 >>"
+    )
+    cid = add(
+        b"<< /Type /Font /Subtype /CIDFontType2 /BaseFont /KofinTest /CIDSystemInfo << /Registry (Adobe) /Ordering (Identity) /Supplement 0 >> /FontDescriptor %d 0 R /DW 1000 >>"
+        % descriptor
+    )
     tounicode = add(stream("\n".join(cmap).encode()))
-    font = add(b"<< /Type /Font /Subtype /Type0 /BaseFont /KofinTest /Encoding /Identity-H /DescendantFonts [%d 0 R] /ToUnicode %d 0 R >>" % (cid, tounicode))
+    font = add(
+        b"<< /Type /Font /Subtype /Type0 /BaseFont /KofinTest /Encoding /Identity-H /DescendantFonts [%d 0 R] /ToUnicode %d 0 R >>"
+        % (cid, tounicode)
+    )
     kids = []
     for lines in pages:
         ops = ["BT /F1 11 Tf 16 TL 50 780 Td"]
@@ -50,9 +58,17 @@ def write_pdf(path: Path, pages: list[list[str]], title: str = "") -> Path:
             ops.append("<" + "".join(f"{ord(c):04X}" for c in line) + "> Tj T*")
         ops.append("ET")
         content = add(stream("\n".join(ops).encode()))
-        kids.append(add(b"<< /Type /Page /Parent %d 0 R /MediaBox [0 0 595 842] /Resources << /Font << /F1 %d 0 R >> >> /Contents %d 0 R >>" % (pages_obj, font, content)))
+        kids.append(
+            add(
+                b"<< /Type /Page /Parent %d 0 R /MediaBox [0 0 595 842] /Resources << /Font << /F1 %d 0 R >> >> /Contents %d 0 R >>"
+                % (pages_obj, font, content)
+            )
+        )
     objects[catalog - 1] = b"<< /Type /Catalog /Pages %d 0 R >>" % pages_obj
-    objects[pages_obj - 1] = b"<< /Type /Pages /Kids [%s] /Count %d >>" % (b" ".join(b"%d 0 R" % k for k in kids), len(kids))
+    objects[pages_obj - 1] = b"<< /Type /Pages /Kids [%s] /Count %d >>" % (
+        b" ".join(b"%d 0 R" % k for k in kids),
+        len(kids),
+    )
     info = add(b"<< /Title <FEFF" + title.encode("utf-16-be").hex().upper().encode() + b"> >>") if title else None
 
     out = bytearray(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
@@ -63,7 +79,9 @@ def write_pdf(path: Path, pages: list[list[str]], title: str = "") -> Path:
     xref = len(out)
     out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
     out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
-    trailer = b"<< /Size %d /Root %d 0 R" % (len(objects) + 1, catalog) + (b" /Info %d 0 R" % info if info else b"") + b" >>"
+    trailer = (
+        b"<< /Size %d /Root %d 0 R" % (len(objects) + 1, catalog) + (b" /Info %d 0 R" % info if info else b"") + b" >>"
+    )
     out += b"trailer\n" + trailer + b"\nstartxref\n%d\n%%%%EOF\n" % xref
     path.write_bytes(bytes(out))
     return path
@@ -115,17 +133,40 @@ def write_corpus(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "guide.md").write_text(
         "---\ntitle: 가람 정기예금 안내\ngroups: [all]\n---\n# 가람 정기예금 안내\n## 3. 중도해지\n"
-        "만기 전에 해지하면 중도해지이율을 적용한다. 중도해지이율은 경과 기간에 따라 다르다.\n", encoding="utf-8")
-    (folder / "notice.txt").write_text("전산 점검 안내\n\n토요일 새벽 2시부터 4시까지 인터넷뱅킹 이용이 중단된다.\n", encoding="utf-8")
+        "만기 전에 해지하면 중도해지이율을 적용한다. 중도해지이율은 경과 기간에 따라 다르다.\n",
+        encoding="utf-8",
+    )
+    (folder / "notice.txt").write_text(
+        "전산 점검 안내\n\n토요일 새벽 2시부터 4시까지 인터넷뱅킹 이용이 중단된다.\n", encoding="utf-8"
+    )
     (folder / "policy.html").write_text(
         "<html><head><title>개인정보 처리방침</title></head><body><h2>제5조(보유 기간)</h2>"
-        "<p>고객의 거래 정보는 거래 종료 후 5년간 보관한다.</p><script>ignore()</script></body></html>", encoding="utf-8")
-    write_pdf(folder / "rules.pdf", [["제1조(목적) 이 규정은 창구 현금 시재 관리를 정한다."], ["제2조(시재 한도) 창구별 현금 시재 한도는 3천만원이다."]], title="현금 시재 관리 규정")
+        "<p>고객의 거래 정보는 거래 종료 후 5년간 보관한다.</p><script>ignore()</script></body></html>",
+        encoding="utf-8",
+    )
+    write_pdf(
+        folder / "rules.pdf",
+        [
+            ["제1조(목적) 이 규정은 창구 현금 시재 관리를 정한다."],
+            ["제2조(시재 한도) 창구별 현금 시재 한도는 3천만원이다."],
+        ],
+        title="현금 시재 관리 규정",
+    )
     write_docx(folder / "fx.docx")
     write_hwpx(folder / "credit.hwpx")
     rows = [
-        {"id": "AML-001", "title": "의심거래보고 기준", "text": "제3조(보고 기준) 1천만원 이상 현금 거래가 의심스러우면 의심거래보고를 한다.", "metadata": {"groups": ["compliance"]}},
-        {"id": "AML-002", "title": "고객확인 절차", "text": "신규 계좌 개설 시 실제 소유자를 확인한다.", "metadata": {"groups": ["compliance", "branch"]}},
+        {
+            "id": "AML-001",
+            "title": "의심거래보고 기준",
+            "text": "제3조(보고 기준) 1천만원 이상 현금 거래가 의심스러우면 의심거래보고를 한다.",
+            "metadata": {"groups": ["compliance"]},
+        },
+        {
+            "id": "AML-002",
+            "title": "고객확인 절차",
+            "text": "신규 계좌 개설 시 실제 소유자를 확인한다.",
+            "metadata": {"groups": ["compliance", "branch"]},
+        },
     ]
     (folder / "aml.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return folder

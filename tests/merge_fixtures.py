@@ -17,14 +17,17 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "merge" / "tiny.yaml"
 
 
-def adapter_run(out: Path, base: Path, *, stage: str = "sft", seed: int = 0, r: int = 4,
-                metrics: dict[str, Any] | None = None) -> Path:
+def adapter_run(
+    out: Path, base: Path, *, stage: str = "sft", seed: int = 0, r: int = 4, metrics: dict[str, Any] | None = None
+) -> Path:
     """A complete run directory holding a LoRA adapter on `base` with non-zero B (as after training)."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(str(base))
-    peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear", task_type="CAUSAL_LM"))
+    peft_model = get_peft_model(
+        model, LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear", task_type="CAUSAL_LM")
+    )
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in peft_model.named_parameters():
@@ -60,7 +63,9 @@ def weights(model_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def merge_config(out: Path, tuned_run: Path, *overrides: str) -> MergeConfig:
-    return load_config(MergeConfig, TINY, [f"output_dir={out}", f"tuned_run={tuned_run}", "checks.generate_tokens=4", *overrides])
+    return load_config(
+        MergeConfig, TINY, [f"output_dir={out}", f"tuned_run={tuned_run}", "checks.generate_tokens=4", *overrides]
+    )
 
 
 def bf16(t: torch.Tensor) -> torch.Tensor:
@@ -73,10 +78,27 @@ def wide_model(out: Path, tokenizer_from: Path, seed: int, hidden: int = 512, la
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tiny = json.loads((tokenizer_from / "config.json").read_text())
-    config = LlamaConfig(**{**{k: tiny[k] for k in ("vocab_size", "bos_token_id", "eos_token_id",
-                                                    "pad_token_id", "tie_word_embeddings", "rms_norm_eps")},
-                            "num_hidden_layers": layers, "hidden_size": hidden, "intermediate_size": hidden * 7 // 2, "num_attention_heads": 8,
-                            "num_key_value_heads": 2, "dtype": "bfloat16"})
+    config = LlamaConfig(
+        **{
+            **{
+                k: tiny[k]
+                for k in (
+                    "vocab_size",
+                    "bos_token_id",
+                    "eos_token_id",
+                    "pad_token_id",
+                    "tie_word_embeddings",
+                    "rms_norm_eps",
+                )
+            },
+            "num_hidden_layers": layers,
+            "hidden_size": hidden,
+            "intermediate_size": hidden * 7 // 2,
+            "num_attention_heads": 8,
+            "num_key_value_heads": 2,
+            "dtype": "bfloat16",
+        }
+    )
     torch.manual_seed(seed)
     LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(str(out))
     AutoTokenizer.from_pretrained(str(tokenizer_from)).save_pretrained(str(out))

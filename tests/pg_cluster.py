@@ -43,15 +43,46 @@ def throwaway_cluster():
     data, port = root / "data", _free_port()
     run = lambda cmd: subprocess.run(_as_cluster_owner(cmd), check=True, capture_output=True, text=True)  # noqa: E731
     try:
-        run([str(PG_BIN / "initdb"), "-D", str(data), "-U", USER, "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"])
+        run(
+            [
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                USER,
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ]
+        )
         options = f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        run([str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "postgres.log"), "-w", "-t", "60", "start"])
+        run(
+            [
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(data),
+                "-o",
+                options,
+                "-l",
+                str(root / "postgres.log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        )
     except subprocess.CalledProcessError as err:
         shutil.rmtree(root, ignore_errors=True)
         raise RuntimeError(f"throwaway PostgreSQL cluster did not start: {err.stderr or err.stdout}") from None
     try:
         yield f"postgresql://{USER}@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run(_as_cluster_owner([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]),
-                       capture_output=True, text=True)
+        subprocess.run(
+            _as_cluster_owner([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]),
+            capture_output=True,
+            text=True,
+        )
         shutil.rmtree(root, ignore_errors=True)

@@ -76,8 +76,15 @@ def login(url: str, user: str, password: str | None = None, headers: dict | None
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
     form = urllib.parse.urlencode({"username": user, "password": password or PASSWORDS[user]}).encode()
     try:
-        opener.open(urllib.request.Request(url + "/login", data=form, method="POST",
-                                           headers={"Content-Type": "application/x-www-form-urlencoded", **(headers or {})}), timeout=30)
+        opener.open(
+            urllib.request.Request(
+                url + "/login",
+                data=form,
+                method="POST",
+                headers={"Content-Type": "application/x-www-form-urlencoded", **(headers or {})},
+            ),
+            timeout=30,
+        )
     except urllib.error.HTTPError:
         pass  # a refused login: the calls below go without a session
 
@@ -95,8 +102,8 @@ def login(url: str, user: str, password: str | None = None, headers: dict | None
 
 def restricted_sentences(kb_path: Path, groups: list[str]) -> list[str]:
     """Sentences (20+ chars) of chunks outside `groups` that no chunk inside them also contains."""
-    from kofin.serve.kb import read_chunks
     from kofin.data_ko.korean import split_sentences
+    from kofin.serve.kb import read_chunks
 
     chunks = read_chunks(kb_path)
     allowed = set(groups) | {"all"}

@@ -56,25 +56,28 @@ def test_unknown_command_is_a_usage_error():
 
 def test_no_top_level_eval_merge_serve_training_modules_installed():
     code = (
-        "import importlib.util as u;"
-        "print([m for m in ('eval','merge','serve','training','data_ko') if u.find_spec(m)])"
+        "import importlib.util as u;print([m for m in ('eval','merge','serve','training','data_ko') if u.find_spec(m)])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
-    import kofin.eval, kofin.merge, kofin.serve, kofin.training, kofin.data_ko  # noqa: E401,F401
+    import kofin.data_ko
+    import kofin.eval  # noqa: E401,F401
 
 
 # ---------------------------------------------------------------- kofin ask: words, odd text, users files
 
-DEPOSIT = ("---\ntitle: 가람 정기예금 상품설명서\ngroups: [all]\n---\n# 가람 정기예금 상품설명서\n## 4. 중도해지이율\n"
-           "만기 전에 해지하면 약정이율 대신 중도해지이율을 적용한다. 가입 후 6개월 미만이면 기본이율의 30%를 적용한다.\n")
+DEPOSIT = (
+    "---\ntitle: 가람 정기예금 상품설명서\ngroups: [all]\n---\n# 가람 정기예금 상품설명서\n## 4. 중도해지이율\n"
+    "만기 전에 해지하면 약정이율 대신 중도해지이율을 적용한다. 가입 후 6개월 미만이면 기본이율의 30%를 적용한다.\n"
+)
 CREDIT = "---\ntitle: 여신 심사 지침\ngroups: [credit]\n---\n# 여신 심사 지침\n## 2. LTV\nLTV가 70%를 넘는 주택담보대출은 본부 승인을 받는다.\n"
 ASK = "정기예금을 만기 전에 해지하면 이자는?"
 
 
 @pytest.fixture(scope="module")
 def ask_kb(tmp_path_factory):
-    from kofin.serve.ingest import IngestConfig, main as ingest
+    from kofin.serve.ingest import IngestConfig
+    from kofin.serve.ingest import main as ingest
 
     root = tmp_path_factory.mktemp("ask-cli")
     (root / "docs").mkdir()
@@ -99,14 +102,31 @@ def test_ask_takes_only_real_config_keys_as_overrides():
     from kofin.serve.cli import _split
     from kofin.serve.ingest import IngestConfig
 
-    words = ["LTV=70%이면", "대출", "한도는?", "min_coverage=0.2", "retrieval.top_k=3", "min_coverag=0.2", "DSR=40%", "a=b", "x.y=1"]
-    assert _split(AskConfig, words) == (["min_coverage=0.2", "retrieval.top_k=3", "min_coverag=0.2"],
-                                        ["LTV=70%이면", "대출", "한도는?", "DSR=40%", "a=b", "x.y=1"])
-    assert _split(IngestConfig, ["docs/x=1.md", "LTV=1.md", "rebuild=true"]) == (["rebuild=true"], ["docs/x=1.md", "LTV=1.md"])
+    words = [
+        "LTV=70%이면",
+        "대출",
+        "한도는?",
+        "min_coverage=0.2",
+        "retrieval.top_k=3",
+        "min_coverag=0.2",
+        "DSR=40%",
+        "a=b",
+        "x.y=1",
+    ]
+    assert _split(AskConfig, words) == (
+        ["min_coverage=0.2", "retrieval.top_k=3", "min_coverag=0.2"],
+        ["LTV=70%이면", "대출", "한도는?", "DSR=40%", "a=b", "x.y=1"],
+    )
+    assert _split(IngestConfig, ["docs/x=1.md", "LTV=1.md", "rebuild=true"]) == (
+        ["rebuild=true"],
+        ["docs/x=1.md", "LTV=1.md"],
+    )
 
 
 def test_ask_question_with_an_equals_sign_is_asked(ask_kb, kofin_home, capsys):
-    out = _ask_json(capsys, "--kb", str(ask_kb), "LTV=70%이면 정기예금을 만기 전에 해지하면 이자는?", "min_coverage=0.1")
+    out = _ask_json(
+        capsys, "--kb", str(ask_kb), "LTV=70%이면 정기예금을 만기 전에 해지하면 이자는?", "min_coverage=0.1"
+    )
     assert out["question"].startswith("LTV=70%이면") and out["found"]
 
 
@@ -143,12 +163,16 @@ def test_readable_errors_name_the_input():
 def test_ask_users_file_formats(ask_kb, kofin_home, capsys, tmp_path):
     mapping, chat_list, bare_list, rejected = (tmp_path / f"{n}.yaml" for n in ("map", "chat", "list", "bad"))
     mapping.write_text("kim: [credit]\n", encoding="utf-8")
-    chat_list.write_text('users:\n  - name: kim\n    password_hash: "scrypt$16384$8$1$c2FsdA$a2V5"\n    groups: [credit]\n    admin: false\n',
-                         encoding="utf-8")
+    chat_list.write_text(
+        'users:\n  - name: kim\n    password_hash: "scrypt$16384$8$1$c2FsdA$a2V5"\n    groups: [credit]\n    admin: false\n',
+        encoding="utf-8",
+    )
     bare_list.write_text("- name: kim\n  groups: credit\n", encoding="utf-8")  # a bare list, one group as a string
     rejected.write_text("kim:\n  level: 3\n", encoding="utf-8")
     for users in (mapping, chat_list, bare_list):
-        out = _ask_json(capsys, "--kb", str(ask_kb), "--users", str(users), "--user", "kim", "LTV 70% 넘는 주택담보대출은?")
+        out = _ask_json(
+            capsys, "--kb", str(ask_kb), "--users", str(users), "--user", "kim", "LTV 70% 넘는 주택담보대출은?"
+        )
         assert [s["id"] for s in out["sources"] if s["cited"]] == ["credit.md"], users.name
     assert main(["ask", "--kb", str(ask_kb), "--users", str(rejected), "--user", "kim", ASK]) == 1
     err = capsys.readouterr().err
@@ -157,13 +181,16 @@ def test_ask_users_file_formats(ask_kb, kofin_home, capsys, tmp_path):
 
 def test_ask_calibrate_proposes_a_gate_and_names_a_bad_line(ask_kb, kofin_home, capsys, tmp_path):
     labelled = tmp_path / "dev.jsonl"
-    rows = [{"question": ASK, "gold": ["deposit.md"]}, {"question": "6개월 안에 정기예금을 깨면 이율은?", "gold": ["deposit.md"]},
-            {"question": "내일 부산 날씨 어때요?", "gold": []}]
+    rows = [
+        {"question": ASK, "gold": ["deposit.md"]},
+        {"question": "6개월 안에 정기예금을 깨면 이율은?", "gold": ["deposit.md"]},
+        {"question": "내일 부산 날씨 어때요?", "gold": []},
+    ]
     labelled.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     assert main(["ask", "--kb", str(ask_kb), "--calibrate", str(labelled)]) == 0
     out = capsys.readouterr().out
     assert "proposed: min_coverage:" in out and "unanswerable refused 100.0% of 1" in out, out
-    labelled.write_text(json.dumps(rows[0], ensure_ascii=False) + "\n{\"question\": \"x\"}\n", encoding="utf-8")
+    labelled.write_text(json.dumps(rows[0], ensure_ascii=False) + '\n{"question": "x"}\n', encoding="utf-8")
     assert main(["ask", "--kb", str(ask_kb), "--calibrate", str(labelled)]) != 0
     assert f"{labelled}:2" in capsys.readouterr().err
 
@@ -173,7 +200,9 @@ def test_ask_gives_no_answer_its_audit_log_cannot_record(ask_kb, kofin_home, cap
     assert main(["ask", "--kb", str(ask_kb), ASK, f"audit_log={log}"]) == 0
     assert main(["ask", "--kb", str(ask_kb), ASK, f"audit_log={log}"]) == 0
     capsys.readouterr()
-    log.write_text(log.read_text(encoding="utf-8").splitlines(keepends=True)[0], encoding="utf-8")  # the last line cut off
+    log.write_text(
+        log.read_text(encoding="utf-8").splitlines(keepends=True)[0], encoding="utf-8"
+    )  # the last line cut off
     assert main(["ask", "--kb", str(ask_kb), ASK, f"audit_log={log}"]) != 0
     captured = capsys.readouterr()
     assert "[1]" not in captured.out and captured.err  # no answer, and a reason
@@ -189,7 +218,9 @@ def test_ask_gives_no_answer_its_audit_log_cannot_record(ask_kb, kofin_home, cap
     assert pieces == []
 
 
-@pytest.mark.parametrize("argv", [["data", "build"], ["sft"], ["dpo"], ["merge"], ["eval"], ["ingest"], ["serve"], ["pipeline"]])
+@pytest.mark.parametrize(
+    "argv", [["data", "build"], ["sft"], ["dpo"], ["merge"], ["eval"], ["ingest"], ["serve"], ["pipeline"]]
+)
 def test_each_stages_help_suggests_one_of_its_own_keys_and_lists_allowed_values(argv, capsys):
     import re
 
@@ -227,11 +258,18 @@ def test_ask_and_ingest_flags_are_config_keys_with_the_keys_own_help(capsys):
 
 
 def test_ask_says_when_no_document_is_open_to_the_asker(kofin_home, capsys, tmp_path):
-    from kofin.serve.ingest import IngestConfig, main as ingest
+    from kofin.serve.ingest import IngestConfig
+    from kofin.serve.ingest import main as ingest
 
     (tmp_path / "docs").mkdir()
-    (tmp_path / "docs" / "note.md").write_text("# 시재 한도\n\n현금 시재는 3천만원을 넘지 않는다.\n", encoding="utf-8")  # no groups
+    (tmp_path / "docs" / "note.md").write_text(
+        "# 시재 한도\n\n현금 시재는 3천만원을 넘지 않는다.\n", encoding="utf-8"
+    )  # no groups
     ingest(IngestConfig(output_dir=tmp_path / "kb", inputs=[tmp_path / "docs"]))
     assert main(["ask", "--kb", str(tmp_path / "kb"), "현금 시재 한도는?"]) == 0
     captured = capsys.readouterr()
-    assert "찾지 못했습니다" in captured.out and "no document of" in captured.err and "default_groups='[all]'" in captured.err
+    assert (
+        "찾지 못했습니다" in captured.out
+        and "no document of" in captured.err
+        and "default_groups='[all]'" in captured.err
+    )

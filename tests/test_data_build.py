@@ -23,13 +23,24 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "data" / "tiny.yaml"
 LAWS_CONFIG = ROOT / "configs" / "data" / "laws.yaml"
 RUN_FILES = {
-    "sft/train.jsonl", "sft/eval.jsonl", "sft/raw_text.jsonl", "dpo/train.jsonl", "dpo/eval.jsonl",
-    "report.json", "config.yaml", "manifest.json", "COMPLETE",
+    "sft/train.jsonl",
+    "sft/eval.jsonl",
+    "sft/raw_text.jsonl",
+    "dpo/train.jsonl",
+    "dpo/eval.jsonl",
+    "report.json",
+    "config.yaml",
+    "manifest.json",
+    "COMPLETE",
 }
 
 
 def files_of(run: Path) -> dict[str, str]:
-    return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(run.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(run.rglob("*"))
+        if p.is_file()
+    }
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -65,15 +76,24 @@ def test_shipped_configs_load_with_absolute_paths():
     assert laws.sft.documents[0].path == ROOT.parent / "shared" / "data" / "laws" / "fin_articles.jsonl"
 
 
-@pytest.mark.parametrize("overrides,expected", [
-    (["sft.reading_comprehension.min_passage_chars=2000"], "min_passage_chars (2000) must be below max_passage_chars (1200)"),
-    (["sft=null", "dpo=null"], "nothing to build: sft and dpo are both null"),
-    (["dpo.sources=[]", "dpo.from_documents=false"], "no input: list preference files under sources or set from_documents: true"),
-    (["validate.eval_fraction=0.5"], "validate.eval_fraction: must be < 0.5"),
-    (["validate.near_dup_threshold=0"], "validate.near_dup_threshold: must be > 0"),
-    (["validate.too_long=truncate"], "validate.too_long: must be one of 'drop' or 'error'"),
-    (["sft.reading_comprehension.tasks=[qa, quiz]"], "sft.reading_comprehension.tasks.1: must be one of"),
-])
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        (
+            ["sft.reading_comprehension.min_passage_chars=2000"],
+            "min_passage_chars (2000) must be below max_passage_chars (1200)",
+        ),
+        (["sft=null", "dpo=null"], "nothing to build: sft and dpo are both null"),
+        (
+            ["dpo.sources=[]", "dpo.from_documents=false"],
+            "no input: list preference files under sources or set from_documents: true",
+        ),
+        (["validate.eval_fraction=0.5"], "validate.eval_fraction: must be < 0.5"),
+        (["validate.near_dup_threshold=0"], "validate.near_dup_threshold: must be > 0"),
+        (["validate.too_long=truncate"], "validate.too_long: must be one of 'drop' or 'error'"),
+        (["sft.reading_comprehension.tasks=[qa, quiz]"], "sft.reading_comprehension.tasks.1: must be one of"),
+    ],
+)
 def test_config_problems_say_what_to_fix(overrides, expected):
     with pytest.raises(ConfigError) as err:
         load_config(DataConfig, TINY, overrides)
@@ -83,7 +103,9 @@ def test_config_problems_say_what_to_fix(overrides, expected):
 def test_unknown_key_gets_a_suggestion(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("output_dir: out\nvalidate:\n  max_seq_lenn: 5\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"bad\.yaml:3  validate\.max_seq_lenn: unknown key; did you mean 'max_seq_len'\?"):
+    with pytest.raises(
+        ConfigError, match=r"bad\.yaml:3  validate\.max_seq_lenn: unknown key; did you mean 'max_seq_len'\?"
+    ):
         load_config(DataConfig, bad)
 
 
@@ -96,7 +118,9 @@ def test_tiny_build_writes_exactly_the_run_files(tiny_run, tiny_model):
     manifest = json.loads((tiny_run / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["stage"] == "data"
     assert set(manifest["outputs"]) == RUN_FILES - {"manifest.json", "COMPLETE"}
-    assert {"sft.documents.0", "sft.instructions.2", "dpo.sources.0", "dpo.documents.0", "tokenizer"} <= set(manifest["inputs"])
+    assert {"sft.documents.0", "sft.instructions.2", "dpo.sources.0", "dpo.documents.0", "tokenizer"} <= set(
+        manifest["inputs"]
+    )
     rows = manifest["metrics"]["rows"]
     for name, count in rows.items():
         assert count == len(read_jsonl(tiny_run / name)) and count > 0, name
@@ -163,8 +187,21 @@ def test_build_is_deterministic(tiny_run, tmp_path):
 def test_cli_build_runs_in_a_subprocess(tmp_path, small_config):
     out = tmp_path / "cli-run"
     proc = subprocess.run(
-        [sys.executable, "-m", "kofin.cli", "data", "build", "--config", str(small_config), "--quiet", f"output_dir={out}"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "kofin.cli",
+            "data",
+            "build",
+            "--config",
+            str(small_config),
+            "--quiet",
+            f"output_dir={out}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert f"wrote {out}" in proc.stdout
@@ -178,8 +215,15 @@ def test_cli_build_runs_in_a_subprocess(tmp_path, small_config):
 def test_cli_build_sft_builds_only_sft(tmp_path, small_config):
     out = tmp_path / "sft-only"
     assert run_cli(["build-sft", "--config", str(small_config), f"output_dir={out}", "--quiet"]) == 0
-    assert set(files_of(out)) == {"sft/train.jsonl", "sft/eval.jsonl", "sft/raw_text.jsonl", "report.json",
-                                  "config.yaml", "manifest.json", "COMPLETE"}
+    assert set(files_of(out)) == {
+        "sft/train.jsonl",
+        "sft/eval.jsonl",
+        "sft/raw_text.jsonl",
+        "report.json",
+        "config.yaml",
+        "manifest.json",
+        "COMPLETE",
+    }
     assert json.loads((out / "manifest.json").read_text(encoding="utf-8"))["config"]["dpo"] is None
 
 
@@ -209,8 +253,17 @@ def test_failed_builds_leave_the_previous_run_untouched(tmp_path, small_config, 
     assert not (out.with_name("run.partial") / "COMPLETE").exists()
 
     # Too-long rows with too_long=error: exit 1, the rows named, nothing moved.
-    code = run_cli(["build", "--config", str(small_config), f"output_dir={out}", "--quiet",
-                    "validate.max_seq_len=64", "validate.too_long=error"])
+    code = run_cli(
+        [
+            "build",
+            "--config",
+            str(small_config),
+            f"output_dir={out}",
+            "--quiet",
+            "validate.max_seq_len=64",
+            "validate.too_long=error",
+        ]
+    )
     assert code == 1
     err = capsys.readouterr().err
     assert "exceed validate.max_seq_len=64" in err and "kb:" in err and "tokens)" in err

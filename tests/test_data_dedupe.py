@@ -72,8 +72,13 @@ def test_signatures_are_stable_across_processes():
     )
     # Different hash seeds: Python's salted hash() must play no part.
     for seed in ("1", "2"):
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             env=os.environ | {"PYTHONHASHSEED": seed}, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            env=os.environ | {"PYTHONHASHSEED": seed},
+            check=True,
+        )
         assert out.stdout.strip() == str(here)
 
 

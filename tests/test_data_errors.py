@@ -16,15 +16,27 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "data" / "tiny.yaml"
 
 
 def build_sft_with(path: Path, out: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "kofin.cli", "data", "build-sft", "--config", str(CONFIG),
-           f"sft.instructions=[{{path: {path}}}]", f"output_dir={out}", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "kofin.cli",
+        "data",
+        "build-sft",
+        "--config",
+        str(CONFIG),
+        f"sft.instructions=[{{path: {path}}}]",
+        f"output_dir={out}",
+        "--quiet",
+    ]
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
 def test_role_error_names_the_message_as_the_user_wrote_it(tmp_path):
     # A system prompt is added to built chats; the error must still point at the user's index.
     bad = tmp_path / "order.jsonl"
-    bad.write_text(json.dumps({"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "b"}]}) + "\n")
+    bad.write_text(
+        json.dumps({"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "b"}]}) + "\n"
+    )
     res = build_sft_with(bad, tmp_path / "out")
     assert res.returncode == 1
     assert "order.jsonl:1  messages[0].role: expected 'user'" in res.stderr, res.stderr
@@ -64,8 +76,12 @@ def test_a_missing_input_is_named_by_key_and_line_and_leaves_nothing_behind(tmp_
         f"    - path: {examples / 'instructions_alpaca.jsonl'}\n"
         "      format: alpaca\n"
         "    - path: missing.jsonl\n"
-        "      format: sharegpt\n", encoding="utf-8")
+        "      format: sharegpt\n",
+        encoding="utf-8",
+    )
     with pytest.raises(ConfigError) as info:
         main(load_config(DataConfig, cfg_file), progress=False)
-    assert "data.yaml:8  sft.instructions.1.path:" in str(info.value) and "missing.jsonl does not exist" in str(info.value)
+    assert "data.yaml:8  sft.instructions.1.path:" in str(info.value) and "missing.jsonl does not exist" in str(
+        info.value
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.yaml"]  # no out.partial/, no .out.lock

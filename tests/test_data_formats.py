@@ -23,7 +23,9 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "data_ko" / "examples"
 
 
 def write_jsonl(path: Path, rows: list) -> Path:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in rows), encoding="utf-8")
+    path.write_text(
+        "".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in rows), encoding="utf-8"
+    )
     return path
 
 
@@ -67,7 +69,10 @@ def test_parquet_rows(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows = [{"messages": chat(("user", "질문"), ("assistant", "답"))}, {"messages": chat(("user", "둘"), ("assistant", "셋"))}]
+    rows = [
+        {"messages": chat(("user", "질문"), ("assistant", "답"))},
+        {"messages": chat(("user", "둘"), ("assistant", "셋"))},
+    ]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet")
     assert read_instructions(tmp_path / "d.parquet") == [
         {"messages": rows[0]["messages"], "source": "d.parquet[0]"},
@@ -83,9 +88,9 @@ def test_saved_dataset_folder_and_dataset_dict_split(tmp_path):
     assert read_instructions(tmp_path / "single") == [
         {"messages": chat(("user", "요약해 주세요"), ("assistant", "요약입니다")), "source": "single[0]"}
     ]
-    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows), "test": datasets.Dataset.from_list(rows)}).save_to_disk(
-        str(tmp_path / "dd")
-    )
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list(rows), "test": datasets.Dataset.from_list(rows)}
+    ).save_to_disk(str(tmp_path / "dd"))
     assert [r["source"] for r in read_instructions(tmp_path / "dd", split="test")] == ["dd[test][0]"]
     with pytest.raises(DataInputError, match=r"holds splits \['test', 'train'\]; set split:"):
         read_instructions(tmp_path / "dd")
@@ -113,7 +118,13 @@ def test_alpaca_row():
 
 
 def test_sharegpt_row_maps_speakers():
-    row = {"conversations": [{"from": "system", "value": "S"}, {"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]}
+    row = {
+        "conversations": [
+            {"from": "system", "value": "S"},
+            {"from": "human", "value": "Q"},
+            {"from": "gpt", "value": "A"},
+        ]
+    }
     assert normalize_instruction(row, "sharegpt") == chat(("system", "S"), ("user", "Q"), ("assistant", "A"))
 
 
@@ -126,7 +137,9 @@ def test_sharegpt_unknown_speaker_is_named():
 
 def test_openai_missing_role_and_wrong_type_are_named():
     with pytest.raises(RowError) as err:
-        normalize_instruction({"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}, {"content": "Q2"}]})
+        normalize_instruction(
+            {"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}, {"content": "Q2"}]}
+        )
     assert err.value.field == "messages[2].role"
     assert str(err.value).startswith("messages[2].role: missing")
     with pytest.raises(RowError, match=r"^messages\[0\]\.content: expected a string, got int$"):
@@ -138,11 +151,14 @@ def test_openai_missing_role_and_wrong_type_are_named():
 
 
 def test_auto_detects_format_per_row(tmp_path):
-    path = write_jsonl(tmp_path / "mixed.jsonl", [
-        {"instruction": "I", "output": "O"},
-        {"conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]},
-        {"messages": chat(("user", "U"), ("assistant", "B"))},
-    ])
+    path = write_jsonl(
+        tmp_path / "mixed.jsonl",
+        [
+            {"instruction": "I", "output": "O"},
+            {"conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]},
+            {"messages": chat(("user", "U"), ("assistant", "B"))},
+        ],
+    )
     rows = read_instructions(path)
     assert [r["messages"][0]["content"] for r in rows] == ["I", "Q", "U"]
     assert [r["source"] for r in rows] == ["mixed.jsonl:1", "mixed.jsonl:2", "mixed.jsonl:3"]
@@ -151,12 +167,15 @@ def test_auto_detects_format_per_row(tmp_path):
 
 
 def test_file_errors_name_line_and_field_and_are_collected(tmp_path):
-    path = write_jsonl(tmp_path / "inst.jsonl", [
-        {"messages": chat(("user", "Q"), ("assistant", "A"))},
-        {"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}, {"content": "x"}]},
-        {"conversations": [{"from": "robot", "value": "A"}]},
-        {"instruction": "I"},
-    ])
+    path = write_jsonl(
+        tmp_path / "inst.jsonl",
+        [
+            {"messages": chat(("user", "Q"), ("assistant", "A"))},
+            {"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}, {"content": "x"}]},
+            {"conversations": [{"from": "robot", "value": "A"}]},
+            {"instruction": "I"},
+        ],
+    )
     with pytest.raises(DataInputError) as err:
         read_instructions(path)
     assert err.value.problems == [
@@ -188,13 +207,23 @@ def test_explicit_preference_with_strings():
 
 def test_explicit_preference_strips_a_repeated_prompt():
     prompt = chat(("user", "Q"))
-    out = normalize_preference({"prompt": prompt, "chosen": prompt + chat(("assistant", "A")), "rejected": chat(("assistant", "B"))})
+    out = normalize_preference(
+        {"prompt": prompt, "chosen": prompt + chat(("assistant", "A")), "rejected": chat(("assistant", "B"))}
+    )
     assert out["chosen"] == chat(("assistant", "A")) and out["rejected"] == chat(("assistant", "B"))
 
 
 def test_implicit_prompt_single_turn():
-    row = {"chosen": chat(("user", "Q"), ("assistant", "A")), "rejected": chat(("user", "Q"), ("assistant", "B")), "chosen_rating": 5}
-    assert normalize_preference(row) == {"prompt": chat(("user", "Q")), "chosen": chat(("assistant", "A")), "rejected": chat(("assistant", "B"))}
+    row = {
+        "chosen": chat(("user", "Q"), ("assistant", "A")),
+        "rejected": chat(("user", "Q"), ("assistant", "B")),
+        "chosen_rating": 5,
+    }
+    assert normalize_preference(row) == {
+        "prompt": chat(("user", "Q")),
+        "chosen": chat(("assistant", "A")),
+        "rejected": chat(("assistant", "B")),
+    }
 
 
 def test_implicit_prompt_multi_turn_keeps_the_whole_history():
@@ -207,15 +236,21 @@ def test_implicit_prompt_multi_turn_keeps_the_whole_history():
 
 def test_implicit_prompt_errors():
     with pytest.raises(RowError, match="share no user turn"):
-        normalize_preference({"chosen": chat(("user", "Q"), ("assistant", "A")), "rejected": chat(("user", "other"), ("assistant", "B"))})
+        normalize_preference(
+            {"chosen": chat(("user", "Q"), ("assistant", "A")), "rejected": chat(("user", "other"), ("assistant", "B"))}
+        )
     with pytest.raises(RowError, match=r"^rejected: identical to chosen"):
-        normalize_preference({"chosen": chat(("user", "Q"), ("assistant", "A")), "rejected": chat(("user", "Q"), ("assistant", "A"))})
+        normalize_preference(
+            {"chosen": chat(("user", "Q"), ("assistant", "A")), "rejected": chat(("user", "Q"), ("assistant", "A"))}
+        )
     # Diverging at a user turn leaves a user turn in the completion: not a preference pair.
     with pytest.raises(RowError, match=r"^chosen\[2\]\.role: expected 'assistant' after the prompt, got 'user'"):
-        normalize_preference({
-            "chosen": chat(("user", "Q"), ("assistant", "A"), ("user", "X"), ("assistant", "Y")),
-            "rejected": chat(("user", "Q"), ("assistant", "B")),
-        })
+        normalize_preference(
+            {
+                "chosen": chat(("user", "Q"), ("assistant", "A"), ("user", "X"), ("assistant", "Y")),
+                "rejected": chat(("user", "Q"), ("assistant", "B")),
+            }
+        )
     with pytest.raises(RowError, match=r"^chosen: missing"):
         normalize_preference({"rejected": chat(("user", "Q"), ("assistant", "B"))})
 
@@ -223,9 +258,14 @@ def test_implicit_prompt_errors():
 # ---------------------------------------------------------------- shipped examples
 
 
-@pytest.mark.parametrize("name,fmt", [
-    ("instructions_alpaca.jsonl", "alpaca"), ("instructions_sharegpt.jsonl", "sharegpt"), ("instructions_openai.jsonl", "openai"),
-])
+@pytest.mark.parametrize(
+    "name,fmt",
+    [
+        ("instructions_alpaca.jsonl", "alpaca"),
+        ("instructions_sharegpt.jsonl", "sharegpt"),
+        ("instructions_openai.jsonl", "openai"),
+    ],
+)
 def test_example_instruction_files_read_in_their_format(name, fmt):
     rows = read_instructions(EXAMPLES / name, fmt)
     assert len(rows) == 8

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -50,14 +49,14 @@ DOC = Document(
 def test_sentence_split_respects_decimals_dates_lists_and_quotes():
     text = (
         "금리는 연 1.5%이다. 기준일은 2026. 3. 1.이며 바뀔 수 있어요. 정말인가요? "
-        "\"예금이란 돈을 맡기는 것이다.\" 끝으로 확인한다(월이자지급식).\n"
+        '"예금이란 돈을 맡기는 것이다." 끝으로 확인한다(월이자지급식).\n'
         "1. 첫 항목 0.10%p: 앱 가입\n② 둘째 항목이다. 다만, 예외가 있다.\n| 구분 | 내용 |\n|---|---|\n| 기간 | 1년 |"
     )
     assert [(s.text, s.kind) for s in split_sentences(text)] == [
         ("금리는 연 1.5%이다.", "prose"),
         ("기준일은 2026. 3. 1.이며 바뀔 수 있어요.", "prose"),
         ("정말인가요?", "prose"),
-        ("\"예금이란 돈을 맡기는 것이다.\"", "prose"),
+        ('"예금이란 돈을 맡기는 것이다."', "prose"),
         ("끝으로 확인한다(월이자지급식).", "prose"),
         ("첫 항목 0.10%p: 앱 가입", "item"),
         ("둘째 항목이다.", "item"),
@@ -69,16 +68,29 @@ def test_sentence_split_respects_decimals_dates_lists_and_quotes():
 
 def test_josa_follows_the_final_consonant():
     assert [josa(w, "은/는") for w in ("예금", "금리", "COFIX", "3", "2", "서비스(카드)")] == [
-        "예금은", "금리는", "COFIX는", "3은", "2는", "서비스(카드)는",
+        "예금은",
+        "금리는",
+        "COFIX는",
+        "3은",
+        "2는",
+        "서비스(카드)는",
     ]
     assert josa("은행업", "이란/란") == "은행업이란" and josa("리볼빙", "과/와") == "리볼빙과"
 
 
 def test_strip_josa_and_terms():
     assert [strip_josa(t) for t in ("정기예금은", "금리에서는", "신용한도가", "한도", "예금자보호법의")] == [
-        "정기예금", "금리", "신용한도", "한도", "예금자보호법",
+        "정기예금",
+        "금리",
+        "신용한도",
+        "한도",
+        "예금자보호법",
     ]
-    assert extract_terms("가산금리는 COFIX 금리에 더해진다. 2026년 기준 3개월마다 바뀐다.") == ["가산금리", "COFIX", "금리"]
+    assert extract_terms("가산금리는 COFIX 금리에 더해진다. 2026년 기준 3개월마다 바뀐다.") == [
+        "가산금리",
+        "COFIX",
+        "금리",
+    ]
 
 
 def test_amendment_notes_and_deleted_items_are_removed():
@@ -87,11 +99,15 @@ def test_amendment_notes_and_deleted_items_are_removed():
 
 
 def test_long_sections_are_cut_at_line_boundaries():
-    doc = Document("d", "제목", "## 긴 절\n" + "\n".join(f"{i}번째 문장은 충분히 길게 쓴 설명 문장이다." for i in range(60)))
+    doc = Document(
+        "d", "제목", "## 긴 절\n" + "\n".join(f"{i}번째 문장은 충분히 길게 쓴 설명 문장이다." for i in range(60))
+    )
     passages = extract_passages(doc, 10, 300)
     assert len(passages) > 1 and all(len(p.text) <= 300 for p in passages)
     assert [p.index for p in passages] == list(range(1, len(passages) + 1))
-    assert "\n".join(p.text for p in passages) == "\n".join(f"{i}번째 문장은 충분히 길게 쓴 설명 문장이다." for i in range(60))
+    assert "\n".join(p.text for p in passages) == "\n".join(
+        f"{i}번째 문장은 충분히 길게 쓴 설명 문장이다." for i in range(60)
+    )
 
 
 # ---------------------------------------------------------------- tasks
@@ -114,7 +130,10 @@ def test_tasks_mined_from_a_product_section():
     assert qa == [
         ("테스트 정기예금이란 무엇인가요?", by_kind["summarize"][0].answer),
         ("표에서 가입 기간은 어떻게 되나요?", "표에 따르면 가입 기간은 '1개월 이상 36개월 이하'입니다."),
-        ("이 글에 따르면 가입 금액과 관련된 수치 기준은 무엇인가요?", "가입 금액은 100만원 이상이며, 기본이율은 연 2.5%이다."),
+        (
+            "이 글에 따르면 가입 금액과 관련된 수치 기준은 무엇인가요?",
+            "가입 금액은 100만원 이상이며, 기본이율은 연 2.5%이다.",
+        ),
     ]
     for t in by_kind["qa"]:
         assert t.evidence in overview.text
@@ -167,7 +186,9 @@ def test_statute_article_becomes_definition_questions(banking_act):
     article = next(p for p in passages if p.doc_id == "은행법 제2조" and p.index == 1)
     assert "<개정" not in article.text
     tasks = mine_tasks(article, stats, ALL_TASKS, 3, 5)
-    assert [t.kind for t in tasks][:2] == ["summarize", "title"] and {"qa", "fill_in", "keywords"} <= {t.kind for t in tasks}
+    assert [t.kind for t in tasks][:2] == ["summarize", "title"] and {"qa", "fill_in", "keywords"} <= {
+        t.kind for t in tasks
+    }
     assert next(t for t in tasks if t.kind == "title").answer == "은행법 제2조(정의)"
     qa = [t for t in tasks if t.kind == "qa"]
     assert [t.question for t in qa] == ["은행업이란 무엇인가요?", "은행이란 무엇인가요?", "상업금융업무란 무엇인가요?"]
@@ -179,9 +200,17 @@ def test_statute_article_becomes_definition_questions(banking_act):
 
 def test_mining_is_deterministic():
     docs = list(iter_documents())[:8]
+
     def run() -> str:
         passages = [p for d in docs for p in extract_passages(d, 80, 1500)]
         stats = TermStats(passages)
-        return json.dumps([passage_chat(p, t, f"kb:{p.doc_id}#{p.index}") for p in passages
-                           if (t := mine_tasks(p, stats, ALL_TASKS, 3, 5))], ensure_ascii=False)
+        return json.dumps(
+            [
+                passage_chat(p, t, f"kb:{p.doc_id}#{p.index}")
+                for p in passages
+                if (t := mine_tasks(p, stats, ALL_TASKS, 3, 5))
+            ],
+            ensure_ascii=False,
+        )
+
     assert run() == run()

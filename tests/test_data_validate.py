@@ -36,7 +36,12 @@ def tokenizer(tiny_model):
 
 
 def test_sft_role_order_and_content_problems_are_named():
-    assert check_sft_row({"messages": chat(("system", "s"), ("user", "q"), ("assistant", "a"), ("user", "q2"), ("assistant", "a2"))}) == []
+    assert (
+        check_sft_row(
+            {"messages": chat(("system", "s"), ("user", "q"), ("assistant", "a"), ("user", "q2"), ("assistant", "a2"))}
+        )
+        == []
+    )
     assert check_sft_row({"messages": chat(("assistant", "a"), ("user", "q"))}) == [
         "messages[0].role: expected 'user' (turns alternate user/assistant, starting with user), got 'assistant'",
     ]
@@ -50,7 +55,8 @@ def test_sft_role_order_and_content_problems_are_named():
         "messages: the last turn must be 'assistant', got 'user'"
     ]
     assert check_sft_row({"messages": [{"role": "user", "content": "  "}, {"role": "assistant", "content": 3}]}) == [
-        "messages[0].content: empty", "messages[1].content: expected a string, got int",
+        "messages[0].content: empty",
+        "messages[1].content: expected a string, got int",
     ]
     assert check_sft_row({"text": "x"}) == ["messages: missing"]
 
@@ -61,7 +67,9 @@ def test_preference_row_problems():
     assert check_preference_row(good | {"prompt": chat(("user", "q"), ("assistant", "a"))}) == [
         "prompt: the last turn must be 'user', got 'assistant'"
     ]
-    assert check_preference_row(good | {"rejected": chat(("assistant", "a"))}) == ["rejected: identical to chosen; a pair must differ"]
+    assert check_preference_row(good | {"rejected": chat(("assistant", "a"))}) == [
+        "rejected: identical to chosen; a pair must differ"
+    ]
     assert check_preference_row(good | {"chosen": chat(("user", "a"))}) == ["chosen[0].role: expected 'assistant'"]
     assert check_preference_row(good | {"rejected": [{"role": "assistant", "content": ""}]}) == [
         "rejected[0].content: expected a non-empty string"
@@ -78,8 +86,11 @@ def test_schema_errors_stop_the_build_naming_the_row(tokenizer):
 
 
 def doc_rows(n_docs: int, per_doc: int) -> list[dict]:
-    return [sft_row(f"kb:doc{d}#{p}", f"문서 {d}의 {p}번째 질문입니다", f"문서 {d} 단락 {p}의 고유한 답 {d * 1000 + p}")
-            for d in range(n_docs) for p in range(1, per_doc + 1)]
+    return [
+        sft_row(f"kb:doc{d}#{p}", f"문서 {d}의 {p}번째 질문입니다", f"문서 {d} 단락 {p}의 고유한 답 {d * 1000 + p}")
+        for d in range(n_docs)
+        for p in range(1, per_doc + 1)
+    ]
 
 
 def test_split_keeps_each_document_on_one_side():
@@ -103,7 +114,9 @@ def test_leakage_removes_eval_rows_that_near_duplicate_train(tokenizer):
     leaked_into["messages"] = [dict(m) for m in rows[train_idx[0]]["messages"]]
     result = validate_rows(rows, "sft", cfg, tokenizer)
     assert result.report["leakage"]["removed_from_eval"] == 1
-    assert result.report["leakage"]["examples"] == [{"eval": leaked_into["source"], "train": rows[train_idx[0]]["source"]}]
+    assert result.report["leakage"]["examples"] == [
+        {"eval": leaked_into["source"], "train": rows[train_idx[0]]["source"]}
+    ]
     assert leaked_into["source"] not in {r["source"] for r in result.eval}
     assert len(result.eval) == len(eval_idx) - 1 and len(result.train) == len(train_idx)
 
@@ -116,7 +129,9 @@ def test_duplicates_are_removed_and_reported(tokenizer):
     rows.append(sft_row("copy.jsonl:1", rows[3]["messages"][1]["content"], rows[3]["messages"][2]["content"]))
     near = rows[5]["messages"][2]["content"] + "."
     rows.append(sft_row("copy.jsonl:2", rows[5]["messages"][1]["content"], near))
-    exact_only = validate_rows([json.loads(json.dumps(r)) for r in rows], "sft", ValidateConfig(dedupe="exact", eval_fraction=0), tokenizer)
+    exact_only = validate_rows(
+        [json.loads(json.dumps(r)) for r in rows], "sft", ValidateConfig(dedupe="exact", eval_fraction=0), tokenizer
+    )
     assert exact_only.report["duplicates"]["exact"] == 1 and exact_only.report["duplicates"]["near"] == 0
     both = validate_rows(rows, "sft", ValidateConfig(dedupe="near", near_dup_threshold=0.7, eval_fraction=0), tokenizer)
     assert (both.report["duplicates"]["exact"], both.report["duplicates"]["near"]) == (1, 1)
@@ -136,7 +151,11 @@ def test_token_lengths_use_the_chat_template(tokenizer):
     row = sft_row("a#1", "질문", "답변")
     rendered = tokenizer.apply_chat_template(row["messages"], tokenize=False)
     assert token_lengths([row], "sft", tokenizer) == [len(tokenizer(rendered, add_special_tokens=False)["input_ids"])]
-    pair = {"prompt": chat(("user", "질문")), "chosen": chat(("assistant", "짧다")), "rejected": chat(("assistant", "훨씬 더 길게 쓴 거절 답변입니다 " * 5))}
+    pair = {
+        "prompt": chat(("user", "질문")),
+        "chosen": chat(("assistant", "짧다")),
+        "rejected": chat(("assistant", "훨씬 더 길게 쓴 거절 답변입니다 " * 5)),
+    }
     longer = token_lengths([{"messages": pair["prompt"] + pair["rejected"]}], "sft", tokenizer)
     assert token_lengths([pair], "dpo", tokenizer) == longer
 
@@ -149,7 +168,9 @@ def test_too_long_rows_are_dropped_or_named(tokenizer):
     assert result.report["tokens"]["dropped"] == 1 and result.report["tokens"]["over_max_seq_len"] == 1
     assert result.report["tokens"]["dropped_rows"][0].startswith("long.jsonl:4 (")
     assert "long.jsonl:4" not in {r["source"] for r in result.train} and len(result.train) == 6
-    with pytest.raises(DataInputError, match=r"1 rows exceed validate.max_seq_len=256[\s\S]*long\.jsonl:4 \(\d+ tokens\)"):
+    with pytest.raises(
+        DataInputError, match=r"1 rows exceed validate.max_seq_len=256[\s\S]*long\.jsonl:4 \(\d+ tokens\)"
+    ):
         validate_rows(rows, "sft", cfg.model_copy(update={"too_long": "error"}), tokenizer)
 
 
@@ -158,18 +179,33 @@ def test_too_long_rows_are_dropped_or_named(tokenizer):
 
 def test_validate_command_reports_and_fails_on_schema_errors(tmp_path, tiny_model, capsys):
     good = tmp_path / "good.jsonl"
-    good.write_text("\n".join(json.dumps(sft_row(f"kb:d#{i}", f"질문 {i}", f"답 {i}"), ensure_ascii=False) for i in range(3)) + "\n", encoding="utf-8")
+    good.write_text(
+        "\n".join(json.dumps(sft_row(f"kb:d#{i}", f"질문 {i}", f"답 {i}"), ensure_ascii=False) for i in range(3))
+        + "\n",
+        encoding="utf-8",
+    )
     assert run_cli(["validate", str(good), "--tokenizer", str(tiny_model), "--max-seq-len", "512"]) == 0
     out = capsys.readouterr().out
-    assert "good.jsonl: 3 sft rows, 3 valid, 0 schema errors" in out and "tokens (" in out and out.rstrip().endswith("OK")
+    assert (
+        "good.jsonl: 3 sft rows, 3 valid, 0 schema errors" in out and "tokens (" in out and out.rstrip().endswith("OK")
+    )
 
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(good.read_text(encoding="utf-8") + json.dumps({"messages": chat(("user", "q"), ("user", "q2"))}) + "\n", encoding="utf-8")
+    bad.write_text(
+        good.read_text(encoding="utf-8") + json.dumps({"messages": chat(("user", "q"), ("user", "q2"))}) + "\n",
+        encoding="utf-8",
+    )
     assert run_cli(["validate", str(bad), "--no-tokens"]) == 1
     out = capsys.readouterr().out
     assert "bad.jsonl:4  messages[1].role: expected 'assistant'" in out and "FAILED" in out
 
     pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text(json.dumps({"chosen": chat(("user", "q"), ("assistant", "a")), "rejected": chat(("user", "q"), ("assistant", "a"))}) + "\n", encoding="utf-8")
+    pairs.write_text(
+        json.dumps(
+            {"chosen": chat(("user", "q"), ("assistant", "a")), "rejected": chat(("user", "q"), ("assistant", "a"))}
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     assert run_cli(["validate", str(pairs), "--no-tokens"]) == 1
     assert "pairs.jsonl:1  rejected: identical to chosen" in capsys.readouterr().out

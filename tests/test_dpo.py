@@ -25,8 +25,17 @@ def sft_run(axolotl_sft_run) -> Path:
 
 
 def dpo_config(out: Path, sft_run: Path | None, data_run: Path, *overrides: str) -> DpoConfig:
-    return load_config(DpoConfig, TINY, [f"output_dir={out}", f"sft_run={sft_run}" if sft_run else "sft_run=null",
-                                         f"preferences=[{data_run}]", "training.max_steps=4", *overrides])
+    return load_config(
+        DpoConfig,
+        TINY,
+        [
+            f"output_dir={out}",
+            f"sft_run={sft_run}" if sft_run else "sft_run=null",
+            f"preferences=[{data_run}]",
+            "training.max_steps=4",
+            *overrides,
+        ],
+    )
 
 
 def rewards(run: Path) -> list[dict]:
@@ -37,9 +46,14 @@ def rewards(run: Path) -> list[dict]:
 def test_dpo_keeps_training_the_sft_adapter(tmp_path, sft_run, tiny_data_run):
     run = dpo.main(dpo_config(tmp_path / "dpo", sft_run, tiny_data_run), progress=False)
     manifest = require_complete(run, "dpo")
-    assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "metrics.jsonl"} <= {p.name for p in run.iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "metrics.jsonl"} <= {
+        p.name for p in run.iterdir()
+    }
     assert not (run / "ref").exists() and not (run / "trainer").exists()  # only the trained adapter is an output
-    before, after = load_file(str(sft_run / "adapter_model.safetensors")), load_file(str(run / "adapter_model.safetensors"))
+    before, after = (
+        load_file(str(sft_run / "adapter_model.safetensors")),
+        load_file(str(run / "adapter_model.safetensors")),
+    )
     assert before.keys() == after.keys()
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert len(changed) == len(before)  # every A and B moved
@@ -50,15 +64,26 @@ def test_dpo_keeps_training_the_sft_adapter(tmp_path, sft_run, tiny_data_run):
     assert steps[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-6)  # policy == reference at step 1
     assert steps[-1]["rewards/margins"] > 0  # the policy learned to prefer the chosen answers
     m = manifest["metrics"]
-    assert m["backend"] == "trl" and m["steps"] == 4 and m["reward_margin_last"] == pytest.approx(steps[-1]["rewards/margins"], rel=1e-4)
+    assert (
+        m["backend"] == "trl"
+        and m["steps"] == 4
+        and m["reward_margin_last"] == pytest.approx(steps[-1]["rewards/margins"], rel=1e-4)
+    )
     assert manifest["inputs"]["sft_run"]["sha256"]
-    assert json.loads((run / "adapter_config.json").read_text())["base_model_name_or_path"] == m["adapter_base"]["base_model"]
+    assert (
+        json.loads((run / "adapter_config.json").read_text())["base_model_name_or_path"]
+        == m["adapter_base"]["base_model"]
+    )
 
 
 @pytest.mark.slow
 def test_dpo_on_merged_sft_trains_a_new_adapter(tmp_path, sft_run, tiny_data_run):
-    run = dpo.main(dpo_config(tmp_path / "dpo", sft_run, tiny_data_run, "adapter_mode=merge", "lora.r=4",
-                              "training.loss_type=ipo"), progress=False)
+    run = dpo.main(
+        dpo_config(
+            tmp_path / "dpo", sft_run, tiny_data_run, "adapter_mode=merge", "lora.r=4", "training.loss_type=ipo"
+        ),
+        progress=False,
+    )
     m = require_complete(run, "dpo")["metrics"]
     assert m["adapter_base"]["merged_first"] == [str(sft_run)]
     adapter = load_file(str(run / "adapter_model.safetensors"))
@@ -73,10 +98,15 @@ def test_dpo_on_merged_sft_trains_a_new_adapter(tmp_path, sft_run, tiny_data_run
 
 def test_bad_pair_is_named_before_training(tmp_path, tiny_model):
     pairs = tmp_path / "pairs.jsonl"
-    good = {"prompt": [{"role": "user", "content": "질문"}], "chosen": [{"role": "assistant", "content": "근거 있는 답 [1]"}],
-            "rejected": [{"role": "assistant", "content": "모르겠습니다"}]}
+    good = {
+        "prompt": [{"role": "user", "content": "질문"}],
+        "chosen": [{"role": "assistant", "content": "근거 있는 답 [1]"}],
+        "rejected": [{"role": "assistant", "content": "모르겠습니다"}],
+    }
     bad = {**good, "rejected": good["chosen"]}
-    pairs.write_text(json.dumps(good, ensure_ascii=False) + "\n" + json.dumps(bad, ensure_ascii=False) + "\n", encoding="utf-8")
+    pairs.write_text(
+        json.dumps(good, ensure_ascii=False) + "\n" + json.dumps(bad, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     cfg = load_config(DpoConfig, None, [f"output_dir={tmp_path / 'out'}", f"preferences=[{pairs}]"])
     with pytest.raises(dpo.DpoInputError, match=r"pairs\.jsonl:2  rejected: identical to chosen"):
         dpo.main(cfg, progress=False)
@@ -92,10 +122,23 @@ def test_sft_run_must_be_complete(tmp_path, tiny_data_run):
 @pytest.mark.slow
 def test_4bit_dpo_through_trl_keeps_fp32_adapters_that_all_move(tmp_path, sft_run, tiny_data_run):
     """TRL casts a 4-bit model's adapter to bf16, where DPO-sized updates round away; kofin keeps it fp32."""
-    run = dpo.main(dpo_config(tmp_path / "dpo", sft_run, tiny_data_run, "load_in_4bit=true", "training.precision=bf16",
-                              "training.learning_rate=5e-6", "training.max_steps=3"), progress=False)
+    run = dpo.main(
+        dpo_config(
+            tmp_path / "dpo",
+            sft_run,
+            tiny_data_run,
+            "load_in_4bit=true",
+            "training.precision=bf16",
+            "training.learning_rate=5e-6",
+            "training.max_steps=3",
+        ),
+        progress=False,
+    )
     m = require_complete(run, "dpo")["metrics"]
-    before, after = load_file(str(sft_run / "adapter_model.safetensors")), load_file(str(run / "adapter_model.safetensors"))
+    before, after = (
+        load_file(str(sft_run / "adapter_model.safetensors")),
+        load_file(str(run / "adapter_model.safetensors")),
+    )
     assert {v.dtype for v in after.values()} == {torch.float32}
     changed = sum(int((before[k] != after[k]).sum()) for k in before) / sum(v.numel() for v in before.values())
     assert changed >= 0.9, changed
@@ -110,8 +153,18 @@ def test_bf16_adapters_on_a_4bit_base_leave_many_elements_unchanged(tmp_path, sf
     from kofin.training import dpo_recipe
 
     monkeypatch.setattr(dpo_recipe, "keep_adapters_fp32", lambda model, before: None)
-    run = dpo.main(dpo_config(tmp_path / "dpo", sft_run, tiny_data_run, "load_in_4bit=true", "training.precision=bf16",
-                              "training.learning_rate=5e-6", "training.max_steps=3"), progress=False)
+    run = dpo.main(
+        dpo_config(
+            tmp_path / "dpo",
+            sft_run,
+            tiny_data_run,
+            "load_in_4bit=true",
+            "training.precision=bf16",
+            "training.learning_rate=5e-6",
+            "training.max_steps=3",
+        ),
+        progress=False,
+    )
     m = require_complete(run, "dpo")["metrics"]
     assert {v.dtype for v in load_file(str(run / "adapter_model.safetensors")).values()} == {torch.bfloat16}
     assert m["adapter_elements_changed"] < 0.6, m["adapter_elements_changed"]
@@ -145,16 +198,21 @@ def test_unsloth_without_cuda_is_a_clear_error(tmp_path, monkeypatch):
 
 def test_merge_mode_refuses_4bit(tmp_path):
     with pytest.raises(ConfigError, match="must stay 16-bit"):
-        load_config(DpoConfig, None, [f"output_dir={tmp_path}", "sft_run=x", "preferences=[p.jsonl]",
-                                      "adapter_mode=merge", "load_in_4bit=true"])
+        load_config(
+            DpoConfig,
+            None,
+            [f"output_dir={tmp_path}", "sft_run=x", "preferences=[p.jsonl]", "adapter_mode=merge", "load_in_4bit=true"],
+        )
 
 
 @pytest.mark.gpu
 def test_unsloth_dpo_on_gpu(tmp_path, sft_run, tiny_data_run):
     """Where CUDA and the unsloth env are present, auto picks unsloth and trains the same recipe in that env."""
     assert dpo.has_unsloth(dpo.unsloth_env()), "run `make unsloth-env` (make test does it)"
-    run = dpo.main(dpo_config(tmp_path / "dpo", sft_run, tiny_data_run, "training.precision=bf16", "load_in_4bit=true"),
-                   progress=False)
+    run = dpo.main(
+        dpo_config(tmp_path / "dpo", sft_run, tiny_data_run, "training.precision=bf16", "load_in_4bit=true"),
+        progress=False,
+    )
     m = require_complete(run, "dpo")["metrics"]
     assert m["backend"] == "unsloth" and m["reward_margin_last"] > 0 and m["adapter_elements_changed"] >= 0.9
     assert (run / "logs" / "dpo.log").is_file()
@@ -162,10 +220,15 @@ def test_unsloth_dpo_on_gpu(tmp_path, sft_run, tiny_data_run):
 
 def test_prompt_longer_than_max_length_is_named(tmp_path, tiny_model):
     pairs = tmp_path / "pairs.jsonl"
-    row = {"prompt": [{"role": "user", "content": "예금자보호 " * 300}], "chosen": [{"role": "assistant", "content": "5천만 원 [1]"}],
-           "rejected": [{"role": "assistant", "content": "모릅니다"}]}
+    row = {
+        "prompt": [{"role": "user", "content": "예금자보호 " * 300}],
+        "chosen": [{"role": "assistant", "content": "5천만 원 [1]"}],
+        "rejected": [{"role": "assistant", "content": "모릅니다"}],
+    }
     pairs.write_text(json.dumps(row, ensure_ascii=False) + "\n", encoding="utf-8")
-    cfg = load_config(DpoConfig, None, [f"output_dir={tmp_path / 'out'}", f"preferences=[{pairs}]", "training.max_length=128"])
+    cfg = load_config(
+        DpoConfig, None, [f"output_dir={tmp_path / 'out'}", f"preferences=[{pairs}]", "training.max_length=128"]
+    )
     with pytest.raises(dpo.DpoInputError, match=r"pairs\.jsonl:1  prompt is \d+ tokens >= training\.max_length 128"):
         dpo.main(cfg, progress=False)
     assert not (tmp_path / "out.partial").exists()

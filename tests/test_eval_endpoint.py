@@ -37,9 +37,14 @@ def server(local):
         ids_out = ids[1:] + [nxt]  # echoed prompt tokens (after BOS), then the one generated token
         tokens = [tok.convert_ids_to_tokens(i) for i in ids_out]
         lps = [float(logprobs[j, ids[j + 1]]) for j in range(len(ids) - 1)] + [float(logprobs[-1, nxt])]
-        tops = [{tok.convert_ids_to_tokens(int(logprobs[j].argmax())): float(logprobs[j].max())} for j in range(len(ids))]
+        tops = [
+            {tok.convert_ids_to_tokens(int(logprobs[j].argmax())): float(logprobs[j].max())} for j in range(len(ids))
+        ]
         offsets = [len(tok.decode(ids[1 : i + 1])) for i in range(len(ids))]  # text before each token
-        return {"text": prompt, "logprobs": {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}}
+        return {
+            "text": prompt,
+            "logprobs": {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets},
+        }
 
     def choice(path: str, body: dict, i: int) -> dict:
         assert path == "/v1/completions" and body["model"] == "kofin-tiny"
@@ -51,8 +56,12 @@ def server(local):
 
 def test_endpoint_loglikelihood_and_generation_match_local(server, local):
     remote = EndpointBackend(server, "kofin-tiny", batch_size=3)
-    requests = [("정기예금을 만기 전에 해지하면\n정답:", " 중도해지이율"), ("환율", " 상승"), ("예금자보호 한도는", " 1억원"),
-                ("대출 금리는 정답: ", "A")]
+    requests = [
+        ("정기예금을 만기 전에 해지하면\n정답:", " 중도해지이율"),
+        ("환율", " 상승"),
+        ("예금자보호 한도는", " 1억원"),
+        ("대출 금리는 정답: ", "A"),
+    ]
     theirs, ours = remote.loglikelihood(requests), local.loglikelihood(requests)
     assert [t.tokens for t in theirs] == [o.tokens for o in ours]
     assert [t.logprob for t in theirs] == pytest.approx([o.logprob for o in ours], abs=1e-4)
@@ -63,4 +72,6 @@ def test_endpoint_loglikelihood_and_generation_match_local(server, local):
 
 def test_endpoint_must_be_on_an_allowed_host(tmp_path):
     with pytest.raises(ConfigError, match="endpoint host 'api.example.com' is not in allowed_hosts"):
-        load_config(EvalConfig, None, [f"output_dir={tmp_path}/o", "models=[{name: v, endpoint: 'https://api.example.com/v1'}]"])
+        load_config(
+            EvalConfig, None, [f"output_dir={tmp_path}/o", "models=[{name: v, endpoint: 'https://api.example.com/v1'}]"]
+        )

@@ -14,8 +14,10 @@ def backends(tiny_model):
     import torch
 
     threads = torch.get_num_threads()
-    yield (TransformersBackend(tiny_model, batch_size=1, device="cpu", cpu_threads=1),
-           TransformersBackend(tiny_model, batch_size=4, device="cpu", cpu_threads=1))
+    yield (
+        TransformersBackend(tiny_model, batch_size=1, device="cpu", cpu_threads=1),
+        TransformersBackend(tiny_model, batch_size=4, device="cpu", cpu_threads=1),
+    )
     torch.set_num_threads(threads)
 
 

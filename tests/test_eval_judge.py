@@ -9,14 +9,19 @@ from pathlib import Path
 
 import pytest
 from fake_openai import completions_server
+from test_eval_rag import DOCS as RAG_DOCS
+from test_eval_rag import QUESTIONS as RAG_QUESTIONS
 
 from kofin.config import ConfigError, load_config
 from kofin.eval.config import EvalConfig
 from kofin.eval.judge import LlmCitationJudge, citation_judge, citation_queries, parse_verdict
 from kofin.eval.metrics import citation_scores, lexical_judge
-from test_eval_rag import DOCS as RAG_DOCS, QUESTIONS as RAG_QUESTIONS
 
-SOURCES = ["예금 금리는 연 3%이며 근거 조항은 약관 제5조이다.", "대출 한도는 소득에 따라 정해진다.", "환율은 매일 고시된다."]
+SOURCES = [
+    "예금 금리는 연 3%이며 근거 조항은 약관 제5조이다.",
+    "대출 한도는 소득에 따라 정해진다.",
+    "환율은 매일 고시된다.",
+]
 # Verdicts of the fake judge below: supported iff the sources shown contain '근거' (only source 1 does).
 ANSWER = "예금 금리는 연 3%입니다 [1]. 대출 한도는 1억원입니다 [2]. 환율이 올랐습니다 [1][3]."
 
@@ -44,8 +49,15 @@ def judge_server():
 
 
 def _endpoint_judge(url: str, tmp_path: Path):
-    cfg = load_config(EvalConfig, None, [f"output_dir={tmp_path}/o", "models=[{name: t}]",
-                                         f"citation_llm_judge={{endpoint: '{url}', served_model: judge}}"])
+    cfg = load_config(
+        EvalConfig,
+        None,
+        [
+            f"output_dir={tmp_path}/o",
+            "models=[{name: t}]",
+            f"citation_llm_judge={{endpoint: '{url}', served_model: judge}}",
+        ],
+    )
     return citation_judge(cfg)
 
 
@@ -71,14 +83,27 @@ def test_endpoint_verdicts_decide_citation_recall_and_precision(judge_server, tm
     assert (lexical.recall, lexical.precision) != (scores.recall, scores.precision)
     # What the server saw: the instruction, the cited sources numbered, the sentence without its marker.
     first = state["prompts"][0]
-    assert "'예'" in first and "[1] 예금 금리는 연 3%이며" in first and first.endswith("문장: 예금 금리는 연 3%입니다.\n답:")
+    assert (
+        "'예'" in first
+        and "[1] 예금 금리는 연 3%이며" in first
+        and first.endswith("문장: 예금 금리는 연 3%입니다.\n답:")
+    )
     # One request per distinct (sentence, sources): the single-citation sentences ask once, not twice.
     assert len(state["prompts"]) == 1 + 1 + 3  # s1 {1}, s2 {2}, s3 {1,3} {1} {3}
 
 
 def test_tiny_model_judge_is_deterministic_and_its_verdicts_are_used(tiny_model, tmp_path):
-    cfg = load_config(EvalConfig, None, [f"output_dir={tmp_path}/o", "models=[{name: t}]", "cpu_threads=1",
-                                         f"citation_llm_judge={{path: {tiny_model}}}", "device=cpu"])
+    cfg = load_config(
+        EvalConfig,
+        None,
+        [
+            f"output_dir={tmp_path}/o",
+            "models=[{name: t}]",
+            "cpu_threads=1",
+            f"citation_llm_judge={{path: {tiny_model}}}",
+            "device=cpu",
+        ],
+    )
     judge, name = citation_judge(cfg)
     assert name.startswith(f"llm:{tiny_model} ") and judge._backend is None  # loaded on the first question only
     scores = citation_scores(ANSWER, SOURCES, judge)
@@ -116,13 +141,28 @@ def test_kofin_eval_rag_records_carry_the_llm_judges_verdicts(judge_server, tmp_
     docs.mkdir()
     for doc, text in RAG_DOCS.items():  # test_eval_rag's knowledge base and questions
         (docs / doc).write_text(text, encoding="utf-8")
-    (tmp_path / "q.jsonl").write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in RAG_QUESTIONS), encoding="utf-8")
-    (tmp_path / "rag.yaml").write_text("name: mini_rag\nkind: rag\nformat: laws_questions\npath: q.jsonl\ndocuments: docs\n"
-                                       "answer_with: extractive\nk: [1]\n", encoding="utf-8")
+    (tmp_path / "q.jsonl").write_text(
+        "".join(json.dumps(q, ensure_ascii=False) + "\n" for q in RAG_QUESTIONS), encoding="utf-8"
+    )
+    (tmp_path / "rag.yaml").write_text(
+        "name: mini_rag\nkind: rag\nformat: laws_questions\npath: q.jsonl\ndocuments: docs\n"
+        "answer_with: extractive\nk: [1]\n",
+        encoding="utf-8",
+    )
 
     def run(*extra: str) -> dict:
-        cfg = load_config(EvalConfig, None, [f"output_dir={tmp_path}/eval", "models=[{name: t}]",
-                                             f"tasks=[{tmp_path}/rag.yaml]", "cpu_threads=1", "report=false", *extra])
+        cfg = load_config(
+            EvalConfig,
+            None,
+            [
+                f"output_dir={tmp_path}/eval",
+                "models=[{name: t}]",
+                f"tasks=[{tmp_path}/rag.yaml]",
+                "cpu_threads=1",
+                "report=false",
+                *extra,
+            ],
+        )
         metrics = json.loads((main(cfg) / "metrics.json").read_text(encoding="utf-8"))
         judges.append(metrics["citation_judge"])
         return metrics["results"]["t"]["mini_rag"]
@@ -149,4 +189,6 @@ def test_llm_judge_config_errors(tmp_path):
     with pytest.raises(ConfigError, match=re.escape("endpoint host 'judge.example.com' is not in allowed_hosts")):
         load_config(EvalConfig, None, [*base, "citation_llm_judge={endpoint: 'http://judge.example.com/v1'}"])
     with pytest.raises(ConfigError, match="set one citation judge"):
-        load_config(EvalConfig, None, [*base, f"citation_nli_model={tmp_path}", f"citation_llm_judge={{path: {tmp_path}}}"])
+        load_config(
+            EvalConfig, None, [*base, f"citation_nli_model={tmp_path}", f"citation_llm_judge={{path: {tmp_path}}}"]
+        )

@@ -34,9 +34,7 @@ def test_weighted_f1_equals_sklearn(seed):
     labels = ["긍정", "부정", "중립", "기타"]
     y_true = [rng.choice(labels[:3]) for _ in range(40)]
     y_pred = [rng.choice(labels) for _ in range(40)]
-    assert M.weighted_f1(y_true, y_pred) == pytest.approx(
-        f1_score(y_true, y_pred, average="weighted", zero_division=0)
-    )
+    assert M.weighted_f1(y_true, y_pred) == pytest.approx(f1_score(y_true, y_pred, average="weighted", zero_division=0))
 
 
 @pytest.mark.parametrize(
@@ -120,8 +118,8 @@ SOURCES = [
 def test_citation_scores_by_hand():
     answer = (
         "정기예금을 만기 전에 해지하면 중도해지이율이 적용됩니다 [1][2]. "  # supported; [2] irrelevant
-        "대출 금리는 기준금리에 가산금리를 더해 정해집니다 [3]. "          # supported; [3] relevant
-        "환율은 매일 바뀝니다."                                            # no citation: recall 0
+        "대출 금리는 기준금리에 가산금리를 더해 정해집니다 [3]. "  # supported; [3] relevant
+        "환율은 매일 바뀝니다."  # no citation: recall 0
     )
     s = M.citation_scores(answer, SOURCES)
     assert (s.sentences, s.citations) == (3, 3)
@@ -131,7 +129,10 @@ def test_citation_scores_by_hand():
 
 def test_citation_after_the_period_belongs_to_its_sentence():
     # kofin ask's extractive answers write "문장. [1]": the sentence splitter cuts before "[1]".
-    s = M.citation_scores("- 정기예금을 만기 전에 해지하면 중도해지이율이 적용됩니다. [1]\n- 적금은 매월 정해진 금액을 납입하는 상품입니다. [2]", SOURCES)
+    s = M.citation_scores(
+        "- 정기예금을 만기 전에 해지하면 중도해지이율이 적용됩니다. [1]\n- 적금은 매월 정해진 금액을 납입하는 상품입니다. [2]",
+        SOURCES,
+    )
     assert (s.sentences, s.citations, s.recall, s.precision) == (2, 2, 1.0, 1.0)
 
 
@@ -199,8 +200,15 @@ def test_nli_judge_uses_the_entailment_probability(nli_model):
 @pytest.mark.parametrize(
     "text, value",
     [
-        ("천만원", 10_000_000), ("만원", 10_000), ("백만원", 1_000_000), ("백만 원", 1_000_000), ("십억원", 1_000_000_000),
-        ("3억5천", 350_000_000), ("3억 5천만원", 350_000_000), ("1조5천", 1_500_000_000_000), ("1만5천", 15_000),
+        ("천만원", 10_000_000),
+        ("만원", 10_000),
+        ("백만원", 1_000_000),
+        ("백만 원", 1_000_000),
+        ("십억원", 1_000_000_000),
+        ("3억5천", 350_000_000),
+        ("3억 5천만원", 350_000_000),
+        ("1조5천", 1_500_000_000_000),
+        ("1만5천", 15_000),
         ("2억3백", 203_000_000),
     ],
 )

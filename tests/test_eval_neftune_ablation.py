@@ -25,8 +25,9 @@ def test_the_shipped_ablation_validates_and_differs_only_in_neftune():
     assert plain.training.neftune_noise_alpha is None and noisy.training.neftune_noise_alpha == 5.0
     strip = lambda c: {k: v for k, v in c.model_dump(mode="json").items() if k not in ("output_dir", "training")}  # noqa: E731
     assert strip(plain) == strip(noisy)
-    assert {k: v for k, v in plain.training.model_dump().items() if k != "neftune_noise_alpha"} == \
-           {k: v for k, v in noisy.training.model_dump().items() if k != "neftune_noise_alpha"}
+    assert {k: v for k, v in plain.training.model_dump().items() if k != "neftune_noise_alpha"} == {
+        k: v for k, v in noisy.training.model_dump().items() if k != "neftune_noise_alpha"
+    }
     ev = steps[3].cfg
     assert [m.name for m in ev.models] == ["base", "sft", "sft-neftune"] and ev.tasks == ["pairwise_fin_ko", "kb_rag"]
     assert [str(m.path) for m in ev.models[1:]] == [str(plain.output_dir), str(noisy.output_dir)]
@@ -37,20 +38,39 @@ def test_the_ablation_runs_on_cpu_and_its_report_holds_the_verdict(tmp_path, axo
 
     runs = tmp_path / "runs"
     pairwise = tmp_path / "pw.yaml"  # the bundled prompts, short answers (CPU)
-    pairwise.write_text(f"include: {ROOT / 'eval/tasks/pairwise_fin_ko.yaml'}\npath: {ROOT / 'eval/tasks/examples/pairwise_fin_ko.jsonl'}\n"
-                        "max_new_tokens: 8\n", encoding="utf-8")
-    models = (f"[{{name: base, base: true}}, {{name: sft, path: {runs / 'sft-plain'}}}, "
-              f"{{name: sft-neftune, path: {runs / 'sft-neftune'}}}]")
+    pairwise.write_text(
+        f"include: {ROOT / 'eval/tasks/pairwise_fin_ko.yaml'}\npath: {ROOT / 'eval/tasks/examples/pairwise_fin_ko.jsonl'}\n"
+        "max_new_tokens: 8\n",
+        encoding="utf-8",
+    )
+    models = (
+        f"[{{name: base, base: true}}, {{name: sft, path: {runs / 'sft-plain'}}}, "
+        f"{{name: sft-neftune, path: {runs / 'sft-neftune'}}}]"
+    )
     overrides = [
-        f"data.output_dir={runs / 'data'}", "data.sft.documents.0.max_documents=3", "data.dpo.documents.0.max_documents=3",
-        *(x for name in ("sft-plain", "sft-neftune") for x in (
-            f"{name}.output_dir={runs / name}", f"{name}.datasets.0.path={runs / 'data'}",
-            f"{name}.training.max_steps=2", f"{name}.training.save_steps=2")),
-        f"eval.output_dir={runs / 'eval'}", f"eval.models={models}", f"eval.tasks=[{pairwise}, kb_rag]", "eval.limit=2",
+        f"data.output_dir={runs / 'data'}",
+        "data.sft.documents.0.max_documents=3",
+        "data.dpo.documents.0.max_documents=3",
+        *(
+            x
+            for name in ("sft-plain", "sft-neftune")
+            for x in (
+                f"{name}.output_dir={runs / name}",
+                f"{name}.datasets.0.path={runs / 'data'}",
+                f"{name}.training.max_steps=2",
+                f"{name}.training.save_steps=2",
+            )
+        ),
+        f"eval.output_dir={runs / 'eval'}",
+        f"eval.models={models}",
+        f"eval.tasks=[{pairwise}, kb_rag]",
+        "eval.limit=2",
         "eval.bootstrap_resamples=20",
     ]
     assert kofin(["pipeline", "--config", str(PIPELINE), *overrides, "--quiet"]) == 0
-    axolotl = {n: yaml.safe_load((runs / n / "axolotl.yaml").read_text(encoding="utf-8")) for n in ("sft-plain", "sft-neftune")}
+    axolotl = {
+        n: yaml.safe_load((runs / n / "axolotl.yaml").read_text(encoding="utf-8")) for n in ("sft-plain", "sft-neftune")
+    }
     assert "neftune_noise_alpha" not in axolotl["sft-plain"] and axolotl["sft-neftune"]["neftune_noise_alpha"] == 5.0
     metrics = json.loads((runs / "eval" / "metrics.json").read_text(encoding="utf-8"))
     assert set(metrics["verdict"]) == {"sft", "sft-neftune"}

@@ -8,13 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from fake_openai import completions_server
+
 from kofin.config import load_config
 from kofin.eval.config import EvalConfig
 from kofin.eval.pairwise import JUDGE_TEMPLATE
 from kofin.eval.preference import (
-    bootstrap_bradley_terry, combine_games, length_controlled_win_rate, parse_arena_verdict,
+    bootstrap_bradley_terry,
+    combine_games,
+    length_controlled_win_rate,
+    parse_arena_verdict,
 )
 from kofin.eval.run import EvalError, main
 from kofin.eval.tasks import load_examples, load_task
@@ -32,11 +35,11 @@ def test_arena_verdicts_are_parsed_and_normalised():
 
 
 def test_position_swapped_games_combine_and_flips_are_ties():
-    assert combine_games("A>B", "B>A") == (1.0, False)    # the model wins in both positions
-    assert combine_games("B>>A", "A>B") == (0.0, False)   # the baseline wins in both
-    assert combine_games("A>B", "A>B") == (0.5, True)     # always position A: the verdict flipped with position
+    assert combine_games("A>B", "B>A") == (1.0, False)  # the model wins in both positions
+    assert combine_games("B>>A", "A>B") == (0.0, False)  # the baseline wins in both
+    assert combine_games("A>B", "A>B") == (0.5, True)  # always position A: the verdict flipped with position
     assert combine_games("A=B", "B>A") == (0.75, False)
-    assert combine_games(None, None) == (0.5, False)      # no verdict: a tie
+    assert combine_games(None, None) == (0.5, False)  # no verdict: a tie
 
 
 def test_bradley_terry_recovers_a_synthetic_ground_truth():
@@ -73,37 +76,79 @@ def test_length_controlled_win_rate_removes_a_length_preference():
 
 
 def test_komt_bench_and_logickor_layouts_load_by_path(tmp_path):
-    (tmp_path / "question.jsonl").write_text(json.dumps(
-        {"question_id": 81, "category": "writing", "turns": ["하와이 여행 블로그 글을 써 주세요.", "모든 문장을 A로 시작하게 다시 쓰세요."],
-         "reference": []}, ensure_ascii=False) + "\n", encoding="utf-8")
-    (tmp_path / "logickor.jsonl").write_text(json.dumps(
-        {"id": 7, "category": "추론(Reasoning)", "questions": ["질문 1", "질문 2"], "references": ["참고 1", None]},
-        ensure_ascii=False) + "\n" + json.dumps({"id": 8, "questions": []}) + "\n", encoding="utf-8")
+    (tmp_path / "question.jsonl").write_text(
+        json.dumps(
+            {
+                "question_id": 81,
+                "category": "writing",
+                "turns": ["하와이 여행 블로그 글을 써 주세요.", "모든 문장을 A로 시작하게 다시 쓰세요."],
+                "reference": [],
+            },
+            ensure_ascii=False,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "logickor.jsonl").write_text(
+        json.dumps(
+            {"id": 7, "category": "추론(Reasoning)", "questions": ["질문 1", "질문 2"], "references": ["참고 1", None]},
+            ensure_ascii=False,
+        )
+        + "\n"
+        + json.dumps({"id": 8, "questions": []})
+        + "\n",
+        encoding="utf-8",
+    )
     for fmt, name in (("komt_bench", "question.jsonl"), ("logickor", "logickor.jsonl")):
-        (tmp_path / f"{fmt}.yaml").write_text(f"name: {fmt}\nkind: pairwise\nformat: {fmt}\npath: {name}\n", encoding="utf-8")
+        (tmp_path / f"{fmt}.yaml").write_text(
+            f"name: {fmt}\nkind: pairwise\nformat: {fmt}\npath: {name}\n", encoding="utf-8"
+        )
     komt = load_examples(load_task(tmp_path / "komt_bench.yaml"))
-    assert (komt[0].id, komt[0].meta["turns"][1], komt[0].meta["category"]) == ("81", "모든 문장을 A로 시작하게 다시 쓰세요.", "writing")
+    assert (komt[0].id, komt[0].meta["turns"][1], komt[0].meta["category"]) == (
+        "81",
+        "모든 문장을 A로 시작하게 다시 쓰세요.",
+        "writing",
+    )
     from kofin.data_ko.formats import DataInputError
 
     with pytest.raises(DataInputError, match=r"logickor.jsonl:2 .*turns.*questions"):
         load_examples(load_task(tmp_path / "logickor.yaml"))  # the empty row is named by line
     bundled = load_examples(load_task("pairwise_fin_ko"))
-    assert len(bundled) == 6 and any(len(ex.meta["turns"]) == 2 for ex in bundled) and all(ex.meta["references"] for ex in bundled)
+    assert (
+        len(bundled) == 6
+        and any(len(ex.meta["turns"]) == 2 for ex in bundled)
+        and all(ex.meta["references"] for ex in bundled)
+    )
 
 
 @pytest.fixture(scope="module")
 def short_task(tmp_path_factory) -> Path:
     """The bundled Korean prompts with short answers (the tiny model on CPU), through include:."""
     root = tmp_path_factory.mktemp("pw")
-    (root / "pw.yaml").write_text(f"include: {ROOT / 'eval' / 'tasks' / 'pairwise_fin_ko.yaml'}\nname: pw\n"
-                                  f"path: {EXAMPLES / 'pairwise_fin_ko.jsonl'}\nmax_new_tokens: 6\n", encoding="utf-8")
+    (root / "pw.yaml").write_text(
+        f"include: {ROOT / 'eval' / 'tasks' / 'pairwise_fin_ko.yaml'}\nname: pw\n"
+        f"path: {EXAMPLES / 'pairwise_fin_ko.jsonl'}\nmax_new_tokens: 6\n",
+        encoding="utf-8",
+    )
     return root / "pw.yaml"
 
 
 def _cfg(out: Path, task: Path, models: str, judge: str, *extra: str) -> EvalConfig:
-    return load_config(EvalConfig, ROOT / "configs" / "eval" / "tiny.yaml", [
-        f"output_dir={out}", f"tasks=[{task}]", f"models={models}", f"pairwise_judge={judge}", "limit=3",
-        "cpu_threads=1", "bootstrap_resamples=50", "report=false", *extra])
+    return load_config(
+        EvalConfig,
+        ROOT / "configs" / "eval" / "tiny.yaml",
+        [
+            f"output_dir={out}",
+            f"tasks=[{task}]",
+            f"models={models}",
+            f"pairwise_judge={judge}",
+            "limit=3",
+            "cpu_threads=1",
+            "bootstrap_resamples=50",
+            "report=false",
+            *extra,
+        ],
+    )
 
 
 def test_a_judge_that_always_prefers_position_a_is_caught(tmp_path, short_task):
@@ -120,7 +165,9 @@ def test_a_judge_that_always_prefers_position_a_is_caught(tmp_path, short_task):
         assert len(asked) == 6  # 3 prompts x 2 positions, for the one model that is not the baseline
         cells = metrics["results"]["again"]["pw"]
         assert cells["win_rate"] == 0.5 and cells["position_bias_rate"] == 1.0 and cells["unparsed_verdicts"] == 0.0
-        records = [json.loads(x) for x in (out / "records" / "again" / "pw.jsonl").read_text(encoding="utf-8").splitlines()]
+        records = [
+            json.loads(x) for x in (out / "records" / "again" / "pw.jsonl").read_text(encoding="utf-8").splitlines()
+        ]
         assert all(r["judgement"]["flipped"] and r["judgement"]["score"] == 0.5 for r in records)
         assert [g["model_is"] for g in records[0]["judgement"]["games"]] == ["A", "B"]
         # The judge read the Korean template, the conversation and both answers, once in each position.
@@ -147,8 +194,14 @@ def test_a_consistent_judge_gives_wins_and_losses_without_position_bias(tmp_path
         return {"text": "[[A=B]]" if a == b else ("[[A>B]]" if (len(a), a) < (len(b), b) else "[[B>A]]")}
 
     with completions_server(prefers_shorter_answer) as url:
-        out = main(_cfg(tmp_path / "c", short_task, f"[{{name: base, base: true}}, {{name: tuned, path: {other}}}]",
-                        f"{{endpoint: {url}, served_model: judge}}"))
+        out = main(
+            _cfg(
+                tmp_path / "c",
+                short_task,
+                f"[{{name: base, base: true}}, {{name: tuned, path: {other}}}]",
+                f"{{endpoint: {url}, served_model: judge}}",
+            )
+        )
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     records = [json.loads(x) for x in (out / "records" / "tuned" / "pw.jsonl").read_text(encoding="utf-8").splitlines()]
     base = [json.loads(x) for x in (out / "records" / "base" / "pw.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -157,7 +210,9 @@ def test_a_consistent_judge_gives_wins_and_losses_without_position_bias(tmp_path
         mine, theirs = "\n\n".join(r["answers"]), "\n\n".join(b["answers"])
         expected = 0.5 if mine == theirs else float((len(mine), mine) < (len(theirs), theirs))
         assert r["judgement"]["score"] == expected
-    assert metrics["results"]["tuned"]["pw"]["win_rate"] == pytest.approx(np.mean([r["judgement"]["score"] for r in records]))
+    assert metrics["results"]["tuned"]["pw"]["win_rate"] == pytest.approx(
+        np.mean([r["judgement"]["score"] for r in records])
+    )
 
 
 def test_the_tiny_model_against_itself_with_a_local_judge_is_a_tie_on_every_rerun(tmp_path, short_task, tiny_model):
@@ -172,7 +227,10 @@ def test_the_tiny_model_against_itself_with_a_local_judge_is_a_tie_on_every_reru
 
 
 def test_a_pairwise_task_without_a_judge_is_refused(tmp_path, short_task):
-    cfg = load_config(EvalConfig, ROOT / "configs" / "eval" / "tiny.yaml", [
-        f"output_dir={tmp_path / 'x'}", f"tasks=[{short_task}]", "report=false"])
+    cfg = load_config(
+        EvalConfig,
+        ROOT / "configs" / "eval" / "tiny.yaml",
+        [f"output_dir={tmp_path / 'x'}", f"tasks=[{short_task}]", "report=false"],
+    )
     with pytest.raises(EvalError, match="needs a judge: set pairwise_judge:"):
         main(cfg)

@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_eval_report import rag_task, second_tiny_model, sft_run  # noqa: F401  (fixtures)
 
 from kofin.config import load_config
 from kofin.eval.config import EvalConfig
 from kofin.eval.run import main
-from test_eval_report import rag_task, second_tiny_model, sft_run  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREEN = {"width": 1366, "height": 768}
@@ -26,18 +26,27 @@ def report_html(tmp_path_factory, tiny_model, second_tiny_model, sft_run, rag_ta
     root = tmp_path_factory.mktemp("browser")
     out = root / "eval"
     pairwise = root / "pw.yaml"  # the bundled Korean prompts, answered briefly (the tiny model judges, on CPU)
-    pairwise.write_text(f"include: {ROOT / 'eval/tasks/pairwise_fin_ko.yaml'}\npath: {ROOT / 'eval/tasks/examples/pairwise_fin_ko.jsonl'}\n"
-                        "max_new_tokens: 6\n", encoding="utf-8")
+    pairwise.write_text(
+        f"include: {ROOT / 'eval/tasks/pairwise_fin_ko.yaml'}\npath: {ROOT / 'eval/tasks/examples/pairwise_fin_ko.jsonl'}\n"
+        "max_new_tokens: 6\n",
+        encoding="utf-8",
+    )
     models = f"[{{name: base, base: true}}, {{name: tuned, path: {second_tiny_model}}}, {{name: tuned-again, path: {second_tiny_model}}}]"
-    cfg = load_config(EvalConfig, ROOT / "configs" / "eval" / "tiny.yaml", [
-        f"output_dir={out}", f"models={models}", f"training_runs=[{sft_run}]",
-        f"tasks=[{pairwise}, fin_mcq_kmmlu, fin_sentiment_korfin_asc, fin_numeric_qa, general_mcq_ko, general_gsm8k_ko, {rag_task}]",
-        f"pairwise_judge={{path: {tiny_model}, max_new_tokens: 4}}",
-        "limit=3", "cpu_threads=1", "bootstrap_resamples=50",
-    ])
+    cfg = load_config(
+        EvalConfig,
+        ROOT / "configs" / "eval" / "tiny.yaml",
+        [
+            f"output_dir={out}",
+            f"models={models}",
+            f"training_runs=[{sft_run}]",
+            f"tasks=[{pairwise}, fin_mcq_kmmlu, fin_sentiment_korfin_asc, fin_numeric_qa, general_mcq_ko, general_gsm8k_ko, {rag_task}]",
+            f"pairwise_judge={{path: {tiny_model}, max_new_tokens: 4}}",
+            "limit=3",
+            "cpu_threads=1",
+            "bootstrap_resamples=50",
+        ],
+    )
     return main(cfg) / "report.html"
-
-
 
 
 def test_verdict_visible_without_scrolling_and_no_sideways_scroll(browser, report_html, tmp_path):
@@ -49,7 +58,9 @@ def test_verdict_visible_without_scrolling_and_no_sideways_scroll(browser, repor
     page.wait_for_load_state("load")
     box = page.locator("table#verdict").bounding_box()
     assert box is not None, "no verdict table on the page"
-    assert box["y"] >= 0 and box["y"] + box["height"] <= SCREEN["height"], f"verdict table not fully on the first screen: {box}"
+    assert box["y"] >= 0 and box["y"] + box["height"] <= SCREEN["height"], (
+        f"verdict table not fully on the first screen: {box}"
+    )
     assert page.locator("table#verdict tbody tr").count() == 2  # tuned and tuned-again against base
     assert "판정" in page.locator("h2").first.inner_text()
     assert page.locator("h2", has_text="선호도: 금융 상담 답변 선호도").count() == 1  # Bradley-Terry and position bias

@@ -19,8 +19,19 @@ TASKS = ["fin_mcq_kmmlu", "general_gsm8k_ko"]
 
 
 def _cfg(out: Path, *extra: str) -> EvalConfig:
-    return load_config(EvalConfig, ROOT / "configs" / "eval" / "tiny.yaml",
-                       [f"output_dir={out}", f"tasks={json.dumps(TASKS)}", "limit=2", "batch_size=4", "cpu_threads=1", "report=false", *extra])
+    return load_config(
+        EvalConfig,
+        ROOT / "configs" / "eval" / "tiny.yaml",
+        [
+            f"output_dir={out}",
+            f"tasks={json.dumps(TASKS)}",
+            "limit=2",
+            "batch_size=4",
+            "cpu_threads=1",
+            "report=false",
+            *extra,
+        ],
+    )
 
 
 @pytest.fixture
@@ -38,15 +49,23 @@ def count_scored(monkeypatch):
 
 
 def _records(out: Path, task: str) -> list[dict]:
-    return [json.loads(line) for line in (out / "records" / "tiny" / f"{task}.jsonl").read_text(encoding="utf-8").splitlines()]
+    return [
+        json.loads(line)
+        for line in (out / "records" / "tiny" / f"{task}.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
 
 
 def test_run_directory_metrics_and_resume(tmp_path, count_scored):
     out = tmp_path / "eval"
     assert main(_cfg(out)) == out
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
-        "COMPLETE", "config.yaml", "manifest.json", "metrics.json",
-        "records/tiny/fin_mcq_kmmlu.jsonl", "records/tiny/general_gsm8k_ko.jsonl", "records/tiny/model.json",
+        "COMPLETE",
+        "config.yaml",
+        "manifest.json",
+        "metrics.json",
+        "records/tiny/fin_mcq_kmmlu.jsonl",
+        "records/tiny/general_gsm8k_ko.jsonl",
+        "records/tiny/model.json",
     ]
     assert count_scored == {"fin_mcq_kmmlu": 2, "general_gsm8k_ko": 2}
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
@@ -107,18 +126,22 @@ def test_forgetting_deltas_by_hand():
         "dpo": {"general_mcq_ko": {"acc": 0.75}, "fin": {"acc": 0.7}},
     }
     assert forgetting_deltas(results, "base", ["general_mcq_ko"]) == {
-        "sft": {"general_mcq_ko": {"acc": -0.25}}, "dpo": {"general_mcq_ko": {"acc": 0.25}},
+        "sft": {"general_mcq_ko": {"acc": -0.25}},
+        "dpo": {"general_mcq_ko": {"acc": 0.25}},
     }
 
 
 def test_config_and_model_errors_say_what_to_fix(tmp_path):
     with pytest.raises(ConfigError, match=r"model names must be unique; \['a'\]"):
-        load_config(EvalConfig, None, [f"output_dir={tmp_path}/o", 'models=[{name: a}, {name: a}]'])
+        load_config(EvalConfig, None, [f"output_dir={tmp_path}/o", "models=[{name: a}, {name: a}]"])
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text("{}")
-    cfg = load_config(EvalConfig, None, [f"output_dir={tmp_path}/o", f'models=[{{name: sft, path: {adapter}}}]',
-                                         'tasks=[fin_mcq_kmmlu]'])
+    cfg = load_config(
+        EvalConfig,
+        None,
+        [f"output_dir={tmp_path}/o", f"models=[{{name: sft, path: {adapter}}}]", "tasks=[fin_mcq_kmmlu]"],
+    )
     with pytest.raises(AdapterRunError, match=r"models\[sft\].path: .* has adapter_config.json but no adapter weights"):
         main(cfg)
     cfg = load_config(EvalConfig, None, [f"output_dir={tmp_path}/o", "models=[{name: t}]", "tasks=[fin_mcq_kmmlux]"])
@@ -131,8 +154,18 @@ def test_kofin_eval_command(tmp_path, capsys):
     from kofin.cli import main as kofin
 
     out = tmp_path / "cli"
-    rc = kofin(["eval", "--config", str(ROOT / "configs" / "eval" / "tiny.yaml"), f"output_dir={out}",
-                "tasks=[fin_sentiment]", "limit=3", "report=false", "--quiet"])
+    rc = kofin(
+        [
+            "eval",
+            "--config",
+            str(ROOT / "configs" / "eval" / "tiny.yaml"),
+            f"output_dir={out}",
+            "tasks=[fin_sentiment]",
+            "limit=3",
+            "report=false",
+            "--quiet",
+        ]
+    )
     printed = capsys.readouterr()
     assert rc == 0, printed.err
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["results"]["tiny"]["fin_sentiment"]
@@ -159,18 +192,48 @@ def test_training_cost_recorded_or_estimated_from_the_manifest():
     from kofin.eval.config import GpuPrice
     from kofin.eval.run import training_cost
 
-    sft = {"stage": "sft", "wall_time_s": 4000.0, "peak_gpu_mb": None, "peak_rss_mb": {"self": 2048.0, "children": 3072.0},
-           "metrics": {"method": "qlora", "gpu_hours": 8.0, "tokens_per_s": 900.0, "peak_gpu_memory_gib_rank0": 26.1,
-                       "cost": {"amount": 64.0, "currency": "USD", "gpu_hour_price": 8.0}}}
+    sft = {
+        "stage": "sft",
+        "wall_time_s": 4000.0,
+        "peak_gpu_mb": None,
+        "peak_rss_mb": {"self": 2048.0, "children": 3072.0},
+        "metrics": {
+            "method": "qlora",
+            "gpu_hours": 8.0,
+            "tokens_per_s": 900.0,
+            "peak_gpu_memory_gib_rank0": 26.1,
+            "cost": {"amount": 64.0, "currency": "USD", "gpu_hour_price": 8.0},
+        },
+    }
     assert training_cost(sft, GpuPrice(gpu_hour_price=1.0)) == {
-        "stage": "sft", "wall_time_s": 4000.0, "method": "qlora", "gpu_hours": 8.0, "cost": "64.0 USD", "tokens_per_s": 900.0,
-        "peak_gpu_memory_gib_rank0": 26.1, "peak_rss_gib": 3.0}  # the recorded cost wins over the eval's price
+        "stage": "sft",
+        "wall_time_s": 4000.0,
+        "method": "qlora",
+        "gpu_hours": 8.0,
+        "cost": "64.0 USD",
+        "tokens_per_s": 900.0,
+        "peak_gpu_memory_gib_rank0": 26.1,
+        "peak_rss_gib": 3.0,
+    }  # the recorded cost wins over the eval's price
     # kofin dpo runs in-process: wall time and per-device peak memory only. Two GPUs held memory for 1.5 h.
-    dpo = {"stage": "dpo", "wall_time_s": 5400.0, "peak_gpu_mb": {"cuda:0": 20480.0, "cuda:1": 10240.0, "cuda:2": 0.0},
-           "peak_rss_mb": {"self": 1024.0, "children": 0.0}, "metrics": {"tokens_per_s": 300.0}}
+    dpo = {
+        "stage": "dpo",
+        "wall_time_s": 5400.0,
+        "peak_gpu_mb": {"cuda:0": 20480.0, "cuda:1": 10240.0, "cuda:2": 0.0},
+        "peak_rss_mb": {"self": 1024.0, "children": 0.0},
+        "metrics": {"tokens_per_s": 300.0},
+    }
     row = training_cost(dpo, GpuPrice(gpu_hour_price=8.0, currency="USD"))
-    assert row == {"stage": "dpo", "wall_time_s": 5400.0, "tokens_per_s": 300.0, "peak_gpu_memory_gib": 20.0, "peak_rss_gib": 1.0,
-                   "gpu_hours": 3.0, "gpu_hours_estimated": True, "cost": "24.0 USD (est.)"}
+    assert row == {
+        "stage": "dpo",
+        "wall_time_s": 5400.0,
+        "tokens_per_s": 300.0,
+        "peak_gpu_memory_gib": 20.0,
+        "peak_rss_gib": 1.0,
+        "gpu_hours": 3.0,
+        "gpu_hours_estimated": True,
+        "cost": "24.0 USD (est.)",
+    }
     assert "cost" not in training_cost(dpo)  # no price configured: no cost invented
     # An unpriced SFT launch (gpu_hour_price 0) records amount 0: priced by the eval config, as an estimate.
     unpriced = {**sft, "metrics": {**sft["metrics"], "cost": {"amount": 0.0, "currency": "USD", "gpu_hour_price": 0.0}}}
@@ -190,7 +253,10 @@ def test_every_cell_has_an_interval_and_the_tiny_model_against_itself_is_no_diff
                 assert cell["n"] == 3 and cell["low"] <= cell["value"] <= cell["high"]
                 assert cell["value"] == pytest.approx(metrics["results"][model][task][name], abs=1e-6)
     acc = metrics["intervals"]["base"]["fin_mcq_kmmlu"]["acc"]
-    assert acc["method"] == "wilson" and metrics["intervals"]["base"]["general_gsm8k_ko"]["token_f1"]["method"] == "bootstrap"
+    assert (
+        acc["method"] == "wilson"
+        and metrics["intervals"]["base"]["general_gsm8k_ko"]["token_f1"]["method"] == "bootstrap"
+    )
     # Same weights, same greedy answers: zero difference, p = 1, not significant, on every metric.
     for task in TASKS:
         for name, test in metrics["comparisons"]["again"][task].items():
@@ -214,8 +280,9 @@ def test_model_cost_sums_the_lineage_behind_a_model(tmp_path):
     from kofin.rundir import open_run, require_complete
 
     with open_run("sft", {"output_dir": str(tmp_path / "sft")}) as run:
-        run.metrics.update(method="qlora", world_size=8, gpu_hours=8.0,
-                           cost={"amount": 64.0, "currency": "USD", "gpu_hour_price": 8.0})
+        run.metrics.update(
+            method="qlora", world_size=8, gpu_hours=8.0, cost={"amount": 64.0, "currency": "USD", "gpu_hour_price": 8.0}
+        )
     sft = tmp_path / "sft"
     with open_run("dpo", {"output_dir": str(tmp_path / "dpo")}, inputs={"sft_run": sft}) as run:
         run.metrics.update(tokens_per_s=300.0)
@@ -238,7 +305,14 @@ def test_a_quiet_run_is_the_same_run_for_the_pipeline(tmp_path):
     from kofin.cli import main as kofin
     from kofin.rundir import config_digest, require_complete
 
-    overrides = [f"output_dir={tmp_path / 'eval'}", f"tasks={json.dumps(TASKS)}", "limit=2", "batch_size=4", "cpu_threads=1", "report=false"]
+    overrides = [
+        f"output_dir={tmp_path / 'eval'}",
+        f"tasks={json.dumps(TASKS)}",
+        "limit=2",
+        "batch_size=4",
+        "cpu_threads=1",
+        "report=false",
+    ]
     assert kofin(["eval", "--config", str(ROOT / "configs" / "eval" / "tiny.yaml"), "--quiet", *overrides]) == 0
     cfg = load_config(EvalConfig, ROOT / "configs" / "eval" / "tiny.yaml", overrides)
     assert require_complete(tmp_path / "eval")["config_sha256"] == config_digest(cfg.model_dump(mode="json"))

@@ -9,7 +9,12 @@ from scipy import stats
 
 from kofin.eval.scoring import LOWER_IS_BETTER
 from kofin.eval.significance import (
-    bootstrap_interval, cell_interval, mcnemar_exact, paired_bootstrap, paired_test, wilson_interval,
+    bootstrap_interval,
+    cell_interval,
+    mcnemar_exact,
+    paired_bootstrap,
+    paired_test,
+    wilson_interval,
 )
 from kofin.eval.verdict import BETTER, NO_DIFFERENCE, WORSE, direction
 

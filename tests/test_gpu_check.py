@@ -36,7 +36,9 @@ def test_script_arguments():
     assert usage.returncode == 0 and "gpu_check.sh run" in usage.stdout and "--no-install" in usage.stdout
     bad = subprocess.run(["bash", str(SCRIPT), "run", "--bogus"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown option --bogus" in bad.stderr
-    empty = subprocess.run(["bash", str(SCRIPT), "run", "--carry", "/nonexistent/carry"], capture_output=True, text=True)
+    empty = subprocess.run(
+        ["bash", str(SCRIPT), "run", "--carry", "/nonexistent/carry"], capture_output=True, text=True
+    )
     assert empty.returncode == 2 and "run 'bash benchmarks/gpu_check.sh prepare' first" in empty.stderr
 
 
@@ -45,7 +47,10 @@ def test_check_arguments(tmp_path):
     args = check.parse_args(base)
     assert (args.layers, args.steps, args.seq_len, args.r, args.device) == ([2, 4], 3, 4096, 256, "cuda")
     assert check.parse_args([*base, "--toy"]).seq_len == 128  # toy width, toy length
-    for bad, says in ((["--layers", "2"], "two or more different layer counts"), (["--skip", "sft,nope"], "unknown part")):
+    for bad, says in (
+        (["--layers", "2"], "two or more different layer counts"),
+        (["--skip", "sft,nope"], "unknown part"),
+    ):
         with pytest.raises(SystemExit):
             check.parse_args([*base, *bad])
 
@@ -71,8 +76,12 @@ def test_toy_model_has_the_asked_shape(tmp_path, tiny_model):
 
 def test_bitsandbytes_trim_keeps_cuda13_and_cpu(tmp_path):
     wheel = tmp_path / "bitsandbytes-0.50.2-py3-none-manylinux_2_24_x86_64.whl"
-    libs = ["bitsandbytes/libbitsandbytes_cuda121.so", "bitsandbytes/libbitsandbytes_cuda126.so",
-            "bitsandbytes/libbitsandbytes_cuda130.so", "bitsandbytes/libbitsandbytes_cpu.so"]
+    libs = [
+        "bitsandbytes/libbitsandbytes_cuda121.so",
+        "bitsandbytes/libbitsandbytes_cuda126.so",
+        "bitsandbytes/libbitsandbytes_cuda130.so",
+        "bitsandbytes/libbitsandbytes_cpu.so",
+    ]
     with zipfile.ZipFile(wheel, "w") as z:
         z.writestr("bitsandbytes/__init__.py", "")
         for lib in libs:
@@ -104,10 +113,35 @@ def test_cpu_rehearsal_writes_the_record(tmp_path, tiny_model, tiny_data_run):
         shutil.copy(tiny_model / name, carry / "tokenizer" / name)
     shutil.copy(tiny_data_run / "dpo" / "train.jsonl", carry / "pairs.jsonl")
     proc = subprocess.run(
-        ["bash", str(SCRIPT), "run", "--carry", str(carry), "--results", str(tmp_path / "results"), "--no-install",
-         "--python", sys.executable, "--unsloth-python", str(dpo.unsloth_env() / "bin" / "python"),
-         "--toy", "--device", "cpu", "--r", "8", "--layers", "1,2", "--steps", "2", "--dpo-steps", "2"],
-        capture_output=True, text=True, timeout=900)
+        [
+            "bash",
+            str(SCRIPT),
+            "run",
+            "--carry",
+            str(carry),
+            "--results",
+            str(tmp_path / "results"),
+            "--no-install",
+            "--python",
+            sys.executable,
+            "--unsloth-python",
+            str(dpo.unsloth_env() / "bin" / "python"),
+            "--toy",
+            "--device",
+            "cpu",
+            "--r",
+            "8",
+            "--layers",
+            "1,2",
+            "--steps",
+            "2",
+            "--dpo-steps",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     [out] = (tmp_path / "results").glob("gpu-*.json")
     record = json.loads(out.read_text())

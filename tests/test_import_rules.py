@@ -67,10 +67,21 @@ def test_no_module_imports_across_the_stage_boundaries():
 
 def test_the_check_catches_each_kind_of_crossing():
     # A checker that finds nothing would pass the test above on any code: plant each crossing.
-    assert violations("from kofin.serve.retrieve import HybridRetriever\n", "kofin.eval.rag") == ["1: kofin.serve.retrieve ['HybridRetriever']"]
-    assert violations("def f():\n    from kofin.serve import respond\n", "kofin.eval.rag") == ["2: kofin.serve ['respond']"]
+    assert violations("from kofin.serve.retrieve import HybridRetriever\n", "kofin.eval.rag") == [
+        "1: kofin.serve.retrieve ['HybridRetriever']"
+    ]
+    assert violations("def f():\n    from kofin.serve import respond\n", "kofin.eval.rag") == [
+        "2: kofin.serve ['respond']"
+    ]
     assert violations("import kofin.merge.run\n", "kofin.training.dpo") == ["1: kofin.merge.run"]
-    assert violations("from kofin.data_ko.pii import scrub_pii\n", "kofin.rundir") == ["1: kofin.data_ko.pii ['scrub_pii']"]
+    assert violations("from kofin.data_ko.pii import scrub_pii\n", "kofin.rundir") == [
+        "1: kofin.data_ko.pii ['scrub_pii']"
+    ]
     # ... and what the rule allows stays allowed.
     assert violations("from kofin.serve import answer_question, build_knowledge_base\n", "kofin.eval.rag") == []
-    assert violations("from kofin.data_ko.korean import morpheme_terms\nfrom kofin.rundir import MANIFEST\n", "kofin.serve.index") == []
+    assert (
+        violations(
+            "from kofin.data_ko.korean import morpheme_terms\nfrom kofin.rundir import MANIFEST\n", "kofin.serve.index"
+        )
+        == []
+    )

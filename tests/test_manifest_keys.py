@@ -15,13 +15,27 @@ from kofin.config import load_config
 from kofin.rundir import adapter_lineage, require_complete
 
 ROOT = Path(__file__).resolve().parents[1]
-READERS = [*sorted((ROOT / "eval").glob("*.py")), *sorted((ROOT / "merge").glob("*.py")),
-           *sorted((ROOT / "benchmarks").glob("**/*.py")), ROOT / "kofin" / "pipeline.py"]
+READERS = [
+    *sorted((ROOT / "eval").glob("*.py")),
+    *sorted((ROOT / "merge").glob("*.py")),
+    *sorted((ROOT / "benchmarks").glob("**/*.py")),
+    ROOT / "kofin" / "pipeline.py",
+]
 # Names distinctive enough to find as string literals; "method" or "steps" are ordinary words.
-DISTINCT = (keys.PEAK_GPU_MEMORY_GIB_RANK0, keys.MEMORY_ESTIMATE_GIB_PER_GPU, keys.TOKENS_PER_S_PER_GPU,
-            keys.TOKENS_PER_S, keys.TRAINABLE_PARAMS, keys.ADAPTER_BASE, keys.LINEAGE_MERGED_FIRST,
-            keys.ADAPTER_ELEMENTS_CHANGED, keys.REWARD_MARGIN_LAST, keys.PEAK_GPU_MB, keys.PEAK_RSS_MB,
-            "peak_gpu_memory_gib_per_gpu")  # the old name sft stopped writing: a reader of it would KeyError on a GPU
+DISTINCT = (
+    keys.PEAK_GPU_MEMORY_GIB_RANK0,
+    keys.MEMORY_ESTIMATE_GIB_PER_GPU,
+    keys.TOKENS_PER_S_PER_GPU,
+    keys.TOKENS_PER_S,
+    keys.TRAINABLE_PARAMS,
+    keys.ADAPTER_BASE,
+    keys.LINEAGE_MERGED_FIRST,
+    keys.ADAPTER_ELEMENTS_CHANGED,
+    keys.REWARD_MARGIN_LAST,
+    keys.PEAK_GPU_MB,
+    keys.PEAK_RSS_MB,
+    "peak_gpu_memory_gib_per_gpu",
+)  # the old name sft stopped writing: a reader of it would KeyError on a GPU
 # A read of a manifest or its metrics by a literal name: manifest["x"], m["x"], metrics.get("x"), recorded["x"].
 READ = re.compile(r"\b(manifest|metrics|m|recorded|upstream)(?:\.get\(|\[)\s*[\"'](%s)[\"']" % "|".join(DISTINCT))
 
@@ -78,9 +92,17 @@ def test_a_real_dpo_manifest_has_its_metrics_and_lineage(tmp_path, axolotl_sft_r
     from kofin.training import dpo
     from kofin.training.dpo_config import DpoConfig
 
-    cfg = load_config(DpoConfig, ROOT / "configs" / "dpo" / "tiny.yaml",
-                      [f"output_dir={tmp_path / 'dpo'}", f"sft_run={axolotl_sft_run}", f"preferences=[{tiny_data_run}]",
-                       "adapter_mode=merge", "training.max_steps=1"])
+    cfg = load_config(
+        DpoConfig,
+        ROOT / "configs" / "dpo" / "tiny.yaml",
+        [
+            f"output_dir={tmp_path / 'dpo'}",
+            f"sft_run={axolotl_sft_run}",
+            f"preferences=[{tiny_data_run}]",
+            "adapter_mode=merge",
+            "training.max_steps=1",
+        ],
+    )
     run = dpo.main(cfg, progress=False)
     manifest = require_complete(run, "dpo")
     assert set(keys.DPO_METRICS) <= manifest[keys.METRICS].keys()

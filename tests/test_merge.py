@@ -49,9 +49,23 @@ def proj_names(w: dict) -> list[str]:
 def test_run_directory_is_complete(slerp_t0, sft_run):
     manifest = require_complete(slerp_t0, "merge")
     assert {p.name for p in slerp_t0.iterdir()} == {
-        "tuned", "merged", "mergekit.yaml", "reproduce.sh", "checks.json", "config.yaml", "manifest.json", "COMPLETE"}
+        "tuned",
+        "merged",
+        "mergekit.yaml",
+        "reproduce.sh",
+        "checks.json",
+        "config.yaml",
+        "manifest.json",
+        "COMPLETE",
+    }
     merged = {p.name for p in (slerp_t0 / "merged").iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"} <= merged
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+    } <= merged
     assert "Assistant:" in (slerp_t0 / "merged" / "chat_template.jinja").read_text()  # EEVE's template survives
     assert "Assistant:" in (slerp_t0 / "tuned" / "chat_template.jinja").read_text()
     m = manifest["metrics"]
@@ -91,7 +105,10 @@ def test_each_method_merges_a_loadable_model_unlike_both_parents(method, sft_run
         "slerp": [],  # configs/merge/tiny.yaml: per-layer t gradients for self_attn and mlp
         "linear": ["tuned_parameters={weight: 0.5}", "models.0.parameters={weight: 0.5}"],
         "ties": ["tuned_parameters={weight: 0.5, density: 0.5}", "models.0.parameters={weight: 0.5, density: 0.5}"],
-        "dare_ties": ["tuned_parameters={weight: 0.5, density: 0.5}", "models.0.parameters={weight: 0.5, density: 0.5}"],
+        "dare_ties": [
+            "tuned_parameters={weight: 0.5, density: 0.5}",
+            "models.0.parameters={weight: 0.5, density: 0.5}",
+        ],
         "task_arithmetic": ["tuned_parameters={weight: 0.7}", "models.0.parameters={weight: 0.3}"],
         "model_stock": [],
     }[method]
@@ -105,7 +122,11 @@ def test_each_method_merges_a_loadable_model_unlike_both_parents(method, sft_run
     names = proj_names(merged)
     if method == "slerp":
         # t gradient [0, .5, .3, .7, 1] over 4 layers on attention, reversed on the MLP
-        q0, q3, d0 = "model.layers.0.self_attn.q_proj.weight", "model.layers.3.self_attn.q_proj.weight", "model.layers.0.mlp.down_proj.weight"
+        q0, q3, d0 = (
+            "model.layers.0.self_attn.q_proj.weight",
+            "model.layers.3.self_attn.q_proj.weight",
+            "model.layers.0.mlp.down_proj.weight",
+        )
         assert torch.equal(merged[q0], tuned[q0]) and torch.equal(merged[q3], bf16(other[q3]))
         assert torch.equal(merged[d0], bf16(other[d0]))
         names = [n for n in names if ".layers.1." in n or ".layers.2." in n]
@@ -113,7 +134,9 @@ def test_each_method_merges_a_loadable_model_unlike_both_parents(method, sft_run
         assert not torch.equal(merged[n], tuned[n]) and not torch.equal(merged[n], bf16(other[n])), n
     if method == "linear":
         for n in names:
-            assert torch.allclose(merged[n].float(), 0.5 * tuned[n].float() + 0.5 * bf16(other[n]).float(), atol=2e-3), n
+            assert torch.allclose(
+                merged[n].float(), 0.5 * tuned[n].float() + 0.5 * bf16(other[n]).float(), atol=2e-3
+            ), n
     if method == "task_arithmetic":
         base = weights(tiny_model)
         for n in names:
@@ -132,8 +155,16 @@ def test_mergekit_yaml_reproduces_the_weights_offline(sft_run, tmp_path, monkeyp
     # ties, not dare_ties: dare's random masks follow mergekit's task schedule, whose tie order
     # depends on object hashes that differ between processes, so dare is repeatable within a
     # process but not bit for bit across them (seen in CI). ties trims by magnitude: deterministic.
-    run = merge_run.main(merge_config(tmp_path / "ties", sft_run, "method=ties", "parameters={}",
-                                      "tuned_parameters={weight: 0.6, density: 0.4}", "models.0.parameters={weight: 0.4, density: 0.4}"))
+    run = merge_run.main(
+        merge_config(
+            tmp_path / "ties",
+            sft_run,
+            "method=ties",
+            "parameters={}",
+            "tuned_parameters={weight: 0.6, density: 0.4}",
+            "models.0.parameters={weight: 0.4, density: 0.4}",
+        )
+    )
     recipe = yaml.safe_load((run / "mergekit.yaml").read_text())
     paths = [recipe["base_model"]] + [m["model"] for m in recipe["models"]]
     assert all(Path(p).is_absolute() and Path(p).exists() for p in paths)  # absolute: no hub lookup
@@ -155,9 +186,19 @@ def test_planted_nan_is_caught_and_named(sft_run, instruct, tmp_path):
     w = weights(poisoned)
     w["model.layers.1.mlp.down_proj.weight"][3, 5] = float("nan")
     save_file(w, str(poisoned / "model.safetensors"), metadata={"format": "pt"})
-    cfg = merge_config(tmp_path / "out", sft_run, "method=linear", "parameters={}", "tuned_parameters={weight: 0.5}",
-                       f"models.0.path={poisoned}", "models.0.tiny_seed=null", "models.0.parameters={weight: 0.5}")
-    with pytest.raises(MergeCheckError, match=r"model\.layers\.1\.mlp\.down_proj\.weight in model\.safetensors: 1 NaN/Inf"):
+    cfg = merge_config(
+        tmp_path / "out",
+        sft_run,
+        "method=linear",
+        "parameters={}",
+        "tuned_parameters={weight: 0.5}",
+        f"models.0.path={poisoned}",
+        "models.0.tiny_seed=null",
+        "models.0.parameters={weight: 0.5}",
+    )
+    with pytest.raises(
+        MergeCheckError, match=r"model\.layers\.1\.mlp\.down_proj\.weight in model\.safetensors: 1 NaN/Inf"
+    ):
         merge_run.main(cfg)
     assert not (tmp_path / "out").exists()  # never marked complete
 
@@ -191,8 +232,15 @@ def test_vocab_mismatch_fails_before_any_tensor_is_read(sft_run, other_vocab, tm
 
 @pytest.mark.slow
 def test_tokenizer_source_union_merges_different_vocabularies(sft_run, small_vocab, tmp_path):
-    run = merge_run.main(merge_config(tmp_path / "out", sft_run, f"models.0.path={small_vocab}", "models.0.tiny_seed=null",
-                                      "tokenizer_source=union"))
+    run = merge_run.main(
+        merge_config(
+            tmp_path / "out",
+            sft_run,
+            f"models.0.path={small_vocab}",
+            "models.0.tiny_seed=null",
+            "tokenizer_source=union",
+        )
+    )
     assert yaml.safe_load((run / "mergekit.yaml").read_text())["tokenizer_source"] == "union"
     from transformers import AutoTokenizer
 
@@ -207,8 +255,17 @@ def test_architecture_mismatch_names_both_models_and_the_field(sft_run, instruct
     shutil.copytree(instruct, wider)
     cfg = json.loads((wider / "config.json").read_text())
     (wider / "config.json").write_text(json.dumps({**cfg, "intermediate_size": 512}))
-    code = kofin_main(["merge", "--config", str(TINY), f"output_dir={tmp_path / 'out'}",
-                       f"tuned_run={sft_run}", f"models.0.path={wider}", "models.0.tiny_seed=null"])
+    code = kofin_main(
+        [
+            "merge",
+            "--config",
+            str(TINY),
+            f"output_dir={tmp_path / 'out'}",
+            f"tuned_run={sft_run}",
+            f"models.0.path={wider}",
+            "models.0.tiny_seed=null",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1
     assert f"models.0 ({wider}) and tuned_run" in err and "intermediate_size: 512 vs 448" in err
@@ -216,8 +273,14 @@ def test_architecture_mismatch_names_both_models_and_the_field(sft_run, instruct
 
 def test_dpo_run_on_merged_sft_folds_both_adapters(tmp_path, tiny_model, sft_run, instruct):
     """adapter_mode: merge DPO: the SFT adapter is merged into the base before the DPO adapter."""
-    dpo = adapter_run(tmp_path / "dpo", tiny_model, stage="dpo", seed=7, r=2,
-                      metrics={"adapter_base": {"base_model": str(tiny_model), "merged_first": [str(sft_run)]}})
+    dpo = adapter_run(
+        tmp_path / "dpo",
+        tiny_model,
+        stage="dpo",
+        seed=7,
+        r=2,
+        metrics={"adapter_base": {"base_model": str(tiny_model), "merged_first": [str(sft_run)]}},
+    )
     run = merge_run.main(merge_config(tmp_path / "m", dpo, "parameters.t=0"))
     assert require_complete(run, "merge")["metrics"]["adapters_merged"] == [str(sft_run), str(dpo)]
     base, tuned, d1, d2 = weights(tiny_model), weights(run / "tuned"), lora_deltas(sft_run), lora_deltas(dpo)
@@ -233,7 +296,9 @@ def test_quantized_base_is_refused(tmp_path, sft_run, instruct):
     fake = tmp_path / "base4bit"
     fake.mkdir()
     cfg = json.loads((instruct / "config.json").read_text())
-    (fake / "config.json").write_text(json.dumps({**cfg, "quantization_config": {"quant_method": "bitsandbytes", "load_in_4bit": True}}))
+    (fake / "config.json").write_text(
+        json.dumps({**cfg, "quantization_config": {"quant_method": "bitsandbytes", "load_in_4bit": True}})
+    )
     with pytest.raises(MergeInputError, match=r"base_model: .*base4bit holds bitsandbytes weights .*16-bit checkpoint"):
         merge_run.main(merge_config(tmp_path / "out", sft_run, f"base_model={fake}"))
 
@@ -248,9 +313,20 @@ def test_merge_runs_out_of_core(tmp_path, tiny_model):
     sft = adapter_run(tmp_path / "sft", tuned_base)
     probe = tmp_path / "probe.txt"
     probe.write_text("예금을 중도에 해지하면 약정한 금리보다 낮은 중도해지 이율이 적용됩니다.\n", encoding="utf-8")
-    run = merge_run.main(merge_config(
-        tmp_path / "m", sft, "method=linear", "parameters={}", "tuned_parameters={weight: 0.5}", f"models.0.path={other}",
-        "models.0.tiny_seed=null", "models.0.parameters={weight: 0.5}", "options.out_shard_size=10M", f"checks.probe_file={probe}"))
+    run = merge_run.main(
+        merge_config(
+            tmp_path / "m",
+            sft,
+            "method=linear",
+            "parameters={}",
+            "tuned_parameters={weight: 0.5}",
+            f"models.0.path={other}",
+            "models.0.tiny_seed=null",
+            "models.0.parameters={weight: 0.5}",
+            "options.out_shard_size=10M",
+            f"checks.probe_file={probe}",
+        )
+    )
     m = require_complete(run, "merge")["metrics"]
     sizes_mb = (m["model_bytes"]["tuned"] + m["model_bytes"]["models.0"]) / 2**20
     assert sizes_mb > 180  # ~98 MB each in bf16: large enough to see
@@ -276,14 +352,23 @@ def test_merges_a_real_kofin_sft_run(axolotl_sft_run, tiny_model, instruct, tmp_
     assert not torch.equal(merged[q], tuned[q]) and not torch.equal(merged[q], bf16(weights(instruct)[q]))
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["parameters={}"], r"command line  \(top level\): method slerp needs parameters.t: 0 = the tuned model"),
-    (["method=linear", "parameters={}"], "method linear needs a weight for every model; add weight to tuned_parameters, models.0.parameters"),
-    (["method=model_stock", "parameters={}", "tuned_parameters={weight: 1}"], "model_stock computes each model's weight itself"),
-    (["models.0.path=/models/x"], "models.0: set exactly one of path .* or tiny_seed"),
-    (["tokenizer_source=model"], "tokenizer_source: model goes with tokenizer_model"),
-    (["method=slerp", "models=[{tiny_seed: 1}, {tiny_seed: 2}]"], "exactly one entry in models \\(got 2\\)"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["parameters={}"], r"command line  \(top level\): method slerp needs parameters.t: 0 = the tuned model"),
+        (
+            ["method=linear", "parameters={}"],
+            "method linear needs a weight for every model; add weight to tuned_parameters, models.0.parameters",
+        ),
+        (
+            ["method=model_stock", "parameters={}", "tuned_parameters={weight: 1}"],
+            "model_stock computes each model's weight itself",
+        ),
+        (["models.0.path=/models/x"], "models.0: set exactly one of path .* or tiny_seed"),
+        (["tokenizer_source=model"], "tokenizer_source: model goes with tokenizer_model"),
+        (["method=slerp", "models=[{tiny_seed: 1}, {tiny_seed: 2}]"], "exactly one entry in models \\(got 2\\)"),
+    ],
+)
 def test_config_errors_say_what_to_fix(overrides, message, tmp_path):
     from kofin.config import ConfigError
 
@@ -292,9 +377,17 @@ def test_config_errors_say_what_to_fix(overrides, message, tmp_path):
 
 
 def test_missing_model_folder_is_named(sft_run, tmp_path):
-    with pytest.raises(MergeInputError, match=r"models\.0: /models/yanolja/EEVE-Korean-Instruct-10\.8B-v1\.0 has no config\.json"):
-        merge_run.main(merge_config(tmp_path / "out", sft_run, "models.0.path=/models/yanolja/EEVE-Korean-Instruct-10.8B-v1.0",
-                                    "models.0.tiny_seed=null"))
+    with pytest.raises(
+        MergeInputError, match=r"models\.0: /models/yanolja/EEVE-Korean-Instruct-10\.8B-v1\.0 has no config\.json"
+    ):
+        merge_run.main(
+            merge_config(
+                tmp_path / "out",
+                sft_run,
+                "models.0.path=/models/yanolja/EEVE-Korean-Instruct-10.8B-v1.0",
+                "models.0.tiny_seed=null",
+            )
+        )
 
 
 def test_eval_takes_a_merge_run_directory_as_a_model(slerp_t0):

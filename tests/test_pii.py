@@ -36,11 +36,7 @@ def rrn_valid(first12: str) -> str:
 def rrn_bad(first12: str) -> str:
     """A 13-digit number whose check digit is wrong and which is not Luhn-valid either,
     so nothing but context can make it PII."""
-    return next(
-        first12 + d
-        for d in "0123456789"
-        if d != rrn_check_digit(first12) and not luhn_ok(first12 + d)
-    )
+    return next(first12 + d for d in "0123456789" if d != rrn_check_digit(first12) and not luhn_ok(first12 + d))
 
 
 def hyphen(rrn: str) -> str:
@@ -183,17 +179,13 @@ def test_context_window_is_measured_on_the_masked_text() -> None:
 
 
 def test_bare_rrn_that_also_passes_luhn_counts_as_rrn() -> None:
-    first12 = next(
-        f"8501011{n:05d}" for n in range(100000) if luhn_ok(rrn_valid(f"8501011{n:05d}"))
-    )
+    first12 = next(f"8501011{n:05d}" for n in range(100000) if luhn_ok(rrn_valid(f"8501011{n:05d}")))
     assert scrub_pii(rrn_valid(first12)) == ("[주민등록번호]", Counter(rrn=1))
 
 
 def test_luhn_valid_bad_checksum_rrn_is_a_card_unless_context_says_rrn() -> None:
     body = "850101123456"
-    number = next(
-        body + d for d in "0123456789" if d != rrn_check_digit(body) and luhn_ok(body + d)
-    )
+    number = next(body + d for d in "0123456789" if d != rrn_check_digit(body) and luhn_ok(body + d))
     assert kinds(number) == ["card"]
     assert scrub_pii(f"주민번호 {number}") == ("주민번호 [주민등록번호]", Counter(rrn=1))
 
@@ -326,17 +318,13 @@ def test_phone_after_account_word_is_still_a_phone() -> None:
 
 # --- whole texts -------------------------------------------------------------------------
 
-MIXED = (
-    f"고객 {hyphen(OLD_RRN)}, 휴대폰 010-1234-5678, 카드 {CARD16}, "
-    "국민은행 계좌 110-123-456789, 자택 02-123-4567"
-)
+MIXED = f"고객 {hyphen(OLD_RRN)}, 휴대폰 010-1234-5678, 카드 {CARD16}, 국민은행 계좌 110-123-456789, 자택 02-123-4567"
 
 
 def test_mixed_sentence_scrub_and_counts() -> None:
     text, counts = scrub_pii(MIXED)
     assert text == (
-        "고객 [주민등록번호], 휴대폰 [전화번호], 카드 [카드번호], "
-        "국민은행 계좌 [계좌번호], 자택 [전화번호]"
+        "고객 [주민등록번호], 휴대폰 [전화번호], 카드 [카드번호], 국민은행 계좌 [계좌번호], 자택 [전화번호]"
     )
     assert counts == Counter(rrn=1, phone=2, card=1, account=1)
 
@@ -393,4 +381,3 @@ def test_second_account_in_a_list_shares_the_context() -> None:
         "계좌번호 [계좌번호], [계좌번호]",
         Counter(account=2),
     )
-

@@ -9,7 +9,6 @@ import pytest
 
 from kofin.data_ko.pii import find_pii, scrub_pii
 
-
 # --- what a reader sees: separators, dashes, full-width and invisible characters -------------------
 
 ISSUE_RRN = "9001011234568"  # the probe's number: 1990-01-01, a valid birth date
@@ -33,16 +32,20 @@ def test_rrn_in_every_separator_and_hidden_form_is_masked_in_data_and_logs(shown
     logged, counts = scrub_pii(text, log=True)
     assert logged == "고객 [주민등록번호] 문의" and counts == Counter(rrn=1)
     (match,) = find_pii(text)
-    assert match.text == shown and text[match.start:match.end] == shown  # offsets of the original text
+    assert match.text == shown and text[match.start : match.end] == shown  # offsets of the original text
 
 
-@pytest.mark.parametrize("card", ["4111.1111.1111.1111", "4111\u20131111\u20131111\u20131111", "4111 1111 \u200b1111 1111"])
+@pytest.mark.parametrize(
+    "card", ["4111.1111.1111.1111", "4111\u20131111\u20131111\u20131111", "4111 1111 \u200b1111 1111"]
+)
 def test_cards_with_dots_dashes_or_hidden_characters_are_masked(card: str) -> None:
     assert scrub_pii(f"카드 {card} 결제")[0] == "카드 [카드번호] 결제"
     assert scrub_pii(f"카드 {card} 결제", log=True)[0] == "카드 [카드번호] 결제"
 
 
-@pytest.mark.parametrize("text", ["110-123-456789 계좌로 보내 주세요", "1002-345-678901 통장에 입금", "3333-01-1234567 번 계좌"])
+@pytest.mark.parametrize(
+    "text", ["110-123-456789 계좌로 보내 주세요", "1002-345-678901 통장에 입금", "3333-01-1234567 번 계좌"]
+)
 def test_an_account_number_with_its_context_word_after_it_is_masked(text: str) -> None:
     masked, counts = scrub_pii(text)
     assert counts == Counter(account=1) and masked.startswith("[계좌번호]")

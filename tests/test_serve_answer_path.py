@@ -10,7 +10,8 @@ import pytest
 from kofin.serve import answer_question
 from kofin.serve.answer import NO_ANSWER
 from kofin.serve.ask import AskConfig, Assistant
-from kofin.serve.ingest import IngestConfig, main as ingest
+from kofin.serve.ingest import IngestConfig
+from kofin.serve.ingest import main as ingest
 from kofin.serve.settings import AnswerSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,8 +65,10 @@ def test_a_follow_up_is_answered_in_the_context_of_its_conversation(kb, tmp_path
 def test_history_never_widens_what_a_user_may_see(kb, tmp_path):
     users = tmp_path / "users.yaml"
     users.write_text("kim: [branch]\nlee: [credit]\n", encoding="utf-8")
-    history = [{"role": "user", "content": "정기예금 담보대출 심사에서 예금 잔액의 95%를 넘는 대출은 누가 승인하나요?"},
-               {"role": "assistant", "content": "본부 승인을 받습니다."}]
+    history = [
+        {"role": "user", "content": "정기예금 담보대출 심사에서 예금 잔액의 95%를 넘는 대출은 누가 승인하나요?"},
+        {"role": "assistant", "content": "본부 승인을 받습니다."},
+    ]
     kim = _assistant(kb, tmp_path, users_file=users).ask("그건 누가 해요?", user="kim", history=history)
     lee = _assistant(kb, tmp_path, users_file=users).ask("그건 누가 해요?", user="lee", history=history)
     assert all(s["id"] != "credit-manual.md" for s in kim.sources) and "본부 승인" not in kim.answer
@@ -106,10 +109,24 @@ def test_eval_rag_and_kofin_ask_give_the_same_sources_and_answers(kb, tmp_path):
     from kofin.eval.rag import score_rag
     from kofin.eval.tasks import Example, TaskSpec
 
-    questions = ["가람 스마트 정기예금을 만기 전에 해지하면?", "환전 수수료는 얼마인가요?", "오늘 원달러 환율 얼마예요?"]
-    spec = TaskSpec(name="t", kind="rag", path=tmp_path / "q.jsonl", format="laws_questions", kb=kb, answer_with="extractive", k=[1, 5])
-    examples = [Example(id=str(i), where=f"q:{i}", question=q, answer="", meta={"gold": ["smart-deposit.md"]})
-                for i, q in enumerate(questions)]
+    questions = [
+        "가람 스마트 정기예금을 만기 전에 해지하면?",
+        "환전 수수료는 얼마인가요?",
+        "오늘 원달러 환율 얼마예요?",
+    ]
+    spec = TaskSpec(
+        name="t",
+        kind="rag",
+        path=tmp_path / "q.jsonl",
+        format="laws_questions",
+        kb=kb,
+        answer_with="extractive",
+        k=[1, 5],
+    )
+    examples = [
+        Example(id=str(i), where=f"q:{i}", question=q, answer="", meta={"gold": ["smart-deposit.md"]})
+        for i, q in enumerate(questions)
+    ]
     records = score_rag(spec, examples, backend=None)
     a = _assistant(kb, tmp_path)
     for q, rec in zip(questions, records):
@@ -140,8 +157,13 @@ def test_the_gate_and_key_facts_on_the_bundled_kb_dev_sets(bundled):
     served = load_config(ServeConfig, ROOT / "configs" / "serve" / "demo.yaml")
     retriever, settings = HybridRetriever(load_kb(bundled)), AnswerSettings(**served.answer_settings())
     answerable = [answer_question(retriever, settings, q["question"], ("all",)) for q in _rows("kb_answerable.jsonl")]
-    unanswerable = [answer_question(retriever, settings, q["question"], ("all",)) for q in _rows("kb_unanswerable.jsonl")]
-    key_facts = [q["key_fact"].replace(" ", "") in r.answer.replace(" ", "") for q, r in zip(_rows("kb_answerable.jsonl"), answerable)]
+    unanswerable = [
+        answer_question(retriever, settings, q["question"], ("all",)) for q in _rows("kb_unanswerable.jsonl")
+    ]
+    key_facts = [
+        q["key_fact"].replace(" ", "") in r.answer.replace(" ", "")
+        for q, r in zip(_rows("kb_answerable.jsonl"), answerable)
+    ]
     assert sum(not r.found for r in answerable) / len(answerable) <= 0.05
     assert sum(not r.found for r in unanswerable) / len(unanswerable) >= 0.4
     assert sum(key_facts) / len(key_facts) >= 0.7
@@ -150,10 +172,16 @@ def test_the_gate_and_key_facts_on_the_bundled_kb_dev_sets(bundled):
 def test_an_answer_whose_sources_disagree_says_so_with_both_dates(tmp_path):
     docs = tmp_path / "docs"
     docs.mkdir()
-    (docs / "a.md").write_text("---\ntitle: 예금자보호 안내\ngroups: [all]\neffective: 2026-01-01\n---\n# 예금자보호 안내\n## 1. 보호 한도\n"
-                               "예금자보호 한도는 1인당 1억원이다.\n", encoding="utf-8")
-    (docs / "b.md").write_text("---\ntitle: 예금자보호 제도 요약\ngroups: [all]\neffective: 2024-06-01\n---\n# 예금자보호 제도 요약\n## 1. 보호 한도\n"
-                               "예금자보호 한도는 1인당 5천만원이다.\n", encoding="utf-8")
+    (docs / "a.md").write_text(
+        "---\ntitle: 예금자보호 안내\ngroups: [all]\neffective: 2026-01-01\n---\n# 예금자보호 안내\n## 1. 보호 한도\n"
+        "예금자보호 한도는 1인당 1억원이다.\n",
+        encoding="utf-8",
+    )
+    (docs / "b.md").write_text(
+        "---\ntitle: 예금자보호 제도 요약\ngroups: [all]\neffective: 2024-06-01\n---\n# 예금자보호 제도 요약\n## 1. 보호 한도\n"
+        "예금자보호 한도는 1인당 5천만원이다.\n",
+        encoding="utf-8",
+    )
     report = ingest(IngestConfig(output_dir=tmp_path / "kb", inputs=[docs]))
     assert report.conflicts, report.summary()
     result = _assistant(tmp_path / "kb", tmp_path).ask("예금자보호 한도는 얼마인가요?")
@@ -166,17 +194,25 @@ def test_questions_about_statutes_the_kb_holds_only_as_citations_are_refused(law
     """A KB of statute articles answers about the statutes it holds, under their short names too;
     a statute its articles only cite (상법, throughout 여신전문금융업법) is one it cannot answer about."""
     laws = {"여신전문금융업법", "증권관련 집단소송법", "국제금융기구에의 가입조치에 관한 법률"}
-    rows = [line for line in (laws_dir / "fin_articles.jsonl").read_text(encoding="utf-8").splitlines()
-            if json.loads(line)["law"] in laws]
+    rows = [
+        line
+        for line in (laws_dir / "fin_articles.jsonl").read_text(encoding="utf-8").splitlines()
+        if json.loads(line)["law"] in laws
+    ]
     (tmp_path / "laws.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
     assert any("상법" in json.loads(r)["text"] for r in rows)  # cited, not held
     ingest(IngestConfig(output_dir=tmp_path / "kb", inputs=[tmp_path / "laws.jsonl"], default_groups=["all"]))
     a = _assistant(tmp_path / "kb", tmp_path)
-    for question in ("상법에서 주식회사 이사의 임기는 최대 몇 년인가요?", "개인정보 보호법에 따른 위원회는 몇 명으로 구성되나요?"):
+    for question in (
+        "상법에서 주식회사 이사의 임기는 최대 몇 년인가요?",
+        "개인정보 보호법에 따른 위원회는 몇 명으로 구성되나요?",
+    ):
         assert not a.ask(question).found, question
-    for question in ("여신법상 신용카드 가맹점을 모집할 수 있는 자는 누구인가요?",  # a short name no table lists
-                     "증권관련 집단소송법상 법원은 배상금 분할 지급을 허가할 수 있나요?",  # a name with a space
-                     "국제금융기구 가입조치법에 따라 정부가 출자금을 한국은행이 내게 할 수 있나요?"):
+    for question in (
+        "여신법상 신용카드 가맹점을 모집할 수 있는 자는 누구인가요?",  # a short name no table lists
+        "증권관련 집단소송법상 법원은 배상금 분할 지급을 허가할 수 있나요?",  # a name with a space
+        "국제금융기구 가입조치법에 따라 정부가 출자금을 한국은행이 내게 할 수 있나요?",
+    ):
         assert a.ask(question).found, question
 
 
@@ -230,7 +266,8 @@ def test_an_asked_for_age_is_quoted_from_the_document_chunk_that_states_it(tmp_p
         "## 1. 상품 개요\n가람 청년 희망 적금은 청년의 목돈 마련을 돕는 적금이다. 청년 희망 적금은 영업점과 앱에서 가입할 수 있다. "
         "청년 희망 적금에 가입하면 매월 정해진 날에 자동이체로 적립한다.\n"
         "## 2. 대상\n| 구분 | 내용 |\n|---|---|\n| 대상 | 만 19세 이상 만 34세 이하 |\n| 서류 | 신분증 |\n",
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     ingest(IngestConfig(output_dir=tmp_path / "kb", inputs=[docs]))
     result = _assistant(tmp_path / "kb", tmp_path).ask("청년 희망 적금 몇 살까지 가입돼요?", top_k=1)
     assert result.found and "만 34세 이하" in result.answer, result.answer

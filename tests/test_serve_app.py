@@ -10,10 +10,14 @@ import urllib.error
 import urllib.request
 
 import pytest
-
 from serve_fixtures import (
-    OPEN_QUESTION, PASSWORDS, RESTRICTED_DOC, RESTRICTED_QUESTION, demo_config,
-    restricted_sentences, running_app,
+    OPEN_QUESTION,
+    PASSWORDS,
+    RESTRICTED_DOC,
+    RESTRICTED_QUESTION,
+    demo_config,
+    restricted_sentences,
+    running_app,
 )
 
 
@@ -37,7 +41,9 @@ def _answer_text(history: list) -> str:
 
 def _http(url: str, method: str = "GET", body: dict | None = None, headers: dict | None = None):
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})})
+    req = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.status, r.read().decode("utf-8", "replace")
@@ -49,11 +55,19 @@ def _http(url: str, method: str = "GET", body: dict | None = None, headers: dict
 
 
 PROTECTED = [
-    ("GET", "/config"), ("GET", "/gradio_api/info"), ("GET", "/gradio_api/openapi.json"),
-    ("GET", "/gradio_api/queue/data?session_hash=abc"), ("GET", "/gradio_api/upload_progress?upload_id=x"),
-    ("GET", "/gradio_api/file=/etc/passwd"), ("GET", "/gradio_api/call/ask/xyz"),
-    ("POST", "/gradio_api/queue/join"), ("POST", "/gradio_api/call/ask"), ("POST", "/gradio_api/call/upload"),
-    ("POST", "/gradio_api/call/reindex"), ("POST", "/gradio_api/run/ask"), ("POST", "/gradio_api/api/ask"),
+    ("GET", "/config"),
+    ("GET", "/gradio_api/info"),
+    ("GET", "/gradio_api/openapi.json"),
+    ("GET", "/gradio_api/queue/data?session_hash=abc"),
+    ("GET", "/gradio_api/upload_progress?upload_id=x"),
+    ("GET", "/gradio_api/file=/etc/passwd"),
+    ("GET", "/gradio_api/call/ask/xyz"),
+    ("POST", "/gradio_api/queue/join"),
+    ("POST", "/gradio_api/call/ask"),
+    ("POST", "/gradio_api/call/upload"),
+    ("POST", "/gradio_api/call/reindex"),
+    ("POST", "/gradio_api/run/ask"),
+    ("POST", "/gradio_api/api/ask"),
     ("POST", "/gradio_api/upload"),
 ]
 
@@ -73,13 +87,21 @@ def test_wrong_password_gets_no_session(app):
     _, url = app
     with pytest.raises(Exception, match="(?i)login|auth|401|credentials"):
         Client(url + "/", auth=("teller", "wrong-password"), verbose=False)
-    req = urllib.request.Request(url + "/login", data=b"username=teller&password=wrong", method="POST",
-                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    req = urllib.request.Request(
+        url + "/login",
+        data=b"username=teller&password=wrong",
+        method="POST",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(req, timeout=30)
     assert err.value.code in (400, 401) and "kofin-session=" not in str(err.value.headers.get("set-cookie"))
-    req = urllib.request.Request(url + "/login", data=b"username=teller&password=teller-demo-1", method="POST",
-                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    req = urllib.request.Request(
+        url + "/login",
+        data=b"username=teller&password=teller-demo-1",
+        method="POST",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     with urllib.request.urlopen(req, timeout=30) as r:
         cookie = r.headers.get("set-cookie", "")
         assert r.status == 200 and "kofin-session=" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
@@ -156,7 +178,10 @@ def _restricted_history(bundled_kb) -> list[dict]:
     """A conversation steering a follow-up to the compliance-only document: its question and its
     own sentences as an earlier "answer" (what a forged page, or a user who was told, could send),
     in the Chatbot's message format (content as text parts)."""
-    turns = [("user", RESTRICTED_QUESTION), ("assistant", " ".join(s.lstrip("> ") for s in restricted_sentences(bundled_kb, ["branch"])[:3]))]
+    turns = [
+        ("user", RESTRICTED_QUESTION),
+        ("assistant", " ".join(s.lstrip("> ") for s in restricted_sentences(bundled_kb, ["branch"])[:3])),
+    ]
     return [{"role": role, "content": [{"type": "text", "text": text}]} for role, text in turns]
 
 
@@ -215,7 +240,10 @@ def test_the_user_comes_from_the_session_not_the_request_body(app):
     client = _client(url, "teller")
     deps = {d.get("api_name"): d for d in client.config["dependencies"]}
     types = {c["id"]: c["type"] for c in client.config["components"]}
-    assert [types[i] for i in deps["ask"]["inputs"]] == ["textbox", "chatbot"]  # the question and history: no user or groups to forge
+    assert [types[i] for i in deps["ask"]["inputs"]] == [
+        "textbox",
+        "chatbot",
+    ]  # the question and history: no user or groups to forge
     assert not deps["reindex"]["inputs"] and {"upload", "reindex"} <= set(deps)
 
 
@@ -236,7 +264,9 @@ def test_admin_actions_are_refused_for_staff_on_the_server(app):
 
 def test_an_overlong_question_is_refused_with_a_clear_state(app):
     chat, url = app
-    history, _, sources = _client(url, "teller").predict("예금 " * (chat.cfg.max_question_chars // 2), [], api_name="/ask")
+    history, _, sources = _client(url, "teller").predict(
+        "예금 " * (chat.cfg.max_question_chars // 2), [], api_name="/ask"
+    )
     assert "질문이 너무 깁니다" in _answer_text(history) and "표시할 출처가 없습니다" in sources
 
 
@@ -250,8 +280,13 @@ def test_twenty_simultaneous_sessions_all_get_answers(app):
     from kofin.serve.audit import verify_audit
 
     chat, url = app
-    questions = ["정기예금을 만기 전에 해지하면 이자는 어떻게 되나요?", "예금자보호 한도는 얼마인가요?", "신용카드를 분실했을 때 어떻게 해야 하나요?",
-                 "해외송금 한도와 필요한 서류는 무엇인가요?", "휴면예금은 어떻게 찾을 수 있나요?"]
+    questions = [
+        "정기예금을 만기 전에 해지하면 이자는 어떻게 되나요?",
+        "예금자보호 한도는 얼마인가요?",
+        "신용카드를 분실했을 때 어떻게 해야 하나요?",
+        "해외송금 한도와 필요한 서류는 무엇인가요?",
+        "휴면예금은 어떻게 찾을 수 있나요?",
+    ]
     clients = [_client(url, ("teller", "compliance", "admin")[i % 3]) for i in range(20)]
     before = len(_answers(chat.cfg.audit_path))
     barrier, results, errors = threading.Barrier(20), [], []
@@ -284,11 +319,15 @@ def _logged_in(url: str, user: str):
     return login(url, user)
 
 
-@pytest.mark.parametrize("method,path", [("POST", "/gradio_api/cancel"), ("GET", "/gradio_api/heartbeat/abc"),
-                                         ("GET", "/gradio_api/stream/abc")])
+@pytest.mark.parametrize(
+    "method,path",
+    [("POST", "/gradio_api/cancel"), ("GET", "/gradio_api/heartbeat/abc"), ("GET", "/gradio_api/stream/abc")],
+)
 def test_session_routes_gradio_leaves_open_need_a_login(app, method, path):
     _, url = app
-    status, text = _http(url + path, method, {"session_hash": "abc", "event_id": "x", "fn_index": 0} if method == "POST" else None)
+    status, text = _http(
+        url + path, method, {"session_hash": "abc", "event_id": "x", "fn_index": 0} if method == "POST" else None
+    )
     assert status == 401 and "Not authenticated" in text
 
 
@@ -310,8 +349,15 @@ def test_origin_null_is_refused_on_login_api_and_uploads(app):
     teller, admin = _logged_in(url, "teller"), _logged_in(url, "admin")
     null = {"Origin": "null"}
     assert teller("/config", headers=null)[0] == 403
-    assert teller("/gradio_api/queue/join", "POST", {**null, "Content-Type": "application/json"},
-                  json.dumps({"data": [OPEN_QUESTION, []], "fn_index": 0, "session_hash": "abc"}).encode())[0] == 403
+    assert (
+        teller(
+            "/gradio_api/queue/join",
+            "POST",
+            {**null, "Content-Type": "application/json"},
+            json.dumps({"data": [OPEN_QUESTION, []], "fn_index": 0, "session_hash": "abc"}).encode(),
+        )[0]
+        == 403
+    )
     multipart = {"Content-Type": "multipart/form-data; boundary=x", **null}
     body = b'--x\r\nContent-Disposition: form-data; name="files"; filename="a.md"\r\n\r\nhello\r\n--x--\r\n'
     assert admin("/gradio_api/upload", "POST", multipart, body)[0] == 403
@@ -333,7 +379,11 @@ def test_a_host_that_is_not_a_configured_server_name_is_refused(app):
 def test_host_names_are_read_without_ports():
     from kofin.serve.guard import host_name
 
-    assert host_name("Chat.Bank.Local:443") == "chat.bank.local" and host_name("[::1]:7860") == "::1" and host_name("10.0.0.5") == "10.0.0.5"
+    assert (
+        host_name("Chat.Bank.Local:443") == "chat.bank.local"
+        and host_name("[::1]:7860") == "::1"
+        and host_name("10.0.0.5") == "10.0.0.5"
+    )
 
 
 def test_only_admins_get_the_upload_listing(app):
@@ -358,8 +408,12 @@ def test_no_answer_is_given_when_the_audit_log_was_cut(bundled_kb, tmp_path):
         assert len(chat.cfg.audit_path.read_text(encoding="utf-8").splitlines()) == len(lines) - 1
         assert not verify_audit(chat.cfg.audit_path).ok
         # A login cannot be recorded either: refused with the reason, no session.
-        req = urllib.request.Request(url + "/login", data=b"username=teller&password=teller-demo-1", method="POST",
-                                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+        req = urllib.request.Request(
+            url + "/login",
+            data=b"username=teller&password=teller-demo-1",
+            method="POST",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(req, timeout=30)
         assert err.value.code == 503 and "감사 로그가 손상되어" in err.value.read().decode("utf-8")

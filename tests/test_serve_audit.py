@@ -12,8 +12,17 @@ from kofin.serve.audit import GENESIS, answer_sha256, audit_record, verify_audit
 
 def _log(path: Path, n: int = 4) -> Path:
     for i in range(n):
-        write_audit(path, audit_record(user=f"user{i}", question=f"질문 {i} 주민번호 900101-1234567", answer=f"답변 {i} [1]",
-                                       retrieved=[f"doc#{i}", "doc#9"], cited=[f"doc#{i}"], backend="extractive"))
+        write_audit(
+            path,
+            audit_record(
+                user=f"user{i}",
+                question=f"질문 {i} 주민번호 900101-1234567",
+                answer=f"답변 {i} [1]",
+                retrieved=[f"doc#{i}", "doc#9"],
+                cited=[f"doc#{i}"],
+                backend="extractive",
+            ),
+        )
     return path
 
 
@@ -221,13 +230,23 @@ def test_an_edited_last_line_is_not_chained_onto(tmp_path):
 
 
 def test_the_probes_pii_formats_never_reach_the_audit_line(tmp_path):
-    questions = ["주민번호 900101.1234568 고객", "900101\u20131234568 고객의 예금", "900101-12\u200b34568 조회",
-                 "카드 4111.1111.1111.1111 분실", "110-123-456789 계좌로 송금", "９００１０１　１２３４５６８ 고객"]
+    questions = [
+        "주민번호 900101.1234568 고객",
+        "900101\u20131234568 고객의 예금",
+        "900101-12\u200b34568 조회",
+        "카드 4111.1111.1111.1111 분실",
+        "110-123-456789 계좌로 송금",
+        "９００１０１　１２３４５６８ 고객",
+    ]
     log = tmp_path / "audit.jsonl"
     for q in questions:
-        write_audit(log, audit_record(user="teller", question=q, answer="", retrieved=[], cited=[], backend="extractive"))
+        write_audit(
+            log, audit_record(user="teller", question=q, answer="", retrieved=[], cited=[], backend="extractive")
+        )
     raw = log.read_text(encoding="utf-8")
     for digits in ("1234568", "12\u200b34568", "4111", "456789"):
         assert digits not in raw
     rows = [json.loads(line) for line in raw.splitlines()]
-    assert [r["question"].split()[0] for r in rows[1:3]] == ["[주민등록번호]", "[주민등록번호]"] and verify_audit(log).ok
+    assert [r["question"].split()[0] for r in rows[1:3]] == ["[주민등록번호]", "[주민등록번호]"] and verify_audit(
+        log
+    ).ok

@@ -16,9 +16,15 @@ import re
 from urllib.parse import urlparse
 
 import pytest
-
 from serve_fixtures import (
-    OPEN_QUESTION, PASSWORDS, RESTRICTED_DOC, RESTRICTED_QUESTION, ROOT, demo_config, restricted_sentences, running_app,
+    OPEN_QUESTION,
+    PASSWORDS,
+    RESTRICTED_DOC,
+    RESTRICTED_QUESTION,
+    ROOT,
+    demo_config,
+    restricted_sentences,
+    running_app,
 )
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
@@ -37,8 +43,6 @@ groups: [all]
 LINKS_QUESTION = "무지개적금 가입 신청, 금리표, 약관은 어디서 받나요?"
 
 
-
-
 @pytest.fixture(scope="module")
 def kb(tmp_path_factory):
     """The bundled knowledge base plus LINKS_DOC."""
@@ -48,7 +52,13 @@ def kb(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve-browser")
     (root / "links").mkdir()
     (root / "links" / "rainbow-savings.md").write_text(LINKS_DOC, encoding="utf-8")
-    main(IngestConfig(output_dir=root / "kb", inputs=[ROOT / "data_ko" / "kb", root / "links"], chunking=ChunkingConfig(max_chars=900)))
+    main(
+        IngestConfig(
+            output_dir=root / "kb",
+            inputs=[ROOT / "data_ko" / "kb", root / "links"],
+            chunking=ChunkingConfig(max_chars=900),
+        )
+    )
     return root / "kb"
 
 
@@ -63,7 +73,11 @@ def app(kb, tmp_path_factory):
 def requests_seen():
     seen: list[str] = []
     yield seen
-    outside = [u for u in seen if urlparse(u).scheme in ("http", "https", "ws", "wss") and urlparse(u).hostname not in LOCAL_HOSTS]
+    outside = [
+        u
+        for u in seen
+        if urlparse(u).scheme in ("http", "https", "ws", "wss") and urlparse(u).hostname not in LOCAL_HOSTS
+    ]
     assert not outside, f"the page made requests that leave this machine: {outside[:10]}"
 
 
@@ -184,10 +198,19 @@ def test_links_in_a_cited_document_are_never_clickable_or_fetched(browser, app, 
     text = answer.inner_text()
     # The document was cited, its link text shows as text: the checks below see real input.
     assert "무지개적금" in page.inner_text("#kofin-sources") and re.search(r"\[\d\]", text)
-    for shown in ('<a href="http://evil.example/x">', "[링크](http://evil.example)", "http://evil.example/path", "www.evil.example"):
+    for shown in (
+        '<a href="http://evil.example/x">',
+        "[링크](http://evil.example)",
+        "http://evil.example/path",
+        "www.evil.example",
+    ):
         assert shown in text or shown in page.inner_text("#kofin-sources"), shown
     elements = page.evaluate(_LINKS_JS)
-    outside = [e for e in elements if urlparse(e[1]).scheme not in ("", "data", "blob") and (urlparse(e[1]).hostname or "") not in LOCAL_HOSTS]
+    outside = [
+        e
+        for e in elements
+        if urlparse(e[1]).scheme not in ("", "data", "blob") and (urlparse(e[1]).hostname or "") not in LOCAL_HOSTS
+    ]
     assert not outside, f"links or images to outside hosts: {outside}"
     assert not [e for e in elements if e[2] == "answer"], f"a document's text became a link: {elements}"
     assert answer.locator("a").count() == 0 and page.locator("#kofin-sources a, #kofin-sources img").count() == 0

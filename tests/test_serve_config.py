@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 from serve_fixtures import DEMO, PASSWORDS, RESTRICTED_DOC, RESTRICTED_QUESTION, demo_config
 
 
@@ -20,7 +19,9 @@ def test_password_hashes_check_and_unknown_users_fail():
     assert stored.startswith("scrypt$") and "s3cret-pass" not in stored and stored != hash_password("s3cret-pass")
     assert check_password("s3cret-pass", stored) and not check_password("s3cret-pasS", stored)
     reg = UserRegistry([User(name="김대리", password_hash=stored, groups=["branch"])])
-    assert reg.check("김대리", "s3cret-pass") and not reg.check("김대리", "x") and not reg.check("nobody", "s3cret-pass")
+    assert (
+        reg.check("김대리", "s3cret-pass") and not reg.check("김대리", "x") and not reg.check("nobody", "s3cret-pass")
+    )
 
 
 def test_a_plain_password_in_the_users_file_is_an_error_naming_the_line(tmp_path):
@@ -60,9 +61,17 @@ def test_port_in_use_is_explained():
 def test_serve_cli_help_check_and_hash_password(bundled_kb, tmp_path):
     kofin = [sys.executable, "-m", "kofin.cli"]
     out = subprocess.run(kofin + ["serve", "--help"], capture_output=True, text=True)
-    assert out.returncode == 0 and "server_port" in out.stdout and "users_file" in out.stdout and "hash-password" in out.stdout
-    out = subprocess.run(kofin + ["serve", "--config", str(DEMO), "--check", f"kb={bundled_kb}", f"output_dir={tmp_path}"],
-                         capture_output=True, text=True)
+    assert (
+        out.returncode == 0
+        and "server_port" in out.stdout
+        and "users_file" in out.stdout
+        and "hash-password" in out.stdout
+    )
+    out = subprocess.run(
+        kofin + ["serve", "--config", str(DEMO), "--check", f"kb={bundled_kb}", f"output_dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert "63 documents" in out.stdout and "3 users" in out.stdout
     out = subprocess.run(kofin + ["serve", "hash-password"], input="long-enough-pw\n", capture_output=True, text=True)
@@ -93,7 +102,12 @@ def test_kofin_ask_reads_the_chat_users_file(bundled_kb, tmp_path, capsys, monke
     users = tmp_path / "users.yaml"
     users.write_text(DEMO.read_text(encoding="utf-8").split("users:\n", 1)[1].join(["users:\n", ""]), encoding="utf-8")
     for user, expect in (("compliance", True), ("teller", False)):
-        assert kofin(["ask", "--kb", str(bundled_kb), "--users", str(users), "--user", user, "--json", RESTRICTED_QUESTION]) == 0
+        assert (
+            kofin(
+                ["ask", "--kb", str(bundled_kb), "--users", str(users), "--user", user, "--json", RESTRICTED_QUESTION]
+            )
+            == 0
+        )
         out = json.loads(capsys.readouterr().out)
         assert any(s["id"] == RESTRICTED_DOC for s in out["sources"]) is expect
     from kofin.serve.audit import verify_audit

@@ -6,10 +6,11 @@ import json
 import shutil
 
 import pytest
-
 from kb_fixtures import write_corpus
+
 from kofin.cli import main as kofin
-from kofin.serve.ingest import IngestConfig, main as ingest
+from kofin.serve.ingest import IngestConfig
+from kofin.serve.ingest import main as ingest
 from kofin.serve.kb import KnowledgeBaseError, load_kb, read_chunks
 
 
@@ -30,7 +31,16 @@ def test_every_format_keeps_id_title_section_page_and_groups(corpus, tmp_path):
     report = ingest(IngestConfig(output_dir=kb, inputs=[corpus]))
     assert not report.skipped and report.written
     docs = _chunks_by_doc(kb)
-    assert set(docs) == {"guide.md", "notice.txt", "policy.html", "rules.pdf", "fx.docx", "credit.hwpx", "AML-001", "AML-002"}
+    assert set(docs) == {
+        "guide.md",
+        "notice.txt",
+        "policy.html",
+        "rules.pdf",
+        "fx.docx",
+        "credit.hwpx",
+        "AML-001",
+        "AML-002",
+    }
     pdf = {c["section"]: c for c in docs["rules.pdf"]}
     assert pdf["제2조(시재 한도)"]["page"] == 2 and "3천만원" in pdf["제2조(시재 한도)"]["text"]
     assert docs["rules.pdf"][0]["title"] == "현금 시재 관리 규정"
@@ -53,7 +63,11 @@ def test_bad_files_are_named_and_skipped(corpus, tmp_path):
     report = ingest(IngestConfig(output_dir=tmp_path / "kb", inputs=[corpus], max_file_mb=0.1))
     skipped = {p.split("/")[-1]: reason for p, reason in report.skipped}
     assert set(skipped) == {"broken.pdf", "empty.txt", "sheet.xlsx", "big.txt"}
-    assert "empty" in skipped["empty.txt"] and "unknown format" in skipped["sheet.xlsx"] and "MB limit" in skipped["big.txt"]
+    assert (
+        "empty" in skipped["empty.txt"]
+        and "unknown format" in skipped["sheet.xlsx"]
+        and "MB limit" in skipped["big.txt"]
+    )
     assert "PDF" in skipped["broken.pdf"]
     assert "rules.pdf" in _chunks_by_doc(tmp_path / "kb")  # the rest is ingested
 
@@ -74,7 +88,9 @@ def test_incremental_unchanged_changed_deleted_removed(corpus, tmp_path):
     assert not again.written and len(again.unchanged) == 7 and not again.added
     assert (kb / "manifest.json").read_text(encoding="utf-8") == manifest  # untouched
 
-    (corpus / "notice.txt").write_text("전산 점검 안내\n\n일요일 오전 6시까지 모바일뱅킹이 중단된다.\n", encoding="utf-8")
+    (corpus / "notice.txt").write_text(
+        "전산 점검 안내\n\n일요일 오전 6시까지 모바일뱅킹이 중단된다.\n", encoding="utf-8"
+    )
     (corpus / "policy.html").unlink()
     changed = ingest(IngestConfig(output_dir=kb, inputs=[corpus]))
     assert [p.split("/")[-1] for p in changed.updated] == ["notice.txt"]
@@ -136,12 +152,28 @@ def test_kb_files_and_manifest(corpus, tmp_path):
     ingest(IngestConfig(output_dir=kb, inputs=[corpus]))
     names = {p.name for p in kb.iterdir()}
     assert names == {
-        "chunks.jsonl", "sources.json", "kb.json", "bm25.npz", "bm25_vocab.json", "bm25_idf.npy", "chars.npz",
-        "chars_vocab.json", "chars_idf.npy", "dense.faiss", "svd_components.npy", "conflicts.json", "config.yaml", "manifest.json",
+        "chunks.jsonl",
+        "sources.json",
+        "kb.json",
+        "bm25.npz",
+        "bm25_vocab.json",
+        "bm25_idf.npy",
+        "chars.npz",
+        "chars_vocab.json",
+        "chars_idf.npy",
+        "dense.faiss",
+        "svd_components.npy",
+        "conflicts.json",
+        "config.yaml",
+        "manifest.json",
         "COMPLETE",
     }
     manifest = json.loads((kb / "manifest.json").read_text(encoding="utf-8"))
-    assert manifest["stage"] == "ingest" and "dense.faiss" in manifest["outputs"] and "conflicts.json" in manifest["outputs"]
+    assert (
+        manifest["stage"] == "ingest"
+        and "dense.faiss" in manifest["outputs"]
+        and "conflicts.json" in manifest["outputs"]
+    )
     assert not any(n.endswith((".pkl", ".pickle")) for n in names)
     shutil.rmtree(kb)
 
@@ -152,7 +184,9 @@ def test_kb_files_and_manifest(corpus, tmp_path):
 def test_symbolic_links_are_refused_and_named(tmp_path):
     docs = tmp_path / "docs"
     docs.mkdir()
-    (docs / "deposit.md").write_text("---\ngroups: [all]\n---\n# 정기예금\n\n정기예금 중도해지이율은 기본이율의 30%이다.\n", encoding="utf-8")
+    (docs / "deposit.md").write_text(
+        "---\ngroups: [all]\n---\n# 정기예금\n\n정기예금 중도해지이율은 기본이율의 30%이다.\n", encoding="utf-8"
+    )
     secret = tmp_path / "secret.md"
     secret.write_text("# 내부\n\nroot:x:0:0:root:/root:/bin/bash\n", encoding="utf-8")
     (docs / "passwd-link.md").symlink_to(secret)
@@ -163,7 +197,10 @@ def test_symbolic_links_are_refused_and_named(tmp_path):
     (docs / "linked-dir").symlink_to(outside_dir)
     report = ingest(IngestConfig(output_dir=tmp_path / "kb", inputs=[docs]))
     skipped = dict(report.skipped)
-    assert "symbolic link" in skipped[str(docs / "passwd-link.md")] and str(secret) in skipped[str(docs / "passwd-link.md")]
+    assert (
+        "symbolic link" in skipped[str(docs / "passwd-link.md")]
+        and str(secret) in skipped[str(docs / "passwd-link.md")]
+    )
     assert "links: inside_root" in skipped[str(docs / "inside-link.md")]
     assert any(p.startswith(str(docs / "linked-dir")) and "symbolic link" in why for p, why in report.skipped)
     text = "".join(c["text"] for c in read_chunks(tmp_path / "kb"))
@@ -194,13 +231,24 @@ def test_unlabelled_documents_get_the_default_groups_never_all(tmp_path):
     (docs / "plain.md").write_text("# 표지 없음\n\n그룹이 없는 문서의 내용이다.\n", encoding="utf-8")
     (docs / "note.txt").write_text("시재 한도 안내\n\n현금 시재는 3천만원을 넘지 않는다.\n", encoding="utf-8")
     (docs / "open.md").write_text("---\ngroups: [all]\n---\n# 공개\n\n모두가 보는 문서이다.\n", encoding="utf-8")
-    rows = [{"id": "R1", "text": "그룹 없는 기록이다."}, {"id": "R2", "text": "준법 기록이다.", "groups": ["compliance"]}]
+    rows = [
+        {"id": "R1", "text": "그룹 없는 기록이다."},
+        {"id": "R2", "text": "준법 기록이다.", "groups": ["compliance"]},
+    ]
     (docs / "rows.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     first = ingest(IngestConfig(output_dir=tmp_path / "kb", inputs=[docs]))
     # The summary says so, with the fix: statutes ingested with the defaults are otherwise invisible to staff.
-    assert "3 documents declared no access groups and got default_groups [admins]: only administrators" in first.summary()
+    assert (
+        "3 documents declared no access groups and got default_groups [admins]: only administrators" in first.summary()
+    )
     groups = {c["doc_id"]: c["groups"] for c in read_chunks(tmp_path / "kb")}
-    assert groups == {"plain.md": [ADMINS_GROUP], "note.txt": [ADMINS_GROUP], "open.md": ["all"], "R1": [ADMINS_GROUP], "R2": ["compliance"]}
+    assert groups == {
+        "plain.md": [ADMINS_GROUP],
+        "note.txt": [ADMINS_GROUP],
+        "open.md": ["all"],
+        "R1": [ADMINS_GROUP],
+        "R2": ["compliance"],
+    }
     kb = load_kb(tmp_path / "kb")
     visible = lambda gs: {kb.chunks[i]["doc_id"] for i in range(len(kb)) if kb.allowed(gs)[i]}  # noqa: E731
     assert visible(("branch",)) == {"open.md"} and visible((ADMINS_GROUP,)) == {"plain.md", "note.txt", "open.md", "R1"}

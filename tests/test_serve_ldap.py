@@ -14,33 +14,65 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
-
-from serve_fixtures import OPEN_QUESTION, PASSWORDS, RESTRICTED_DOC, RESTRICTED_QUESTION, demo_config, free_port, login, serving
+from serve_fixtures import (
+    OPEN_QUESTION,
+    PASSWORDS,
+    RESTRICTED_DOC,
+    RESTRICTED_QUESTION,
+    demo_config,
+    free_port,
+    login,
+    serving,
+)
 
 SLAPD = Path("/usr/sbin/slapd")
 BASE = "dc=bank,dc=local"
 ROOT_DN, ROOT_PW = f"cn=admin,{BASE}", "root-secret-1"
-STAFF = {"kim": ("kim-ldap-pass", ["tellers"]), "park": ("park-ldap-pass", ["tellers", "compliance-officers"]),
-         "choi": ("choi-ldap-pass", ["kofin-admins"])}
-MAPPING = {"groups": {"tellers": ["branch"], "compliance-officers": ["branch", "compliance"]}, "admin": ["kofin-admins"]}
+STAFF = {
+    "kim": ("kim-ldap-pass", ["tellers"]),
+    "park": ("park-ldap-pass", ["tellers", "compliance-officers"]),
+    "choi": ("choi-ldap-pass", ["kofin-admins"]),
+}
+MAPPING = {
+    "groups": {"tellers": ["branch"], "compliance-officers": ["branch", "compliance"]},
+    "admin": ["kofin-admins"],
+}
 
 
 @pytest.fixture(scope="module")
 def slapd(tmp_path_factory):
     if not SLAPD.exists():
-        pytest.fail(f"{SLAPD} is missing: run `make slapd` (installs Debian's slapd; `make test` does it first)", pytrace=False)
+        pytest.fail(
+            f"{SLAPD} is missing: run `make slapd` (installs Debian's slapd; `make test` does it first)", pytrace=False
+        )
     root = tmp_path_factory.mktemp("slapd")
     (root / "data").mkdir()
     conf = root / "slapd.conf"
-    conf.write_text("\n".join([
-        *(f"include /etc/ldap/schema/{s}.schema" for s in ("core", "cosine", "inetorgperson", "nis")),
-        "modulepath /usr/lib/ldap", "moduleload back_mdb", f"pidfile {root}/slapd.pid",
-        "database mdb", f'suffix "{BASE}"', f'rootdn "{ROOT_DN}"', f"rootpw {ROOT_PW}", f"directory {root}/data", "maxsize 10485760",
-        "access to attrs=userPassword by anonymous auth by self read by * none", "access to * by users read by anonymous auth",
-    ]) + "\n", encoding="utf-8")
+    conf.write_text(
+        "\n".join(
+            [
+                *(f"include /etc/ldap/schema/{s}.schema" for s in ("core", "cosine", "inetorgperson", "nis")),
+                "modulepath /usr/lib/ldap",
+                "moduleload back_mdb",
+                f"pidfile {root}/slapd.pid",
+                "database mdb",
+                f'suffix "{BASE}"',
+                f'rootdn "{ROOT_DN}"',
+                f"rootpw {ROOT_PW}",
+                f"directory {root}/data",
+                "maxsize 10485760",
+                "access to attrs=userPassword by anonymous auth by self read by * none",
+                "access to * by users read by anonymous auth",
+            ]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     port = free_port()
     url = f"ldap://127.0.0.1:{port}"
-    proc = subprocess.Popen([str(SLAPD), "-f", str(conf), "-h", url + "/", "-d", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [str(SLAPD), "-f", str(conf), "-h", url + "/", "-d", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     _wait_for(url, proc)
     _load_directory(url)
     try:
@@ -76,9 +108,15 @@ def _load_directory(url: str) -> None:
     for ou in ("people", "groups"):
         assert conn.add(f"ou={ou},{BASE}", ["organizationalUnit"], {"ou": ou})
     for uid, (password, _) in STAFF.items():
-        assert conn.add(f"uid={uid},ou=people,{BASE}", ["inetOrgPerson"], {"uid": uid, "cn": uid, "sn": uid, "userPassword": password})
+        assert conn.add(
+            f"uid={uid},ou=people,{BASE}",
+            ["inetOrgPerson"],
+            {"uid": uid, "cn": uid, "sn": uid, "userPassword": password},
+        )
     for group in ("tellers", "compliance-officers", "kofin-admins", "empty"):
-        members = [f"uid={u},ou=people,{BASE}" for u, (_, gs) in STAFF.items() if group in gs] + [ROOT_DN]  # never empty
+        members = [f"uid={u},ou=people,{BASE}" for u, (_, gs) in STAFF.items() if group in gs] + [
+            ROOT_DN
+        ]  # never empty
         assert conn.add(f"cn={group},ou=groups,{BASE}", ["groupOfNames"], {"cn": group, "member": members})
     conn.unbind()
 
@@ -86,7 +124,9 @@ def _load_directory(url: str) -> None:
 def _directory_cfg(url: str):
     from kofin.serve.ldap_login import DirectoryConfig
 
-    return DirectoryConfig(url=url, user_dn=f"uid={{user}},ou=people,{BASE}", group_base=f"ou=groups,{BASE}", mapping=MAPPING)
+    return DirectoryConfig(
+        url=url, user_dn=f"uid={{user}},ou=people,{BASE}", group_base=f"ou=groups,{BASE}", mapping=MAPPING
+    )
 
 
 # ---------------------------------------------------------------- the directory itself
@@ -106,7 +146,9 @@ def test_ldap_bind_checks_the_password_and_maps_the_groups(slapd):
     assert directory.authenticate("park", "wrong-pass") is None
     assert directory.authenticate("nobody", "park-ldap-pass") is None
     assert directory.authenticate("park", "") is None  # an empty password would be an anonymous bind
-    assert directory.authenticate("*", "x") is None and directory.authenticate("park,ou=people", "park-ldap-pass") is None
+    assert (
+        directory.authenticate("*", "x") is None and directory.authenticate("park,ou=people", "park-ldap-pass") is None
+    )
 
 
 def test_an_unreachable_directory_is_a_connection_error(slapd):
@@ -150,7 +192,9 @@ def test_directory_staff_log_in_and_get_their_mapped_groups_at_each_login(slapd,
     conn = _admin_conn(slapd)
     import ldap3
 
-    assert conn.modify(f"cn=compliance-officers,ou=groups,{BASE}", {"member": [(ldap3.MODIFY_DELETE, [f"uid=park,ou=people,{BASE}"])]})
+    assert conn.modify(
+        f"cn=compliance-officers,ou=groups,{BASE}", {"member": [(ldap3.MODIFY_DELETE, [f"uid=park,ou=people,{BASE}"])]}
+    )
     conn.unbind()
     park_again = login(url, "park", "park-ldap-pass")
     assert chat.users.get("park").groups == ["branch"]
@@ -180,14 +224,18 @@ def test_the_sso_header_is_believed_only_from_the_configured_proxy(chat_with_dir
     forged = {**host, "X-Remote-User": "mallory", "X-Remote-Groups": "compliance-officers"}
     status, _, cookie = _from("127.0.0.1", url, "/config", forged)  # not the proxy: the header is anyone's to send
     assert status == 401 and "kofin-session" not in cookie and chat.users.get("mallory") is None
-    status, _, cookie = _from("127.0.0.2", url, "/config", {**host, "X-Remote-User": "lee", "X-Remote-Groups": "tellers, compliance-officers"})
+    status, _, cookie = _from(
+        "127.0.0.2", url, "/config", {**host, "X-Remote-User": "lee", "X-Remote-Groups": "tellers, compliance-officers"}
+    )
     assert status == 200 and "kofin-session=" in cookie
     assert chat.users.get("lee").groups == ["branch", "compliance"] and not chat.users.get("lee").admin
     # The session the proxy's request opened carries on with the cookie, as any other session.
     token = cookie.split("kofin-session=", 1)[1].split(";", 1)[0]
     assert sessions.resolve(token).row.user == "lee" and sessions.resolve(token).row.source == "sso"
     # A YAML user signed on by the proxy keeps the YAML groups, whatever the header says.
-    status, _, cookie = _from("127.0.0.2", url, "/config", {**host, "X-Remote-User": "teller", "X-Remote-Groups": "kofin-admins"})
+    status, _, cookie = _from(
+        "127.0.0.2", url, "/config", {**host, "X-Remote-User": "teller", "X-Remote-Groups": "kofin-admins"}
+    )
     token = cookie.split("kofin-session=", 1)[1].split(";", 1)[0]
     assert status == 200 and sessions.resolve(token).row.groups == ["branch"] and not sessions.resolve(token).row.admin
 

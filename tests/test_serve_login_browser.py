@@ -10,14 +10,11 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from serve_fixtures import OPEN_QUESTION, PASSWORDS, FakeClock, demo_config, serving
 
 TITLE = "가람은행 업무 도우미"
 # Answers with lists in them (bulleted procedures) as well as citations.
 LIST_QUESTIONS = ["신용카드를 분실했을 때 어떻게 해야 하나요?", "해외송금 한도와 필요한 서류는 무엇인가요?"]
-
-
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +43,10 @@ def _log_in(page, user: str, password: str | None = None) -> None:
 def _ask(page, question: str) -> None:
     page.fill("#kofin-question textarea", question)
     page.click("#kofin-send")
-    page.wait_for_function("() => document.querySelector('#kofin-sources .kofin-source') "
-                           "|| document.querySelector('#kofin-sources')?.innerText.includes('표시할 출처가 없습니다')")
+    page.wait_for_function(
+        "() => document.querySelector('#kofin-sources .kofin-source') "
+        "|| document.querySelector('#kofin-sources')?.innerText.includes('표시할 출처가 없습니다')"
+    )
 
 
 def test_the_login_page_is_korean_and_names_the_app(browser, app):
@@ -121,8 +120,10 @@ def test_answers_show_no_raw_markdown_or_doubled_list_markers(browser, app):
     bots = "#kofin-chat .message.bot, #kofin-chat [data-testid=bot]"
     for n, question in enumerate([OPEN_QUESTION, *LIST_QUESTIONS], 1):
         _ask(page, question)
-        page.wait_for_function(f"() => {{ const m = document.querySelectorAll('{bots}'); "
-                               f"return m.length >= {n} && /\\[\\d\\]/.test(m[m.length - 1].innerText); }}")
+        page.wait_for_function(
+            f"() => {{ const m = document.querySelectorAll('{bots}'); "
+            f"return m.length >= {n} && /\\[\\d\\]/.test(m[m.length - 1].innerText); }}"
+        )
         text = page.locator(bots).last.inner_text()
         assert re.search(r"\[\d\]", text), text
         assert "**" not in text, text

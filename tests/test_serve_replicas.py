@@ -16,12 +16,16 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from pg_cluster import throwaway_cluster
 from serve_fixtures import DEMO, OPEN_QUESTION, PASSWORDS, free_port, login
 
-QUESTIONS = ["정기예금을 만기 전에 해지하면 이자는 어떻게 되나요?", "예금자보호 한도는 얼마인가요?", "신용카드를 분실했을 때 어떻게 해야 하나요?",
-             "해외송금 한도와 필요한 서류는 무엇인가요?", "휴면예금은 어떻게 찾을 수 있나요?"]
+QUESTIONS = [
+    "정기예금을 만기 전에 해지하면 이자는 어떻게 되나요?",
+    "예금자보호 한도는 얼마인가요?",
+    "신용카드를 분실했을 때 어떻게 해야 하나요?",
+    "해외송금 한도와 필요한 서류는 무엇인가요?",
+    "휴면예금은 어떻게 찾을 수 있나요?",
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +38,9 @@ def _wait_up(url: str, proc: subprocess.Popen, log: Path) -> None:
     deadline = time.time() + 240
     while time.time() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"kofin serve exited with {proc.returncode}: {log.read_text(errors='replace')[-3000:]}", pytrace=False)
+            pytest.fail(
+                f"kofin serve exited with {proc.returncode}: {log.read_text(errors='replace')[-3000:]}", pytrace=False
+            )
         try:
             with urllib.request.urlopen(url + "/login", timeout=2) as r:
                 if r.status == 200:
@@ -52,8 +58,19 @@ def replicas(dsn, bundled_kb, tmp_path_factory):
         out = tmp_path_factory.mktemp(f"replica-{name}")
         port = free_port()
         log = out / "serve.log"
-        command = [sys.executable, "-m", "kofin.cli", "serve", "--config", str(DEMO), f"kb={bundled_kb}", f"output_dir={out}",
-                   f"server_port={port}", "store.kind=postgresql", f"store.dsn={dsn}"]
+        command = [
+            sys.executable,
+            "-m",
+            "kofin.cli",
+            "serve",
+            "--config",
+            str(DEMO),
+            f"kb={bundled_kb}",
+            f"output_dir={out}",
+            f"server_port={port}",
+            "store.kind=postgresql",
+            f"store.dsn={dsn}",
+        ]
         procs.append((subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT), log))
         urls.append(f"http://127.0.0.1:{port}")
     try:
@@ -134,8 +151,11 @@ def test_a_session_expires_on_the_other_replica(replicas, dsn):
     # Eleven minutes without a request, as the store sees it (the replicas keep real time).
     import hashlib
 
-    _sql(dsn, "UPDATE kofin_sessions SET last_seen = last_seen - 660, created = created - 660 WHERE token_hash = %s",
-         (hashlib.sha256(cookie.encode()).hexdigest(),))
+    _sql(
+        dsn,
+        "UPDATE kofin_sessions SET last_seen = last_seen - 660, created = created - 660 WHERE token_hash = %s",
+        (hashlib.sha256(cookie.encode()).hexdigest(),),
+    )
     status, text = _call(b, "/config", cookie)
     assert status == 401 and "세션이 만료되었습니다" in text
     assert teller("/config")[0] == 401
@@ -153,8 +173,10 @@ def test_a_lockout_on_one_replica_holds_on_the_other(replicas, dsn):
     assert login(b, "compliance")("/config")[0] == 200
 
 
-UPLOAD_MD = ("---\ntitle: 무지개 적금 안내\ngroups: [all]\n---\n# 무지개 적금 안내\n## 1. 우대 이율\n"
-             "무지개 적금의 우대 이율은 연 0.7%p이며 급여 이체 고객에게 준다.\n")
+UPLOAD_MD = (
+    "---\ntitle: 무지개 적금 안내\ngroups: [all]\n---\n# 무지개 적금 안내\n## 1. 우대 이율\n"
+    "무지개 적금의 우대 이율은 연 0.7%p이며 급여 이체 고객에게 준다.\n"
+)
 
 
 def test_an_upload_on_one_replica_reaches_the_others_reindex(replicas, dsn, tmp_path):
@@ -163,12 +185,16 @@ def test_an_upload_on_one_replica_reaches_the_others_reindex(replicas, dsn, tmp_
     a, b = replicas
     doc = tmp_path / "rainbow.md"
     doc.write_text(UPLOAD_MD, encoding="utf-8")
-    status, _, _ = Client(a + "/", auth=("admin", PASSWORDS["admin"]), verbose=False).predict([handle_file(str(doc))], ["branch"], api_name="/upload")
+    status, _, _ = Client(a + "/", auth=("admin", PASSWORDS["admin"]), verbose=False).predict(
+        [handle_file(str(doc))], ["branch"], api_name="/upload"
+    )
     assert "저장: rainbow.md" in status
     import psycopg
 
     with psycopg.connect(dsn) as db:
-        assert db.execute("SELECT access_groups FROM kofin_uploads WHERE name = 'rainbow.md'").fetchone() == ('["branch"]',)
+        assert db.execute("SELECT access_groups FROM kofin_uploads WHERE name = 'rainbow.md'").fetchone() == (
+            '["branch"]',
+        )
     question = "무지개 적금의 우대 이율은 얼마인가요?"
     teller_b = Client(b + "/", auth=("teller", PASSWORDS["teller"]), verbose=False)
     assert "rainbow.md" not in teller_b.predict(question, [], api_name="/ask")[2]  # B has not re-indexed yet
@@ -197,7 +223,9 @@ def test_a_cut_chain_in_postgresql_is_refused_not_resealed(replicas, dsn):
 def _call(url: str, path: str, cookie: str, method: str = "GET") -> tuple[int, str]:
     import urllib.error
 
-    req = urllib.request.Request(url + path, method=method, data=b"" if method == "POST" else None, headers={"Cookie": f"kofin-session={cookie}"})
+    req = urllib.request.Request(
+        url + path, method=method, data=b"" if method == "POST" else None, headers={"Cookie": f"kofin-session={cookie}"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.status, r.read().decode("utf-8", "replace")

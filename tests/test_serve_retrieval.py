@@ -7,12 +7,22 @@ import random
 
 import pytest
 
-from kofin.serve.ingest import IngestConfig, main as ingest
+from kofin.serve.ingest import IngestConfig
+from kofin.serve.ingest import main as ingest
 from kofin.serve.kb import load_kb
 from kofin.serve.retrieve import HybridRetriever
 
 GROUPS = ["branch", "credit", "compliance", "fx"]
-TOPICS = ["정기예금 중도해지", "주택담보대출 금리", "의심거래보고 기준", "외화 송금 한도", "신용카드 연회비", "전결 한도 승인", "고객확인 절차", "대여금고 이용"]
+TOPICS = [
+    "정기예금 중도해지",
+    "주택담보대출 금리",
+    "의심거래보고 기준",
+    "외화 송금 한도",
+    "신용카드 연회비",
+    "전결 한도 승인",
+    "고객확인 절차",
+    "대여금고 이용",
+]
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +33,14 @@ def acl_kb(tmp_path_factory):
     for i in range(120):
         topic = TOPICS[i % len(TOPICS)]
         groups = ["all"] if i % 5 == 0 else rng.sample(GROUPS, rng.randint(1, 2))
-        rows.append({"id": f"D{i:03d}", "title": f"{topic} 지침 {i}", "text": f"{topic}에 관한 {i}번 문서이다. {topic} 업무는 규정에 따라 처리한다.", "metadata": {"groups": groups}})
+        rows.append(
+            {
+                "id": f"D{i:03d}",
+                "title": f"{topic} 지침 {i}",
+                "text": f"{topic}에 관한 {i}번 문서이다. {topic} 업무는 규정에 따라 처리한다.",
+                "metadata": {"groups": groups},
+            }
+        )
     src = tmp_path_factory.mktemp("acl") / "docs.jsonl"
     src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     kb = src.parent / "kb"
@@ -120,7 +137,7 @@ def test_score_fusion_keeps_a_clear_winner_that_rank_fusion_would_tie(acl_kb):
     from kofin.serve.retrieve import RetrievalConfig
 
     lists = [
-        (1.0, ([7, 8, 9, 10], [9.0, 1.0, 0.9, 0.8])),   # 7 towers over its list
+        (1.0, ([7, 8, 9, 10], [9.0, 1.0, 0.9, 0.8])),  # 7 towers over its list
         (1.0, ([8, 7, 11, 12], [1.0, 0.99, 0.98, 0.97])),  # a flat list: 8 barely ahead
     ]
     rrf_only = HybridRetriever(acl_kb[0], RetrievalConfig(score_weight=0))._fuse(lists)
@@ -138,7 +155,9 @@ def test_a_words_morphemes_do_not_depend_on_what_was_analysed_before():
     korean._word_terms.clear()
     alone = korean.morpheme_terms(question)
     korean._word_terms.clear()
-    corpus = "조합원은 총회에서 의결권을 가진다. 이사회는 이사장과 이사로 구성하고 감사는 감사업무를 담당한다. 두어야 한다."
+    corpus = (
+        "조합원은 총회에서 의결권을 가진다. 이사회는 이사장과 이사로 구성하고 감사는 감사업무를 담당한다. 두어야 한다."
+    )
     korean.morpheme_terms_many([corpus * 3, "예금자보호 한도와 중도해지이율을 확인하세요."])
     after = korean.morpheme_terms(question)
     assert alone == after

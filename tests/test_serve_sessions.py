@@ -8,7 +8,6 @@ import urllib.error
 import urllib.request
 
 import pytest
-
 from serve_fixtures import PASSWORDS, FakeClock, demo_config, login, serving
 
 
@@ -29,8 +28,12 @@ def app(served):
 
 def _post(url: str, path: str, form: dict | None = None, headers: dict | None = None):
     data = urllib.parse.urlencode(form or {}).encode()
-    req = urllib.request.Request(url + path, data=data, method="POST",
-                                 headers={"Content-Type": "application/x-www-form-urlencoded", **(headers or {})})
+    req = urllib.request.Request(
+        url + path,
+        data=data,
+        method="POST",
+        headers={"Content-Type": "application/x-www-form-urlencoded", **(headers or {})},
+    )
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.status, r.read().decode("utf-8"), r.headers
@@ -164,8 +167,9 @@ def test_one_address_spraying_names_is_throttled(app):
     chat, url, sessions, clock = app
     statuses = [_post(url, "/login", {"username": f"user{i}", "password": "x"})[0] for i in range(22)]
     assert statuses[:20] == [401] * 20 and statuses[20:] == [429, 429]
-    status, text, _ = _post(url, "/login", {"username": "teller", "password": PASSWORDS["teller"]},
-                            {"Accept": "text/html"})
+    status, text, _ = _post(
+        url, "/login", {"username": "teller", "password": PASSWORDS["teller"]}, {"Accept": "text/html"}
+    )
     assert status == 429 and "로그인 시도가 너무 많습니다" in text
     clock.advance(minutes=1, seconds=1)
     assert _post(url, "/login", {"username": "teller", "password": PASSWORDS["teller"]})[0] == 200
@@ -178,7 +182,9 @@ def test_a_failed_name_is_masked_in_the_audit_chain(app):
     before = _lines(chat)
     _post(url, "/login", {"username": "900101-1234568", "password": "x"})
     (event,) = _events(chat, before)
-    assert event["user"] == "[주민등록번호]" and event["address"] == "127.0.0.1" and verify_audit(chat.cfg.audit_path).ok
+    assert (
+        event["user"] == "[주민등록번호]" and event["address"] == "127.0.0.1" and verify_audit(chat.cfg.audit_path).ok
+    )
 
 
 # ---------------------------------------------------------------- the store, directly
@@ -191,8 +197,22 @@ def test_file_store_sessions_survive_a_second_process_view(tmp_path):
 
     clock = FakeClock()
     users = UserRegistry([User(name="kim", password_hash=hash_password("kim-pass-1"), groups=["branch"])])
-    one = Sessions(FileStore(tmp_path / "state.sqlite"), users, tmp_path / "audit.jsonl", SessionConfig(), LoginConfig(), clock=clock)
-    two = Sessions(FileStore(tmp_path / "state.sqlite"), users, tmp_path / "audit.jsonl", SessionConfig(), LoginConfig(), clock=clock)
+    one = Sessions(
+        FileStore(tmp_path / "state.sqlite"),
+        users,
+        tmp_path / "audit.jsonl",
+        SessionConfig(),
+        LoginConfig(),
+        clock=clock,
+    )
+    two = Sessions(
+        FileStore(tmp_path / "state.sqlite"),
+        users,
+        tmp_path / "audit.jsonl",
+        SessionConfig(),
+        LoginConfig(),
+        clock=clock,
+    )
     outcome = one.login_sync("kim", "kim-pass-1", "10.0.0.7")
     assert outcome.status == 200 and two.resolve(outcome.token).row.groups == ["branch"]
     assert one.store.session(outcome.token) is None  # only the token's hash is stored
@@ -223,6 +243,10 @@ def test_configs_for_replicas_and_public_statutes_load():
     root = Path(__file__).resolve().parents[1] / "configs"
     cfg = load_config(ServeConfig, root / "serve" / "replicas.yaml")
     assert cfg.store.kind == "postgresql" and cfg.directory is not None and cfg.login.lockout_minutes == 0
-    assert "chat.bank.local" in cfg.allowed_hosts() and "0.0.0.0" not in cfg.allowed_hosts() and "localhost" not in cfg.allowed_hosts()
+    assert (
+        "chat.bank.local" in cfg.allowed_hosts()
+        and "0.0.0.0" not in cfg.allowed_hosts()
+        and "localhost" not in cfg.allowed_hosts()
+    )
     assert load_config(IngestConfig, root / "ingest" / "laws.yaml").default_groups == ["all"]
     assert load_config(IngestConfig, root / "ingest" / "demo.yaml").default_groups == ["admins"]

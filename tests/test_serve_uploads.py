@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from kb_fixtures import write_docx, write_pdf
 from serve_fixtures import DEMO, PASSWORDS, free_port, running_app
 
@@ -18,8 +17,10 @@ DOCS = {
     "대출 실행 후 3년 이내에 상환하면 중도상환수수료 1.2%를 받는다. 3년이 지나면 면제한다.\n",
 }
 # Its own front matter says `all`; the admin's choice (compliance) must win.
-SECRET_MD = ("---\ntitle: 내부 통제 점검 지침\ngroups: [all]\n---\n# 내부 통제 점검 지침\n## 1. 금고 점검\n"
-             "영업점 금고는 매월 셋째 주 목요일에 준법감시 담당자가 불시 점검하고 점검표를 보관한다.\n")
+SECRET_MD = (
+    "---\ntitle: 내부 통제 점검 지침\ngroups: [all]\n---\n# 내부 통제 점검 지침\n## 1. 금고 점검\n"
+    "영업점 금고는 매월 셋째 주 목요일에 준법감시 담당자가 불시 점검하고 점검표를 보관한다.\n"
+)
 SECRET_Q = "영업점 금고 불시 점검은 언제 누가 하나요?"
 TYPES = [".md", ".txt", ".pdf", ".docx", ".html", ".hwpx", ".jsonl"]
 
@@ -32,8 +33,17 @@ def _config(tmp_path: Path):
     docs.mkdir()
     for name, text in DOCS.items():
         (docs / name).write_text(text, encoding="utf-8")
-    return load_config(ServeConfig, DEMO, [f"kb={tmp_path / 'kb'}", f"output_dir={tmp_path / 'serve'}", f"build_from=[\"{docs}\"]",
-                                           "uploads.max_file_mb=0.08", f"server_port={free_port()}"])
+    return load_config(
+        ServeConfig,
+        DEMO,
+        [
+            f"kb={tmp_path / 'kb'}",
+            f"output_dir={tmp_path / 'serve'}",
+            f'build_from=["{docs}"]',
+            "uploads.max_file_mb=0.08",
+            f"server_port={free_port()}",
+        ],
+    )
 
 
 @pytest.fixture()
@@ -47,10 +57,23 @@ def _tree(root: Path) -> set[str]:
     return {str(p) for p in root.rglob("*")}
 
 
-@pytest.mark.parametrize("name", [
-    "../../evil.md", "../evil.md", "/etc/cron.d/evil.md", "sub/evil.md", "..\\evil.md", "a..md", ".hidden.md",
-    "evil.md\x00.txt", "evil;rm -rf.md", "evil.md ", "<script>.md", "$(id).md",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../../evil.md",
+        "../evil.md",
+        "/etc/cron.d/evil.md",
+        "sub/evil.md",
+        "..\\evil.md",
+        "a..md",
+        ".hidden.md",
+        "evil.md\x00.txt",
+        "evil;rm -rf.md",
+        "evil.md ",
+        "<script>.md",
+        "$(id).md",
+    ],
+)
 def test_unsafe_names_are_rejected_and_nothing_is_written(chat, tmp_path, name):
     src = tmp_path / "src.md"
     src.write_text(SECRET_MD, encoding="utf-8")
@@ -69,7 +92,12 @@ def test_wrong_types_and_disguised_files_are_rejected(chat, tmp_path):
     binary_md = tmp_path / "bin.md"
     binary_md.write_bytes(b"\xff\xfe\x00\x00garbage")
     status = chat.upload([(exe, "tool.exe"), (fake_pdf, "fake.pdf"), (binary_md, "bin.md")], ["all"], "admin")
-    assert status.count("거부") == 3 and "허용되지 않는 파일 형식" in status and ".pdf 형식이 아닙니다" in status and "UTF-8" in status
+    assert (
+        status.count("거부") == 3
+        and "허용되지 않는 파일 형식" in status
+        and ".pdf 형식이 아닙니다" in status
+        and "UTF-8" in status
+    )
     assert not list(chat.cfg.upload_dir.glob("*.*"))
 
 
@@ -185,14 +213,19 @@ def test_a_zip_bomb_is_refused_before_it_is_unpacked(chat, tmp_path):
 
 
 def test_ingesting_the_upload_folder_by_hand_keeps_the_admins_groups(chat, tmp_path):
-    from kofin.serve.ingest import IngestConfig, main as ingest
+    from kofin.serve.ingest import IngestConfig
+    from kofin.serve.ingest import main as ingest
     from kofin.serve.kb import load_kb
 
     src = tmp_path / "지침.md"
     src.write_text(SECRET_MD, encoding="utf-8")
     chat.upload([(src, src.name)], ["compliance"], "admin")
-    (chat.cfg.upload_dir / "stray.md").write_text("# 기록 없는 문서\n\n업로드 기록이 없는 파일입니다.\n", encoding="utf-8")
-    ingest(IngestConfig(output_dir=tmp_path / "kb2", inputs=[chat.cfg.upload_dir]))  # plain `kofin ingest`, no access rules
+    (chat.cfg.upload_dir / "stray.md").write_text(
+        "# 기록 없는 문서\n\n업로드 기록이 없는 파일입니다.\n", encoding="utf-8"
+    )
+    ingest(
+        IngestConfig(output_dir=tmp_path / "kb2", inputs=[chat.cfg.upload_dir])
+    )  # plain `kofin ingest`, no access rules
     groups = {c["doc_id"]: c["groups"] for c in load_kb(tmp_path / "kb2").chunks}
     assert groups["지침.md"] == ["compliance"] and groups["stray.md"] == ["unassigned-upload"]
 
@@ -202,8 +235,14 @@ def test_the_admin_tab_lists_the_kbs_conflicting_statements(chat, tmp_path):
 
     assert conflicts_listing(chat) == "문서 간에 서로 다른 값은 없습니다."
     a, b = tmp_path / "limit-a.md", tmp_path / "limit-b.md"
-    a.write_text("---\ntitle: 예금자보호 안내\ngroups: [all]\neffective: 2026-01-01\n---\n# 예금자보호 안내\n\n예금자보호 한도는 1인당 5천만원이다.\n", encoding="utf-8")
-    b.write_text("---\ntitle: 예금자보호 요약\ngroups: [all]\neffective: 2025-06-01\n---\n# 예금자보호 요약\n\n예금자보호 한도는 1인당 1억원이다.\n", encoding="utf-8")
+    a.write_text(
+        "---\ntitle: 예금자보호 안내\ngroups: [all]\neffective: 2026-01-01\n---\n# 예금자보호 안내\n\n예금자보호 한도는 1인당 5천만원이다.\n",
+        encoding="utf-8",
+    )
+    b.write_text(
+        "---\ntitle: 예금자보호 요약\ngroups: [all]\neffective: 2025-06-01\n---\n# 예금자보호 요약\n\n예금자보호 한도는 1인당 1억원이다.\n",
+        encoding="utf-8",
+    )
     chat.upload([(a, a.name), (b, b.name)], ["all"], "admin")
     listing = conflicts_listing(chat)
     assert listing.startswith("1건") and "5천만원" in listing and "1억원" in listing and "limit\\-a.md" in listing

@@ -25,15 +25,36 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "sft" / "tiny.yaml"
 RUN_FILES = {
-    "COMPLETE", "manifest.json", "config.yaml", "axolotl.yaml", "launch.sh", "attempts.json", "metrics.jsonl",
-    "trainer_state.json", "adapter_model.safetensors", "adapter_config.json", "tokenizer.json",
-    "tokenizer_config.json", "chat_template.jinja", "logs/train.log",
+    "COMPLETE",
+    "manifest.json",
+    "config.yaml",
+    "axolotl.yaml",
+    "launch.sh",
+    "attempts.json",
+    "metrics.jsonl",
+    "trainer_state.json",
+    "adapter_model.safetensors",
+    "adapter_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "logs/train.log",
 }
 
 
 def tiny_sft(out: Path, data_run: Path, *overrides: str) -> SftConfig:
-    return load_config(SftConfig, TINY, [f"output_dir={out}", f"datasets.0.path={data_run}", "training.max_steps=6",
-                                         "training.save_steps=3", "training.sequence_len=1024", *overrides])
+    return load_config(
+        SftConfig,
+        TINY,
+        [
+            f"output_dir={out}",
+            f"datasets.0.path={data_run}",
+            "training.max_steps=6",
+            "training.save_steps=3",
+            "training.sequence_len=1024",
+            *overrides,
+        ],
+    )
 
 
 def check_trained(run: Path) -> dict:
@@ -61,7 +82,15 @@ def test_lora_sft_through_axolotl(tmp_path, tiny_data_run, axolotl_env, tiny_mod
     manifest = check_trained(run)
     config = json.loads((run / "adapter_config.json").read_text())
     assert config["r"] == 8 and config["base_model_name_or_path"] == str(tiny_model)
-    assert set(config["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert set(config["target_modules"]) == {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    }
     trained = sum(t.numel() for t in load_file(str(run / "adapter_model.safetensors")).values())
     assert manifest["metrics"]["trainable_params"] == trained == 81_920  # the estimate counts what PEFT trained
     assert "accelerate launch --num_processes 1" in (run / "launch.sh").read_text()
@@ -69,8 +98,12 @@ def test_lora_sft_through_axolotl(tmp_path, tiny_data_run, axolotl_env, tiny_mod
 
 def test_qlora_rslora_with_continued_pretraining(tmp_path, tiny_data_run, axolotl_env):
     """4-bit NF4 base (bitsandbytes CPU backend) + rsLoRA, on chats and raw text together."""
-    cfg = tiny_sft(tmp_path / "qlora", tiny_data_run, "method=qlora+rslora",
-                   f"datasets=[{{path: {tiny_data_run}, type: chat}}, {{path: {tiny_data_run}, type: completion}}]")
+    cfg = tiny_sft(
+        tmp_path / "qlora",
+        tiny_data_run,
+        "method=qlora+rslora",
+        f"datasets=[{{path: {tiny_data_run}, type: chat}}, {{path: {tiny_data_run}, type: completion}}]",
+    )
     run = main(cfg, echo=False)
     check_trained(run)
     assert json.loads((run / "adapter_config.json").read_text())["use_rslora"] is True
@@ -89,14 +122,23 @@ def test_dora_sft(tmp_path, tiny_data_run, axolotl_env):
 
 def _launch_cli(cfg_path: Path, *overrides: str) -> subprocess.Popen:
     # A session of its own, as a batch scheduler gives a job: killing the group kills the job.
-    return subprocess.Popen([sys.executable, "-m", "kofin.cli", "sft", "--config", str(cfg_path), "--quiet", *overrides],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "kofin.cli", "sft", "--config", str(cfg_path), "--quiet", *overrides],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def test_killed_run_resumes_from_last_complete_checkpoint(tmp_path, tiny_data_run, axolotl_env):
     out = tmp_path / "resume"
     partial = Path(str(out) + ".partial")
-    overrides = [f"output_dir={out}", f"datasets.0.path={tiny_data_run}", "training.max_steps=12", "training.save_steps=4"]
+    overrides = [
+        f"output_dir={out}",
+        f"datasets.0.path={tiny_data_run}",
+        "training.max_steps=12",
+        "training.save_steps=4",
+    ]
     first = _launch_cli(TINY, *overrides)
     deadline = time.time() + 240
     while not (partial / "checkpoint-4" / "trainer_state.json").exists():
@@ -128,10 +170,21 @@ def test_ddp_two_processes_on_cpu(tmp_path, tiny_data_run, axolotl_env):
     """torchrun with 2 ranks: a real gloo process group, so 2x the samples per optimizer step."""
     if torch.cuda.is_available():
         pytest.skip("the CPU DDP path is for hosts without a GPU; on GPU hosts ranks need one GPU each")
-    run = main(tiny_sft(tmp_path / "ddp", tiny_data_run, "launch.launcher=torchrun", "launch.gpus_per_node=2",
-                        "training.max_steps=4", "training.save_steps=4"), echo=False)
+    run = main(
+        tiny_sft(
+            tmp_path / "ddp",
+            tiny_data_run,
+            "launch.launcher=torchrun",
+            "launch.gpus_per_node=2",
+            "training.max_steps=4",
+            "training.save_steps=4",
+        ),
+        echo=False,
+    )
     state = json.loads((run / "trainer_state.json").read_text())
-    rows = json.loads((run / "manifest.json").read_text())["metrics"]["data"][str(tiny_data_run / "sft" / "train.jsonl")]["rows"]
+    rows = json.loads((run / "manifest.json").read_text())["metrics"]["data"][
+        str(tiny_data_run / "sft" / "train.jsonl")
+    ]["rows"]
     # One process would need ceil(rows / 4) steps per epoch; two ranks of micro-batch 4 share it.
     assert state["log_history"][-1]["epoch"] == pytest.approx(4 / math.ceil(rows / (4 * 2)))
     assert state["log_history"][-1]["epoch"] > 1.8 * 4 / math.ceil(rows / 4)

@@ -86,8 +86,18 @@ def test_chat_template_is_eeve_format(tiny_model):
 
 def test_bad_shape_is_reported(tmp_path):
     res = subprocess.run(
-        [sys.executable, "-m", "kofin.cli", "tiny", "build", str(tmp_path / "x"), "hidden_size=100", "num_attention_heads=3"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "kofin.cli",
+            "tiny",
+            "build",
+            str(tmp_path / "x"),
+            "hidden_size=100",
+            "num_attention_heads=3",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert res.returncode == 2
     assert "hidden_size (100) must be divisible by num_attention_heads (3)" in res.stderr

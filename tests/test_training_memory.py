@@ -55,8 +55,9 @@ def test_small_llama_against_a_hand_computation_with_the_ddp_bucket():
     """Every part, by hand: hidden 64, MLP 224, 2 layers, 4 heads / 1 KV head (head_dim 16), vocab 512,
     r=8 on all linears, 2 x 32 tokens, QLoRA, lora_dropout 0.1, DDP over 2 GPUs."""
     shape = LlamaShape(hidden=64, intermediate=224, layers=2, heads=4, kv_heads=1, vocab=512)
-    est = estimate_memory(shape, method="qlora", r=8, seq_len=32, micro_batch=2, world_size=2, sharding="ddp",
-                          lora_dropout=0.1)
+    est = estimate_memory(
+        shape, method="qlora", r=8, seq_len=32, micro_batch=2, world_size=2, sharding="ddp", lora_dropout=0.1
+    )
     # layers * r * (in + out): q,o 64+64; k,v 64+16; gate,up,down 64+224
     trainable = 2 * 8 * (128 + 80 + 80 + 128 + 3 * 288)
     assert est.trainable_params == trainable == 20_480
@@ -66,16 +67,20 @@ def test_small_llama_against_a_hand_computation_with_the_ddp_bucket():
     assert est.parts["DDP gradient buckets (fp32)"] == 81_920  # a second fp32 copy of every gradient
     assert est.parts["activations: layer inputs kept"] == 2 * 64 * 64 * 2  # layers * tokens * hidden * bf16
     # One recomputed layer, bytes per token:
-    norms = 2 * (4 * 64 + 2 * 64)                    # fp32 upcast + bf16 output, two RMSNorms: 768
+    norms = 2 * (4 * 64 + 2 * 64)  # fp32 upcast + bf16 output, two RMSNorms: 768
     attention = (2 * 64 + 2 * 16) + (2 * 64 + 4 * 16) + 2 * 64  # q,k before RoPE; q,k,v after; SDPA out: 480
-    mlp = 4 * 2 * 224                                # gate, SiLU, up, product: 1792
+    mlp = 4 * 2 * 224  # gate, SiLU, up, product: 1792
     lora = 6 * (2 * 64 + 2 * 8 + 64) + (2 * 224 + 2 * 8 + 224)  # cast copy + A output + dropout mask: 1936
     assert (norms, attention, mlp, lora) == (768, 480, 1792, 1936)
     assert est.parts["activations: one recomputed layer"] == 64 * (768 + 480 + 1792 + 1936) == 318_464
     assert est.parts["logits + loss (fp32)"] == 64 * 512 * 4 * 3
     assert est.parts["CUDA context + allocator slack"] == 1.5 * GIB
-    assert est.estimated == {"activations: one recomputed layer", "logits + loss (fp32)", "CUDA context + allocator slack",
-                             "base weights (embed, head, norms)"}  # QLoRA: fp32 upcast of unquantized weights varies
+    assert est.estimated == {
+        "activations: one recomputed layer",
+        "logits + loss (fp32)",
+        "CUDA context + allocator slack",
+        "base weights (embed, head, norms)",
+    }  # QLoRA: fp32 upcast of unquantized weights varies
     single = estimate_memory(shape, method="qlora", r=8, seq_len=32, micro_batch=2, lora_dropout=0.1)
     assert est.total - single.total == 81_920 and "DDP gradient buckets (fp32)" not in single.parts
     table = est.table()
@@ -97,7 +102,11 @@ def test_reference_recipe_on_8_gpus_counts_the_bucket_and_the_swiglu_layer():
 def test_shape_reads_config_json(tiny_model):
     shape = LlamaShape.from_config(tiny_model)
     cfg = json.loads((tiny_model / "config.json").read_text())
-    assert (shape.hidden, shape.layers, shape.vocab) == (cfg["hidden_size"], cfg["num_hidden_layers"], cfg["vocab_size"])
+    assert (shape.hidden, shape.layers, shape.vocab) == (
+        cfg["hidden_size"],
+        cfg["num_hidden_layers"],
+        cfg["vocab_size"],
+    )
     import torch
     from transformers import AutoModelForCausalLM
 

@@ -45,29 +45,48 @@ def test_lock_pins_what_unsloth_supports_and_leaves_torch_to_the_platform():
 
 
 def test_env_pip_checks_clean_and_holds_the_lock(unsloth_env):
-    check = subprocess.run([str(unsloth_env / "bin" / "python"), "-m", "pip", "check"], capture_output=True, text=True,
-                           timeout=300)
+    check = subprocess.run(
+        [str(unsloth_env / "bin" / "python"), "-m", "pip", "check"], capture_output=True, text=True, timeout=300
+    )
     assert check.returncode == 0, check.stdout + check.stderr
-    freeze = subprocess.run([str(unsloth_env / "bin" / "python"), "-m", "pip", "freeze", "--all"], capture_output=True, text=True,
-                            timeout=300)
+    freeze = subprocess.run(
+        [str(unsloth_env / "bin" / "python"), "-m", "pip", "freeze", "--all"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     installed = {}
     for line in freeze.stdout.splitlines():
         name, _, version = line.partition("==")
         installed[name.lower().replace("_", "-")] = version
-    wrong = {name: (version, installed.get(name)) for name, version in lock_pins().items() if installed.get(name) != version}
+    wrong = {
+        name: (version, installed.get(name)) for name, version in lock_pins().items() if installed.get(name) != version
+    }
     assert not wrong, wrong
     assert installed["torch"].startswith("2.")  # whatever the platform's build, below the lock's torch<2.15
 
 
 def job_for(tmp_path: Path, sft_run: Path, data_run: Path) -> Path:
     """The job kofin writes for backend unsloth, for the tiny SFT run."""
-    cfg = load_config(DpoConfig, ROOT / "configs" / "dpo" / "tiny.yaml",
-                      [f"output_dir={tmp_path / 'dpo'}", f"sft_run={sft_run}", f"preferences=[{data_run}]",
-                       "training.max_steps=2", "backend=unsloth", "load_in_4bit=true", "training.precision=bf16"])
+    cfg = load_config(
+        DpoConfig,
+        ROOT / "configs" / "dpo" / "tiny.yaml",
+        [
+            f"output_dir={tmp_path / 'dpo'}",
+            f"sft_run={sft_run}",
+            f"preferences=[{data_run}]",
+            "training.max_steps=2",
+            "backend=unsloth",
+            "load_in_4bit=true",
+            "training.precision=bf16",
+        ],
+    )
     rows, _ = dpo.load_pairs(cfg)
     out = tmp_path / "dpo.partial"
     out.mkdir()
-    return dpo.write_job(cfg, out, "unsloth", dpo.resolve_base_model(cfg), sft_run, rows, sft_run, progress=False, cuda=True)
+    return dpo.write_job(
+        cfg, out, "unsloth", dpo.resolve_base_model(cfg), sft_run, rows, sft_run, progress=False, cuda=True
+    )
 
 
 @pytest.mark.slow
@@ -78,8 +97,13 @@ def test_recipe_runs_in_the_env_up_to_import_unsloth(tmp_path, unsloth_env, axol
         pytest.skip("this host has CUDA: tests/test_dpo.py::test_unsloth_dpo_on_gpu trains through the env")
     job = job_for(tmp_path, axolotl_sft_run, tiny_data_run)
     assert json.loads(job.read_text())["trainer_args"]["bf16"] is True
-    proc = subprocess.run([str(unsloth_env / "bin" / "python"), str(dpo.RECIPE), str(job)], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc = subprocess.run(
+        [str(unsloth_env / "bin" / "python"), str(dpo.RECIPE), str(job)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert proc.returncode == dpo_recipe.EXIT_NO_CUDA, proc.stderr[-3000:]
     said = [line for line in proc.stderr.splitlines() if line.startswith(dpo_recipe.ERROR_PREFIX)]
     assert len(said) == 1 and "backend unsloth needs a CUDA GPU" in said[0] and str(unsloth_env) in said[0]
@@ -88,16 +112,25 @@ def test_recipe_runs_in_the_env_up_to_import_unsloth(tmp_path, unsloth_env, axol
 
 
 @pytest.mark.slow
-def test_kofin_dpo_runs_the_unsloth_backend_as_a_subprocess(tmp_path, monkeypatch, unsloth_env, axolotl_sft_run,
-                                                             tiny_data_run):
+def test_kofin_dpo_runs_the_unsloth_backend_as_a_subprocess(
+    tmp_path, monkeypatch, unsloth_env, axolotl_sft_run, tiny_data_run
+):
     """kofin dpo with the unsloth backend forced past its CUDA check: the job goes to the env through
     the launcher, the env's own error comes back as kofin's, and no run is marked complete."""
     if torch.cuda.is_available():
         pytest.skip("this host has CUDA: the GPU test trains through the env")
     monkeypatch.setattr(dpo, "choose_backend", lambda *a, **k: "unsloth")
-    cfg = load_config(DpoConfig, ROOT / "configs" / "dpo" / "tiny.yaml",
-                      [f"output_dir={tmp_path / 'dpo'}", f"sft_run={axolotl_sft_run}", f"preferences=[{tiny_data_run}]",
-                       "training.max_steps=2", "backend=unsloth"])
+    cfg = load_config(
+        DpoConfig,
+        ROOT / "configs" / "dpo" / "tiny.yaml",
+        [
+            f"output_dir={tmp_path / 'dpo'}",
+            f"sft_run={axolotl_sft_run}",
+            f"preferences=[{tiny_data_run}]",
+            "training.max_steps=2",
+            "backend=unsloth",
+        ],
+    )
     with pytest.raises(dpo.DpoInputError, match=r"backend unsloth needs a CUDA GPU.*\(log: .*logs/dpo\.log\)"):
         dpo.main(cfg, progress=False)
     partial = tmp_path / "dpo.partial"

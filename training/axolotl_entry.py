@@ -75,9 +75,9 @@ def validate(paths: list[str]) -> int:
 
 
 def train() -> None:
-    import torch
     import axolotl.cli.config as cli_config
     import axolotl.utils.config as config
+    import torch
 
     original = config.normalize_config
 

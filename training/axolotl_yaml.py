@@ -14,6 +14,7 @@ from kofin.training.sft_config import SftConfig
 
 AXOLOTL_YAML = "axolotl.yaml"
 
+
 # DeepSpeed JSONs with "auto" everywhere the HF Trainer fills in from the axolotl config.
 def deepspeed_config(stage: int) -> dict[str, Any]:
     zero: dict[str, Any] = {"stage": stage, "overlap_comm": True, "contiguous_gradients": True}
@@ -72,8 +73,11 @@ def build_axolotl_config(
         "datasets": [dataset_entry(p, kind) for p, kind in datasets],
         # Written out, not left to the tokenizer: a base checkpoint's often has none (axolotl then
         # raises), and axolotl saves this one into the run's tokenizer for DPO, merge and serving.
-        **({"chat_template": "jinja", "chat_template_jinja": template} if (template := chat_template_text(cfg))
-           else {"chat_template": "tokenizer_default"}),
+        **(
+            {"chat_template": "jinja", "chat_template_jinja": template}
+            if (template := chat_template_text(cfg))
+            else {"chat_template": "tokenizer_default"}
+        ),
         "dataset_prepared_path": str(output_dir / "prepared"),
         "val_set_size": 0,
         "output_dir": str(output_dir),

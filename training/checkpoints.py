@@ -25,7 +25,9 @@ SCRATCH = ("prepared", "hf_cache")  # derived from the inputs; rebuilt if ever n
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
-    found = [(int(m.group(1)), p) for p in run_dir.glob("checkpoint-*") if p.is_dir() and (m := _CHECKPOINT.search(p.name))]
+    found = [
+        (int(m.group(1)), p) for p in run_dir.glob("checkpoint-*") if p.is_dir() and (m := _CHECKPOINT.search(p.name))
+    ]
     return [p for _, p in sorted(found)]
 
 
@@ -42,7 +44,9 @@ def start_attempt(run_dir: Path, digest: str) -> dict[str, Any]:
     """Record a new attempt. An earlier attempt that never finished was killed: its wall time
     (until its log last grew) still counts towards GPU-hours, since the GPUs were held."""
     path = run_dir / ATTEMPTS
-    state = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"config_sha256": digest, "attempts": []}
+    state = (
+        json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"config_sha256": digest, "attempts": []}
+    )
     log = run_dir / "logs" / "train.log"
     for attempt in state["attempts"]:
         if attempt.get("wall_s") is None:
@@ -77,7 +81,7 @@ def final_record(log_path: Path) -> dict[str, float]:
     if start < 0:
         return {}
     try:
-        record = ast.literal_eval(text[start:text.index("}", start) + 1])
+        record = ast.literal_eval(text[start : text.index("}", start) + 1])
     except (ValueError, SyntaxError):
         return {}
     out = {}

@@ -25,10 +25,15 @@ def sft_cli(argv: list[str]) -> int:
         "Re-running a killed run with the same config resumes from its last complete checkpoint.",
     )
     add_config_args(parser, SftConfig, "configs/sft/tiny.yaml", "lora.r=16")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the axolotl YAML, launch command, trainable parameters and per-GPU memory "
-                        "estimate; load no weights and launch nothing")
-    parser.add_argument("--quiet", action="store_true", help="do not echo axolotl's output (it is still in logs/train.log)")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the axolotl YAML, launch command, trainable parameters and per-GPU memory "
+        "estimate; load no weights and launch nothing",
+    )
+    parser.add_argument(
+        "--quiet", action="store_true", help="do not echo axolotl's output (it is still in logs/train.log)"
+    )
     args = parser.parse_intermixed_args(argv)
     cfg = load_stage_config(SftConfig, args, "kofin sft")
 
@@ -36,10 +41,17 @@ def sft_cli(argv: list[str]) -> int:
         from kofin.training import sft
 
         if args.dry_run:
-            print("kofin sft: planning; axolotl checks the YAML with its own schema in its env (~10-20 s) ...",
-                  file=sys.stderr, flush=True)
+            print(
+                "kofin sft: planning; axolotl checks the YAML with its own schema in its env (~10-20 s) ...",
+                file=sys.stderr,
+                flush=True,
+            )
             plan, missing = sft.dry_run(cfg)
-            checked = "not checked: no local axolotl env for this container run" if missing is None else "checked with axolotl's schema"
+            checked = (
+                "not checked: no local axolotl env for this container run"
+                if missing is None
+                else "checked with axolotl's schema"
+            )
             print(f"# axolotl YAML ({checked})")
             print(yaml.safe_dump(plan.axolotl, allow_unicode=True, sort_keys=False))
             print(plan.describe())

@@ -18,17 +18,27 @@ from typing import IO
 
 # name -> (pattern, why it is harmless on a kofin host). Only these are hidden, nothing else.
 HARMLESS: dict[str, tuple[re.Pattern[str], str]] = {
-    "torchao-optional-kernels": (re.compile(r"\[torchao\] Failed to load .*torchao/_C_"),
-                                 "torchao's optional mxfp8/cutlass CUDA kernels; the recipe uses neither"),
-    "torch-enum-register-constant": (re.compile(r"is an Enum subclass and is now natively supported by torch\.compile"),
-                                     "a torch deprecation notice raised inside torchao's import"),
-    "bitsandbytes-kernel-hub": (re.compile(r"kernels-community/quantization-bitsandbytes|gemm_4bit_forward_kernel = get_kernel"),
-                                "bitsandbytes looks for an optional kernel on the Hub; kofin runs offline on purpose "
-                                "and bitsandbytes falls back to its built-in one"),
-    "axolotl-preprocess-advice": (re.compile(r"Processing datasets during training can lead to VRAM instability"),
-                                  "kofin tokenises inside the run (prepared/), once per config"),
-    "pin-memory-without-accelerator": (re.compile(r"'pin_memory' argument is set as true but no accelerator|super\(\)\.__init__\(loader\)"),
-                                       "CPU runs only: pinned memory has no device to copy to"),
+    "torchao-optional-kernels": (
+        re.compile(r"\[torchao\] Failed to load .*torchao/_C_"),
+        "torchao's optional mxfp8/cutlass CUDA kernels; the recipe uses neither",
+    ),
+    "torch-enum-register-constant": (
+        re.compile(r"is an Enum subclass and is now natively supported by torch\.compile"),
+        "a torch deprecation notice raised inside torchao's import",
+    ),
+    "bitsandbytes-kernel-hub": (
+        re.compile(r"kernels-community/quantization-bitsandbytes|gemm_4bit_forward_kernel = get_kernel"),
+        "bitsandbytes looks for an optional kernel on the Hub; kofin runs offline on purpose "
+        "and bitsandbytes falls back to its built-in one",
+    ),
+    "axolotl-preprocess-advice": (
+        re.compile(r"Processing datasets during training can lead to VRAM instability"),
+        "kofin tokenises inside the run (prepared/), once per config",
+    ),
+    "pin-memory-without-accelerator": (
+        re.compile(r"'pin_memory' argument is set as true but no accelerator|super\(\)\.__init__\(loader\)"),
+        "CPU runs only: pinned memory has no device to copy to",
+    ),
 }
 CONFIG_DUMP_START = re.compile(r"\[axolotl\.cli\.config\] config:\s*$")
 TOKENISING = re.compile(r"Tokenizing Prompts.*?\|\s*\d+/(\d+)")
@@ -109,8 +119,10 @@ class AxolotlConsole:
             self._say(line)
             return
         if "train_runtime" in record:
-            self._say(f"kofin sft: training done in {float(record['train_runtime']):.1f} s, "
-                      f"mean loss {float(record.get('train_loss', 'nan')):.4f}")
+            self._say(
+                f"kofin sft: training done in {float(record['train_runtime']):.1f} s, "
+                f"mean loss {float(record.get('train_loss', 'nan')):.4f}"
+            )
             return
         step, total, elapsed, eta = self.bar or ("?", "?", "?", "?")
         speed = record.get("tokens/train_per_sec_per_gpu")

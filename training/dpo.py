@@ -54,7 +54,9 @@ def resolve_base_model(cfg: DpoConfig) -> Path:
 
         path = default_tiny_model()
     if not (path / "config.json").is_file():
-        raise DpoInputError(f"base_model: {path} has no config.json; point base_model at the local model folder the SFT run used")
+        raise DpoInputError(
+            f"base_model: {path} has no config.json; point base_model at the local model folder the SFT run used"
+        )
     return path
 
 
@@ -78,7 +80,9 @@ def load_pairs(cfg: DpoConfig) -> tuple[list[dict[str, Any]], list[Path]]:
             require_complete(path, "data", what=f"preferences.{i}")
             path = path / PAIRS_FILE
         if not path.is_file():
-            problems.append(f"preferences.{i}: {path} does not exist; build pairs with `kofin data build-dpo` or fix the path")
+            problems.append(
+                f"preferences.{i}: {path} does not exist; build pairs with `kofin data build-dpo` or fix the path"
+            )
             continue
         files.append(path)
         for where, row in read_records(path):
@@ -87,7 +91,9 @@ def load_pairs(cfg: DpoConfig) -> tuple[list[dict[str, Any]], list[Path]]:
             if not found:
                 rows.append({"_where": where, **{k: row[k] for k in ("prompt", "chosen", "rejected")}})
     if problems:
-        shown = problems[:MAX_LISTED] + ([f"... and {len(problems) - MAX_LISTED} more"] if len(problems) > MAX_LISTED else [])
+        shown = problems[:MAX_LISTED] + (
+            [f"... and {len(problems) - MAX_LISTED} more"] if len(problems) > MAX_LISTED else []
+        )
         raise DpoInputError("the preference data cannot be used:\n  " + "\n  ".join(shown))
     if not rows:
         raise DpoInputError("preferences: no pairs found")
@@ -113,12 +119,18 @@ def choose_backend(requested: str, *, merge_adapter: bool = False, env: Path | N
     cuda = torch.cuda.is_available()
     env = unsloth_env(env)
     if requested == "unsloth" and not cuda:
-        raise DpoInputError("backend 'unsloth' needs a CUDA GPU (unsloth refuses to import without one); use backend: trl or auto")
+        raise DpoInputError(
+            "backend 'unsloth' needs a CUDA GPU (unsloth refuses to import without one); use backend: trl or auto"
+        )
     if requested == "unsloth" and not has_unsloth(env):
-        raise DpoInputError(f"backend 'unsloth': no unsloth env at {env}; create it with `make unsloth-env` (pinned in "
-                            f"training/unsloth-requirements.txt), point unsloth_env or ${UNSLOTH_ENV_VAR} at one, or use backend: trl")
+        raise DpoInputError(
+            f"backend 'unsloth': no unsloth env at {env}; create it with `make unsloth-env` (pinned in "
+            f"training/unsloth-requirements.txt), point unsloth_env or ${UNSLOTH_ENV_VAR} at one, or use backend: trl"
+        )
     if requested == "unsloth" and merge_adapter:
-        raise DpoInputError("backend unsloth supports adapter_mode: stack; use backend: trl (or auto) for adapter_mode: merge")
+        raise DpoInputError(
+            "backend unsloth supports adapter_mode: stack; use backend: trl (or auto) for adapter_mode: merge"
+        )
     if requested == "auto":
         return "unsloth" if cuda and has_unsloth(env) and not merge_adapter else "trl"
     return requested
@@ -147,31 +159,70 @@ def trainer_args(cfg: DpoConfig, out: Path, *, progress: bool, cuda: bool) -> di
     """TRL DPOConfig arguments, as JSON: the same in kofin's env (TRL 1.16) and unsloth's (TRL 1.15)."""
     t = cfg.training
     return dict(
-        output_dir=str(out / "trainer"), beta=t.beta, loss_type=t.loss_type, label_smoothing=t.label_smoothing,
-        max_length=t.max_length, per_device_train_batch_size=t.per_device_batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps, num_train_epochs=t.num_epochs,
-        max_steps=t.max_steps or -1, learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler,
+        output_dir=str(out / "trainer"),
+        beta=t.beta,
+        loss_type=t.loss_type,
+        label_smoothing=t.label_smoothing,
+        max_length=t.max_length,
+        per_device_train_batch_size=t.per_device_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        num_train_epochs=t.num_epochs,
+        max_steps=t.max_steps or -1,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler,
         warmup_steps=t.warmup_ratio,  # transformers 5: a float below 1 is a ratio of all steps
-        bf16=t.precision == "bf16", fp16=t.precision == "fp16",
-        gradient_checkpointing=t.gradient_checkpointing, logging_steps=t.logging_steps, seed=t.seed,
-        save_strategy="no", report_to=[], use_cpu=not cuda, dataloader_num_workers=0,
+        bf16=t.precision == "bf16",
+        fp16=t.precision == "fp16",
+        gradient_checkpointing=t.gradient_checkpointing,
+        logging_steps=t.logging_steps,
+        seed=t.seed,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=not cuda,
+        dataloader_num_workers=0,
         disable_tqdm=not progress,
     )
 
 
-def write_job(cfg: DpoConfig, out: Path, backend: str, base: Path, sft_run: Path | None, rows: list[dict[str, Any]],
-              tokenizer_dir: Path, *, progress: bool, cuda: bool) -> Path:
+def write_job(
+    cfg: DpoConfig,
+    out: Path,
+    backend: str,
+    base: Path,
+    sft_run: Path | None,
+    rows: list[dict[str, Any]],
+    tokenizer_dir: Path,
+    *,
+    progress: bool,
+    cuda: bool,
+) -> Path:
     """The job file dpo_recipe.py runs: everything it needs, nothing it would have to import kofin for."""
     pairs = out / PAIRS_COPY
-    atomic_write_text(pairs, "".join(json.dumps({k: r[k] for k in ("prompt", "chosen", "rejected")}, ensure_ascii=False) + "\n"
-                                     for r in rows))
+    atomic_write_text(
+        pairs,
+        "".join(
+            json.dumps({k: r[k] for k in ("prompt", "chosen", "rejected")}, ensure_ascii=False) + "\n" for r in rows
+        ),
+    )
     job = {
-        "backend": backend, "base_model": str(base), "sft_run": str(sft_run) if sft_run else None,
-        "adapter_mode": cfg.adapter_mode, "load_in_4bit": cfg.load_in_4bit, "precision": cfg.training.precision,
-        "max_length": cfg.training.max_length, "gradient_checkpointing": cfg.training.gradient_checkpointing,
-        "lora": {"r": cfg.lora.r, "alpha": cfg.lora.alpha, "dropout": cfg.lora.dropout,
-                 "target_modules": list(cfg.lora.target_modules)},
-        "tokenizer": str(tokenizer_dir), "pairs": str(pairs), "output_dir": str(out), "progress": progress,
+        "backend": backend,
+        "base_model": str(base),
+        "sft_run": str(sft_run) if sft_run else None,
+        "adapter_mode": cfg.adapter_mode,
+        "load_in_4bit": cfg.load_in_4bit,
+        "precision": cfg.training.precision,
+        "max_length": cfg.training.max_length,
+        "gradient_checkpointing": cfg.training.gradient_checkpointing,
+        "lora": {
+            "r": cfg.lora.r,
+            "alpha": cfg.lora.alpha,
+            "dropout": cfg.lora.dropout,
+            "target_modules": list(cfg.lora.target_modules),
+        },
+        "tokenizer": str(tokenizer_dir),
+        "pairs": str(pairs),
+        "output_dir": str(out),
+        "progress": progress,
         "trainer_args": trainer_args(cfg, out, progress=progress, cuda=cuda),
     }
     atomic_write_json(out / recipe.JOB_FILE, job)
@@ -184,16 +235,30 @@ def run_in_unsloth_env(cfg: DpoConfig, job_path: Path, out: Path, *, progress: b
     from kofin.training.launch import LaunchError, LaunchPlan, run_logged
 
     env = unsloth_env(cfg.unsloth_env)
-    plan = LaunchPlan([str(env / "bin" / "python"), str(RECIPE), str(job_path)],
-                      {**OFFLINE_ENV, "PYTHONUNBUFFERED": "1",
-                       "TOKENIZERS_PARALLELISM": "false", "HF_DATASETS_CACHE": str(out / "hf_cache")})
+    plan = LaunchPlan(
+        [str(env / "bin" / "python"), str(RECIPE), str(job_path)],
+        {
+            **OFFLINE_ENV,
+            "PYTHONUNBUFFERED": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "HF_DATASETS_CACHE": str(out / "hf_cache"),
+        },
+    )
     log = out / "logs" / "dpo.log"
     try:
-        run_logged(plan, log, echo=progress, tool=f"unsloth DPO ({env})",
-                   hint="Nothing was kept: {cause}, then run the same command again.")
+        run_logged(
+            plan,
+            log,
+            echo=progress,
+            tool=f"unsloth DPO ({env})",
+            hint="Nothing was kept: {cause}, then run the same command again.",
+        )
     except LaunchError as err:
-        said = [line[len(recipe.ERROR_PREFIX):] for line in log.read_text(encoding="utf-8", errors="replace").splitlines()
-                if line.startswith(recipe.ERROR_PREFIX)]
+        said = [
+            line[len(recipe.ERROR_PREFIX) :]
+            for line in log.read_text(encoding="utf-8", errors="replace").splitlines()
+            if line.startswith(recipe.ERROR_PREFIX)
+        ]
         raise DpoInputError(said[-1] + f" (log: {log})") if said else err from None
     finally:
         shutil.rmtree(out / "hf_cache", ignore_errors=True)
@@ -216,11 +281,19 @@ def main(cfg: DpoConfig, *, progress: bool = True) -> Path:
     sft_run = resolve_sft_run(cfg)
     base = resolve_base_model(cfg)
     rows, files = load_pairs(cfg)
-    backend = choose_backend(cfg.backend, merge_adapter=sft_run is not None and cfg.adapter_mode == "merge",
-                             env=cfg.unsloth_env)
-    if backend == "unsloth" and sft_run is not None and cfg.base_model is not None and cfg.base_model != _adapter_base(sft_run):
-        raise DpoInputError(f"base_model: backend unsloth loads the base the SFT adapter names ({_adapter_base(sft_run)}); "
-                            "remove base_model or use backend: trl")
+    backend = choose_backend(
+        cfg.backend, merge_adapter=sft_run is not None and cfg.adapter_mode == "merge", env=cfg.unsloth_env
+    )
+    if (
+        backend == "unsloth"
+        and sft_run is not None
+        and cfg.base_model is not None
+        and cfg.base_model != _adapter_base(sft_run)
+    ):
+        raise DpoInputError(
+            f"base_model: backend unsloth loads the base the SFT adapter names ({_adapter_base(sft_run)}); "
+            "remove base_model or use backend: trl"
+        )
     import torch
     from transformers import AutoTokenizer
 
@@ -230,9 +303,20 @@ def main(cfg: DpoConfig, *, progress: bool = True) -> Path:
     inputs.update({f"preferences_{i}": p for i, p in enumerate(files)})
     _quiet_library_noise(progress)
     with open_run("dpo", cfg, inputs=inputs) as run:
-        job = write_job(cfg, run.path, backend, base, sft_run, rows, tokenizer_dir, progress=progress,
-                        cuda=torch.cuda.is_available())
-        result = run_in_unsloth_env(cfg, job, run.path, progress=progress) if backend == "unsloth" else run_in_process(job)
+        job = write_job(
+            cfg,
+            run.path,
+            backend,
+            base,
+            sft_run,
+            rows,
+            tokenizer_dir,
+            progress=progress,
+            cuda=torch.cuda.is_available(),
+        )
+        result = (
+            run_in_unsloth_env(cfg, job, run.path, progress=progress) if backend == "unsloth" else run_in_process(job)
+        )
         shutil.rmtree(run.path / "trainer", ignore_errors=True)
         merged_first = [sft_run] if sft_run is not None and cfg.adapter_mode == "merge" else []
         run.metrics.update(summarize(result, run.path, backend, len(rows), lineage_record(base, merged_first)))
@@ -276,8 +360,10 @@ def summarize(result: dict[str, Any], out: Path, backend: str, pairs: int, linea
         keys.BACKEND: backend,
         keys.PAIRS: pairs,
         keys.STEPS: len(steps),
-        keys.LOSS_FIRST: pick(first, "loss"), keys.LOSS_LAST: pick(last, "loss"),
-        keys.REWARD_MARGIN_FIRST: pick(first, "rewards/margins"), keys.REWARD_MARGIN_LAST: pick(last, "rewards/margins"),
+        keys.LOSS_FIRST: pick(first, "loss"),
+        keys.LOSS_LAST: pick(last, "loss"),
+        keys.REWARD_MARGIN_FIRST: pick(first, "rewards/margins"),
+        keys.REWARD_MARGIN_LAST: pick(last, "rewards/margins"),
         keys.REWARD_ACCURACY_LAST: pick(last, "rewards/accuracies"),
         keys.TRAIN_RUNTIME_S: runtime,
         # TRL's num_tokens counts prompt + both answers of every pair seen, padding excluded.

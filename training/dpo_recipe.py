@@ -48,7 +48,9 @@ def require_unsloth() -> None:
     if not torch.cuda.is_available():
         raise RecipeError(
             f"backend unsloth needs a CUDA GPU; torch {torch.__version__} in {sys.prefix} sees none "
-            "(unsloth refuses to import without one). Use backend: trl (or auto) on this host.", EXIT_NO_CUDA)
+            "(unsloth refuses to import without one). Use backend: trl (or auto) on this host.",
+            EXIT_NO_CUDA,
+        )
     try:
         import unsloth  # noqa: F401  -- before transformers and TRL, so its patches reach them
     except (ImportError, NotImplementedError, RuntimeError) as err:
@@ -62,8 +64,13 @@ def lora_config(job: dict[str, Any]):
     from peft import LoraConfig
 
     lora = job["lora"]
-    return LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-                      target_modules=list(lora["target_modules"]), task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=lora["r"],
+        lora_alpha=lora["alpha"],
+        lora_dropout=lora["dropout"],
+        target_modules=list(lora["target_modules"]),
+        task_type="CAUSAL_LM",
+    )
 
 
 def load_policy_trl(job: dict[str, Any]):
@@ -74,7 +81,9 @@ def load_policy_trl(job: dict[str, Any]):
     kwargs: dict[str, Any] = {"dtype": _dtype(job["precision"])}
     if job["load_in_4bit"]:
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=_dtype(job["precision"]),
         )
     model = AutoModelForCausalLM.from_pretrained(job["base_model"], **kwargs)
@@ -91,9 +100,14 @@ def load_policy_unsloth(job: dict[str, Any]):
     from unsloth import FastLanguageModel
 
     checkpointing = "unsloth" if job["gradient_checkpointing"] else False
-    common = dict(max_seq_length=job["max_length"], dtype=_dtype(job["precision"]), load_in_4bit=job["load_in_4bit"],
-                  use_gradient_checkpointing=checkpointing, local_files_only=True,
-                  use_exact_model_name=True)  # a local folder, never swapped for an unsloth/* hub name
+    common = dict(
+        max_seq_length=job["max_length"],
+        dtype=_dtype(job["precision"]),
+        load_in_4bit=job["load_in_4bit"],
+        use_gradient_checkpointing=checkpointing,
+        local_files_only=True,
+        use_exact_model_name=True,
+    )  # a local folder, never swapped for an unsloth/* hub name
     if job["sft_run"] is not None:
         # unsloth's own adapter path: given the SFT run folder it loads the base named in
         # adapter_config.json, attaches the adapter trainable and runs patch_peft_model (k-bit
@@ -103,8 +117,12 @@ def load_policy_unsloth(job: dict[str, Any]):
     model, _ = FastLanguageModel.from_pretrained(model_name=job["base_model"], **common)
     lora = job["lora"]
     model = FastLanguageModel.get_peft_model(
-        model, r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-        target_modules=list(lora["target_modules"]), random_state=job["trainer_args"]["seed"],
+        model,
+        r=lora["r"],
+        lora_alpha=lora["alpha"],
+        lora_dropout=lora["dropout"],
+        target_modules=list(lora["target_modules"]),
+        random_state=job["trainer_args"]["seed"],
         use_gradient_checkpointing=checkpointing,
     )
     return model, None
@@ -161,10 +179,18 @@ def train(job: dict[str, Any]) -> dict[str, Any]:
     out = Path(job["output_dir"])
     tokenizer = AutoTokenizer.from_pretrained(job["tokenizer"])
     model, peft_config = (load_policy_unsloth if job["backend"] == "unsloth" else load_policy_trl)(job)
-    pairs = Dataset.from_list([json.loads(line) for line in Path(job["pairs"]).read_text(encoding="utf-8").splitlines()])
+    pairs = Dataset.from_list(
+        [json.loads(line) for line in Path(job["pairs"]).read_text(encoding="utf-8").splitlines()]
+    )
     loaded = trainable_fp32_copies(model)
-    trainer = DPOTrainer(model=model, ref_model=None, args=DPOConfig(**job["trainer_args"]), train_dataset=pairs,
-                         processing_class=tokenizer, peft_config=peft_config)
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=None,
+        args=DPOConfig(**job["trainer_args"]),
+        train_dataset=pairs,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
     keep_adapters_fp32(trainer.model, loaded)
     del loaded
     if not job["progress"]:
@@ -182,8 +208,12 @@ def train(job: dict[str, Any]) -> dict[str, Any]:
     # Only the trained adapter: TRL's frozen "ref" copy of a stacked adapter is not an output.
     trainer.model.save_pretrained(str(out), selected_adapters=["default"])
     tokenizer.save_pretrained(str(out))
-    return {"log_history": trainer.state.log_history, "adapter_elements_changed": changed,
-            "peak_gpu_memory_gib_training": peak, "versions": env_versions()}
+    return {
+        "log_history": trainer.state.log_history,
+        "adapter_elements_changed": changed,
+        "peak_gpu_memory_gib_training": peak,
+        "versions": env_versions(),
+    }
 
 
 def env_versions() -> dict[str, str]:

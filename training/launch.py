@@ -77,20 +77,46 @@ def plan_launch(launch: Launch, yaml_path: Path, *, cuda: bool, run_dir: Path) -
     elif launch.launcher == "torchrun":
         argv = [exe("torchrun"), "--nnodes", str(launch.nodes), "--nproc_per_node", str(launch.gpus_per_node)]
         if launch.nodes > 1:
-            argv += ["--node_rank", str(launch.node_rank), "--rdzv_backend", "c10d",
-                     "--rdzv_endpoint", str(launch.rdzv_endpoint), "--rdzv_id", launch.rdzv_id]
+            argv += [
+                "--node_rank",
+                str(launch.node_rank),
+                "--rdzv_backend",
+                "c10d",
+                "--rdzv_endpoint",
+                str(launch.rdzv_endpoint),
+                "--rdzv_id",
+                launch.rdzv_id,
+            ]
         else:
             argv += ["--standalone"]  # picks a free local port, so parallel jobs do not collide
         argv += target
     else:
-        argv = [exe("accelerate"), "launch", "--num_processes", str(world), "--num_machines", str(launch.nodes),
-                "--mixed_precision", "no", "--dynamo_backend", "no"]
+        argv = [
+            exe("accelerate"),
+            "launch",
+            "--num_processes",
+            str(world),
+            "--num_machines",
+            str(launch.nodes),
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+        ]
         if world > 1:
             argv += ["--multi_gpu"]
         if launch.nodes > 1:
             host, _, port = str(launch.rdzv_endpoint).rpartition(":")
-            argv += ["--machine_rank", str(launch.node_rank), "--main_process_ip", host, "--main_process_port", port,
-                     "--rdzv_backend", "c10d"]
+            argv += [
+                "--machine_rank",
+                str(launch.node_rank),
+                "--main_process_ip",
+                host,
+                "--main_process_port",
+                port,
+                "--rdzv_backend",
+                "c10d",
+            ]
         argv += target
     env = {
         **OFFLINE_ENV,
@@ -117,7 +143,9 @@ def validate_with_axolotl(launch: Launch, yaml_path: Path) -> list[str] | None:
         return None
     python = require_axolotl_env(launch) / "bin" / "python"
     env = {**os.environ, **OFFLINE_ENV}
-    proc = subprocess.run([str(python), str(ENTRY), "validate", str(yaml_path)], capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [str(python), str(ENTRY), "validate", str(yaml_path)], capture_output=True, text=True, env=env
+    )
     verdict = next((line for line in reversed(proc.stdout.splitlines()) if line.startswith("{")), None)
     if verdict is None:
         tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
@@ -140,8 +168,9 @@ def _die_with_parent() -> None:
 RESUME_HINT = "Checkpoints written so far are kept: {cause}, then run the same command to resume."
 
 
-def run_logged(plan: LaunchPlan, log_path: Path, *, echo: bool = True, tool: str = "axolotl",
-               hint: str = RESUME_HINT, view=None) -> float:
+def run_logged(
+    plan: LaunchPlan, log_path: Path, *, echo: bool = True, tool: str = "axolotl", hint: str = RESUME_HINT, view=None
+) -> float:
     """Run the plan, tee its output to `log_path` (appended) and the console; return wall seconds.
     With a `view` (e.g. console.AxolotlConsole) the console shows what it makes of the output
     instead of the raw bytes; the log always gets everything. A failure raises LaunchError naming
@@ -151,8 +180,9 @@ def run_logged(plan: LaunchPlan, log_path: Path, *, echo: bool = True, tool: str
     start = time.time()
     with open(log_path, "ab") as log:
         log.write(f"\n=== kofin launch {time.strftime('%Y-%m-%d %H:%M:%S')}: {plan.shell()}\n".encode())
-        proc = subprocess.Popen(plan.argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                preexec_fn=_die_with_parent)
+        proc = subprocess.Popen(
+            plan.argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+        )
         previous = signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
         try:
             assert proc.stdout is not None
@@ -174,10 +204,10 @@ def run_logged(plan: LaunchPlan, log_path: Path, *, echo: bool = True, tool: str
         finally:
             signal.signal(signal.SIGTERM, previous)
     if code != 0:
-        cause = ("it was stopped by a signal (preemption or a kill)" if code < 0
-                 else "fix the cause shown above")
+        cause = "it was stopped by a signal (preemption or a kill)" if code < 0 else "fix the cause shown above"
         raise LaunchError(
-            f"{tool} exited with status {code}. Last lines of {log_path}:\n{_tail(log_path)}\n" + hint.format(cause=cause)
+            f"{tool} exited with status {code}. Last lines of {log_path}:\n{_tail(log_path)}\n"
+            + hint.format(cause=cause)
         )
     return time.time() - start
 

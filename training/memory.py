@@ -27,7 +27,7 @@ class LlamaShape:
     tie_embeddings: bool = False
 
     @classmethod
-    def from_config(cls, path: Path) -> "LlamaShape":
+    def from_config(cls, path: Path) -> LlamaShape:
         """Read a HF config.json (or the model folder holding it)."""
         path = Path(path)
         cfg = json.loads((path / "config.json" if path.is_dir() else path).read_text(encoding="utf-8"))
@@ -49,8 +49,13 @@ class LlamaShape:
         """(in_features, out_features) of each linear layer in one decoder block."""
         h, i, kv = self.hidden, self.intermediate, self.kv_heads * self.head_dim
         return {
-            "q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
-            "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h),
+            "q_proj": (h, h),
+            "k_proj": (h, kv),
+            "v_proj": (h, kv),
+            "o_proj": (h, h),
+            "gate_proj": (h, i),
+            "up_proj": (h, i),
+            "down_proj": (i, h),
         }
 
     def linear_params(self) -> int:
@@ -69,7 +74,9 @@ class LlamaShape:
 EEVE_10_8B = LlamaShape(hidden=4096, intermediate=14336, layers=48, heads=32, kv_heads=8, vocab=40960)
 
 
-def lora_params(shape: LlamaShape, r: int, targets: tuple[str, ...] | list[str] = ALL_LINEAR, *, dora: bool = False) -> int:
+def lora_params(
+    shape: LlamaShape, r: int, targets: tuple[str, ...] | list[str] = ALL_LINEAR, *, dora: bool = False
+) -> int:
     """LoRA adds A (r x in) and B (out x r) per targeted linear; DoRA adds a magnitude per output."""
     unknown = set(targets) - set(ALL_LINEAR)
     if unknown:
@@ -81,8 +88,9 @@ def lora_params(shape: LlamaShape, r: int, targets: tuple[str, ...] | list[str] 
     return per_layer * shape.layers
 
 
-def recomputed_layer_bytes_per_token(shape: LlamaShape, *, r: int, targets: tuple[str, ...] | list[str] = ALL_LINEAR,
-                                     lora_dropout: float = 0.0) -> int:
+def recomputed_layer_bytes_per_token(
+    shape: LlamaShape, *, r: int, targets: tuple[str, ...] | list[str] = ALL_LINEAR, lora_dropout: float = 0.0
+) -> int:
     """Bytes per token that one decoder layer saves for its backward (bf16 activations), i.e. what
     gradient checkpointing holds while it recomputes one layer.
 
@@ -118,11 +126,15 @@ class MemoryEstimate:
         return sum(self.parts.values())
 
     def table(self) -> str:
-        rows = [f"  {name:<40}{b / GIB:8.2f} GiB{'  (estimate)' if name in self.estimated else ''}"
-                for name, b in self.parts.items()]
+        rows = [
+            f"  {name:<40}{b / GIB:8.2f} GiB{'  (estimate)' if name in self.estimated else ''}"
+            for name, b in self.parts.items()
+        ]
         rows.append(f"  {'total per GPU':<40}{self.total / GIB:8.2f} GiB")
         if self.estimated:
-            rows.append("  (estimate) = modelled, not exact: what autograd keeps and allocator slack vary by version and kernels")
+            rows.append(
+                "  (estimate) = modelled, not exact: what autograd keeps and allocator slack vary by version and kernels"
+            )
         return "\n".join(rows)
 
 
@@ -182,8 +194,9 @@ def estimate_memory(
     if eager_attention:
         # Eager attention materialises scores and softmax: 5 * heads * s^2 * b bytes per layer.
         # SDPA and FlashAttention-2 never hold the s x s matrix.
-        est.parts["attention scores (eager)"] = 5 * shape.heads * seq_len * seq_len * micro_batch * (
-            1 if gradient_checkpointing else shape.layers)
+        est.parts["attention scores (eager)"] = (
+            5 * shape.heads * seq_len * seq_len * micro_batch * (1 if gradient_checkpointing else shape.layers)
+        )
         est.estimated.add("attention scores (eager)")
     # Logits are upcast to fp32 for the loss: logits, their softmax and the gradient.
     est.parts["logits + loss (fp32)"] = tokens * shape.vocab * 4 * 3

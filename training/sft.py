@@ -21,12 +21,18 @@ from typing import Any
 
 import yaml
 
+from kofin import manifest_keys as keys
 from kofin.errors import KofinError
 from kofin.rundir import (
-    PARTIAL_SUFFIX, atomic_write_json, atomic_write_text, config_digest, open_run, require_complete, sha256_file,
+    PARTIAL_SUFFIX,
+    atomic_write_json,
+    atomic_write_text,
+    config_digest,
+    open_run,
+    require_complete,
+    sha256_file,
 )
 from kofin.training import checkpoints
-from kofin import manifest_keys as keys
 from kofin.training.axolotl_yaml import AXOLOTL_YAML, build_axolotl_config, chat_template_text, deepspeed_config
 from kofin.training.launch import LaunchPlan, plan_launch, run_logged, validate_with_axolotl
 from kofin.training.memory import LlamaShape, MemoryEstimate, estimate_memory
@@ -91,7 +97,9 @@ def resolve_datasets(cfg: SftConfig) -> list[tuple[Path, str]]:
             require_complete(ds.path, "data", what=where)
             path = ds.path / DATA_FILES[ds.type]
             if not path.is_file():
-                raise SftInputError(f"{where}: the data run {ds.path} has no {DATA_FILES[ds.type]}; rebuild it with that part enabled")
+                raise SftInputError(
+                    f"{where}: the data run {ds.path} has no {DATA_FILES[ds.type]}; rebuild it with that part enabled"
+                )
         elif ds.path.is_file():
             path = ds.path
         else:
@@ -128,7 +136,7 @@ def check_rows(cfg: SftConfig, datasets: list[tuple[Path, str]], base_model: Pat
             if kind == "chat":
                 schema += [f"{where}  {p}" for p in check_sft_row(row)]
             elif not isinstance(row, dict) or not isinstance(row.get("text"), str) or not row["text"].strip():
-                schema.append(f"{where}  text: expected a non-empty string (completion rows are {{\"text\": ...}})")
+                schema.append(f'{where}  text: expected a non-empty string (completion rows are {{"text": ...}})')
         if schema:
             problems += schema
             continue  # lengths of malformed rows mean nothing; the next dataset is still checked
@@ -143,9 +151,9 @@ def check_rows(cfg: SftConfig, datasets: list[tuple[Path, str]], base_model: Pat
                     f"validate.max_seq_len={seq_len}, or set training.too_long=drop"
                 )
     if problems:
-        shown = problems[:MAX_LISTED * 2]
+        shown = problems[: MAX_LISTED * 2]
         if len(problems) > len(shown):
-            fixes = [p for p in problems[len(shown):] if p.startswith("fix:")]
+            fixes = [p for p in problems[len(shown) :] if p.startswith("fix:")]
             shown += [f"... and {len(problems) - len(shown) - len(fixes)} more"] + fixes
         raise SftInputError("the training data cannot be used as configured:\n  " + "\n  ".join(shown))
     return stats
@@ -154,18 +162,38 @@ def check_rows(cfg: SftConfig, datasets: list[tuple[Path, str]], base_model: Pat
 # ---------------------------------------------------------------- plan
 
 
-def plan(cfg: SftConfig, work_dir: Path, base_model: Path, shape: LlamaShape, datasets: list[tuple[Path, str]],
-         *, dry_run: bool = False) -> SftPlan:
+def plan(
+    cfg: SftConfig,
+    work_dir: Path,
+    base_model: Path,
+    shape: LlamaShape,
+    datasets: list[tuple[Path, str]],
+    *,
+    dry_run: bool = False,
+) -> SftPlan:
     method, train, launch = cfg.parsed_method, cfg.training, cfg.launch
     memory = estimate_memory(
-        shape, method="qlora" if method.quantize_4bit else "lora", r=cfg.lora.r, targets=cfg.lora.target_modules,
-        seq_len=train.sequence_len, micro_batch=train.micro_batch_size,
-        gradient_checkpointing=train.gradient_checkpointing, world_size=launch.world_size,
-        sharding=_sharding(launch.distributed), dora=method.dora, lora_dropout=cfg.lora.dropout,
+        shape,
+        method="qlora" if method.quantize_4bit else "lora",
+        r=cfg.lora.r,
+        targets=cfg.lora.target_modules,
+        seq_len=train.sequence_len,
+        micro_batch=train.micro_batch_size,
+        gradient_checkpointing=train.gradient_checkpointing,
+        world_size=launch.world_size,
+        sharding=_sharding(launch.distributed),
+        dora=method.dora,
+        lora_dropout=cfg.lora.dropout,
     )
     ds_json = work_dir / "deepspeed.json" if launch.distributed.startswith("deepspeed") else None
-    axolotl = build_axolotl_config(cfg, base_model=base_model, datasets=datasets, output_dir=work_dir,
-                                   deepspeed_json=ds_json, architecture=_architecture(base_model))
+    axolotl = build_axolotl_config(
+        cfg,
+        base_model=base_model,
+        datasets=datasets,
+        output_dir=work_dir,
+        deepspeed_json=ds_json,
+        architecture=_architecture(base_model),
+    )
     # A dry run on a laptop plans for the recipe's GPUs when it asks for GPU-only features.
     cuda = _cuda_available() or (dry_run and (train.precision != "fp32" or train.flash_attention))
     launch_plan = plan_launch(launch, work_dir / AXOLOTL_YAML, cuda=cuda, run_dir=work_dir)
@@ -173,7 +201,9 @@ def plan(cfg: SftConfig, work_dir: Path, base_model: Path, shape: LlamaShape, da
 
 
 def _sharding(distributed: str) -> str:
-    return {"deepspeed_zero1": "zero1", "deepspeed_zero2": "zero2", "deepspeed_zero3": "zero3", "fsdp": "fsdp"}.get(distributed, "ddp")
+    return {"deepspeed_zero1": "zero1", "deepspeed_zero2": "zero2", "deepspeed_zero3": "zero3", "fsdp": "fsdp"}.get(
+        distributed, "ddp"
+    )
 
 
 def _architecture(base_model: Path) -> str:
@@ -195,7 +225,9 @@ def write_axolotl_files(p: SftPlan, cfg: SftConfig, work_dir: Path) -> Path:
     atomic_write_text(yaml_path, header + yaml.safe_dump(p.axolotl, allow_unicode=True, sort_keys=False))
     if cfg.launch.distributed.startswith("deepspeed"):
         atomic_write_json(work_dir / "deepspeed.json", deepspeed_config(int(cfg.launch.distributed[-1])))
-    atomic_write_text(work_dir / "launch.sh", "#!/bin/sh\n# The command kofin ran.\nexec env " + p.launch.shell() + "\n")
+    atomic_write_text(
+        work_dir / "launch.sh", "#!/bin/sh\n# The command kofin ran.\nexec env " + p.launch.shell() + "\n"
+    )
     return yaml_path
 
 
@@ -230,8 +262,10 @@ def missing_inputs(cfg: SftConfig, base_model: Path) -> list[str]:
         out.append(f"base_model {base_model} {what} on this machine (planned from base_model_shape); the run needs it")
     for i, ds in enumerate(cfg.datasets):
         if not ds.path.exists():
-            out.append(f"datasets.{i}.path {ds.path} does not exist on this machine; the run needs it "
-                       "(build it with `kofin data build`)")
+            out.append(
+                f"datasets.{i}.path {ds.path} does not exist on this machine; the run needs it "
+                "(build it with `kofin data build`)"
+            )
     return out
 
 
@@ -254,15 +288,20 @@ def main(cfg: SftConfig, *, echo: bool = True) -> Path:
     stats = check_rows(cfg, datasets, base_model)
     rows = sum(s["rows"] for s in stats.values())
     longest = max((s["max_tokens"] for s in stats.values()), default=0)
-    say(f"{rows:,} rows, {sum(s['tokens'] for s in stats.values()):,} tokens, longest {longest:,} "
-        f"(training.sequence_len {cfg.training.sequence_len})")
+    say(
+        f"{rows:,} rows, {sum(s['tokens'] for s in stats.values()):,} tokens, longest {longest:,} "
+        f"(training.sequence_len {cfg.training.sequence_len})"
+    )
     p = plan(cfg, work, base_model, shape, datasets)
     say("validating the axolotl YAML with axolotl's own schema (~10-20 s: axolotl imports)")
     missing = check_with_axolotl(p, cfg)
     if missing:
-        raise SftInputError("the axolotl env lacks what this config needs: " + "; ".join(missing)
-                            + ". Install it into the env (e.g. .venv-axolotl/bin/pip install flash-attn deepspeed) "
-                            "or use a container image that has it.")
+        raise SftInputError(
+            "the axolotl env lacks what this config needs: "
+            + "; ".join(missing)
+            + ". Install it into the env (e.g. .venv-axolotl/bin/pip install flash-attn deepspeed) "
+            "or use a container image that has it."
+        )
     if cfg.launch.node_rank > 0:
         return run_worker_node(p, cfg, echo=echo)
     digest = resume_digest(cfg, datasets)
@@ -278,15 +317,19 @@ def main(cfg: SftConfig, *, echo: bool = True) -> Path:
         if resumed_from is not None:
             print(f"kofin sft: resuming from {resumed_from.name} in {run.path}", flush=True)
         world = cfg.launch.world_size
-        say(f"launching {world} rank{'s' if world > 1 else ''} through {cfg.launch.launcher}; "
-            f"axolotl's full log: {run.path / 'logs' / 'train.log'}")
+        say(
+            f"launching {world} rank{'s' if world > 1 else ''} through {cfg.launch.launcher}; "
+            f"axolotl's full log: {run.path / 'logs' / 'train.log'}"
+        )
         from kofin.training.console import AxolotlConsole
 
         wall = run_logged(p.launch, run.path / "logs" / "train.log", echo=echo, view=AxolotlConsole())
         state = checkpoints.finish_attempt(run.path, state, wall, resumed_from)
         run.metrics.update(collect_metrics(run.path, cfg, p, state, stats))
         if not (run.path / "adapter_model.safetensors").is_file():
-            raise SftInputError(f"axolotl finished but wrote no adapter_model.safetensors in {run.path}; see logs/train.log")
+            raise SftInputError(
+                f"axolotl finished but wrote no adapter_model.safetensors in {run.path}; see logs/train.log"
+            )
         checkpoints.tidy(run.path, keep_checkpoints=cfg.keep_checkpoints)
         # The finished run lives at `final`: make its recipe point there, so it reruns as written.
         for name in (AXOLOTL_YAML, "launch.sh", "deepspeed.json"):
@@ -298,9 +341,11 @@ def main(cfg: SftConfig, *, echo: bool = True) -> Path:
 
 def _phases(echo: bool):
     """Phase lines on the console as they happen (nothing with --quiet)."""
+
     def say(text: str) -> None:
         if echo:
             print(f"kofin sft: {text}", flush=True)
+
     return say
 
 
@@ -316,13 +361,19 @@ def run_worker_node(p: SftPlan, cfg: SftConfig, *, echo: bool) -> Path:
             break
         time.sleep(1)  # rank 0 checks the data and writes the YAML first
     else:
-        raise SftInputError(f"{yaml_path} did not appear within 10 minutes; is output_dir on a filesystem shared with node 0?")
+        raise SftInputError(
+            f"{yaml_path} did not appear within 10 minutes; is output_dir on a filesystem shared with node 0?"
+        )
     run_logged(p.launch, scratch / "train.log", echo=echo)
-    print(f"kofin sft: node {cfg.launch.node_rank} finished; node 0 writes {cfg.output_dir} (log: {scratch / 'train.log'})")
+    print(
+        f"kofin sft: node {cfg.launch.node_rank} finished; node 0 writes {cfg.output_dir} (log: {scratch / 'train.log'})"
+    )
     return cfg.output_dir
 
 
-def collect_metrics(run_dir: Path, cfg: SftConfig, p: SftPlan, state: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
+def collect_metrics(
+    run_dir: Path, cfg: SftConfig, p: SftPlan, state: dict[str, Any], stats: dict[str, Any]
+) -> dict[str, Any]:
     """Per-step log to metrics.jsonl; the summary (loss, tokens/s, GPU-hours, cost) for the manifest."""
     history = checkpoints.log_history(run_dir)
     steps = [h for h in history if "loss" in h]
@@ -361,7 +412,10 @@ def collect_metrics(run_dir: Path, cfg: SftConfig, p: SftPlan, state: dict[str, 
         "resumed_from_step": state["attempts"][-1].get("resumed_from_step"),
         "launch_wall_s": round(wall, 2),
         keys.GPU_HOURS: round(gpu_hours, 4),
-        keys.COST: {"amount": round(gpu_hours * launch.gpu_hour_price, 2), "currency": launch.currency,
-                    "gpu_hour_price": launch.gpu_hour_price},
+        keys.COST: {
+            "amount": round(gpu_hours * launch.gpu_hour_price, 2),
+            "currency": launch.currency,
+            "gpu_hour_price": launch.gpu_hour_price,
+        },
         "data": stats,
     }

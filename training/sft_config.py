@@ -27,7 +27,7 @@ class Method(KofinModel):
     rslora: bool
 
     @classmethod
-    def parse(cls, text: str) -> "Method":
+    def parse(cls, text: str) -> Method:
         parts = [p.strip() for p in text.lower().split("+") if p.strip()]
         unknown = [p for p in parts if p not in METHOD_PARTS]
         if not parts or unknown:
@@ -68,7 +68,9 @@ class LoraSettings(KofinModel):
     @classmethod
     def _positive_rank(cls, r: int) -> int:
         if r < 1:
-            raise ValueError(f"rank {r} trains nothing; use a rank >= 1, e.g. 8 for a tiny run or 256 for the reference recipe")
+            raise ValueError(
+                f"rank {r} trains nothing; use a rank >= 1, e.g. 8 for a tiny run or 256 for the reference recipe"
+            )
         return r
 
     @field_validator("targets")
@@ -77,7 +79,9 @@ class LoraSettings(KofinModel):
         if isinstance(targets, list):
             unknown = [t for t in targets if t not in ALL_LINEAR]
             if unknown or not targets:
-                raise ValueError(f"unknown target module(s) {unknown or '[]'}; choose from {list(ALL_LINEAR)} or 'all-linear'")
+                raise ValueError(
+                    f"unknown target module(s) {unknown or '[]'}; choose from {list(ALL_LINEAR)} or 'all-linear'"
+                )
         return targets
 
     @property
@@ -90,9 +94,13 @@ class Schedule(KofinModel):
 
     gradient_accumulation_steps: int = Field(default=1, ge=1, description="Micro-batches per optimizer step.")
     num_epochs: float = Field(default=1.0, gt=0, description="Passes over the data (ignored when max_steps is set).")
-    max_steps: int | None = Field(default=None, ge=1, description="Stop after this many optimizer steps; null = num_epochs.")
+    max_steps: int | None = Field(
+        default=None, ge=1, description="Stop after this many optimizer steps; null = num_epochs."
+    )
     learning_rate: float = Field(default=2e-4, gt=0, description="Peak learning rate.")
-    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(default="cosine", description="Learning-rate schedule.")
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
+        default="cosine", description="Learning-rate schedule."
+    )
     warmup_ratio: float = Field(default=0.0, ge=0.0, lt=1.0, description="Fraction of steps spent warming up.")
     precision: Literal["bf16", "fp16", "fp32"] = Field(default="fp32", description="Compute dtype; bf16 on H100/H200.")
     gradient_checkpointing: bool = Field(default=False, description="Recompute activations in backward to save memory.")
@@ -102,10 +110,15 @@ class Schedule(KofinModel):
 
 class Training(Schedule):
     sequence_len: int = Field(default=512, ge=16, description="Tokens per sample (packed sample with sample_packing).")
-    sample_packing: bool = Field(default=False, description="Pack several samples into one sequence (needs flash attention on GPU).")
+    sample_packing: bool = Field(
+        default=False, description="Pack several samples into one sequence (needs flash attention on GPU)."
+    )
     micro_batch_size: int = Field(default=2, ge=1, description="Samples per GPU per forward pass.")
     weight_decay: float = Field(default=0.0, ge=0.0, description="AdamW weight decay.")
-    optimizer: str = Field(default="adamw_torch", description="axolotl/transformers optimizer name, e.g. adamw_torch, adamw_bnb_8bit, paged_adamw_8bit.")
+    optimizer: str = Field(
+        default="adamw_torch",
+        description="axolotl/transformers optimizer name, e.g. adamw_torch, adamw_bnb_8bit, paged_adamw_8bit.",
+    )
     neftune_noise_alpha: float | None = Field(
         default=None, gt=0, description="NEFTune embedding noise; off by default (it hurt citation formatting)."
     )
@@ -115,7 +128,9 @@ class Training(Schedule):
         "`.venv-axolotl/bin/pip install flash-attn --no-build-isolation` on the GPU host). Off = PyTorch SDPA, "
         "which axolotl 0.19 packs with varlen attention or a block-diagonal mask.",
     )
-    save_steps: int = Field(default=50, ge=1, description="Checkpoint every N steps; a killed run resumes from the last one.")
+    save_steps: int = Field(
+        default=50, ge=1, description="Checkpoint every N steps; a killed run resumes from the last one."
+    )
     too_long: Literal["error", "drop", "truncate"] = Field(
         default="error",
         description="Chat rows longer than sequence_len: 'error' stops before launch and names them; "
@@ -127,10 +142,18 @@ class Launch(KofinModel):
     launcher: Literal["accelerate", "torchrun", "python"] = Field(
         default="accelerate", description="How `axolotl train` starts its processes; python = one process, no launcher."
     )
-    gpus_per_node: int = Field(default=1, ge=1, description="Processes (GPUs) per node: accelerate --num_processes / torchrun --nproc_per_node.")
+    gpus_per_node: int = Field(
+        default=1,
+        ge=1,
+        description="Processes (GPUs) per node: accelerate --num_processes / torchrun --nproc_per_node.",
+    )
     nodes: int = Field(default=1, ge=1, description="Number of nodes; > 1 needs rdzv_endpoint.")
-    node_rank: int = Field(default=0, ge=0, description="This node's rank (torchrun --node_rank / accelerate --machine_rank).")
-    rdzv_endpoint: str | None = Field(default=None, description="host:port of the rendezvous (rank-0 node) for multi-node runs.")
+    node_rank: int = Field(
+        default=0, ge=0, description="This node's rank (torchrun --node_rank / accelerate --machine_rank)."
+    )
+    rdzv_endpoint: str | None = Field(
+        default=None, description="host:port of the rendezvous (rank-0 node) for multi-node runs."
+    )
     rdzv_id: str = Field(default="kofin-sft", description="Rendezvous id shared by every node of one job.")
     distributed: Literal["ddp", "deepspeed_zero1", "deepspeed_zero2", "deepspeed_zero3", "fsdp"] = Field(
         default="ddp", description="Data parallelism: plain DDP, DeepSpeed ZeRO stage 1/2/3, or FSDP (full shard)."
@@ -144,7 +167,9 @@ class Launch(KofinModel):
         description="Run inside a container instead of the env: the command prefix, e.g. [docker, run, --rm, "
         "--gpus, all, -v, /data:/data, axolotlai/axolotl:0.19.0]; paths must be the same inside.",
     )
-    gpu_hour_price: float = Field(default=0.0, ge=0.0, description="Price of one GPU-hour for the manifest's cost estimate (0 = not priced).")
+    gpu_hour_price: float = Field(
+        default=0.0, ge=0.0, description="Price of one GPU-hour for the manifest's cost estimate (0 = not priced)."
+    )
     currency: str = Field(default="USD", description="Currency of gpu_hour_price.")
 
     @property
@@ -152,9 +177,11 @@ class Launch(KofinModel):
         return self.gpus_per_node * self.nodes
 
     @model_validator(mode="after")
-    def _multinode_needs_rendezvous(self) -> "Launch":
+    def _multinode_needs_rendezvous(self) -> Launch:
         if self.nodes > 1 and not self.rdzv_endpoint:
-            raise ValueError("nodes > 1 needs rdzv_endpoint (host:port of the rank-0 node), e.g. rdzv_endpoint=10.0.0.1:29500")
+            raise ValueError(
+                "nodes > 1 needs rdzv_endpoint (host:port of the rank-0 node), e.g. rdzv_endpoint=10.0.0.1:29500"
+            )
         if self.rdzv_endpoint and not re.fullmatch(r".+:\d+", self.rdzv_endpoint):
             raise ValueError(f"rdzv_endpoint {self.rdzv_endpoint!r} must be host:port, e.g. 10.0.0.1:29500")
         if self.launcher == "python" and self.world_size > 1:
@@ -201,7 +228,8 @@ class SftConfig(StageConfig):
     training: Training = Field(default_factory=Training, description="Optimisation settings.")
     launch: Launch = Field(default_factory=Launch, description="Processes, nodes, env and cost.")
     keep_checkpoints: bool = Field(
-        default=False, description="Keep checkpoint-N folders (optimizer states) in the finished run; they exist for resume."
+        default=False,
+        description="Keep checkpoint-N folders (optimizer states) in the finished run; they exist for resume.",
     )
 
     @field_validator("method")
@@ -211,12 +239,16 @@ class SftConfig(StageConfig):
         return method.lower().replace(" ", "")
 
     @model_validator(mode="after")
-    def _template_text_only_for_jinja(self) -> "SftConfig":
+    def _template_text_only_for_jinja(self) -> SftConfig:
         if self.chat_template == "jinja" and not (self.chat_template_jinja or "").strip():
-            raise ValueError("chat_template: jinja needs chat_template_jinja (the template text); or use chat_template: eeve")
+            raise ValueError(
+                "chat_template: jinja needs chat_template_jinja (the template text); or use chat_template: eeve"
+            )
         if self.chat_template != "jinja" and self.chat_template_jinja is not None:
-            raise ValueError(f"chat_template_jinja is unused with chat_template: {self.chat_template}; set chat_template: jinja "
-                             "or remove chat_template_jinja")
+            raise ValueError(
+                f"chat_template_jinja is unused with chat_template: {self.chat_template}; set chat_template: jinja "
+                "or remove chat_template_jinja"
+            )
         return self
 
     @property

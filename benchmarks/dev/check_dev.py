@@ -7,7 +7,12 @@ data_ko/kb/<id>.md, each key_fact occurs verbatim in every one of its gold docum
 unanswerable sets have empty gold, follow-ups have a user first turn.
 Usage: python3 benchmarks/dev/check_dev.py [--laws PATH_TO_fin_articles.jsonl]
 """
-import json, pathlib, sys, collections, argparse
+
+import argparse
+import collections
+import json
+import pathlib
+import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -19,15 +24,15 @@ FIELDS = {
     "kb_unanswerable.jsonl": ({"qid", "question", "gold", "why"}, "dv-kbx-"),
     "kb_followups.jsonl": ({"qid", "history", "question", "full_question", "gold", "key_fact"}, "dv-fu-"),
 }
-STYLES = {"laws_styles.jsonl": {"colloquial", "long", "indirect"},
-          "kb_answerable.jsonl": {"polite", "colloquial"}}
+STYLES = {"laws_styles.jsonl": {"colloquial", "long", "indirect"}, "kb_answerable.jsonl": {"polite", "colloquial"}}
 WHY = {"not-in-corpus", "near-miss", "off-domain"}
 
 
 def find_laws(arg):
     for p in ([pathlib.Path(arg)] if arg else []) + [
-            REPO.parent / "shared/data/laws/fin_articles.jsonl",
-            pathlib.Path("/work/shared/data/laws/fin_articles.jsonl")]:
+        REPO.parent / "shared/data/laws/fin_articles.jsonl",
+        pathlib.Path("/work/shared/data/laws/fin_articles.jsonl"),
+    ]:
         if p.exists():
             return p
     sys.exit("fin_articles.jsonl not found; pass --laws")
@@ -50,33 +55,43 @@ def main():
     for name, (fields, prefix) in FIELDS.items():
         path = HERE / name
         if not path.exists():
-            errors.append(f"{name}: missing"); continue
+            errors.append(f"{name}: missing")
+            continue
         stat = collections.Counter()
         for n, line in enumerate(open(path, encoding="utf-8"), 1):
             where = f"{name}:{n}"
             try:
                 r = json.loads(line)
             except json.JSONDecodeError as e:
-                errors.append(f"{where}: invalid JSON ({e})"); continue
+                errors.append(f"{where}: invalid JSON ({e})")
+                continue
             if not isinstance(r, dict) or set(r) != fields:
-                errors.append(f"{where}: fields {sorted(r) if isinstance(r, dict) else type(r)} != {sorted(fields)}"); continue
+                errors.append(f"{where}: fields {sorted(r) if isinstance(r, dict) else type(r)} != {sorted(fields)}")
+                continue
             qid = r["qid"]
-            if not qid.startswith(prefix): errors.append(f"{where}: qid {qid} lacks prefix {prefix}")
-            if qid in seen: errors.append(f"{where}: duplicate qid {qid}")
+            if not qid.startswith(prefix):
+                errors.append(f"{where}: qid {qid} lacks prefix {prefix}")
+            if qid in seen:
+                errors.append(f"{where}: duplicate qid {qid}")
             seen.add(qid)
             if not isinstance(r["question"], str) or not r["question"].strip():
                 errors.append(f"{where}: empty question")
             gold = r["gold"]
-            if not isinstance(gold, list): errors.append(f"{where}: gold not a list"); continue
+            if not isinstance(gold, list):
+                errors.append(f"{where}: gold not a list")
+                continue
             if "why" in r:
-                if gold: errors.append(f"{where}: unanswerable with non-empty gold")
-                if r["why"] not in WHY: errors.append(f"{where}: bad why {r['why']}")
+                if gold:
+                    errors.append(f"{where}: unanswerable with non-empty gold")
+                if r["why"] not in WHY:
+                    errors.append(f"{where}: bad why {r['why']}")
                 stat[r["why"]] += 1
             elif not gold:
                 errors.append(f"{where}: empty gold")
             if name.startswith("laws_"):
                 for g in gold:
-                    if g not in law_ids: errors.append(f"{where}: unknown article id {g!r}")
+                    if g not in law_ids:
+                        errors.append(f"{where}: unknown article id {g!r}")
             else:
                 for g in gold:
                     text = kb_doc(g)
@@ -85,13 +100,18 @@ def main():
                     elif "key_fact" in r and r["key_fact"] not in text:
                         errors.append(f"{where}: key_fact {r['key_fact']!r} not verbatim in {g}")
             if name in STYLES:
-                if r["style"] not in STYLES[name]: errors.append(f"{where}: bad style {r['style']}")
+                if r["style"] not in STYLES[name]:
+                    errors.append(f"{where}: bad style {r['style']}")
                 stat[r["style"]] += 1
             if name == "kb_followups.jsonl":
                 h = r["history"]
-                if not (isinstance(h, list) and 1 <= len(h) <= 2 and h[0].get("role") == "user"
-                        and all(set(t) == {"role", "content"} for t in h)
-                        and (len(h) == 1 or h[1].get("role") == "assistant")):
+                if not (
+                    isinstance(h, list)
+                    and 1 <= len(h) <= 2
+                    and h[0].get("role") == "user"
+                    and all(set(t) == {"role", "content"} for t in h)
+                    and (len(h) == 1 or h[1].get("role") == "assistant")
+                ):
                     errors.append(f"{where}: bad history")
                 stat["with_assistant" if len(h) == 2 else "user_only"] += 1
         total = sum(1 for _ in open(path, encoding="utf-8"))
@@ -100,6 +120,7 @@ def main():
     sys.path.insert(0, str(HERE))
     sys.dont_write_bytecode = True
     import draw_law_gold
+
     drawn = [a["id"] for a in draw_law_gold.draw()[0]]
     rows = [json.loads(l) for l in open(HERE / "laws_styles.jsonl", encoding="utf-8")]
     if [r["gold"] for r in rows] != [[i] for i in drawn]:

@@ -5,20 +5,31 @@ purpose, transitional, cross-reference-only (준용/적용/다른 법률과의 �
 150 characters, and any gold id of questions_dev.jsonl; random.seed(7), shuffle, take in order
 with at most 4 per statute until 60.
 """
-import json, random, collections, pathlib, sys
+
+import collections
+import json
+import pathlib
+import random
+import sys
 
 LAWS = pathlib.Path(__file__).resolve().parents[3] / "shared/data/laws"  # <repo>/../shared
 if not LAWS.exists():
     LAWS = pathlib.Path("/work/shared/data/laws")
 SKIP_TITLE = ("정의", "목적", "경과", "부칙", "준용", "적용", "다른 법률과의 관계")
 
+
 def draw(n=60, cap=4):
     arts = [json.loads(l) for l in open(LAWS / "fin_articles.jsonl", encoding="utf-8")]
     dev = [json.loads(l) for l in open(LAWS / "questions_dev.jsonl", encoding="utf-8")]
     taken = {g for d in dev for g in d["gold"]}
-    pool = [a for i, a in enumerate(arts) if i % 2 == 0
-            and not any(s in a["title"] for s in SKIP_TITLE)
-            and len(a["text"]) >= 150 and a["id"] not in taken]
+    pool = [
+        a
+        for i, a in enumerate(arts)
+        if i % 2 == 0
+        and not any(s in a["title"] for s in SKIP_TITLE)
+        and len(a["text"]) >= 150
+        and a["id"] not in taken
+    ]
     random.seed(7)
     random.shuffle(pool)
     out, per = [], collections.Counter()
@@ -30,6 +41,7 @@ def draw(n=60, cap=4):
         if len(out) == n:
             break
     return out, len(pool)
+
 
 if __name__ == "__main__":
     out, npool = draw()

@@ -60,7 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--dpo-max-length", type=int, default=1024)
     ap.add_argument("--toy", action="store_true", help="toy width (hidden 64) instead of EEVE's: for CPU checks")
     ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
-    ap.add_argument("--tokenizer", type=Path, required=True, help="a tokenizer folder with a chat template (kofin's tiny one)")
+    ap.add_argument(
+        "--tokenizer", type=Path, required=True, help="a tokenizer folder with a chat template (kofin's tiny one)"
+    )
     ap.add_argument("--pairs", type=Path, required=True, help="preference pairs JSONL {prompt, chosen, rejected}")
     ap.add_argument("--unsloth-python", default=sys.executable, help="python of the env holding unsloth")
     ap.add_argument("--skip", default="", help="comma list of parts to leave out: sft, dpo_unsloth, dpo_trl")
@@ -82,8 +84,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ---------------------------------------------------------------- models
 
 
-def build_model(width: dict[str, int], layers: int, out: Path, tokenizer: Path, *, seed: int = 0,
-                device: str = "cpu") -> Path:
+def build_model(
+    width: dict[str, int], layers: int, out: Path, tokenizer: Path, *, seed: int = 0, device: str = "cpu"
+) -> Path:
     """A random-init Llama of this width, initialised on `device` (seconds on a GPU), saved in bf16
     with the tokenizer beside it."""
     import torch
@@ -94,11 +97,19 @@ def build_model(width: dict[str, int], layers: int, out: Path, tokenizer: Path, 
     torch.manual_seed(seed)
     tok = AutoTokenizer.from_pretrained(str(tokenizer))
     config = LlamaConfig(
-        hidden_size=width["hidden"], intermediate_size=width["intermediate"], num_hidden_layers=layers,
-        num_attention_heads=width["heads"], num_key_value_heads=width["kv_heads"],
-        vocab_size=max(width["vocab"], len(tok)), max_position_embeddings=8192, rms_norm_eps=1e-5,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=False, dtype="bfloat16",
+        hidden_size=width["hidden"],
+        intermediate_size=width["intermediate"],
+        num_hidden_layers=layers,
+        num_attention_heads=width["heads"],
+        num_key_value_heads=width["kv_heads"],
+        vocab_size=max(width["vocab"], len(tok)),
+        max_position_embeddings=8192,
+        rms_norm_eps=1e-5,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=False,
+        dtype="bfloat16",
     )
     with torch.device(device):
         model = LlamaForCausalLM(config).to(torch.bfloat16)
@@ -118,8 +129,9 @@ def stacked_adapter(base: Path, r: int, out: Path, *, seed: int = 0) -> Path:
         return out
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.bfloat16)
-    model = get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, target_modules=TARGETS,
-                                             task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        model, LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, target_modules=TARGETS, task_type="CAUSAL_LM")
+    )
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:
@@ -141,13 +153,25 @@ def sft_measure(model_dir: Path, layers: int, width: dict[str, int], args: argpa
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                               bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_quant_storage=torch.bfloat16)
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), quantization_config=quant, dtype=torch.bfloat16,
-                                                 device_map={"": args.device}, attn_implementation="sdpa")
+    quant = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+        bnb_4bit_quant_storage=torch.bfloat16,
+    )
+    model = AutoModelForCausalLM.from_pretrained(
+        str(model_dir),
+        quantization_config=quant,
+        dtype=torch.bfloat16,
+        device_map={"": args.device},
+        attn_implementation="sdpa",
+    )
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
-    model = get_peft_model(model, LoraConfig(r=args.r, lora_alpha=2 * args.r, lora_dropout=0.0,
-                                             target_modules=TARGETS, task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        model,
+        LoraConfig(r=args.r, lora_alpha=2 * args.r, lora_dropout=0.0, target_modules=TARGETS, task_type="CAUSAL_LM"),
+    )
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, fused=cuda)
     gen = torch.Generator().manual_seed(layers)
@@ -182,13 +206,24 @@ def sft_measure(model_dir: Path, layers: int, width: dict[str, int], args: argpa
     if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    shape = memory.LlamaShape(hidden=width["hidden"], intermediate=width["intermediate"], layers=layers,
-                              heads=width["heads"], kv_heads=width["kv_heads"], vocab=vocab)
-    est = memory.estimate_memory(shape, method="qlora", r=args.r, seq_len=args.seq_len, micro_batch=1,
-                                 gradient_checkpointing=True, world_size=1)
+    shape = memory.LlamaShape(
+        hidden=width["hidden"],
+        intermediate=width["intermediate"],
+        layers=layers,
+        heads=width["heads"],
+        kv_heads=width["kv_heads"],
+        vocab=vocab,
+    )
+    est = memory.estimate_memory(
+        shape, method="qlora", r=args.r, seq_len=args.seq_len, micro_batch=1, gradient_checkpointing=True, world_size=1
+    )
     out = {
-        "layers": layers, "trainable_params": trainable, "estimate_trainable_params": est.trainable_params,
-        "steps": args.steps, "tokens_per_s": round(args.steps * args.seq_len / seconds, 1), "losses": losses,
+        "layers": layers,
+        "trainable_params": trainable,
+        "estimate_trainable_params": est.trainable_params,
+        "steps": args.steps,
+        "tokens_per_s": round(args.steps * args.seq_len / seconds, 1),
+        "losses": losses,
         "estimate_gib": round(est.total / GIB, 3),
         "estimate_gib_without_context": round((est.total - est.parts["CUDA context + allocator slack"]) / GIB, 3),
         "peak_allocated_gib": round(torch.cuda.max_memory_allocated() / GIB, 3) if cuda else None,
@@ -210,18 +245,34 @@ def extrapolate(points: list[dict[str, Any]], key: str, layers: int = EEVE_LAYER
 
 
 def sft_part(args: argparse.Namespace, width: dict[str, int]) -> dict[str, Any]:
-    points = [sft_measure(build_model(width, n, args.work / f"base-{n}l", args.tokenizer, device=args.device), n, width, args)
-              for n in args.layers]
-    shape48 = memory.LlamaShape(hidden=width["hidden"], intermediate=width["intermediate"], layers=EEVE_LAYERS,
-                                heads=width["heads"], kv_heads=width["kv_heads"], vocab=width["vocab"])
-    est48 = memory.estimate_memory(shape48, method="qlora", r=args.r, seq_len=args.seq_len, micro_batch=1,
-                                   gradient_checkpointing=True, world_size=1)
+    points = [
+        sft_measure(build_model(width, n, args.work / f"base-{n}l", args.tokenizer, device=args.device), n, width, args)
+        for n in args.layers
+    ]
+    shape48 = memory.LlamaShape(
+        hidden=width["hidden"],
+        intermediate=width["intermediate"],
+        layers=EEVE_LAYERS,
+        heads=width["heads"],
+        kv_heads=width["kv_heads"],
+        vocab=width["vocab"],
+    )
+    est48 = memory.estimate_memory(
+        shape48,
+        method="qlora",
+        r=args.r,
+        seq_len=args.seq_len,
+        micro_batch=1,
+        gradient_checkpointing=True,
+        world_size=1,
+    )
     at48 = extrapolate(points, "peak_reserved_gib")
     context = est48.parts["CUDA context + allocator slack"] / GIB
     return {
         "points": points,
         "extrapolated_48_layers": {
-            "peak_reserved_gib": at48, "peak_allocated_gib": extrapolate(points, "peak_allocated_gib"),
+            "peak_reserved_gib": at48,
+            "peak_allocated_gib": extrapolate(points, "peak_allocated_gib"),
             "estimate_gib": round(est48.total / GIB, 3),
             # torch's allocator never sees the CUDA context, which the estimate allows 1.5 GiB for
             "ratio_measured_to_estimate": round(at48 / (est48.total / GIB - context), 3) if at48 else None,
@@ -237,16 +288,42 @@ def dpo_job(backend: str, base: Path, sft: Path, args: argparse.Namespace, out: 
     """What `kofin dpo` writes for configs/dpo/eeve_unsloth.yaml (stack mode, 4-bit, bf16), this size."""
     cpu = args.device == "cpu"
     return {
-        "backend": backend, "base_model": str(base), "sft_run": str(sft), "adapter_mode": "stack",
-        "load_in_4bit": True, "precision": "bf16", "max_length": args.dpo_max_length, "gradient_checkpointing": True,
+        "backend": backend,
+        "base_model": str(base),
+        "sft_run": str(sft),
+        "adapter_mode": "stack",
+        "load_in_4bit": True,
+        "precision": "bf16",
+        "max_length": args.dpo_max_length,
+        "gradient_checkpointing": True,
         "lora": {"r": args.r, "alpha": 2 * args.r, "dropout": 0.0, "target_modules": TARGETS},
-        "tokenizer": str(sft), "pairs": str(args.pairs), "output_dir": str(out), "progress": False,
+        "tokenizer": str(sft),
+        "pairs": str(args.pairs),
+        "output_dir": str(out),
+        "progress": False,
         "trainer_args": dict(
-            output_dir=str(out / "trainer"), beta=0.1, loss_type="sigmoid", label_smoothing=0.0,
-            max_length=args.dpo_max_length, per_device_train_batch_size=2, gradient_accumulation_steps=1,
-            num_train_epochs=1.0, max_steps=args.dpo_steps, learning_rate=5e-6, lr_scheduler_type="linear",
-            warmup_steps=0.0, bf16=True, fp16=False, gradient_checkpointing=True, logging_steps=1, seed=42,
-            save_strategy="no", report_to=[], use_cpu=cpu, dataloader_num_workers=0, disable_tqdm=True,
+            output_dir=str(out / "trainer"),
+            beta=0.1,
+            loss_type="sigmoid",
+            label_smoothing=0.0,
+            max_length=args.dpo_max_length,
+            per_device_train_batch_size=2,
+            gradient_accumulation_steps=1,
+            num_train_epochs=1.0,
+            max_steps=args.dpo_steps,
+            learning_rate=5e-6,
+            lr_scheduler_type="linear",
+            warmup_steps=0.0,
+            bf16=True,
+            fp16=False,
+            gradient_checkpointing=True,
+            logging_steps=1,
+            seed=42,
+            save_strategy="no",
+            report_to=[],
+            use_cpu=cpu,
+            dataloader_num_workers=0,
+            disable_tqdm=True,
         ),
     }
 
@@ -256,23 +333,43 @@ def dpo_part(backend: str, python: str, args: argparse.Namespace, base: Path, sf
     out.mkdir(parents=True, exist_ok=True)
     job = out / recipe.JOB_FILE
     job.write_text(json.dumps(dpo_job(backend, base, sft, args, out), indent=1), encoding="utf-8")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "UNSLOTH_DISABLE_STATISTICS": "1", "HF_DATASETS_CACHE": str(out / "hf_cache")}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "UNSLOTH_DISABLE_STATISTICS": "1",
+        "HF_DATASETS_CACHE": str(out / "hf_cache"),
+    }
     start = time.perf_counter()
-    proc = subprocess.run([python, str(ROOT / "training" / "dpo_recipe.py"), str(job)], capture_output=True,
-                          text=True, env=env, timeout=900)
+    proc = subprocess.run(
+        [python, str(ROOT / "training" / "dpo_recipe.py"), str(job)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
     wall = round(time.perf_counter() - start, 1)
-    said = [line[len(recipe.ERROR_PREFIX):] for line in proc.stderr.splitlines() if line.startswith(recipe.ERROR_PREFIX)]
+    said = [
+        line[len(recipe.ERROR_PREFIX) :] for line in proc.stderr.splitlines() if line.startswith(recipe.ERROR_PREFIX)
+    ]
     if proc.returncode != 0:
-        return {"ok": False, "exit": proc.returncode, "wall_s": wall,
-                "error": said[-1] if said else "\n".join(proc.stderr.strip().splitlines()[-12:])}
+        return {
+            "ok": False,
+            "exit": proc.returncode,
+            "wall_s": wall,
+            "error": said[-1] if said else "\n".join(proc.stderr.strip().splitlines()[-12:]),
+        }
     result = json.loads((out / recipe.LOG_FILE).read_text(encoding="utf-8"))
     history = result["log_history"]
     final = next((h for h in reversed(history) if "train_runtime" in h), {})
     steps = [h for h in history if "rewards/margins" in h]
     tokens = steps[-1].get("num_tokens") if steps else None
     return {
-        "ok": True, "wall_s": wall, "steps": len(steps), "train_runtime_s": final.get("train_runtime"),
+        "ok": True,
+        "wall_s": wall,
+        "steps": len(steps),
+        "train_runtime_s": final.get("train_runtime"),
         "tokens_per_s": round(tokens / final["train_runtime"], 1) if tokens and final.get("train_runtime") else None,
         "adapter_elements_changed": round(result["adapter_elements_changed"], 6),
         "peak_gpu_memory_gib_training": result.get("peak_gpu_memory_gib_training"),
@@ -285,19 +382,33 @@ def compare_dpo(parts: dict[str, Any]) -> dict[str, Any] | None:
         return None
     speed = round(u["tokens_per_s"] / t["tokens_per_s"], 3) if u.get("tokens_per_s") and t.get("tokens_per_s") else None
     mu, mt = u.get("peak_gpu_memory_gib_training"), t.get("peak_gpu_memory_gib_training")
-    return {"unsloth_speedup": speed, "unsloth_memory_change": round(mu / mt - 1, 3) if mu and mt else None,
-            "anchor": "unsloth reports 1.9x and -19% memory for DPO"}
+    return {
+        "unsloth_speedup": speed,
+        "unsloth_memory_change": round(mu / mt - 1, 3) if mu and mt else None,
+        "anchor": "unsloth reports 1.9x and -19% memory for DPO",
+    }
 
 
 # ---------------------------------------------------------------- record
 
 
 def environment(args: argparse.Namespace) -> dict[str, Any]:
-    import torch
     from importlib import metadata
 
+    import torch
+
     versions = {}
-    for name in ("torch", "transformers", "peft", "accelerate", "bitsandbytes", "trl", "unsloth", "unsloth_zoo", "datasets"):
+    for name in (
+        "torch",
+        "transformers",
+        "peft",
+        "accelerate",
+        "bitsandbytes",
+        "trl",
+        "unsloth",
+        "unsloth_zoo",
+        "datasets",
+    ):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -312,18 +423,25 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     record: dict[str, Any] = {
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": " ".join(sys.argv),
-        "width": width, "toy": args.toy, "device": args.device, "seq_len": args.seq_len, "r": args.r,
-        "environment": environment(args), "parts": {},
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv),
+        "width": width,
+        "toy": args.toy,
+        "device": args.device,
+        "seq_len": args.seq_len,
+        "r": args.r,
+        "environment": environment(args),
+        "parts": {},
         "axolotl": "not run: axolotl 0.19 and its pins do not fit the 64 MiB of wheels carried to the device; "
-                   "the SFT part measures the same QLoRA recipe (PEFT + bitsandbytes, sdpa, checkpointing) directly",
+        "the SFT part measures the same QLoRA recipe (PEFT + bitsandbytes, sdpa, checkpointing) directly",
     }
     parts = record["parts"]
     if "sft" not in args.skip:
         parts["sft"] = sft_part(args, width)
     if {"dpo_unsloth", "dpo_trl"} - args.skip:
-        base = build_model(width, min(args.layers), args.work / f"base-{min(args.layers)}l", args.tokenizer,
-                           device=args.device)
+        base = build_model(
+            width, min(args.layers), args.work / f"base-{min(args.layers)}l", args.tokenizer, device=args.device
+        )
         sft = stacked_adapter(base, args.r, args.work / f"sft-{min(args.layers)}l-r{args.r}")
         for backend, python in (("unsloth", args.unsloth_python), ("trl", sys.executable)):
             if f"dpo_{backend}" not in args.skip:

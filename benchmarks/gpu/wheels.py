@@ -22,8 +22,20 @@ ROOT = Path(__file__).resolve().parents[2]
 LOCK = ROOT / "training" / "unsloth-requirements.txt"
 LIMIT_MIB = 64
 # The unsloth env's packages a stock torch/transformers/peft/accelerate host lacks, at the lock's pins.
-CARRIED = ("unsloth", "unsloth_zoo", "trl", "bitsandbytes", "torchao", "cut_cross_entropy", "tyro", "msgspec",
-           "docstring_parser", "typeguard", "shellingham", "hf_transfer")
+CARRIED = (
+    "unsloth",
+    "unsloth_zoo",
+    "trl",
+    "bitsandbytes",
+    "torchao",
+    "cut_cross_entropy",
+    "tyro",
+    "msgspec",
+    "docstring_parser",
+    "typeguard",
+    "shellingham",
+    "hf_transfer",
+)
 # bitsandbytes ships one native library per CUDA version; the H200 host runs CUDA 13.
 KEEP_NATIVE = re.compile(r"libbitsandbytes_(cuda13\d|cpu)\b")
 
@@ -45,10 +57,30 @@ def download(dest: Path) -> list[Path]:
     dest.mkdir(parents=True, exist_ok=True)
     specs = [f"{n}=={pins[n]}" for n in CARRIED]
     # The GPU host's python is 3.12 on glibc >= 2.28; pip matches --platform tags literally, so name each.
-    platforms = [arg for tag in ("manylinux_2_28", "manylinux_2_27", "manylinux_2_24", "manylinux_2_17", "manylinux2014")
-                 for arg in ("--platform", f"{tag}_x86_64")]
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary", ":all:",
-                    "--python-version", "3.12", *platforms, "-d", str(dest), *specs], check=True)
+    platforms = [
+        arg
+        for tag in ("manylinux_2_28", "manylinux_2_27", "manylinux_2_24", "manylinux_2_17", "manylinux2014")
+        for arg in ("--platform", f"{tag}_x86_64")
+    ]
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--no-deps",
+            "--only-binary",
+            ":all:",
+            "--python-version",
+            "3.12",
+            *platforms,
+            "-d",
+            str(dest),
+            *specs,
+        ],
+        check=True,
+    )
     return sorted(dest.glob("*.whl"))
 
 
