@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 # Where no local CPU wheel is configured and no GPU is present, point pip at a CPU-only index
 # (a local mirror in an air-gapped bank), e.g. TORCH_INDEX=https://mirror.bank/torch-cpu/simple
 TORCH_INDEX ?=
-EXTRAS ?= model,train,rag,merge,eval,serve,dev
+EXTRAS ?= model,train,rag,merge,eval,serve,fedlora,dev
 comma  := ,
 STAMP  := $(VENV)/.kofin-$(subst $(comma),-,$(EXTRAS))
 # The SFT stage runs axolotl in its own env: axolotl pins transformers/trl/peft versions that

@@ -1,0 +1,1 @@
+"""Federated LoRA across institutions on Flower (kofin fedlora): adapters travel, client data never does."""
