@@ -22,7 +22,8 @@ ACTIONS = {
     "build": "build everything the config enables (sft and/or dpo)",
     "build-sft": "build only the sft part of the config",
     "build-dpo": "build only the dpo part of the config",
-    "validate": "check an existing SFT or DPO JSONL file (schema, role order, tokens, duplicates, PII) and print a report",
+    "validate": "check an existing SFT or DPO JSONL file (schema, role order, tokens, duplicates, PII) "
+    "and print a report",
 }
 
 
@@ -45,7 +46,7 @@ def action_parser(action: str) -> argparse.ArgumentParser:
         add_config_args(parser, DataConfig, EXAMPLE, "validate.max_seq_len=512")
         parser.add_argument("--quiet", action="store_true", help="no progress bars")
         return parser
-    parser.description += ". Exit status 1 when any row has a schema error."
+    parser.description = f"{ACTIONS[action]}. Exit status 1 when any row has a schema error."
     parser.add_argument("file", type=Path, metavar="FILE", help="JSONL (or .json/.parquet) file of rows")
     parser.add_argument(
         "--kind", choices=("sft", "dpo", "auto"), default="auto", help="row kind; auto looks at the first row"
@@ -79,7 +80,7 @@ def run_cli(argv: list[str]) -> int:
     def act() -> None:
         from kofin.data_ko.run import main
 
-        out = main(cfg, progress=not args.quiet)
+        out = main(cfg, quiet=args.quiet)
         print(f"{prog}: wrote {out}")
         if not args.quiet:
             print(_summary(out))

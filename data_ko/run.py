@@ -131,8 +131,10 @@ def summary_metrics(files: dict[str, list[dict]], report: dict[str, Any]) -> dic
     return metrics
 
 
-def main(cfg: DataConfig, *, progress: bool = True) -> Path:
-    """Build what `cfg` enables and write the run directory; returns its path."""
+def main(cfg: DataConfig, *, quiet: bool = False, progress: bool | None = None) -> Path:
+    """Build what `cfg` enables and write the run directory; returns its path. `quiet`: no progress
+    bars (`progress=False` is the older spelling of `quiet=True`, kept for existing callers)."""
+    progress = not quiet if progress is None else progress
     tokenizer_path = _tokenizer_path(cfg)
     inputs = stage_inputs(cfg, tokenizer_path)
     _check_inputs_exist(cfg, inputs)  # before the lock and the .partial folder: nothing to clean up

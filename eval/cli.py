@@ -21,9 +21,10 @@ def run_cli(argv: list[str]) -> int:
 
     parser = argparse.ArgumentParser(
         prog="kofin eval",
-        description="Evaluate models (the embedded tiny model, local model folders, complete run directories incl. sft/dpo adapters, "
-        "OpenAI-compatible endpoints) on Korean financial tasks: multiple choice and classification scored by option "
-        "log-likelihood and by the generated answer (accuracy, weighted F1), generated answers (exact match with Korean "
+        description="Evaluate models (the embedded tiny model, local model folders, complete run directories incl. "
+        "sft/dpo adapters, OpenAI-compatible endpoints) on Korean financial tasks: multiple choice and classification "
+        "scored by option log-likelihood and by the generated answer (accuracy, weighted F1), generated answers "
+        "(exact match with Korean "
         "number normalisation, token F1, ROUGE-L, BERTScore), RAG (Recall@k, MRR, nDCG, citation precision/recall); "
         "forgetting deltas on the general tasks; report.md/report.html. Re-running skips examples already scored. "
         "`kofin eval export-lm-eval OUT_DIR` writes the multiple-choice tasks for lm-evaluation-harness.",
@@ -36,7 +37,7 @@ def run_cli(argv: list[str]) -> int:
     def act() -> None:
         from kofin.eval.run import main
 
-        out = main(cfg, progress=not args.quiet)
+        out = main(cfg, quiet=args.quiet)
         metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
         for model, per_task in metrics["results"].items():
             for task, values in per_task.items():
@@ -67,7 +68,8 @@ def export_cli(argv: list[str]) -> int:
         names = " ".join(p.stem for p in paths)
         print(
             f"kofin eval: wrote {len(paths)} lm-eval tasks to {args.out_dir}\n"
-            f"  lm_eval --model hf --model_args pretrained=MODEL --include_path {args.out_dir} --tasks {names.replace(' ', ',')}"
+            f"  lm_eval --model hf --model_args pretrained=MODEL --include_path {args.out_dir} "
+            f"--tasks {names.replace(' ', ',')}"
         )
 
     return run_reporting_errors("kofin eval export-lm-eval", act)

@@ -44,13 +44,14 @@ class EvalError(KofinError):
     """A model or task the eval stage cannot use."""
 
 
-def main(cfg: EvalConfig, *, progress: bool = True) -> Path:
-    """Score every model on every task and write the report; `progress`: tqdm bars (a display
+def main(cfg: EvalConfig, *, quiet: bool = False) -> Path:
+    """Score every model on every task and write the report; `quiet`: no tqdm bars (a display
     choice, not config: the run's digest must not depend on how it was shown)."""
+    progress = not quiet
     specs = [load_task(t) for t in cfg.tasks]
     examples = {s.name: load_examples(s, cfg.limit) for s in specs}
     models = {m.name: resolve_model(m) for m in cfg.models}
-    inputs = {f"model_{n}": p for n, (p, manifest) in models.items() if manifest is not None}
+    inputs: dict[str, Path | None] = {f"model_{n}": p for n, (p, manifest) in models.items() if manifest is not None}
     inputs |= {f"task_{s.name}": s.path for s in specs}
     inputs |= {f"training_run_{i}": p for i, p in enumerate(cfg.training_runs)}
     with open_run("eval", cfg, inputs=inputs, resume=True) as run:
@@ -182,7 +183,7 @@ class ModelRecords:
     def __init__(self, folder: Path, model_path: Path, manifest: dict | None, endpoint: str | None = None):
         self.folder = folder
         if endpoint is not None:  # "URL served-name": a server's weights are not ours to hash
-            identity = {"endpoint": endpoint}
+            identity: dict[str, Any] = {"endpoint": endpoint}
         else:
             identity = {"path": str(model_path), "weights": weights_digest(model_path, manifest)}
             from kofin.eval.adapters import adapter_stack, is_adapter_run
@@ -315,7 +316,7 @@ def _score_in_chunks(
         for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]
             records = score_examples(spec, part, backend, citation_judge=judge[0])
-            for ex, rec in zip(part, records):
+            for ex, rec in zip(part, records, strict=True):
                 rec["key"] = example_key(spec, ex, judge[1])
             store.append(spec, records)
             bar.update(len(part))

@@ -5,18 +5,20 @@ Run as:
     kofin tiny build OUT
     kofin data build --config configs/data/tiny.yaml [key.path=value ...]
 
-The table below maps each subcommand to the module that implements it. Modules are imported only
-when their subcommand runs, so `kofin --help` never loads torch or transformers.
+The stages' subcommands come from their records in kofin/stages.py; the table below adds the
+commands that are no stage. Modules are imported only when their subcommand runs, so
+`kofin --help` never loads torch or transformers.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from kofin.offline import apply_offline_env
+from kofin.stages import STAGES
+from kofin.stages import load_target as load_target  # re-exported: callers import it from here
 
 
 class Command(NamedTuple):
@@ -25,42 +27,9 @@ class Command(NamedTuple):
     config: str = ""  # "pkg.module:Model" that validates configs/<stage>/*.yaml
 
 
+# The stages come from their one record (kofin.stages); the rest are commands that are no stage.
 COMMANDS: dict[str, Command] = {
-    "tiny": Command(
-        "kofin.tiny_cli:run_cli",
-        "build the embedded tiny EEVE-shaped model and Korean tokenizer",
-        config="kofin.tiny:TinyConfig",
-    ),
-    "data": Command(
-        "kofin.data_ko.cli:run_cli",
-        "build and validate SFT / DPO data (reading comprehension, PII scrub, dedupe)",
-        config="kofin.data_ko.config:DataConfig",
-    ),
-    "sft": Command(
-        "kofin.training.cli:sft_cli",
-        "domain SFT through axolotl (QLoRA r=256 on EEVE, DDP)",
-        config="kofin.training.sft_config:SftConfig",
-    ),
-    "dpo": Command(
-        "kofin.training.cli:dpo_cli",
-        "preference tuning with DPO (unsloth on GPU, TRL otherwise)",
-        config="kofin.training.dpo_config:DpoConfig",
-    ),
-    "merge": Command(
-        "kofin.merge.cli:merge_cli",
-        "merge the tuned model with an instruct model through mergekit (checked, offline)",
-        config="kofin.merge.config:MergeConfig",
-    ),
-    "eval": Command(
-        "kofin.eval.cli:run_cli",
-        "evaluate models on Korean financial tasks (MCQ, classification, QA, RAG, forgetting) and write the eval report",
-        config="kofin.eval.config:EvalConfig",
-    ),
-    "ingest": Command(
-        "kofin.serve.cli:ingest_cli",
-        "ingest documents into a knowledge base (Kiwi BM25 + FAISS hybrid index, incremental)",
-        config="kofin.serve.ingest:IngestConfig",
-    ),
+    **{s.name: Command(s.cli, s.help, config=s.config) for s in STAGES.values()},
     "ask": Command("kofin.serve.cli:ask_cli", "answer questions from a knowledge base with verified citations"),
     "serve": Command(
         "kofin.serve.cli:serve_cli",
@@ -70,7 +39,7 @@ COMMANDS: dict[str, Command] = {
     "audit": Command("kofin.serve.cli:audit_cli", "verify the hash-chained audit log of kofin ask / serve"),
     "pipeline": Command(
         "kofin.pipeline_cli:run_cli",
-        "run the stages of a pipeline YAML in order, skipping finished ones",
+        "run the stages of a pipeline YAML in order (with matrix sweeps), skipping finished ones",
         config="kofin.pipeline:PipelineConfig",
     ),
 }
@@ -108,13 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     if cmd is None:
         parser.parse_args(argv)  # prints argparse's usage error with the valid choices
         return 2
-    return int(load_target(cmd.module)(rest))
-
-
-def load_target(target: str) -> Any:
-    """The object `pkg.module:name` names (a CLI function, a config model, a stage's main)."""
-    module, _, func = target.partition(":")
-    return getattr(importlib.import_module(module), func)
+    module = cmd.module.partition(":")[0]
+    try:
+        run = load_target(cmd.module)
+    except ModuleNotFoundError as err:
+        if not err.name or not module.startswith(err.name):
+            raise  # a dependency of the command is missing: its own message says which
+        print(f"kofin {name}: this checkout has no {module} yet ({err})", file=sys.stderr)
+        return 2
+    return int(run(rest))
 
 
 if __name__ == "__main__":

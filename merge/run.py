@@ -44,7 +44,8 @@ TUNED_DIR, MERGED_DIR, CHECKS_FILE = "tuned", "merged", "checks.json"
 def resolve_others(cfg: MergeConfig) -> list[Path]:
     from kofin.tiny import default_tiny_model
 
-    return [m.path if m.path is not None else default_tiny_model(seed=m.tiny_seed) for m in cfg.models]
+    # MergeModel's validator guarantees exactly one of path and tiny_seed.
+    return [m.path if m.path is not None else default_tiny_model(seed=m.tiny_seed or 0) for m in cfg.models]
 
 
 def model_refs(cfg: MergeConfig, src: TunedSource, others: list[Path]) -> tuple[ModelRef, list[ModelRef]]:
@@ -63,7 +64,9 @@ def model_bytes(path: Path) -> int:
 # ---------------------------------------------------------------- the stage
 
 
-def main(cfg: MergeConfig) -> Path:
+def main(cfg: MergeConfig, *, quiet: bool = False) -> Path:
+    """Merge, check and write the run directory. `quiet` is accepted for the one stage signature:
+    the merge prints nothing while it works (its phases are timed in the manifest)."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-tensor bars for a few models say nothing; phases are timed

@@ -67,7 +67,8 @@ class IngestConfig(StageConfig):
         default_factory=lambda: [ADMINS_GROUP],
         min_length=1,
         description=(
-            f"Access groups of a document that declares none (no front-matter `groups:`, no `groups` in a JSONL record, "
+            "Access groups of a document that declares none (no front-matter `groups:`, no `groups` in a JSONL "
+            "record, "
             f"and every PDF/DOCX/HTML/HWPX/text file). Default [{ADMINS_GROUP}]: administrators only. "
             "`[all]` opens unlabelled documents to everyone (public statutes, e.g. fin_articles.jsonl)."
         ),
@@ -104,7 +105,10 @@ class IngestReport:
     default_groups: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        head = f"{len(self.added)} added, {len(self.updated)} updated, {len(self.unchanged)} unchanged, {len(self.removed)} removed, {len(self.skipped)} skipped"
+        head = (
+            f"{len(self.added)} added, {len(self.updated)} updated, {len(self.unchanged)} unchanged, "
+            f"{len(self.removed)} removed, {len(self.skipped)} skipped"
+        )
         state = (
             f"{self.documents} documents, {self.chunks} chunks"
             if self.written
@@ -133,7 +137,9 @@ class IngestReport:
         return "\n".join(lines)
 
 
-def main(cfg: IngestConfig) -> IngestReport:
+def main(cfg: IngestConfig, *, quiet: bool = False) -> IngestReport:
+    """Ingest into the knowledge base; returns what changed. `quiet` is accepted for the one stage
+    signature: ingestion prints nothing itself (`kofin ingest` prints the report)."""
     started = time.time()
     kb = cfg.output_dir
     report = IngestReport(kb=str(kb), default_groups=list(cfg.default_groups))
@@ -203,7 +209,8 @@ def main(cfg: IngestConfig) -> IngestReport:
     if changed:
         if not chunks:
             raise KofinError(
-                f"{kb}: nothing to index — every input was skipped or removed (see the reasons above); the KB was not written"
+                f"{kb}: nothing to index — every input was skipped or removed (see the reasons above); "
+                "the KB was not written"
             )
         _write(cfg, chunks, sources, report)
         report.written = True
@@ -320,7 +327,7 @@ def _removed(key: str, info: dict, cfg: IngestConfig, seen: set[str]) -> bool:
 
 
 def _write(cfg: IngestConfig, chunks: list[dict], sources: dict[str, dict], report: IngestReport) -> None:
-    inputs = {f"input{i}": p for i, p in enumerate(cfg.inputs) if p.exists()}
+    inputs: dict[str, Path | None] = {f"input{i}": p for i, p in enumerate(cfg.inputs) if p.exists()}
     with open_run(STAGE, cfg, inputs=inputs) as run:
         atomic_write_text(run.path / "chunks.jsonl", "".join(json.dumps(c, ensure_ascii=False) + "\n" for c in chunks))
         atomic_write_json(run.path / "sources.json", sources)

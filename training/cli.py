@@ -61,7 +61,7 @@ def sft_cli(argv: list[str]) -> int:
                 print(f"warning: {warning}")
             print("\ndry run: nothing was loaded or launched.")
             return
-        out = sft.main(cfg, echo=not args.quiet)
+        out = sft.main(cfg, quiet=args.quiet)
         print(f"kofin sft: wrote {out}")
 
     return run_reporting_errors("kofin sft", act)
@@ -83,7 +83,7 @@ def dpo_cli(argv: list[str]) -> int:
     def act() -> None:
         from kofin.training import dpo
 
-        out = dpo.main(cfg, progress=not args.quiet)
+        out = dpo.main(cfg, quiet=args.quiet)
         print(f"kofin dpo: wrote {out}")
 
     return run_reporting_errors("kofin dpo", act)

@@ -277,7 +277,10 @@ def run_in_process(job_path: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------- run
 
 
-def main(cfg: DpoConfig, *, progress: bool = True) -> Path:
+def main(cfg: DpoConfig, *, quiet: bool = False, progress: bool | None = None) -> Path:
+    """Train DPO on top of the SFT run and write the run directory. `quiet`: no progress bars
+    (`progress=False` is the older spelling of `quiet=True`, kept for existing callers)."""
+    progress = not quiet if progress is None else progress
     sft_run = resolve_sft_run(cfg)
     base = resolve_base_model(cfg)
     rows, files = load_pairs(cfg)
@@ -352,7 +355,7 @@ def summarize(result: dict[str, Any], out: Path, backend: str, pairs: int, linea
         for record in history:
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
     steps = [h for h in history if "rewards/margins" in h]
-    final = next((h for h in reversed(history) if "train_runtime" in h), {})
+    final: dict[str, Any] = next((h for h in reversed(history) if "train_runtime" in h), {})
     pick = lambda h, k: round(h[k], 6) if h and k in h else None  # noqa: E731
     first, last = (steps[0], steps[-1]) if steps else ({}, {})
     runtime = final.get("train_runtime")

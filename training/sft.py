@@ -90,7 +90,7 @@ def resolve_base_model(cfg: SftConfig, *, dry_run: bool) -> tuple[Path, LlamaSha
 
 
 def resolve_datasets(cfg: SftConfig) -> list[tuple[Path, str]]:
-    out = []
+    out: list[tuple[Path, str]] = []
     for i, ds in enumerate(cfg.datasets):
         where = f"datasets.{i}.path"
         if ds.path.is_dir():
@@ -104,7 +104,8 @@ def resolve_datasets(cfg: SftConfig) -> list[tuple[Path, str]]:
             path = ds.path
         else:
             raise SftInputError(
-                f"{where}: {ds.path} does not exist. Build data with `kofin data build --config configs/data/tiny.yaml` "
+                f"{where}: {ds.path} does not exist. Build data with "
+                "`kofin data build --config configs/data/tiny.yaml` "
                 "or point it at a JSONL file."
             )
         out.append((path, ds.type))
@@ -143,7 +144,7 @@ def check_rows(cfg: SftConfig, datasets: list[tuple[Path, str]], base_model: Pat
         lengths = token_lengths([r for _, r in rows], "sft" if kind == "chat" else "raw", tokenizer)
         stats[str(path)] = {"rows": len(rows), "tokens": int(sum(lengths)), "max_tokens": max(lengths)}
         if kind == "chat" and cfg.training.too_long == "error":
-            long = [(where, n) for (where, _), n in zip(rows, lengths) if n > seq_len]
+            long = [(where, n) for (where, _), n in zip(rows, lengths, strict=True) if n > seq_len]
             problems += [f"{where}  {n} tokens > training.sequence_len {seq_len}" for where, n in long]
             if long:
                 problems.append(
@@ -248,7 +249,9 @@ def dry_run(cfg: SftConfig) -> tuple[SftPlan, list[str] | None]:
     """The plan and what axolotl's check says of it; loads no weights, launches nothing."""
     base_model, shape = resolve_base_model(cfg, dry_run=True)
     # The data may live only on the cluster: show where the run will read it, without opening it.
-    datasets = [(d.path if d.path.suffix == ".jsonl" else d.path / DATA_FILES[d.type], d.type) for d in cfg.datasets]
+    datasets: list[tuple[Path, str]] = [
+        (d.path if d.path.suffix == ".jsonl" else d.path / DATA_FILES[d.type], d.type) for d in cfg.datasets
+    ]
     p = plan(cfg, Path(str(cfg.output_dir) + PARTIAL_SUFFIX), base_model, shape, datasets, dry_run=True)
     p.warnings = missing_inputs(cfg, base_model)
     return p, check_with_axolotl(p, cfg)
@@ -278,7 +281,10 @@ def resume_digest(cfg: SftConfig, datasets: list[tuple[Path, str]]) -> str:
     return config_digest(settings)
 
 
-def main(cfg: SftConfig, *, echo: bool = True) -> Path:
+def main(cfg: SftConfig, *, quiet: bool = False, echo: bool | None = None) -> Path:
+    """Train through axolotl and write the run directory. `quiet`: axolotl's output goes to
+    logs/train.log only (`echo=False` is the older spelling of `quiet=True`, kept for existing callers)."""
+    echo = not quiet if echo is None else echo
     say = _phases(echo)
     final = cfg.output_dir
     work = Path(str(final) + PARTIAL_SUFFIX)
@@ -366,7 +372,8 @@ def run_worker_node(p: SftPlan, cfg: SftConfig, *, echo: bool) -> Path:
         )
     run_logged(p.launch, scratch / "train.log", echo=echo)
     print(
-        f"kofin sft: node {cfg.launch.node_rank} finished; node 0 writes {cfg.output_dir} (log: {scratch / 'train.log'})"
+        f"kofin sft: node {cfg.launch.node_rank} finished; node 0 writes {cfg.output_dir} "
+        f"(log: {scratch / 'train.log'})"
     )
     return cfg.output_dir
 
