@@ -1,0 +1,333 @@
+"""The server's side: rounds of send-global-adapter, collect-bank-adapters, aggregate, checkpoint.
+
+Run as: the ServerApp of `kofin fedlora` (simulation: a thread of `kofin fedlora`; deployment:
+`kofin.training.fedlora.app:server_app`, started by the SuperLink for `flwr run`).
+
+The server opens the base model (to seed round 1 and to write the final adapter) and its own run
+directory, nothing else: banks' data paths are not in its config in deployment, and in simulation
+it never opens them; with `audit_server_opens` every file this process opens is listed in the run
+(server_opened_files.txt) for an auditor to check. Each completed round is checkpointed in
+`<output_dir>.partial/` (global adapter + round log), so a killed server started again with the
+same config resumes after the last completed round.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kofin import manifest_keys as keys
+from kofin.errors import KofinError
+from kofin.rundir import PARTIAL_SUFFIX, atomic_write_json, atomic_write_text, config_digest, lineage_record, open_run
+from kofin.training.fedlora import adapter as adapters
+from kofin.training.fedlora import client as proto
+from kofin.training.fedlora.aggregation import aggregate
+from kofin.training.fedlora.config import FedLoraConfig
+from kofin.training.fedlora.dp import PrivacyLedger
+
+STAGE = "fedlora"
+STATE_FILE = "fedlora_rounds.json"  # the round log; in the finished run too
+CHECKPOINT_FILE = "global_adapter.checkpoint.safetensors"  # the partial run's latest global adapter
+OPENED_FILES = "server_opened_files.txt"
+
+
+class FedLoraRoundError(KofinError):
+    """A round that cannot complete: too few banks connected or replied."""
+
+
+# ---------------------------------------------------------------- what the server process opens
+
+
+class OpenAudit:
+    """Every path this process opens while active (a Python audit hook: open(), io.open, os.open)."""
+
+    _installed = False
+    _active: list[OpenAudit] = []
+    _lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self.paths: set[str] = set()
+
+    @classmethod
+    def _hook(cls, event: str, args: tuple[Any, ...]) -> None:
+        if event == "open" and cls._active and args and isinstance(args[0], (str, bytes, os.PathLike)):
+            path = os.fsdecode(args[0])
+            for audit in cls._active:
+                audit.paths.add(os.path.abspath(path))
+
+    def __enter__(self) -> OpenAudit:
+        with OpenAudit._lock:
+            if not OpenAudit._installed:
+                sys.addaudithook(OpenAudit._hook)  # hooks cannot be removed; an inactive one does nothing
+                OpenAudit._installed = True
+            OpenAudit._active.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with OpenAudit._lock:
+            OpenAudit._active.remove(self)
+
+
+# ---------------------------------------------------------------- state of a run in progress
+
+
+def resume_digest(cfg: FedLoraConfig) -> str:
+    """What must be unchanged to continue after the last completed round (not timeouts, engine or audit)."""
+    data = cfg.model_dump(
+        mode="json",
+        exclude={"engine": True, "audit_server_opens": True, "rounds": {"round_timeout_s", "wait_for_clients_s"}},
+    )
+    return config_digest(data)
+
+
+def load_state(work: Path, digest: str) -> dict[str, Any] | None:
+    path = work / STATE_FILE
+    if not (path.is_file() and (work / CHECKPOINT_FILE).is_file()):
+        return None
+    try:
+        state: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return state if state.get("resume_digest") == digest else None
+
+
+def save_checkpoint(work: Path, arrays: dict[str, np.ndarray], state: dict[str, Any]) -> None:
+    """The global adapter, then the round log that points at it: a kill between the two repeats one round."""
+    from safetensors.numpy import save_file
+
+    tmp = work / f".{CHECKPOINT_FILE}.tmp-{os.getpid()}"
+    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp))
+    os.replace(tmp, work / CHECKPOINT_FILE)
+    atomic_write_json(work / STATE_FILE, state)
+
+
+# ---------------------------------------------------------------- one round
+
+
+def wait_for_banks(grid: Any, cfg: FedLoraConfig, server_round: int) -> list[int]:
+    need, deadline = cfg.rounds.min_available_clients, time.time() + cfg.rounds.wait_for_clients_s
+    while True:
+        nodes = sorted(grid.get_node_ids())
+        if len(nodes) >= need:
+            return nodes
+        if time.time() > deadline:
+            raise FedLoraRoundError(
+                f"round {server_round}: {len(nodes)} bank(s) connected after {cfg.rounds.wait_for_clients_s:.0f} s, "
+                f"rounds.min_available_clients is {need}. Start the missing banks' SuperNodes (flower-supernode "
+                "--superlink ...) or lower rounds.min_available_clients"
+            )
+        time.sleep(1.0)
+
+
+def run_round(grid: Any, cfg: FedLoraConfig, server_round: int, global_arrays: dict[str, np.ndarray]) -> Any:
+    from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+
+    nodes = wait_for_banks(grid, cfg, server_round)
+    rng = np.random.default_rng([cfg.training.seed, server_round])
+    k = cfg.rounds.clients_per_round or len(nodes)
+    # Indices, not the ids: node ids are uint64 and numpy would turn a list of them into floats.
+    selected = sorted(nodes[i] for i in rng.permutation(len(nodes))[: min(k, len(nodes))])
+    record = ArrayRecord(array_dict={n: Array(np.ascontiguousarray(a)) for n, a in global_arrays.items()})
+    config = ConfigRecord({proto.KEY_ROUND: server_round, proto.KEY_CONFIG_JSON: proto.config_for_banks(cfg)})
+    messages = [
+        Message(
+            content=RecordDict({proto.ADAPTER_RECORD: record, proto.CONFIG_RECORD: config}),
+            message_type=MessageType.TRAIN,
+            dst_node_id=node,
+        )
+        for node in selected
+    ]
+    started = time.time()
+    replies = list(grid.send_and_receive(messages, timeout=cfg.rounds.round_timeout_s))
+    wall = time.time() - started
+    known = {b.name for b in cfg.banks}
+    ok, dropped = [], []
+    for reply in replies:
+        node = int(reply.metadata.src_node_id)
+        if reply.has_error():
+            dropped.append({"node_id": node, "reason": str(reply.error.reason)})
+            continue
+        bank = str(reply.content.config_records[proto.BANK_RECORD]["name"])
+        if bank not in known:
+            dropped.append({"node_id": node, "reason": f"announces bank {bank!r}, which is not in banks"})
+            continue
+        ok.append((node, bank, reply))
+    answered = {int(r.metadata.src_node_id) for r in replies}
+    dropped += [
+        {"node_id": n, "reason": f"no reply within rounds.round_timeout_s {cfg.rounds.round_timeout_s:g} s"}
+        for n in selected
+        if n not in answered
+    ]
+    if len(ok) < cfg.rounds.min_available_clients:
+        why = "; ".join(f"node {d['node_id']}: {d['reason']}" for d in dropped) or "none failed"
+        raise FedLoraRoundError(
+            f"round {server_round}: {len(ok)} of {len(selected)} banks returned an adapter, fewer than "
+            f"rounds.min_available_clients {cfg.rounds.min_available_clients} ({why}). The global adapter of round "
+            f"{server_round - 1} is kept in {cfg.output_dir}{PARTIAL_SUFFIX}; fix or restart the failed banks and run "
+            "the same command again to resume"
+        )
+    return selected, ok, dropped, wall, record.count_bytes()
+
+
+def serve_rounds(grid: Any, cfg: FedLoraConfig, *, quiet: bool = False) -> Path:
+    """Every round, then the run directory; the body of the ServerApp for both engines."""
+    with OpenAudit() as audit:
+        return _serve(grid, cfg, audit if cfg.audit_server_opens else None, quiet=quiet)
+
+
+def _serve(grid: Any, cfg: FedLoraConfig, audit: OpenAudit | None, *, quiet: bool) -> Path:
+    from safetensors.numpy import load_file
+
+    say = (lambda text: None) if quiet else (lambda text: print(f"kofin fedlora: {text}", flush=True))
+    base = adapters.resolve_base_model(cfg)
+    model = adapters.build_peft_model(cfg, base, for_training=False)
+    digest = resume_digest(cfg)
+    work = Path(str(cfg.output_dir) + PARTIAL_SUFFIX)
+    state = load_state(work, digest)
+    dp = cfg.differential_privacy
+    with open_run(STAGE, cfg, inputs={"base_model": base}, resume=state is not None) as run:
+        if state is not None:
+            global_arrays = load_file(str(run.path / CHECKPOINT_FILE))
+            say(f"resuming after round {state['completed_round']} from {run.path}")
+            state["resumed_after_round"] = state.get("resumed_after_round", []) + [state["completed_round"]]
+        else:
+            global_arrays = adapters.adapter_arrays(model)
+            state = {"resume_digest": digest, "completed_round": 0, "rounds": [], "privacy": {}}
+        ledger = PrivacyLedger.from_json(state["privacy"], dp.noise_multiplier, dp.delta)
+        for server_round in range(state["completed_round"] + 1, cfg.rounds.num_rounds + 1):
+            say(f"round {server_round}/{cfg.rounds.num_rounds}: sending the global adapter")
+            selected, ok, dropped, wall, bytes_down = run_round(grid, cfg, server_round, global_arrays)
+            trained = [reply_arrays(r) for _, _, r in ok]
+            weights = [float(r.content.metric_records[proto.METRICS_RECORD][proto.KEY_NUM_EXAMPLES]) for _, _, r in ok]
+            agg = aggregate(cfg.aggregation.method, trained, weights)
+            global_arrays = agg.arrays
+            entry = round_record(server_round, cfg, selected, ok, dropped, wall, bytes_down, agg.max_residual)
+            if dp.enabled:
+                entry["epsilon"] = ledger.record_round([bank for _, bank, _ in ok])
+                entry["delta"] = dp.delta
+                state["privacy"] = ledger.to_json()
+            state["rounds"].append(entry)
+            state["completed_round"] = server_round
+            save_checkpoint(run.path, global_arrays, state)
+            say(
+                f"round {server_round}: {len(ok)} bank(s), loss {entry['train_loss']:.4f}"
+                + (f", {len(dropped)} dropped" if dropped else "")
+                + (f", epsilon {max(entry['epsilon'].values()):.2f}" if dp.enabled else "")
+            )
+        adapters.save_adapter(model, global_arrays, run.path)
+        adapters.load_tokenizer(base).save_pretrained(str(run.path))
+        atomic_write_json(run.path / keys.ADAPTER_BASE_FILE, lineage_record(base, []))
+        (run.path / CHECKPOINT_FILE).unlink()
+        run.metrics.update(summary_metrics(cfg, state, adapters.bytes_of(global_arrays)))
+        run.metrics[keys.ADAPTER_BASE] = lineage_record(base, [])
+        if audit is not None:
+            atomic_write_text(run.path / OPENED_FILES, "".join(p + "\n" for p in sorted(audit.paths)))
+    return cfg.output_dir
+
+
+def reply_arrays(reply: Any) -> dict[str, np.ndarray]:
+    return {k: v.numpy() for k, v in reply.content.array_records[proto.ADAPTER_RECORD].items()}
+
+
+def round_record(
+    server_round: int,
+    cfg: FedLoraConfig,
+    selected: list[int],
+    ok: list[tuple[int, str, Any]],
+    dropped: list[dict[str, Any]],
+    wall: float,
+    bytes_down: int,
+    residual: float | None,
+) -> dict[str, Any]:
+    banks: list[dict[str, Any]] = []
+    for node, bank, reply in ok:
+        m = reply.content.metric_records[proto.METRICS_RECORD]
+        banks.append(
+            {
+                "bank": bank,
+                "node_id": node,
+                # Under DP the weight is 1 and the row count stays with the bank (dp.py).
+                "samples": None if cfg.differential_privacy.enabled else int(m[proto.KEY_NUM_EXAMPLES]),
+                "train_loss": float(m["train-loss"]),
+                "loss_first": float(m["loss-first"]),
+                "loss_last": float(m["loss-last"]),
+                "steps": int(m["steps"]),
+                "tokens": int(m["tokens"]),
+                "train_s": float(m["train-s"]),
+                "bytes_sent": int(reply.content.array_records[proto.ADAPTER_RECORD].count_bytes()),
+                "data_sha256": str(reply.content.config_records[proto.BANK_RECORD]["data-sha256"]),
+                **({"update_norm": float(m["update-norm"])} if "update-norm" in m else {}),
+            }
+        )
+    losses = [b["train_loss"] for b in banks]
+    return {
+        "round": server_round,
+        "selected_nodes": selected,
+        "banks": banks,
+        "dropped": dropped,
+        "train_loss": float(np.mean(losses)),
+        "bytes_to_banks": bytes_down * len(selected),
+        "bytes_from_banks": sum(b["bytes_sent"] for b in banks),
+        "wall_s": round(wall, 3),
+        "svd_residual_max": residual,
+    }
+
+
+def summary_metrics(cfg: FedLoraConfig, state: dict[str, Any], adapter_bytes: int) -> dict[str, Any]:
+    rounds = state["rounds"]
+    first, last = rounds[0], rounds[-1]
+    train_s = sum(b["train_s"] for r in rounds for b in r["banks"])
+    tokens = sum(b["tokens"] for r in rounds for b in r["banks"])
+    return {
+        keys.METHOD: cfg.method,
+        "federated": True,
+        "aggregation": cfg.aggregation.method,
+        "engine": cfg.engine.kind,
+        "rounds_completed": state["completed_round"],
+        "resumed_after_round": state.get("resumed_after_round", []),
+        keys.STEPS: sum(max((b["steps"] for b in r["banks"]), default=0) for r in rounds),
+        keys.LOSS_FIRST: float(np.mean([b["loss_first"] for b in first["banks"]])),
+        keys.LOSS_LAST: last["train_loss"],
+        keys.TOKENS_TOTAL: tokens,
+        keys.TRAIN_RUNTIME_S: round(sum(r["wall_s"] for r in rounds), 3),
+        keys.TOKENS_PER_S: round(tokens / train_s, 1) if train_s else None,
+        keys.WORLD_SIZE: len(cfg.banks),
+        "adapter_bytes": adapter_bytes,
+        "bytes_sent_total": sum(r["bytes_to_banks"] + r["bytes_from_banks"] for r in rounds),
+        "epsilon_final": rounds[-1].get("epsilon"),
+        "delta": cfg.differential_privacy.delta if cfg.differential_privacy.enabled else None,
+        "rounds": rounds,
+    }
+
+
+def make_server_app(cfg: FedLoraConfig | None = None, *, quiet: bool = False, result: list[Path] | None = None) -> Any:
+    """The ServerApp. With `cfg` (simulation) it runs that config; without (deployment) it reads the
+    config `flwr run` passed in the run config (`kofin-config`)."""
+    from flwr.app import Context
+    from flwr.serverapp import Grid, ServerApp
+
+    from kofin.offline import apply_offline_env
+
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        apply_offline_env()
+        run_cfg = cfg
+        if run_cfg is None:
+            run_cfg = FedLoraConfig.model_validate(json.loads(str(context.run_config[RUN_CONFIG_KEY])))
+        out = serve_rounds(grid, run_cfg, quiet=quiet)
+        if result is not None:
+            result.append(out)
+
+    return app
+
+
+RUN_CONFIG_KEY = "kofin-config"
