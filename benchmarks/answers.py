@@ -8,7 +8,8 @@ Run as:
 Every question goes through `Assistant.ask` (serve/ask.py), the function `kofin ask` and the chat
 call, anonymous (documents open to all), with an audit log in a temp folder and the answer
 settings each KB is served with: the statutes with kofin ask's defaults, the bundled KB with the
-chat's (configs/serve/demo.yaml, whose gate `kofin ask --calibrate` chose on the KB dev sets). A refused question returns no sources, so it counts as a miss in R@5 / MRR@10.
+chat's (configs/serve/demo.yaml, whose gate `kofin ask --calibrate` chose on the KB dev sets).
+A refused question returns no sources, so it counts as a miss in R@5 / MRR@10.
 
 Sets (qid, question, gold; see benchmarks/dev/README.md and benchmarks/heldout/README.md):
 - statutes (../shared/data/laws/fin_articles.jsonl): answerable questions -> R@5, MRR@10 over the

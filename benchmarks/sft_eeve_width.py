@@ -3,7 +3,8 @@ the dry-run estimate.
 
 Run as:
     .venv/bin/python benchmarks/sft_eeve_width.py --layers 8 --seq-len 2048 --steps 20   # on a GPU host
-    .venv/bin/python benchmarks/sft_eeve_width.py --layers 1 --seq-len 256 --steps 2 --r 16 --precision fp32  # CPU smoke
+    # CPU smoke:
+    .venv/bin/python benchmarks/sft_eeve_width.py --layers 1 --seq-len 256 --steps 2 --r 16 --precision fp32
 
 The model is EEVE-Korean-10.8B's block (hidden 4096, MLP 14336, 32 query / 8 KV heads), random
 init, with fewer layers so it fits anywhere; the tokenizer is kofin's Korean BPE (vocab ~7.6k,

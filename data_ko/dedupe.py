@@ -182,11 +182,13 @@ def cross_duplicates(
     """(query index, corpus index) for queries that near-duplicate some corpus row (leakage)."""
     index = NearDuplicateIndex(threshold, num_perm, seed)
     corpus_shingles = [shingle_hashes(t) for t in corpus]
-    for j, (sh, sig) in enumerate(zip(corpus_shingles, minhash_signatures(corpus_shingles, num_perm, seed))):
+    for j, (sh, sig) in enumerate(
+        zip(corpus_shingles, minhash_signatures(corpus_shingles, num_perm, seed), strict=True)
+    ):
         index.add(j, sh, index.band_keys(sig))
     query_shingles = [shingle_hashes(t) for t in queries]
     out = []
-    for i, (sh, sig) in enumerate(zip(query_shingles, minhash_signatures(query_shingles, num_perm, seed))):
+    for i, (sh, sig) in enumerate(zip(query_shingles, minhash_signatures(query_shingles, num_perm, seed), strict=True)):
         match = index.query(sh, index.band_keys(sig))
         if match is not None:
             out.append((i, match))

@@ -302,7 +302,8 @@ def normalize_explicit_preference(row: dict) -> dict[str, list[dict[str, str]]]:
         msgs = _as_messages(row.get(key), key, "assistant")
         offset = 0
         # Some datasets repeat the prompt at the start of chosen/rejected; keep only the answer.
-        if len(msgs) > len(prompt) and all(_same(a, b) for a, b in zip(prompt, msgs)):
+        # A prefix test: msgs is the longer one, so zip stops at the end of the prompt on purpose.
+        if len(msgs) > len(prompt) and all(_same(a, b) for a, b in zip(prompt, msgs, strict=False)):
             offset = len(prompt)
         out[key] = _completion(msgs[offset:], key, offset)
     return out

@@ -106,7 +106,7 @@ def _analyse_words(words: list[str]) -> None:
     words) could split the same word differently, and results changed with process history.
     One text per word, in one batched call, gives every process the same terms for a word.
     """
-    for w, tokens in zip(words, _kiwi().tokenize(words)):
+    for w, tokens in zip(words, _kiwi().tokenize(words), strict=True):
         _word_terms[w] = _content(tokens)
 
 

@@ -146,7 +146,7 @@ def _birth_date(m: re.Match[str]) -> date | None:
 
 
 def _rrn_check_digit_ok(digits: str) -> bool:
-    total = sum(int(d) * w for d, w in zip(digits, _RRN_WEIGHTS))
+    total = sum(int(d) * w for d, w in zip(digits[:12], _RRN_WEIGHTS, strict=True))
     return (11 - total % 11) % 10 == int(digits[12])
 
 

@@ -459,7 +459,7 @@ def _table_qa(header: list[str], cells: list[str]) -> Task | None:
     if len(cells) < 2 or len(header) != len(cells) or not cells[0]:
         return None
     key = cells[0]
-    for column, value in zip(header[1:], cells[1:]):
+    for column, value in zip(header[1:], cells[1:], strict=True):
         if value in ("", "-", "—", "–"):
             continue
         if column in _GENERIC_HEADERS or not column:

@@ -47,14 +47,16 @@ def check_messages(messages: Any, field_name: str, *, final: str) -> list[str]:
         role, content = msg.get("role"), msg.get("content")
         if role not in ROLES:
             problems.append(
-                f"{where}.role: {'missing' if role is None else f'unknown role {role!r}'}; expected one of {', '.join(ROLES)}"
+                f"{where}.role: {'missing' if role is None else f'unknown role {role!r}'}; "
+                f"expected one of {', '.join(ROLES)}"
             )
         elif role == "system":
             if i != 0:
                 problems.append(f"{where}.role: a system turn may only come first")
         elif role != expected:
             problems.append(
-                f"{where}.role: expected {expected!r} (turns alternate user/assistant, starting with user), got {role!r}"
+                f"{where}.role: expected {expected!r} (turns alternate user/assistant, starting with user), "
+                f"got {role!r}"
             )
         else:
             expected = "assistant" if role == "user" else "user"
@@ -194,7 +196,7 @@ def token_lengths(rows: Sequence[dict], kind: str, tokenizer, batch_size: int = 
     for start in range(0, len(texts), batch_size):
         # The template already wrote the special tokens it wants; do not add BOS twice.
         ids = tokenizer(texts[start : start + batch_size], add_special_tokens=kind == "raw")["input_ids"]
-        for owner, seq in zip(owners[start : start + batch_size], ids):
+        for owner, seq in zip(owners[start : start + batch_size], ids, strict=True):
             lengths[owner] = max(lengths[owner], len(seq))
     return lengths
 
@@ -407,7 +409,7 @@ def validate_file(
         lengths = token_lengths(valid, kind, tokenizer)
         report["tokenizer"] = str(tokenizer_path or "kofin tiny model")
         report["tokens"] = length_stats(lengths, max_seq_len)
-        report["too_long_rows"] = [f"{r['source']} ({n} tokens)" for r, n in zip(valid, lengths) if n > max_seq_len][
-            :MAX_LISTED
-        ]
+        report["too_long_rows"] = [
+            f"{r['source']} ({n} tokens)" for r, n in zip(valid, lengths, strict=True) if n > max_seq_len
+        ][:MAX_LISTED]
     return report

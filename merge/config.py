@@ -12,7 +12,7 @@ fallback. They are written into mergekit's YAML unchanged.
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -34,7 +34,7 @@ class FilteredValue(KofinModel):
     value: bool | float | list[float] = Field(description="A number, or a per-layer gradient list.")
 
 
-ParameterValue = Union[bool, float, list[float], list[FilteredValue]]
+ParameterValue = bool | float | list[float] | list[FilteredValue]
 
 
 class OtherModel(KofinModel):

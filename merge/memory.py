@@ -6,8 +6,9 @@ Run as part of:
 Two numbers per phase, because mergekit reads safetensors through mmap: `peak_rss_mb` (Linux
 VmHWM, reset at the start of each phase) counts the model-file pages mergekit touched, which the
 kernel can drop again under memory pressure; `peak_anon_mb` (RssAnon, sampled every 5 ms, so a
-spike shorter than that can be missed) is the private memory that must fit in RAM. A merge that loaded both models into memory would
-raise the second by their full size; an out-of-core merge raises it by a few tensors.
+spike shorter than that can be missed) is the private memory that must fit in RAM. A merge that
+loaded both models into memory would raise the second by their full size; an out-of-core merge
+raises it by a few tensors.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ def mergekit_config(
         return {k: _plain(v) for k, v in params.items()}
 
     models = [entry(tuned, plain(cfg.tuned_parameters))]
-    models += [entry(p, plain(m.parameters)) for p, m in zip(others, cfg.models)]
+    models += [entry(p, plain(m.parameters)) for p, m in zip(others, cfg.models, strict=True)]
     out: dict[str, Any] = {"merge_method": cfg.method}
     if cfg.method == "slerp":
         out["base_model"] = str(tuned)  # t=0 is the tuned model

@@ -34,7 +34,7 @@ def test_laws_build_covers_sft_dpo_raw_text_and_validation(tmp_path, laws_dir, t
     checked = 0
     for row in sft_train[:300]:
         msgs = row["messages"]
-        for q, a in zip(msgs[1::2], msgs[2::2]):
+        for q, _answer in zip(msgs[1::2], msgs[2::2], strict=True):
             if q["content"].startswith("이 글에 알맞은 제목"):
                 doc_id = row["source"].split(":", 1)[1].rsplit("#", 1)[0]
                 assert doc_id in articles, row["source"]

@@ -94,7 +94,11 @@ def test_strip_josa_and_terms():
 
 
 def test_amendment_notes_and_deleted_items_are_removed():
-    text = "① 은행은 보고하여야 한다. <개정 2010.3.12, 2015.7.24>\n② 삭제 <2015.7.24>\n③ 다른 조항이다. [전문개정 2010.5.17]"
+    text = (
+        "① 은행은 보고하여야 한다. <개정 2010.3.12, 2015.7.24>\n"
+        "② 삭제 <2015.7.24>\n"
+        "③ 다른 조항이다. [전문개정 2010.5.17]"
+    )
     assert clean_passage_text(text) == "① 은행은 보고하여야 한다.\n③ 다른 조항이다."
 
 

@@ -42,7 +42,7 @@ def test_script_arguments():
     assert empty.returncode == 2 and "run 'bash benchmarks/gpu_check.sh prepare' first" in empty.stderr
 
 
-def test_check_arguments(tmp_path):
+def test_check_arguments(tmp_path, capsys):
     base = ["--tokenizer", str(tmp_path), "--pairs", str(tmp_path / "p.jsonl"), "--out", str(tmp_path / "o.json")]
     args = check.parse_args(base)
     assert (args.layers, args.steps, args.seq_len, args.r, args.device) == ([2, 4], 3, 4096, 256, "cuda")
@@ -53,6 +53,7 @@ def test_check_arguments(tmp_path):
     ):
         with pytest.raises(SystemExit):
             check.parse_args([*base, *bad])
+        assert says in capsys.readouterr().err
 
 
 def test_extrapolation_is_a_line_in_layers():

@@ -37,7 +37,7 @@ DISTINCT = (
     "peak_gpu_memory_gib_per_gpu",
 )  # the old name sft stopped writing: a reader of it would KeyError on a GPU
 # A read of a manifest or its metrics by a literal name: manifest["x"], m["x"], metrics.get("x"), recorded["x"].
-READ = re.compile(r"\b(manifest|metrics|m|recorded|upstream)(?:\.get\(|\[)\s*[\"'](%s)[\"']" % "|".join(DISTINCT))
+READ = re.compile(r"\b(manifest|metrics|m|recorded|upstream)(?:\.get\(|\[)\s*[\"'](" + "|".join(DISTINCT) + r")[\"']")
 
 
 def load_benchmark(name: str):

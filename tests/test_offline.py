@@ -40,8 +40,9 @@ def test_offline_env_is_forced():
 
 
 def test_cli_subprocess_gets_the_offline_env():
-    code = "import os,sys; from kofin.cli import main; main(['--version']); print({k: os.environ[k] for k in %r})" % (
-        sorted(OFFLINE_ENV),
+    code = (
+        "import os,sys; from kofin.cli import main; main(['--version']); "
+        f"print({{k: os.environ[k] for k in {sorted(OFFLINE_ENV)!r}}})"
     )
     env = {k: v for k, v in os.environ.items() if k not in OFFLINE_ENV}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)

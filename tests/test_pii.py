@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from itertools import pairwise
 
 import pytest
 
@@ -12,7 +13,7 @@ RRN_WEIGHTS = (2, 3, 4, 5, 6, 7, 8, 9, 2, 3, 4, 5)
 
 
 def rrn_check_digit(first12: str) -> str:
-    total = sum(int(d) * w for d, w in zip(first12, RRN_WEIGHTS))
+    total = sum(int(d) * w for d, w in zip(first12, RRN_WEIGHTS, strict=True))
     return str((11 - total % 11) % 10)
 
 
@@ -166,7 +167,7 @@ def test_check_digit_wraps_ten_and_eleven(remainder: int, check: str) -> None:
     first12 = next(
         f"8501011{n:05d}"
         for n in range(100000)
-        if sum(int(d) * w for d, w in zip(f"8501011{n:05d}", RRN_WEIGHTS)) % 11 == remainder
+        if sum(int(d) * w for d, w in zip(f"8501011{n:05d}", RRN_WEIGHTS, strict=True)) % 11 == remainder
     )
     assert kinds(f"번호 {first12}{check}") == ["rrn"]
 
@@ -339,7 +340,7 @@ def test_mixed_sentence_matches_are_exact_sorted_and_disjoint() -> None:
         ("phone", "02-123-4567"),
     ]
     assert all(MIXED[m.start : m.end] == m.text for m in matches)
-    assert all(a.end <= b.start for a, b in zip(matches, matches[1:]))
+    assert all(a.end <= b.start for a, b in pairwise(matches))
 
 
 @pytest.mark.parametrize(

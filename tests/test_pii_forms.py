@@ -22,7 +22,8 @@ ISSUE_RRN = "9001011234568"  # the probe's number: 1990-01-01, a valid birth dat
         "900101\u22121234568",  # minus sign
         "900101-12\u200b34568",  # zero-width space inside the number
         "9001\u200d01-1234\u202e568",  # a joiner and a bidi override
-        "\uff19\uff10\uff10\uff11\uff10\uff11\uff0d\uff11\uff12\uff13\uff14\uff15\uff16\uff18",  # full-width, full-width hyphen
+        # full-width digits, full-width hyphen
+        "\uff19\uff10\uff10\uff11\uff10\uff11\uff0d\uff11\uff12\uff13\uff14\uff15\uff16\uff18",
         "900101 1234568",  # space-separated
     ],
 )

@@ -179,7 +179,8 @@ def test_torchrun_multinode_rendezvous_in_a_container(tmp_path):
 def test_accelerate_multinode_flags(tmp_path, axolotl_env):
     launch = Launch(gpus_per_node=8, nodes=2, node_rank=1, rdzv_endpoint="10.0.0.1:29500")
     argv = plan_launch(launch, tmp_path / "a.yaml", cuda=True, run_dir=tmp_path).argv
-    flags = dict(zip(argv[2::2], argv[3::2]))
+    # Loose pairing of `--flag value` after `accelerate launch`; a trailing odd item has no value.
+    flags = dict(zip(argv[2::2], argv[3::2], strict=False))
     assert flags["--num_processes"] == "16" and flags["--num_machines"] == "2"  # accelerate counts all nodes
     assert "--multi_gpu" in argv
     i = argv.index("--machine_rank")
@@ -338,8 +339,8 @@ def test_flash_attention_opt_in_is_named_when_the_env_lacks_it(axolotl_env):
     assert proc.returncode == 0, proc.stderr
     # The CPU lock has no flash-attn: said now, not after 8 GPUs are booked.
     assert (
-        "note: this axolotl env lacks what the run needs: attn_implementation flash_attention_2 needs the flash_attn package"
-        in proc.stdout
+        "note: this axolotl env lacks what the run needs: "
+        "attn_implementation flash_attention_2 needs the flash_attn package" in proc.stdout
     )
 
 

@@ -55,7 +55,8 @@ class DpoTraining(Schedule):
 class DpoConfig(StageConfig):
     sft_run: ResolvedPath | None = Field(
         default=None,
-        description="`kofin sft` run directory whose adapter DPO starts from; null = train a fresh adapter on base_model.",
+        description="`kofin sft` run directory whose adapter DPO starts from; "
+        "null = train a fresh adapter on base_model.",
     )
     adapter_mode: Literal["stack", "merge"] = Field(
         default="stack",
@@ -64,7 +65,8 @@ class DpoConfig(StageConfig):
     )
     base_model: ResolvedPath | None = Field(
         default=None,
-        description="Local model folder; null = the SFT run's base model, or kofin's embedded tiny model without sft_run.",
+        description="Local model folder; null = the SFT run's base model, "
+        "or kofin's embedded tiny model without sft_run.",
     )
     preferences: list[ResolvedPath] = Field(
         min_length=1,

@@ -133,7 +133,8 @@ class MemoryEstimate:
         rows.append(f"  {'total per GPU':<40}{self.total / GIB:8.2f} GiB")
         if self.estimated:
             rows.append(
-                "  (estimate) = modelled, not exact: what autograd keeps and allocator slack vary by version and kernels"
+                "  (estimate) = modelled, not exact: "
+                "what autograd keeps and allocator slack vary by version and kernels"
             )
         return "\n".join(rows)
 

@@ -42,7 +42,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--laws")
     args = ap.parse_args()
-    law_ids = {json.loads(l)["id"] for l in open(find_laws(args.laws), encoding="utf-8")}
+    law_ids = {json.loads(line)["id"] for line in open(find_laws(args.laws), encoding="utf-8")}
     errors, seen = [], set()
     kb_text = {}
 
@@ -122,7 +122,7 @@ def main():
     import draw_law_gold
 
     drawn = [a["id"] for a in draw_law_gold.draw()[0]]
-    rows = [json.loads(l) for l in open(HERE / "laws_styles.jsonl", encoding="utf-8")]
+    rows = [json.loads(line) for line in open(HERE / "laws_styles.jsonl", encoding="utf-8")]
     if [r["gold"] for r in rows] != [[i] for i in drawn]:
         errors.append("laws_styles.jsonl: gold ids differ from draw_law_gold.py output")
     for e in errors:

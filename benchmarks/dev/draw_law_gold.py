@@ -19,8 +19,8 @@ SKIP_TITLE = ("정의", "목적", "경과", "부칙", "준용", "적용", "다�
 
 
 def draw(n=60, cap=4):
-    arts = [json.loads(l) for l in open(LAWS / "fin_articles.jsonl", encoding="utf-8")]
-    dev = [json.loads(l) for l in open(LAWS / "questions_dev.jsonl", encoding="utf-8")]
+    arts = [json.loads(line) for line in open(LAWS / "fin_articles.jsonl", encoding="utf-8")]
+    dev = [json.loads(line) for line in open(LAWS / "questions_dev.jsonl", encoding="utf-8")]
     taken = {g for d in dev for g in d["gold"]}
     pool = [
         a

@@ -182,7 +182,7 @@ def sft_measure(model_dir: Path, layers: int, width: dict[str, int], args: argpa
         does it: positions restart at each document and a block-diagonal causal mask (bool, 1 x 1 x
         s x s) keeps documents apart (transformers does not derive it from the positions)."""
         cuts = sorted(torch.randint(1, args.seq_len, (5,), generator=gen).tolist())
-        lengths = [b - a for a, b in zip([0, *cuts], [*cuts, args.seq_len]) if b > a]
+        lengths = [b - a for a, b in zip([0, *cuts], [*cuts, args.seq_len], strict=True) if b > a]
         positions = torch.cat([torch.arange(n) for n in lengths]).unsqueeze(0)
         doc = torch.cat([torch.full((n,), i) for i, n in enumerate(lengths)])
         causal = torch.ones(args.seq_len, args.seq_len, dtype=torch.bool).tril()
@@ -240,7 +240,7 @@ def extrapolate(points: list[dict[str, Any]], key: str, layers: int = EEVE_LAYER
     if len(xs) < 2:
         return None
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
     return round(my + slope * (layers - mx), 3)
 
 

@@ -18,12 +18,12 @@ import sys
 
 LAWS = "/work/shared/data/laws"
 HERE = os.path.dirname(os.path.abspath(__file__))
-arts = [json.loads(l) for l in open(f"{LAWS}/fin_articles.jsonl", encoding="utf-8")]
+arts = [json.loads(line) for line in open(f"{LAWS}/fin_articles.jsonl", encoding="utf-8")]
 excl = set()
-for l in open(f"{LAWS}/questions_dev.jsonl", encoding="utf-8"):
-    excl.update(json.loads(l)["gold"])
-for l in open(os.path.join(HERE, "..", "questions_heldout.jsonl"), encoding="utf-8"):
-    excl.update(json.loads(l)["gold"])
+for line in open(f"{LAWS}/questions_dev.jsonl", encoding="utf-8"):
+    excl.update(json.loads(line)["gold"])
+for line in open(os.path.join(HERE, "..", "questions_heldout.jsonl"), encoding="utf-8"):
+    excl.update(json.loads(line)["gold"])
 cands = []
 for i, a in enumerate(arts):
     if i % 2 == 0 or a["id"] in excl:
