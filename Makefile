@@ -30,11 +30,12 @@ UNSLOTH_STAMP := $(UNSLOTH_VENV)/.kofin-unsloth
 UNSLOTH_VERSION ?= 2026.10.9
 UNSLOTH_TORCH_SPEC ?= $(TORCH_SPEC)
 
-.PHONY: install axolotl-env axolotl-lock unsloth-env unsloth-lock browser slapd demo test clean help
+.PHONY: install axolotl-env axolotl-lock unsloth-env unsloth-lock browser slapd demo lint test clean help
 
 help:
 	@echo "make demo   run every built stage on the embedded tiny model and bundled Korean data"
 	@echo "make test   run the test suite (CPU, offline; GPU tests are skipped without a GPU)"
+	@echo "make lint   only ruff check, ruff format --check and mypy (config: pyproject.toml)"
 	@echo "make axolotl-env  create .venv-axolotl, the pinned env kofin sft runs axolotl in (make demo/test do it)"
 	@echo "make unsloth-env  create .venv-unsloth, the pinned env kofin dpo runs unsloth in (make demo/test do it)"
 	@echo "make browser  install Debian's chromium for the chat's browser test (make test does it)"
@@ -127,6 +128,14 @@ demo: $(STAMP) $(AXOLOTL_STAMP) $(UNSLOTH_STAMP)
 	@echo "   demo logins (user / password):  teller / teller-demo-1 (창구, branch)   compliance / comply-demo-1 (준법감시)   admin / admin-demo-1 (관리자: 문서 관리)"
 	@echo "   every answer is logged to runs/serve-demo/audit.jsonl; check it with: $(BIN)/kofin audit verify runs/serve-demo/audit.jsonl"
 	$(BIN)/kofin serve --config configs/serve/demo.yaml
+
+# Lint and type-check (issue 15). Not yet a prerequisite of `test`: the tree still has open mypy
+# and ruff findings; once `make lint` passes, `test: lint ...` makes a style or type error fail
+# in seconds, before the suite.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 test: $(STAMP) $(AXOLOTL_STAMP) $(UNSLOTH_STAMP) browser slapd
 	$(BIN)/python -m pytest -q
