@@ -6,9 +6,12 @@ Run as:
     <output_dir>/
       records/<model>/<task>.jsonl   one line per example: prompt inputs, generation, scores
       records/<model>/model.json     which weights those records were scored with
+      records/<model>/latency.json   scoring seconds and examples per task (runs comparing models)
       metrics.json                   model x task metrics; intervals (n, 95%) on every cell; comparisons (each
                                      model - base, paired test, significant?); verdict; forgetting deltas;
                                      pairwise judge + Bradley-Terry; training cost (kofin.eval.cost)
+      finlora_table.csv / .md        runs comparing models: FinLoRA's models x tasks table with cost columns
+                                     (kofin.eval.study), also a section of the report
       report.md  report.html  charts/*.png   the internal eval report (kofin.eval.report)
       config.yaml  manifest.json  COMPLETE
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -75,11 +79,14 @@ def main(cfg: EvalConfig, *, quiet: bool = False) -> Path:
                 "{path: MODEL_DIR} or {endpoint: URL, served_model: NAME} in the eval config"
             )
         stores: dict[str, ModelRecords] = {}
+        # Two or more models make a comparison: each model's scoring time is kept for FinLoRA's table.
+        comparing = len(cfg.models) > 1
         for m in cfg.models:
             path, manifest = models[m.name]
             store = stores[m.name] = ModelRecords(
                 records_root / m.name, path, manifest, f"{m.endpoint} {m.served_model}" if m.endpoint else None
             )
+            store.timed = comparing
             backend = None
             results[m.name], kept[m.name] = {}, {}
             for spec in specs:
@@ -126,10 +133,13 @@ def main(cfg: EvalConfig, *, quiet: bool = False) -> Path:
         costs = {name: model_cost(manifest, cfg.gpu_price) for name, (_, manifest) in models.items()}
         metrics |= significance(specs, kept, cfg.base_model.name, costs, cfg.bootstrap_resamples, cfg.seed)
         atomic_write_json(run.path / "metrics.json", metrics)
-        if cfg.report:
-            from kofin.eval.report import build_report
+        from kofin.eval.study import build_report_with_table, write_finlora_table
 
-            build_report(run.path)
+        table = []  # FinLoRA's models x tasks table with cost columns, for runs that compare models
+        if comparing:
+            table = write_finlora_table(run.path, metrics, {name: manifest for name, (_, manifest) in models.items()})
+        if cfg.report:
+            build_report_with_table(run.path, table)
         run.metrics.update(
             examples_scored=scored, examples_reused=sum(len(e) for e in examples.values()) * len(models) - scored
         )
@@ -182,6 +192,7 @@ class ModelRecords:
 
     def __init__(self, folder: Path, model_path: Path, manifest: dict | None, endpoint: str | None = None):
         self.folder = folder
+        self.timed = False  # add_latency keeps the scoring time (runs that compare models)
         if endpoint is not None:  # "URL served-name": a server's weights are not ours to hash
             identity: dict[str, Any] = {"endpoint": endpoint}
         else:
@@ -218,6 +229,20 @@ class ModelRecords:
     def missing(self, spec: TaskSpec, examples: list[Example], judge_name: str) -> list[Example]:
         done = self.done(spec)
         return [ex for ex in examples if done.get(ex.id, {}).get("key") != example_key(spec, ex, judge_name)]
+
+    def add_latency(self, spec: TaskSpec, seconds: float, examples: int) -> None:
+        """Scoring time of this model, per task (the study table's inference latency). Kept beside the
+        records it timed: records reused from an earlier attempt keep their timing, new weights reset both."""
+        from kofin.eval.study import LATENCY_FILE
+
+        if not self.timed:
+            return
+        path = self.folder / LATENCY_FILE
+        timing = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        task = timing.setdefault(spec.name, {"seconds": 0.0, "examples": 0})
+        task["seconds"] = round(task["seconds"] + seconds, 4)
+        task["examples"] += examples
+        atomic_write_json(path, timing)
 
     def append(self, spec: TaskSpec, records: list[dict]) -> None:
         with open(self._file(spec), "a", encoding="utf-8") as f:
@@ -315,7 +340,9 @@ def _score_in_chunks(
     with tqdm(total=len(todo), desc=f"{model} / {spec.name}", unit="ex", disable=not progress) as bar:
         for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]
+            started = time.perf_counter()
             records = score_examples(spec, part, backend, citation_judge=judge[0])
+            store.add_latency(spec, time.perf_counter() - started, len(part))
             for ex, rec in zip(part, records, strict=True):
                 rec["key"] = example_key(spec, ex, judge[1])
             store.append(spec, records)

@@ -32,6 +32,11 @@ def deepspeed_config(stage: int) -> dict[str, Any]:
     }
 
 
+# DoRA's magnitude vectors as PEFT names them, and the axolotl lr_groups entry that trains them apart.
+DORA_MAGNITUDE_PARAM = "lora_magnitude_vector"
+DORA_MAGNITUDE_GROUP = "dora_magnitude"
+
+
 def chat_template_text(cfg: SftConfig) -> str | None:
     """The Jinja text the run trains with; None = the base tokenizer's own (tokenizer_default)."""
     if cfg.chat_template == "eeve":
@@ -120,6 +125,12 @@ def build_axolotl_config(
     )
     if train.max_steps is not None:
         y["max_steps"] = train.max_steps
+    if train.dora_magnitude_lr is not None:
+        # axolotl's optimizer grouping puts every trainable parameter whose name contains a group's module
+        # string into that group: PEFT names DoRA's magnitudes ...lora_magnitude_vector.default.weight.
+        y["lr_groups"] = [
+            {"name": DORA_MAGNITUDE_GROUP, "modules": [DORA_MAGNITUDE_PARAM], "lr": train.dora_magnitude_lr}
+        ]
     if train.neftune_noise_alpha is not None:
         y["neftune_noise_alpha"] = train.neftune_noise_alpha
     # SDPA is what the pinned env runs everywhere (axolotl 0.19 packs with it through varlen

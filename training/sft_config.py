@@ -131,6 +131,13 @@ class Training(Schedule):
     save_steps: int = Field(
         default=50, ge=1, description="Checkpoint every N steps; a killed run resumes from the last one."
     )
+    dora_magnitude_lr: float | None = Field(
+        default=None,
+        gt=0,
+        description="DoRA only: a learning rate of its own for the magnitude vectors (FinLoRA's suggested fix for "
+        "DoRA's instability); null = learning_rate for every adapter tensor. Passed to axolotl as an lr_groups "
+        "entry over the lora_magnitude_vector parameters.",
+    )
     too_long: Literal["error", "drop", "truncate"] = Field(
         default="error",
         description="Chat rows longer than sequence_len: 'error' stops before launch and names them; "
@@ -248,6 +255,15 @@ class SftConfig(StageConfig):
             raise ValueError(
                 f"chat_template_jinja is unused with chat_template: {self.chat_template}; set chat_template: jinja "
                 "or remove chat_template_jinja"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _magnitude_lr_needs_dora(self) -> SftConfig:
+        if self.training.dora_magnitude_lr is not None and not self.parsed_method.dora:
+            raise ValueError(
+                f"training.dora_magnitude_lr is DoRA's magnitude-vector learning rate; method {self.method!r} has "
+                "no magnitude vectors: use method dora (or e.g. qlora+dora), or remove training.dora_magnitude_lr"
             )
         return self
 
