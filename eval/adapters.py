@@ -61,8 +61,9 @@ def adapter_stack(run: Path, where: str = "model") -> AdapterStack:
     base = lineage.base_model or Path("")
     if lineage.base_model is None or not (base / "config.json").is_file():
         raise AdapterRunError(
-            f"{where}: {run} holds a LoRA adapter trained on {lineage.base_model or '(no base recorded)'}, which is not a local "
-            "model folder here. Put the base model back at that path, or evaluate the merged model (kofin merge)."
+            f"{where}: {run} holds a LoRA adapter trained on {lineage.base_model or '(no base recorded)'}, "
+            "which is not a local model folder here. "
+            "Put the base model back at that path, or evaluate the merged model (kofin merge)."
         )
     tokenizer_dir = run if (run / "tokenizer_config.json").is_file() else base
     return AdapterStack(base, [*earlier, run], tokenizer_dir)

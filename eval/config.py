@@ -25,7 +25,8 @@ class Endpoint(KofinModel):
     api_key_env: str = Field("KOFIN_OPENAI_API_KEY", description="Environment variable holding the endpoint's API key.")
     allowed_hosts: list[str] = Field(
         default_factory=lambda: ["127.0.0.1", "localhost", "::1"],
-        description="Hosts the endpoint may be on; kofin is offline by design, so add the bank's internal vLLM host here.",
+        description="Hosts the endpoint may be on; kofin is offline by design, "
+        "so add the bank's internal vLLM host here.",
     )
 
 
@@ -59,7 +60,8 @@ class LlmJudge(Endpoint):
 
     path: ResolvedPath | None = Field(
         None,
-        description="Local model folder (config.json + weights + tokenizer) or a complete kofin run directory holding one.",
+        description="Local model folder (config.json + weights + tokenizer) "
+        "or a complete kofin run directory holding one.",
     )
     max_new_tokens: int = Field(
         4, gt=0, description="Tokens generated for the verdict ('예' / '아니오' need one or two)."
@@ -136,7 +138,8 @@ class EvalConfig(StageConfig):
     )
     bertscore_encoder: ResolvedPath | None = Field(
         None,
-        description="Local encoder folder (e.g. a Korean BERT/RoBERTa) for BERTScore F1 of generated answers; null = off.",
+        description="Local encoder folder (e.g. a Korean BERT/RoBERTa) for BERTScore F1 of generated answers; "
+        "null = off.",
     )
     citation_nli_model: ResolvedPath | None = Field(
         None,

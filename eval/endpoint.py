@@ -85,7 +85,7 @@ class EndpointBackend:
             choices = self._complete(
                 {"prompt": [c + x for c, x in batch], "max_tokens": 1, "temperature": 0.0, "echo": True, "logprobs": 1}
             )
-            for (context, _), choice in zip(batch, choices):
+            for (context, _), choice in zip(batch, choices, strict=True):
                 lp = choice["logprobs"]
                 # Whitespace ending the context belongs to the continuation, as in the transformers backend.
                 picked = [i for i, off in enumerate(lp["text_offset"][:-1]) if off >= len(context.rstrip())]

@@ -98,7 +98,7 @@ class LlmCitationJudge:
             scores = self.backend.loglikelihood(requests)
             for n, i in enumerate(unsure):
                 verdicts[i] = scores[2 * n].logprob > scores[2 * n + 1].logprob
-        for key, answer, verdict in zip(todo, answers, verdicts):
+        for key, answer, verdict in zip(todo, answers, verdicts, strict=True):
             self.answers[key], self.verdicts[key] = answer, bool(verdict)
 
 

@@ -202,7 +202,9 @@ def _score_label(spec: TaskSpec, raw: str) -> str:
         raise RowError(
             spec.label_field, f"expected a numeric sentiment score (score_thresholds is set), got {raw!r}"
         ) from None
-    return next((label for label, t in zip(spec.labels, spec.score_thresholds) if score < t), spec.labels[-1])
+    return next(
+        (label for label, t in zip(spec.labels[:-1], spec.score_thresholds, strict=True) if score < t), spec.labels[-1]
+    )
 
 
 # ---------------------------------------------------------------- generated answers

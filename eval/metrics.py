@@ -27,7 +27,7 @@ def accuracy(y_true: Sequence[Hashable], y_pred: Sequence[Hashable]) -> float:
     _same_length(y_true, y_pred)
     if not y_true:
         return 0.0
-    return sum(t == p for t, p in zip(y_true, y_pred)) / len(y_true)
+    return sum(t == p for t, p in zip(y_true, y_pred, strict=True)) / len(y_true)
 
 
 def weighted_f1(y_true: Sequence[Hashable], y_pred: Sequence[Hashable]) -> float:
@@ -42,7 +42,7 @@ def weighted_f1(y_true: Sequence[Hashable], y_pred: Sequence[Hashable]) -> float
         return 0.0
     total = 0.0
     for label, n_true in support.items():
-        tp = sum(1 for t, p in zip(y_true, y_pred) if t == label and p == label)
+        tp = sum(1 for t, p in zip(y_true, y_pred, strict=True) if t == label and p == label)
         n_pred = sum(1 for p in y_pred if p == label)
         f1 = 2 * tp / (n_true + n_pred) if tp else 0.0
         total += f1 * n_true

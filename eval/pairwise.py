@@ -91,7 +91,7 @@ def answer_prompts(spec: TaskSpec, examples: list[Example], backend: Any) -> lis
         for i in live:
             histories[i].append({"role": "user", "content": examples[i].meta["turns"][turn]})
         outs = backend.generate([_chat(tokenizer, histories[i]) for i in live], spec.max_new_tokens, stop=())
-        for i, out in zip(live, outs):
+        for i, out in zip(live, outs, strict=True):
             text = out.strip()
             histories[i].append({"role": "assistant", "content": text})
             answers[i].append(text)
@@ -107,7 +107,7 @@ def answer_prompts(spec: TaskSpec, examples: list[Example], backend: Any) -> lis
             "generation": a[-1] if a else "",
             "answer_chars": sum(map(len, a)),
         }
-        for ex, a in zip(examples, answers)
+        for ex, a in zip(examples, answers, strict=True)
     ]
 
 
@@ -116,9 +116,10 @@ def judge_prompt(record: dict, answer_a: list[str], answer_b: list[str]) -> str:
     conversation = "".join(f"[사용자 질문 {i + 1}]\n{t}\n\n" for i, t in enumerate(turns))
     refs = record.get("gold") or ""
     reference = f"[참고 답변]\n{refs}\n\n" if refs else ""
-    join = lambda answers: "\n\n".join(
-        f"({i + 1}번째 턴) {a}" if len(answers) > 1 else a for i, a in enumerate(answers)
-    )  # noqa: E731
+
+    def join(answers: list[str]) -> str:
+        return "\n\n".join(f"({i + 1}번째 턴) {a}" if len(answers) > 1 else a for i, a in enumerate(answers))
+
     return JUDGE_TEMPLATE.format(
         conversation=conversation, reference=reference, answer_a=join(answer_a), answer_b=join(answer_b)
     )
@@ -136,11 +137,11 @@ def judge_against_baseline(
     records: list[dict], base: list[dict], judge: Any, judge_name: str, max_new_tokens: int
 ) -> int:
     """Fill each record's `judgement` (two games, positions swapped); returns how many prompts were judged."""
-    if len(records) != len(base) or any(r["id"] != b["id"] for r, b in zip(records, base)):
+    if len(records) != len(base) or any(r["id"] != b["id"] for r, b in zip(records, base, strict=True)):
         raise ValueError("the model and the baseline answered different prompts; score both on the same task file")
     todo = [
         i
-        for i, (r, b) in enumerate(zip(records, base))
+        for i, (r, b) in enumerate(zip(records, base, strict=True))
         if (r.get("judgement") or {}).get("key") != judgement_key(judge_name, r, b)
     ]
     if not todo:

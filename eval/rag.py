@@ -77,10 +77,14 @@ def score_rag(spec: TaskSpec, examples: list[Example], backend: Any, judge: Any 
         from kofin.eval.judge import citation_queries
 
         judge.prefetch(
-            [q for answer, passages in zip(answers, passages_of) for q in citation_queries(answer, passages)]
+            [
+                q
+                for answer, passages in zip(answers, passages_of, strict=True)
+                for q in citation_queries(answer, passages)
+            ]
         )
     records = []
-    for ex, result, passages in zip(examples, results, passages_of):
+    for ex, result, passages in zip(examples, results, passages_of, strict=True):
         docs = _unique_docs(result.sources)[:depth]
         cites = M.citation_scores(result.answer, passages, judge)
         fmt = M.citation_format(result.answer, len(passages), result.removed_citations)

@@ -20,7 +20,7 @@ import html
 import json
 import re
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from kofin.eval.charts import draw_charts, korean_font, task_label
 from kofin.eval.cost import COST_COLUMNS  # the training-cost row's names, defined where the row is built
@@ -72,7 +72,7 @@ VERDICT_WORDS = {BETTER: "나아짐", WORSE: "나빠짐", "no_difference": "유�
 
 # A report is a list of blocks that markdown and HTML render alike.
 Table = list[list[str]]
-Block = Union[tuple[str, str], tuple[str, Table], tuple[str, str, list]]
+Block = tuple[str, str] | tuple[str, Table] | tuple[str, str, list]
 
 
 def metric_label(name: str) -> str:
@@ -309,9 +309,11 @@ def preference_blocks(metrics: dict) -> list[Block]:
                 ]
             )
         note = (
-            f"심사 모델: {info['judge']} · 각 질문을 답변 위치를 바꿔 두 번 심사했고, 두 판정이 위치에 따라 뒤집히면 무승부로 셌습니다 "
-            "(위치 편향률). 승률은 기준 모델 대비(무승부 0.5), Bradley-Terry 강도는 기준 모델 0의 로그 척도, 길이 보정 승률은 "
-            "답변 길이 차가 0일 때의 예측 승률입니다(AlpacaEval-LC). 한국어 심사 프롬프트는 metrics.json의 "
+            f"심사 모델: {info['judge']} · 각 질문을 답변 위치를 바꿔 두 번 심사했고, "
+            "두 판정이 위치에 따라 뒤집히면 무승부로 셌습니다 (위치 편향률). "
+            "승률은 기준 모델 대비(무승부 0.5), Bradley-Terry 강도는 기준 모델 0의 로그 척도, "
+            "길이 보정 승률은 답변 길이 차가 0일 때의 예측 승률입니다(AlpacaEval-LC). "
+            "한국어 심사 프롬프트는 metrics.json의 "
             f"pairwise.{t}.judge_template에 있습니다."
         )
         out += [("h2", f"선호도: {task_label(metrics, t)}"), ("table", rows), ("p", note)]
@@ -425,7 +427,8 @@ def _html_table(rows: Table, cls: str = "") -> str:
     esc = html.escape
     head = "".join(f"<th>{esc(h)}</th>" for h in rows[0])
     body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows[1:])
-    return f'<div class="wrap"><table{f" id={cls!r} class={cls!r}" if cls else ""}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+    attrs = f" id={cls!r} class={cls!r}" if cls else ""
+    return f'<div class="wrap"><table{attrs}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def _html_blocks(parts: list[Block]) -> str:
@@ -455,7 +458,8 @@ def _html_blocks(parts: list[Block]) -> str:
 
 # 1366 px wide screens: the page is at most 1280 px, tables wrap their text instead of widening the page.
 STYLE = (
-    "*{box-sizing:border-box}body{font-family:'Noto Sans KR','Malgun Gothic','Apple SD Gothic Neo','kofin-ko',sans-serif;"
+    "*{box-sizing:border-box}"
+    "body{font-family:'Noto Sans KR','Malgun Gothic','Apple SD Gothic Neo','kofin-ko',sans-serif;"
     "margin:0 auto;padding:12px 20px;max-width:1280px;font-size:14px;line-height:1.45;overflow-wrap:anywhere}"
     "h1{font-size:22px;margin:4px 0}h2{font-size:17px;margin:18px 0 6px}p{margin:4px 0 8px}"
     ".wrap{max-width:100%;overflow-x:auto}table{border-collapse:collapse;margin:6px 0;font-size:13px;max-width:100%}"
@@ -492,7 +496,8 @@ def render_html(parts: list[Block]) -> str:
     visible = html.unescape(re.sub(r'src="data:[^"]*"', "", body))  # the page's text, not the charts' base64
     style = embedded_font_css(visible + "kofin 평가 보고서") + STYLE
     return (
-        f'<!DOCTYPE html><html lang="ko"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">'
+        '<!DOCTYPE html><html lang="ko"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width">'
         f"<title>kofin 평가 보고서</title><style>{style}</style></head><body>{body}</body></html>\n"
     )
 

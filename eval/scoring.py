@@ -67,12 +67,12 @@ def score_examples(
     generations = backend.generate(prompts, spec.max_new_tokens, progress=progress)
     records = []
     if spec.kind in ("mcq", "classification"):
-        requests = [(p, c) for p, ex in zip(prompts, examples) for c in continuations(spec, ex)]
+        requests = [(p, c) for p, ex in zip(prompts, examples, strict=True) for c in continuations(spec, ex)]
         scores = iter(backend.loglikelihood(requests, progress=progress))
-        for ex, gen in zip(examples, generations):
+        for ex, gen in zip(examples, generations, strict=True):
             lls = [next(scores) for _ in ex.choices]
             logprob = [s.logprob for s in lls]
-            norm = [s.logprob / len(c) for s, c in zip(lls, ex.choices)]
+            norm = [s.logprob / len(c) for s, c in zip(lls, ex.choices, strict=True)]
             pred_gen = parse_choice(spec, ex, gen)
             records.append(
                 _record(
@@ -87,7 +87,7 @@ def score_examples(
                 )
             )
     else:
-        for ex, gen in zip(examples, generations):
+        for ex, gen in zip(examples, generations, strict=True):
             records.append(
                 _record(
                     ex,

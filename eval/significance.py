@@ -158,8 +158,8 @@ def paired_test(
     diff = (statistic(model) - statistic(baseline)) if model else 0.0
     low, high, p_boot = paired_bootstrap(model, baseline, statistic, resamples, seed)
     if outcome is not None:
-        b = sum(bool(outcome(m)) and not outcome(r) for m, r in zip(model, baseline))
-        c = sum(not outcome(m) and bool(outcome(r)) for m, r in zip(model, baseline))
+        b = sum(bool(outcome(m)) and not outcome(r) for m, r in zip(model, baseline, strict=True))
+        c = sum(not outcome(m) and bool(outcome(r)) for m, r in zip(model, baseline, strict=True))
         p, test = mcnemar_exact(b, c), "mcnemar"
     else:
         p, test = p_boot, "paired_bootstrap"

@@ -130,7 +130,8 @@ def test_citation_scores_by_hand():
 def test_citation_after_the_period_belongs_to_its_sentence():
     # kofin ask's extractive answers write "문장. [1]": the sentence splitter cuts before "[1]".
     s = M.citation_scores(
-        "- 정기예금을 만기 전에 해지하면 중도해지이율이 적용됩니다. [1]\n- 적금은 매월 정해진 금액을 납입하는 상품입니다. [2]",
+        "- 정기예금을 만기 전에 해지하면 중도해지이율이 적용됩니다. [1]\n"
+        "- 적금은 매월 정해진 금액을 납입하는 상품입니다. [2]",
         SOURCES,
     )
     assert (s.sentences, s.citations, s.recall, s.precision) == (2, 2, 1.0, 1.0)

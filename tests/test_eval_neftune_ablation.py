@@ -39,7 +39,8 @@ def test_the_ablation_runs_on_cpu_and_its_report_holds_the_verdict(tmp_path, axo
     runs = tmp_path / "runs"
     pairwise = tmp_path / "pw.yaml"  # the bundled prompts, short answers (CPU)
     pairwise.write_text(
-        f"include: {ROOT / 'eval/tasks/pairwise_fin_ko.yaml'}\npath: {ROOT / 'eval/tasks/examples/pairwise_fin_ko.jsonl'}\n"
+        f"include: {ROOT / 'eval/tasks/pairwise_fin_ko.yaml'}\n"
+        f"path: {ROOT / 'eval/tasks/examples/pairwise_fin_ko.jsonl'}\n"
         "max_new_tokens: 8\n",
         encoding="utf-8",
     )

@@ -206,7 +206,7 @@ def test_a_consistent_judge_gives_wins_and_losses_without_position_bias(tmp_path
     records = [json.loads(x) for x in (out / "records" / "tuned" / "pw.jsonl").read_text(encoding="utf-8").splitlines()]
     base = [json.loads(x) for x in (out / "records" / "base" / "pw.jsonl").read_text(encoding="utf-8").splitlines()]
     assert metrics["results"]["tuned"]["pw"]["position_bias_rate"] == 0.0
-    for r, b in zip(records, base):
+    for r, b in zip(records, base, strict=True):
         mine, theirs = "\n\n".join(r["answers"]), "\n\n".join(b["answers"])
         expected = 0.5 if mine == theirs else float((len(mine), mine) < (len(theirs), theirs))
         assert r["judgement"]["score"] == expected

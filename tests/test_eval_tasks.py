@@ -112,8 +112,8 @@ def test_bad_rows_are_named_with_file_line_and_fix(tmp_path):
     msg = str(err.value)
     assert "2 problems" in msg
     assert (
-        "s.jsonl:2  label: label 'bullish' is not one of ['negative', 'neutral', 'positive']; add it to the task's label_map"
-        in msg
+        "s.jsonl:2  label: label 'bullish' is not one of ['negative', 'neutral', 'positive']; "
+        "add it to the task's label_map" in msg
     )
     assert "s.jsonl:3  sentence: missing or empty" in msg
 
@@ -194,13 +194,14 @@ def test_finlora_classification_rows_keep_only_the_input(tmp_path):
     # FinLoRA's test files hold FinGPT's whole prompt in `context` and the label word in `target`.
     rows = [
         {
-            "context": "Instruction: What is the sentiment of this news? Please choose an answer from {negative/neutral/positive}.\n"
+            "context": "Instruction: What is the sentiment of this news? "
+            "Please choose an answer from {negative/neutral/positive}.\n"
             "Input: 가람은행 순이익이 늘었다.\nAnswer: ",
             "target": "positive",
         },
         {
-            "context": "Instruction: What is the entity type of '부산' in the input sentence.\nOptions: person, location, "
-            "organization\nInput: 가람은행은 부산에 센터를 열었다.\nAnswer: ",
+            "context": "Instruction: What is the entity type of '부산' in the input sentence.\n"
+            "Options: person, location, organization\nInput: 가람은행은 부산에 센터를 열었다.\nAnswer: ",
             "target": "location",
         },
         {"context": "Input 없이 쓴 줄", "target": "neutral"},
@@ -269,7 +270,8 @@ def test_include_shared_defaults(tmp_path):
 
     examples = ROOT / "eval" / "tasks" / "examples"
     (tmp_path / "sentiment_defaults.yaml").write_text(
-        "kind: classification\nformat: sentiment\ntext_field: sentence\nlabel_field: label\nlabels: [긍정, 부정, 중립]\n"
+        "kind: classification\nformat: sentiment\ntext_field: sentence\nlabel_field: label\n"
+        "labels: [긍정, 부정, 중립]\n"
         "label_map: {positive: 긍정, negative: 부정, neutral: 중립}\ninstruction: 기본 지시문\n",
         encoding="utf-8",
     )
