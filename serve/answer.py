@@ -138,7 +138,8 @@ def build_messages(question: str, sources: list[Source]) -> list[dict[str, str]]
         c = src.hit.chunk
         page = f' page="{c["page"]}"' if c.get("page") else ""
         blocks.append(
-            f'<source id="{src.number}" title="{c["title"]}" section="{c["section"]}"{page}>\n{_quote(src.text)}\n</source>'
+            f'<source id="{src.number}" title="{c["title"]}" section="{c["section"]}"{page}>\n'
+            f"{_quote(src.text)}\n</source>"
         )
     user = "자료:\n" + "\n\n".join(blocks) + f"\n\n질문: {question}\n\n자료 번호를 [n]으로 인용하여 답하세요."
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]

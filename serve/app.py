@@ -34,7 +34,9 @@ from kofin.serve.sessions import Sessions
 FONTS = ["Pretendard", "Noto Sans KR", "Noto Sans CJK KR", "Malgun Gothic", "Apple SD Gothic Neo", "sans-serif"]
 MONO = ["D2Coding", "Noto Sans Mono CJK KR", "monospace"]
 CSS = """
-.kofin-sources details { border: 1px solid var(--border-color-primary); border-radius: 6px; padding: 6px 10px; margin: 6px 0; }
+.kofin-sources details {
+  border: 1px solid var(--border-color-primary); border-radius: 6px; padding: 6px 10px; margin: 6px 0;
+}
 .kofin-sources summary { cursor: pointer; }
 .kofin-n { font-weight: 700; color: var(--color-accent); }
 .kofin-snippet { font-size: 0.9em; opacity: 0.85; margin-top: 4px; }
@@ -43,7 +45,10 @@ CSS = """
 .kofin-text mark { background: #fff2a8; }
 .kofin-suspicious { color: #b42318; font-size: 0.85em; margin-top: 4px; }
 #kofin-user form { display: inline; margin: 0; }
-#kofin-user button { background: none; border: 0; padding: 0; color: var(--link-text-color, #1f5fbf); text-decoration: underline; cursor: pointer; font: inherit; }
+#kofin-user button {
+  background: none; border: 0; padding: 0; color: var(--link-text-color, #1f5fbf);
+  text-decoration: underline; cursor: pointer; font: inherit;
+}
 #kofin-chat { height: min(460px, calc(100vh - 390px)) !important; min-height: 240px; }
 @media (max-width: 640px) {
   /* A phone stacks the columns: a short answer box keeps the sources near the answer. */
@@ -59,7 +64,9 @@ EXPIRED_REDIRECT_JS = """() => {
     const response = await fetchWithSession(...args);
     if (response.status === 401) {
       const text = await response.clone().text().catch(() => "");
-      if (text.includes("세션이 만료되었습니다") || text.includes("Not authenticated")) window.location.assign("/login?m=expired");
+      if (text.includes("세션이 만료되었습니다") || text.includes("Not authenticated")) {
+        window.location.assign("/login?m=expired");
+      }
     }
     return response;
   };
@@ -204,7 +211,8 @@ def build_app(chat: Chat, sessions: Sessions):
                         )
             with gr.Tab("문서 관리", id="admin", visible=False) as admin_tab:
                 gr.Markdown(
-                    f"문서를 올리면 지식베이스에 바로 색인됩니다. 허용 형식: {', '.join(chat.cfg.uploads.types)} · 최대 {chat.cfg.uploads.max_file_mb:g} MB"
+                    "문서를 올리면 지식베이스에 바로 색인됩니다. "
+                    f"허용 형식: {', '.join(chat.cfg.uploads.types)} · 최대 {chat.cfg.uploads.max_file_mb:g} MB"
                 )
                 files = gr.File(
                     label="문서",
@@ -359,7 +367,8 @@ def check_port(host: str, port: int) -> None:
             s.bind((host, port))
         except OSError as err:
             raise KofinError(
-                f"server_port {port} on {host} is not free ({err.strerror}); stop the other server or set server_port=<another port>"
+                f"server_port {port} on {host} is not free ({err.strerror}); "
+                "stop the other server or set server_port=<another port>"
             ) from None
 
 

@@ -41,11 +41,13 @@ class AskConfig(AnswerSettings):
     kb: ResolvedPath = Field(description="Knowledge-base folder written by `kofin ingest`.")
     users_file: ResolvedPath | None = Field(
         None,
-        description="YAML mapping user -> access groups (`kim: [branch, credit]`), or the chat's users file (`users:` list with name and groups); needed for --user.",
+        description="YAML mapping user -> access groups (`kim: [branch, credit]`), "
+        "or the chat's users file (`users:` list with name and groups); needed for --user.",
     )
     audit_log: ResolvedPath | None = Field(
         None,
-        description="Hash-chained audit log (question PII-masked, answer as sha256); `kofin audit verify` checks it. Default: $KOFIN_HOME/logs/ask.jsonl.",
+        description="Hash-chained audit log (question PII-masked, answer as sha256); "
+        "`kofin audit verify` checks it. Default: $KOFIN_HOME/logs/ask.jsonl.",
     )
 
 
@@ -209,7 +211,8 @@ def read_questions(path: Path) -> list[dict]:
     for where, row in read_records(Path(path)):
         if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not row["question"].strip():
             raise KofinError(
-                f'{where}: each line needs a non-empty "question" (and a "qid"), e.g. {{"qid": "q1", "question": "..."}}'
+                f'{where}: each line needs a non-empty "question" (and a "qid"), '
+                'e.g. {"qid": "q1", "question": "..."}'
             )
         history = row.get("history") or []
         if not isinstance(history, list) or not all(

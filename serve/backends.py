@@ -34,7 +34,8 @@ class BackendError(KofinError):
 class GenerationConfig(KofinModel):
     backend: Literal["extractive", "transformers", "openai"] = Field(
         "extractive",
-        description="extractive: quoted cited sentences, no LLM; transformers: a local model folder; openai: an OpenAI-compatible endpoint (vLLM).",
+        description="extractive: quoted cited sentences, no LLM; transformers: a local model folder; "
+        "openai: an OpenAI-compatible endpoint (vLLM).",
     )
     model_path: ResolvedPath | None = Field(
         None, description="Local model folder for the transformers backend (e.g. the merge stage's output)."

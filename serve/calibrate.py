@@ -52,8 +52,8 @@ class GateChoice:
         lines += [f"{t:12.2f}  {a:18.1%}  {u:20.1%}" for t, a, u in self.table]
         lines.append(
             f"proposed: min_coverage: {self.min_coverage:.2f}  (answerable refused {self.answerable_refused:.1%} of "
-            f"{self.n_answerable}, at most {self.bound:.1%} with {self.confidence:.0%} confidence; unanswerable refused "
-            f"{self.unanswerable_refused:.1%} of {self.n_unanswerable}); "
+            f"{self.n_answerable}, at most {self.bound:.1%} with {self.confidence:.0%} confidence; "
+            f"unanswerable refused {self.unanswerable_refused:.1%} of {self.n_unanswerable}); "
             "set it in the ask/serve config (`min_coverage: …`) for this knowledge base"
         )
         return "\n".join(lines)

@@ -131,7 +131,8 @@ class Chat:
 
             skipped += f"\n\n⚠ 문서 간 내용이 다른 곳 {len(report.conflicts)}건 (어느 쪽이 맞는지 확인하세요):"
             skipped += "".join(f"\n- {md_escape(describe(c))}" for c in report.conflicts)
-        return f"색인 완료: 문서 {report.documents}개, 조각 {report.chunks}개 (추가 {len(report.added)}, 변경 {len(report.updated)}, 삭제 {len(report.removed)}){skipped}"
+        changes = f"추가 {len(report.added)}, 변경 {len(report.updated)}, 삭제 {len(report.removed)}"
+        return f"색인 완료: 문서 {report.documents}개, 조각 {report.chunks}개 ({changes}){skipped}"
 
     def uploaded_for(self, username: str | None) -> str:
         """The upload listing for an admin; nothing for anyone else (which documents exist for

@@ -189,7 +189,7 @@ def _same_value(a: FoundStatement, b: FoundStatement) -> bool:
     """Same numbers and, for a share of something ("기본이율 × 30%"), the same base when both name one."""
     if a.terms["base"] and b.terms["base"] and a.terms["base"] != b.terms["base"]:
         return False
-    return all(math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9) for x, y in zip(a.canon, b.canon))
+    return all(math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9) for x, y in zip(a.canon, b.canon, strict=True))
 
 
 # ---------------------------------------------------------------- reading and answering
@@ -210,7 +210,8 @@ def read_conflicts(kb_dir: Path) -> list[Conflict]:
         return [Conflict.from_json(c) for c in data.get("conflicts", [])]
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise KofinError(
-            f"{path}: not a conflicts file kofin ingest wrote ({err}); re-run `kofin ingest --kb {kb_dir} --rebuild PATHS...`"
+            f"{path}: not a conflicts file kofin ingest wrote ({err}); "
+            f"re-run `kofin ingest --kb {kb_dir} --rebuild PATHS...`"
         ) from None
 
 

@@ -90,7 +90,7 @@ def _table_rows(lines: list[str]) -> list[str]:
         if len(header) == 2 or len(row) != len(header):
             out.append(": ".join(c for c in row if c))
         else:
-            rest = ", ".join(f"{h} {c}" for h, c in zip(header[1:], row[1:]) if c)
+            rest = ", ".join(f"{h} {c}" for h, c in zip(header[1:], row[1:], strict=True) if c)
             out.append(f"{row[0]}: {rest}")
     return out
 

@@ -48,7 +48,8 @@ def verified_manifest(path: Path) -> dict[str, Any]:
     outputs = manifest.get("outputs", {})
     if "chunks.jsonl" not in outputs:
         raise KnowledgeBaseError(
-            f"knowledge base {path}: {MANIFEST} lists no chunks.jsonl; re-run `kofin ingest --kb {path} --rebuild PATHS...`"
+            f"knowledge base {path}: {MANIFEST} lists no chunks.jsonl; "
+            f"re-run `kofin ingest --kb {path} --rebuild PATHS...`"
         )
     for name, info in outputs.items():
         file = path / name
@@ -157,7 +158,8 @@ def load_kb(path: Path) -> KnowledgeBase:
     info = load_json(path / "kb.json")
     if info.get("format") != FORMAT_VERSION:
         raise KnowledgeBaseError(
-            f"knowledge base {path}: format {info.get('format')} is not {FORMAT_VERSION}; re-run `kofin ingest --kb {path} --rebuild PATHS...`"
+            f"knowledge base {path}: format {info.get('format')} is not {FORMAT_VERSION}; "
+            f"re-run `kofin ingest --kb {path} --rebuild PATHS...`"
         )
     chunks = read_chunks(path)
     dense_info = DenseInfo.model_validate(info["dense"])

@@ -237,7 +237,8 @@ def _hwpx(path: Path, doc_id: str) -> list[LoadedDoc]:
         )
         if not sections:
             raise LoaderError(
-                f"{path}: no Contents/section*.xml inside; not an HWPX document (an old binary .hwp must be saved as HWPX)"
+                f"{path}: no Contents/section*.xml inside; "
+                "not an HWPX document (an old binary .hwp must be saved as HWPX)"
             )
         title = ""
         if "Contents/content.hpf" in names:

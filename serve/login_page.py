@@ -19,13 +19,16 @@ NOTICES = {"expired": EXPIRED, "logout": LOGGED_OUT}
 _CSS = """
 * { box-sizing: border-box; }
 body { margin: 0; min-height: 100vh; display: flex; align-items: center; justify-content: center; background: #f3f5f8;
-       font-family: Pretendard, "Noto Sans KR", "Noto Sans CJK KR", "Malgun Gothic", "Apple SD Gothic Neo", sans-serif; color: #1d2433; }
-main { width: min(400px, calc(100vw - 32px)); background: #fff; border: 1px solid #d8dee8; border-radius: 10px; padding: 28px 24px; }
+       font-family: Pretendard, "Noto Sans KR", "Noto Sans CJK KR", "Malgun Gothic", "Apple SD Gothic Neo", sans-serif;
+       color: #1d2433; }
+main { width: min(400px, calc(100vw - 32px)); background: #fff; border: 1px solid #d8dee8; border-radius: 10px;
+       padding: 28px 24px; }
 h1 { font-size: 1.35rem; margin: 0 0 4px; }
 p.sub { margin: 0 0 20px; color: #5a6475; font-size: 0.92rem; }
 label { display: block; font-size: 0.9rem; margin: 14px 0 6px; }
 input { width: 100%; font-size: 1rem; padding: 10px 12px; border: 1px solid #b9c2d0; border-radius: 6px; }
-button { width: 100%; margin-top: 20px; font-size: 1rem; padding: 11px; border: 0; border-radius: 6px; background: #1f5fbf; color: #fff; cursor: pointer; }
+button { width: 100%; margin-top: 20px; font-size: 1rem; padding: 11px; border: 0; border-radius: 6px;
+         background: #1f5fbf; color: #fff; cursor: pointer; }
 .msg { padding: 10px 12px; border-radius: 6px; margin-bottom: 8px; font-size: 0.92rem; }
 .error { background: #fdecec; color: #9b1c1c; }
 .notice { background: #eaf2fd; color: #1b4b91; }

@@ -46,7 +46,8 @@ class RetrievalConfig(KofinModel):
         5,
         ge=1,
         le=50,
-        description="Sources returned per question (plus, when none holds the kind of value asked for, the best document's chunk that does).",
+        description="Sources returned per question (plus, when none holds the kind of value asked for, "
+        "the best document's chunk that does).",
     )
     candidates: int = Field(
         100, ge=10, le=2000, description="How deep each list (BM25, chars, dense) is read before fusion."
@@ -56,7 +57,8 @@ class RetrievalConfig(KofinModel):
         0.3,
         ge=0,
         le=1,
-        description="Share of the fused score from z-score fusion (how far each chunk is above its list's mean); the rest is RRF. 0: RRF alone.",
+        description="Share of the fused score from z-score fusion (how far each chunk is above its list's mean); "
+        "the rest is RRF. 0: RRF alone.",
     )
     bm25_weight: float = Field(1.0, ge=0, description="RRF weight of the Kiwi-morpheme BM25 list.")
     chars_weight: float = Field(0.5, ge=0, description="RRF weight of the char n-gram TF-IDF list.")
@@ -65,11 +67,13 @@ class RetrievalConfig(KofinModel):
         0.5,
         ge=0,
         le=1,
-        description="BM25 weight of lexicon expansions (full statute names, synonyms) relative to the question's own terms.",
+        description="BM25 weight of lexicon expansions (full statute names, synonyms) "
+        "relative to the question's own terms.",
     )
     reranker_model: ResolvedPath | None = Field(
         None,
-        description="Local cross-encoder folder (sentence-transformers CrossEncoder) to rerank the fused top candidates; None: no reranking.",
+        description="Local cross-encoder folder (sentence-transformers CrossEncoder) "
+        "to rerank the fused top candidates; None: no reranking.",
     )
     rerank_top: int = Field(20, ge=1, le=200, description="How many fused candidates the reranker rescores.")
     extra_aliases: dict[str, str] = Field(
@@ -131,7 +135,7 @@ class HybridRetriever:
         # threads, 18 ms with 1).
         faiss.omp_set_num_threads(1)
         scores, ids = self.kb.dense.search(self.kb.encode_query(text, terms), k, params=params)
-        keep = [(int(i), float(s)) for s, i in zip(scores[0], ids[0]) if i >= 0 and s > 0]
+        keep = [(int(i), float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0 and s > 0]
         return [i for i, _ in keep], [s for _, s in keep]
 
     # -------------------------------------------------------------- search
@@ -198,7 +202,7 @@ class HybridRetriever:
                 raise KofinError("retrieval.reranker_model is set but sentence-transformers is not installed") from None
             self._reranker = CrossEncoder(str(self.cfg.reranker_model), device="cpu", local_files_only=True)
         scores = self._reranker.predict([(question, h.chunk["text"]) for h in hits])
-        ranked = sorted(zip(scores, hits), key=lambda p: -float(p[0]))
+        ranked = sorted(zip(scores, hits, strict=True), key=lambda p: -float(p[0]))
         return [Hit(h.index, float(s), h.chunk) for s, h in ranked]
 
 

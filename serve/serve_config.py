@@ -31,7 +31,8 @@ EXAMPLES = [
 class UploadConfig(KofinModel):
     dir: ResolvedPath | None = Field(
         None,
-        description="Where admins' uploaded files are kept (outside the KB folder, which ingest replaces whole). Default: <output_dir>/uploads.",
+        description="Where admins' uploaded files are kept (outside the KB folder, which ingest replaces whole). "
+        "Default: <output_dir>/uploads.",
     )
     max_file_mb: float = Field(10.0, gt=0, le=200, description="Largest file an admin may upload.")
     types: list[str] = Field(
@@ -98,14 +99,16 @@ class ServeConfig(StageConfig, AnswerSettings):
     )
     server_name: str = Field(
         "127.0.0.1",
-        description="Address to bind; the bank's internal interface, never a public one. Never shared through gradio.live.",
+        description="Address to bind; the bank's internal interface, never a public one. "
+        "Never shared through gradio.live.",
     )
     server_port: int = Field(7860, ge=1, le=65535, description="Port to bind.")
     server_names: list[str] = Field(
         default_factory=list,
         description=(
             "Host names the chat answers as (the Host header, without port), e.g. [chat.bank.local]; any other Host is "
-            "refused (DNS rebinding). Always allowed: server_name itself, and localhost/127.0.0.1/::1 when bound to loopback."
+            "refused (DNS rebinding). "
+            "Always allowed: server_name itself, and localhost/127.0.0.1/::1 when bound to loopback."
         ),
     )
     concurrency_limit: int = Field(
@@ -135,14 +138,16 @@ class ServeConfig(StageConfig, AnswerSettings):
     )
     trusted_proxies: list[str] = Field(
         default_factory=list,
-        description="Load balancer / proxy addresses whose X-Forwarded-For names the client (for per-address login throttling).",
+        description="Load balancer / proxy addresses whose X-Forwarded-For names the client "
+        "(for per-address login throttling).",
     )
 
     @model_validator(mode="after")
     def _check(self) -> ServeConfig:
         if not self.users and self.users_file is None and self.directory is None and self.sso is None:
             raise ValueError(
-                "no users: list users (name, password_hash, groups), give users_file, or configure directory/sso; the chat never runs without login"
+                "no users: list users (name, password_hash, groups), give users_file, or configure directory/sso; "
+                "the chat never runs without login"
             )
         return self
 

@@ -64,7 +64,8 @@ class LoginConfig(KofinModel):
     address_attempts_per_minute: int = Field(
         20,
         ge=1,
-        description="Failed attempts from one address per minute (any names) before further ones are refused unchecked.",
+        description="Failed attempts from one address per minute (any names) "
+        "before further ones are refused unchecked.",
     )
 
 
@@ -92,7 +93,10 @@ def locked_message(until: float, now: float) -> str:
     if until >= NEVER:
         return "로그인 실패가 여러 번 있어 계정이 잠겼습니다. 관리자에게 잠금 해제를 요청하세요."
     minutes = max(1, round((until - now) / 60))
-    return f"로그인 실패가 여러 번 있어 계정이 잠겼습니다. {minutes}분 후 다시 시도하거나 관리자에게 잠금 해제를 요청하세요."
+    return (
+        "로그인 실패가 여러 번 있어 계정이 잠겼습니다. "
+        f"{minutes}분 후 다시 시도하거나 관리자에게 잠금 해제를 요청하세요."
+    )
 
 
 def token_hash(token: str) -> str:

@@ -23,13 +23,16 @@ class AnswerSettings(KofinModel):
         0.14,
         ge=0,
         le=1,
-        description="Below this share of the question's (idf-weighted) words found in the best of the top 3 sources, the answer is that nothing was found (benchmarks/answers.py measures refusals of answerable and unanswerable questions against it).",
+        description="Below this share of the question's (idf-weighted) words found in the best of the top 3 "
+        "sources, the answer is that nothing was found (benchmarks/answers.py measures refusals of answerable "
+        "and unanswerable questions against it).",
     )
     confident_coverage: float = Field(
         0.45,
         ge=0,
         le=1,
-        description="Below this share (and at or above min_coverage) the answer is given with a visible caveat that the evidence is weak.",
+        description="Below this share (and at or above min_coverage) the answer is given with a visible caveat "
+        "that the evidence is weak.",
     )
     min_support: float = Field(
         0.5, ge=0, le=1, description="A cited sentence with less of its text in its sources than this is flagged."

@@ -74,7 +74,8 @@ _INPUT_NEXT = re.compile(r"\s*(?:[×÷=*]|을|를|에|에서|으로|로|이면|�
 _TOPIC_NEXT = re.compile(r"(?:은|는)(?![가-힣])")
 # After these the value is what the clause states even when another value follows ("0.70%p이다: ...").
 _STATES_NEXT = re.compile(
-    r"\s*(?:[()+:]|등(?![가-힣])|이다|이며|이고|입니다|임(?![가-힣])|이었|였|로 한다|으로 한다|까지(?:이며|이고|이다|만)?(?![가-힣]))"
+    r"\s*(?:[()+:]|등(?![가-힣])|이다|이며|이고|입니다|임(?![가-힣])|이었|였"
+    r"|로 한다|으로 한다|까지(?:이며|이고|이다|만)?(?![가-힣]))"
 )
 _BIC = re.compile(r"(?<![A-Za-z0-9])[A-Z]{4}[A-Z]{2}[A-Z0-9]{2}(?:[A-Z0-9]{3})?(?![A-Za-z0-9])")
 _BIC_CONTEXT = re.compile(r"SWIFT|BIC", re.I)
@@ -103,7 +104,10 @@ _BASE = re.compile(r"(\S+?)(?:\s*[×xX*]|의)\s*$")
 RATE_WORDS = frozenset({"이율", "금리"})
 # What a value measures; two statements measuring different things are about different things.
 MEASURES = frozenset(
-    "한도 금리 이율 수수료 비율 세율 공제 보수 기간 기한 연령 나이 평점 점수 등급 스프레드 환율 이자 이자율 우대 가산 잔액 보호 과태료 벌금 징역".split()
+    (
+        "한도 금리 이율 수수료 비율 세율 공제 보수 기간 기한 연령 나이 평점 점수 등급 "
+        "스프레드 환율 이자 이자율 우대 가산 잔액 보호 과태료 벌금 징역"
+    ).split()
 )
 _KNUM_PART = re.compile(rf"({_NUM})|({_KMULT})")
 _MULT = {
@@ -225,9 +229,12 @@ KIND_NAMES = {
 # Words every document of a bank or a statute uses: they say nothing about which fact a value is.
 _GENERIC = frozenset(
     """
-가람 가람은행 은행 고객 경우 기준 구분 내용 항목 비고 예시 예 들 참고 정의 안내 안내문 다음 각 호 해당 자 등 확인 사항 유의
-직원 자주 묻 질문 답변 문의 고객센터 상품 설명서 상품설명서 약관 지침 업무 절차 용어 해설 요약 기타 관련 대하 따르 위 아래 표
-하나 어느 때 및 또는 연 월 일 년 원 만 천 억 조 백 개월 영업일 시간 세 점 회 건 명 개 좌 배 등급 주 불 달러 엔 유로 적용 이용
+가람 가람은행 은행 고객 경우 기준 구분 내용 항목 비고 예시 예 들 참고 정의 안내 안내문
+다음 각 호 해당 자 등 확인 사항 유의
+직원 자주 묻 질문 답변 문의 고객센터 상품 설명서 상품설명서 약관 지침 업무 절차 용어 해설
+요약 기타 관련 대하 따르 위 아래 표
+하나 어느 때 및 또는 연 월 일 년 원 만 천 억 조 백 개월 영업일 시간 세 점 회 건 명 개 좌 배
+등급 주 불 달러 엔 유로 적용 이용
 가능 모두 함께 이 그 저 것 수 중 밖 호의 전 이후 이전 당시 현재 기간 금액 대상 방법 처리 정하 말하 이란 란 보 내 요거
 이상 이하 미만 초과 이내 까지 부터 약 총 최소한 각각 따로 별도 다 있 없 않 하 되 같 어떻 무엇 얼마 넘 지나 경과 동안
 """.split()
@@ -442,7 +449,7 @@ def extract_statements(chunks: list[dict]) -> list[FoundStatement]:
                     masked=masked,
                 )
     texts = sorted({_for_kiwi(t) for f in found for t in f.texts.values()})
-    analysed = dict(zip(texts, morpheme_terms_many(texts)))
+    analysed = dict(zip(texts, morpheme_terms_many(texts), strict=True))
     index = {t: _clean_terms(terms) for t, terms in analysed.items()}
     for f in found:
         f.terms = {role: index[_for_kiwi(t)] for role, t in f.texts.items()}

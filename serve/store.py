@@ -26,13 +26,16 @@ from typing import Any
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS kofin_sessions (
         token_hash TEXT PRIMARY KEY, username TEXT NOT NULL, access_groups TEXT NOT NULL, admin INTEGER NOT NULL,
-        source TEXT NOT NULL, address TEXT NOT NULL, created DOUBLE PRECISION NOT NULL, last_seen DOUBLE PRECISION NOT NULL)""",
+        source TEXT NOT NULL, address TEXT NOT NULL, created DOUBLE PRECISION NOT NULL,
+        last_seen DOUBLE PRECISION NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS kofin_sessions_user ON kofin_sessions (username)",
     "CREATE TABLE IF NOT EXISTS kofin_login_failures (key TEXT NOT NULL, at DOUBLE PRECISION NOT NULL)",
     "CREATE INDEX IF NOT EXISTS kofin_login_failures_key ON kofin_login_failures (key, at)",
-    "CREATE TABLE IF NOT EXISTS kofin_lockouts (username TEXT PRIMARY KEY, until DOUBLE PRECISION NOT NULL, since DOUBLE PRECISION NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS kofin_lockouts "
+    "(username TEXT PRIMARY KEY, until DOUBLE PRECISION NOT NULL, since DOUBLE PRECISION NOT NULL)",
     """CREATE TABLE IF NOT EXISTS kofin_directory_users (
-        username TEXT PRIMARY KEY, access_groups TEXT NOT NULL, admin INTEGER NOT NULL, source TEXT NOT NULL, updated DOUBLE PRECISION NOT NULL)""",
+        username TEXT PRIMARY KEY, access_groups TEXT NOT NULL, admin INTEGER NOT NULL, source TEXT NOT NULL,
+        updated DOUBLE PRECISION NOT NULL)""",
 ]
 
 
@@ -132,7 +135,8 @@ class SqlStore:
 
     def lock(self, user: str, until: float, now: float) -> None:
         self._run(
-            "INSERT INTO kofin_lockouts VALUES (?, ?, ?) ON CONFLICT (username) DO UPDATE SET until = excluded.until, since = excluded.since",
+            "INSERT INTO kofin_lockouts VALUES (?, ?, ?) ON CONFLICT (username) DO UPDATE SET "
+            "until = excluded.until, since = excluded.since",
             (user, until, now),
         )
 
@@ -159,7 +163,8 @@ class SqlStore:
     def put_directory_user(self, user: DirectoryUser, now: float) -> None:
         self._run(
             "INSERT INTO kofin_directory_users VALUES (?, ?, ?, ?, ?) ON CONFLICT (username) DO UPDATE SET "
-            "access_groups = excluded.access_groups, admin = excluded.admin, source = excluded.source, updated = excluded.updated",
+            "access_groups = excluded.access_groups, admin = excluded.admin, source = excluded.source, "
+            "updated = excluded.updated",
             (user.name, json.dumps(user.groups), int(user.admin), user.source, now),
         )
 

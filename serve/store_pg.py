@@ -26,10 +26,11 @@ from kofin.serve.store import SCHEMA, SqlStore
 
 AUDIT_SCHEMA = [
     "CREATE TABLE IF NOT EXISTS kofin_audit (seq BIGINT PRIMARY KEY, line TEXT NOT NULL, hash TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS kofin_audit_head (id INTEGER PRIMARY KEY CHECK (id = 1), lines BIGINT NOT NULL, hash TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS kofin_audit_head "
+    "(id INTEGER PRIMARY KEY CHECK (id = 1), lines BIGINT NOT NULL, hash TEXT NOT NULL)",
     # Admin uploads (name, groups, bytes): every replica's upload folder is a copy of this table.
-    """CREATE TABLE IF NOT EXISTS kofin_uploads (name TEXT PRIMARY KEY, access_groups TEXT NOT NULL, sha256 TEXT NOT NULL,
-        content BYTEA NOT NULL, uploaded DOUBLE PRECISION NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS kofin_uploads (name TEXT PRIMARY KEY, access_groups TEXT NOT NULL,
+        sha256 TEXT NOT NULL, content BYTEA NOT NULL, uploaded DOUBLE PRECISION NOT NULL)""",
 ]
 # pg_advisory(_xact)_lock keys: the schema (replicas starting together) and the audit chain's head.
 SCHEMA_LOCK, AUDIT_LOCK = 0x6B6F66696E01, 0x6B6F66696E02
@@ -97,7 +98,8 @@ class PostgresStore(SqlStore):
     def put_upload(self, name: str, groups: list[str], content: bytes, sha256: str, now: float) -> None:
         self._run(
             "INSERT INTO kofin_uploads VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
-            "access_groups = excluded.access_groups, sha256 = excluded.sha256, content = excluded.content, uploaded = excluded.uploaded",
+            "access_groups = excluded.access_groups, sha256 = excluded.sha256, content = excluded.content, "
+            "uploaded = excluded.uploaded",
             (name, json.dumps(sorted(groups)), sha256, content, now),
         )
 

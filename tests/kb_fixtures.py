@@ -40,16 +40,18 @@ def write_pdf(path: Path, pages: list[list[str]], title: str = "") -> Path:
     catalog = add(b"")  # filled in below, once the page tree's number is known
     pages_obj = add(b"")
     descriptor = add(
-        b"<< /Type /FontDescriptor /FontName /KofinTest /Flags 4 /FontBBox [0 0 1000 1000] /ItalicAngle 0 /Ascent 880 /Descent -120 /CapHeight 700 /StemV 80 >>"
+        b"<< /Type /FontDescriptor /FontName /KofinTest /Flags 4 /FontBBox [0 0 1000 1000] /ItalicAngle 0 "
+        b"/Ascent 880 /Descent -120 /CapHeight 700 /StemV 80 >>"
     )
     cid = add(
-        b"<< /Type /Font /Subtype /CIDFontType2 /BaseFont /KofinTest /CIDSystemInfo << /Registry (Adobe) /Ordering (Identity) /Supplement 0 >> /FontDescriptor %d 0 R /DW 1000 >>"
+        b"<< /Type /Font /Subtype /CIDFontType2 /BaseFont /KofinTest "
+        b"/CIDSystemInfo << /Registry (Adobe) /Ordering (Identity) /Supplement 0 >> /FontDescriptor %d 0 R /DW 1000 >>"
         % descriptor
     )
     tounicode = add(stream("\n".join(cmap).encode()))
     font = add(
-        b"<< /Type /Font /Subtype /Type0 /BaseFont /KofinTest /Encoding /Identity-H /DescendantFonts [%d 0 R] /ToUnicode %d 0 R >>"
-        % (cid, tounicode)
+        b"<< /Type /Font /Subtype /Type0 /BaseFont /KofinTest /Encoding /Identity-H "
+        b"/DescendantFonts [%d 0 R] /ToUnicode %d 0 R >>" % (cid, tounicode)
     )
     kids = []
     for lines in pages:
@@ -60,8 +62,8 @@ def write_pdf(path: Path, pages: list[list[str]], title: str = "") -> Path:
         content = add(stream("\n".join(ops).encode()))
         kids.append(
             add(
-                b"<< /Type /Page /Parent %d 0 R /MediaBox [0 0 595 842] /Resources << /Font << /F1 %d 0 R >> >> /Contents %d 0 R >>"
-                % (pages_obj, font, content)
+                b"<< /Type /Page /Parent %d 0 R /MediaBox [0 0 595 842] "
+                b"/Resources << /Font << /F1 %d 0 R >> >> /Contents %d 0 R >>" % (pages_obj, font, content)
             )
         )
     objects[catalog - 1] = b"<< /Type /Catalog /Pages %d 0 R >>" % pages_obj
@@ -120,7 +122,10 @@ def write_hwpx(path: Path) -> Path:
         + f"<hp:p><hp:run><hp:tbl>{cells}</hp:tbl></hp:run></hp:p>"
         + "</hs:sec>"
     )
-    hpf = '<?xml version="1.0" encoding="UTF-8"?><opf:package xmlns:opf="http://www.idpf.org/2007/opf/"><opf:metadata><opf:title>여신 전결 규정</opf:title></opf:metadata></opf:package>'
+    hpf = (
+        '<?xml version="1.0" encoding="UTF-8"?><opf:package xmlns:opf="http://www.idpf.org/2007/opf/">'
+        "<opf:metadata><opf:title>여신 전결 규정</opf:title></opf:metadata></opf:package>"
+    )
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("mimetype", "application/hwp+zip")
         z.writestr("Contents/content.hpf", hpf)

@@ -27,11 +27,15 @@ def report_html(tmp_path_factory, tiny_model, second_tiny_model, sft_run, rag_ta
     out = root / "eval"
     pairwise = root / "pw.yaml"  # the bundled Korean prompts, answered briefly (the tiny model judges, on CPU)
     pairwise.write_text(
-        f"include: {ROOT / 'eval/tasks/pairwise_fin_ko.yaml'}\npath: {ROOT / 'eval/tasks/examples/pairwise_fin_ko.jsonl'}\n"
+        f"include: {ROOT / 'eval/tasks/pairwise_fin_ko.yaml'}\n"
+        f"path: {ROOT / 'eval/tasks/examples/pairwise_fin_ko.jsonl'}\n"
         "max_new_tokens: 6\n",
         encoding="utf-8",
     )
-    models = f"[{{name: base, base: true}}, {{name: tuned, path: {second_tiny_model}}}, {{name: tuned-again, path: {second_tiny_model}}}]"
+    models = (
+        f"[{{name: base, base: true}}, {{name: tuned, path: {second_tiny_model}}}, "
+        f"{{name: tuned-again, path: {second_tiny_model}}}]"
+    )
     cfg = load_config(
         EvalConfig,
         ROOT / "configs" / "eval" / "tiny.yaml",
@@ -39,7 +43,8 @@ def report_html(tmp_path_factory, tiny_model, second_tiny_model, sft_run, rag_ta
             f"output_dir={out}",
             f"models={models}",
             f"training_runs=[{sft_run}]",
-            f"tasks=[{pairwise}, fin_mcq_kmmlu, fin_sentiment_korfin_asc, fin_numeric_qa, general_mcq_ko, general_gsm8k_ko, {rag_task}]",
+            f"tasks=[{pairwise}, fin_mcq_kmmlu, fin_sentiment_korfin_asc, fin_numeric_qa, general_mcq_ko, "
+            f"general_gsm8k_ko, {rag_task}]",
             f"pairwise_judge={{path: {tiny_model}, max_new_tokens: 4}}",
             "limit=3",
             "cpu_threads=1",

@@ -51,9 +51,29 @@ def violations(source: str, module: str) -> list[str]:
 
 
 def package_modules():
+    """Every module of the package, subpackages included (training/fedlora/ is kofin.training.fedlora,
+    part of the training stage), with its import name."""
     for folder, package in [("kofin", "kofin")] + [(s, f"kofin.{s}") for s in STAGES]:
-        for path in sorted((ROOT / folder).glob("*.py")):
-            yield path, f"{package}.{path.stem}" if path.stem != "__init__" else package
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            parts = [package, *path.relative_to(ROOT / folder).with_suffix("").parts]
+            if parts[-1] == "__init__":
+                parts.pop()
+            yield path, ".".join(parts)
+
+
+def test_the_walk_reaches_subpackages():
+    modules = dict((m, p) for p, m in package_modules())
+    assert modules["kofin.training.fedlora"] == ROOT / "training" / "fedlora" / "__init__.py"
+    assert modules["kofin.serve.app"] == ROOT / "serve" / "app.py"
+    assert owner("kofin.training.fedlora.dp") == "training"
+
+
+def test_every_stage_folder_is_mapped_for_mypy():
+    # mypy reads the stage folders as kofin.<stage> through typecheck/kofin/<stage> ([tool.mypy]);
+    # a stage without its link there would not be type-checked at all.
+    for stage in STAGES:
+        link = ROOT / "typecheck" / "kofin" / stage
+        assert link.is_symlink() and link.resolve() == (ROOT / stage).resolve(), link
 
 
 def test_no_module_imports_across_the_stage_boundaries():
@@ -74,6 +94,9 @@ def test_the_check_catches_each_kind_of_crossing():
         "2: kofin.serve ['respond']"
     ]
     assert violations("import kofin.merge.run\n", "kofin.training.dpo") == ["1: kofin.merge.run"]
+    assert violations("from kofin.serve.index import IndexConfig\n", "kofin.training.fedlora.client") == [
+        "1: kofin.serve.index ['IndexConfig']"
+    ]
     assert violations("from kofin.data_ko.pii import scrub_pii\n", "kofin.rundir") == [
         "1: kofin.data_ko.pii ['scrub_pii']"
     ]

@@ -18,9 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 DEV = ROOT / "benchmarks" / "dev"
 
 DOCS = {
-    "smart-deposit.md": "---\ntitle: 가람 스마트 정기예금 상품설명서\ngroups: [all]\n---\n# 가람 스마트 정기예금 상품설명서\n"
+    "smart-deposit.md": "---\ntitle: 가람 스마트 정기예금 상품설명서\ngroups: [all]\n---\n"
+    "# 가람 스마트 정기예금 상품설명서\n"
     "## 1. 가입\n가람 스마트 정기예금의 가입 금액은 100만원 이상이다. 가입 기간은 1개월 이상 36개월 이하이다.\n"
-    "## 2. 해지\n가람 스마트 정기예금을 만기 전에 해지하면 아래의 중도해지이율을 적용한다. 기본이율은 가입 당시의 이율이다.\n\n"
+    "## 2. 해지\n가람 스마트 정기예금을 만기 전에 해지하면 아래의 중도해지이율을 적용한다. "
+    "기본이율은 가입 당시의 이율이다.\n\n"
     "| 경과 기간 | 적용 이율 |\n|---|---|\n| 3개월 미만 | 기본이율 × 30% |\n| 3개월 이상 | 기본이율 × 60% |\n",
     "youth-savings.md": "---\ntitle: 가람 청년 적금 상품설명서\ngroups: [all]\n---\n# 가람 청년 적금 상품설명서\n"
     "## 1. 중도해지\n청년 적금을 중도해지하면 중도해지이율 연 1.0%를 적용한다. 중도해지하면 우대이율도 받을 수 없다. "
@@ -129,7 +131,7 @@ def test_eval_rag_and_kofin_ask_give_the_same_sources_and_answers(kb, tmp_path):
     ]
     records = score_rag(spec, examples, backend=None)
     a = _assistant(kb, tmp_path)
-    for q, rec in zip(questions, records):
+    for q, rec in zip(questions, records, strict=True):
         asked = a.ask(q, top_k=5)
         docs = list(dict.fromkeys(s["id"] for s in asked.sources))
         assert rec["generation"] == asked.answer and rec["retrieved"] == docs and rec["found"] == asked.found, q
@@ -162,7 +164,7 @@ def test_the_gate_and_key_facts_on_the_bundled_kb_dev_sets(bundled):
     ]
     key_facts = [
         q["key_fact"].replace(" ", "") in r.answer.replace(" ", "")
-        for q, r in zip(_rows("kb_answerable.jsonl"), answerable)
+        for q, r in zip(_rows("kb_answerable.jsonl"), answerable, strict=True)
     ]
     assert sum(not r.found for r in answerable) / len(answerable) <= 0.05
     assert sum(not r.found for r in unanswerable) / len(unanswerable) >= 0.4
@@ -178,7 +180,8 @@ def test_an_answer_whose_sources_disagree_says_so_with_both_dates(tmp_path):
         encoding="utf-8",
     )
     (docs / "b.md").write_text(
-        "---\ntitle: 예금자보호 제도 요약\ngroups: [all]\neffective: 2024-06-01\n---\n# 예금자보호 제도 요약\n## 1. 보호 한도\n"
+        "---\ntitle: 예금자보호 제도 요약\ngroups: [all]\neffective: 2024-06-01\n---\n"
+        "# 예금자보호 제도 요약\n## 1. 보호 한도\n"
         "예금자보호 한도는 1인당 5천만원이다.\n",
         encoding="utf-8",
     )
@@ -263,7 +266,8 @@ def test_an_asked_for_age_is_quoted_from_the_document_chunk_that_states_it(tmp_p
     docs.mkdir()
     (docs / "youth.md").write_text(
         "---\ntitle: 가람 청년 희망 적금\ngroups: [all]\n---\n# 가람 청년 희망 적금\n"
-        "## 1. 상품 개요\n가람 청년 희망 적금은 청년의 목돈 마련을 돕는 적금이다. 청년 희망 적금은 영업점과 앱에서 가입할 수 있다. "
+        "## 1. 상품 개요\n가람 청년 희망 적금은 청년의 목돈 마련을 돕는 적금이다. "
+        "청년 희망 적금은 영업점과 앱에서 가입할 수 있다. "
         "청년 희망 적금에 가입하면 매월 정해진 날에 자동이체로 적립한다.\n"
         "## 2. 대상\n| 구분 | 내용 |\n|---|---|\n| 대상 | 만 19세 이상 만 34세 이하 |\n| 서류 | 신분증 |\n",
         encoding="utf-8",

@@ -18,10 +18,12 @@ from kofin.serve.ingest import IngestConfig
 from kofin.serve.ingest import main as ingest
 
 DOCS = {
-    "deposit.md": "---\ntitle: 가람 정기예금 상품설명서\ngroups: [all]\n---\n# 가람 정기예금 상품설명서\n## 4. 중도해지이율\n"
+    "deposit.md": "---\ntitle: 가람 정기예금 상품설명서\ngroups: [all]\n---\n"
+    "# 가람 정기예금 상품설명서\n## 4. 중도해지이율\n"
     "만기 전에 해지하면 약정이율 대신 중도해지이율을 적용한다. 가입 후 6개월 미만이면 기본이율의 30%를 적용한다.\n"
     "## 5. 예금자보호\n이 예금은 예금자보호법에 따라 1인당 1억원까지 보호된다.\n",
-    "loan.md": "---\ntitle: 가람 신용대출 상품설명서\ngroups: [all]\n---\n# 가람 신용대출 상품설명서\n## 3. 중도상환수수료\n"
+    "loan.md": "---\ntitle: 가람 신용대출 상품설명서\ngroups: [all]\n---\n"
+    "# 가람 신용대출 상품설명서\n## 3. 중도상환수수료\n"
     "대출 실행 후 3년 이내에 상환하면 중도상환수수료 1.2%를 받는다. 3년이 지나면 면제한다.\n",
     "credit-manual.md": "---\ntitle: 여신 심사 지침\ngroups: [credit]\n---\n# 여신 심사 지침\n## 2. 심사 기준\n"
     "신용대출 심사에서 연소득 대비 부채 비율이 40%를 넘으면 본부 승인을 받는다.\n",
@@ -72,7 +74,10 @@ def test_user_groups_limit_sources(kb, tmp_path):
 
 def test_citation_verification_removes_invented_ids_and_flags_unsupported():
     sources = ["만기 전에 해지하면 중도해지이율을 적용한다.", "예금자보호법에 따라 1인당 1억원까지 보호된다."]
-    answer = "만기 전에 해지하면 중도해지이율을 적용합니다 [1][7]. 1인당 1억원까지 보호됩니다 [2]. 해외 주식 투자 수익률은 연 20%입니다 [2]. 근거 [0] 없음."
+    answer = (
+        "만기 전에 해지하면 중도해지이율을 적용합니다 [1][7]. 1인당 1억원까지 보호됩니다 [2]. "
+        "해외 주식 투자 수익률은 연 20%입니다 [2]. 근거 [0] 없음."
+    )
     check = verify_citations(answer, sources)
     assert check.removed == [0, 7] and "[7]" not in check.text and "[0]" not in check.text
     assert check.cited == [1, 2]

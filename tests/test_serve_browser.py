@@ -180,7 +180,8 @@ def test_admins_get_the_document_tab(browser, app, requests_seen):
 
 # Every link and image the page has after an answer, as the browser resolved them.
 _LINKS_JS = """() => [
-  ...[...document.querySelectorAll('a[href]')].map(a => ['a', a.href, a.closest('#kofin-chat, #kofin-sources') ? 'answer' : 'page']),
+  ...[...document.querySelectorAll('a[href]')]
+       .map(a => ['a', a.href, a.closest('#kofin-chat, #kofin-sources') ? 'answer' : 'page']),
   ...[...document.querySelectorAll('img[src], image, source[src], iframe[src], video[src], audio[src]')]
        .map(e => [e.tagName.toLowerCase(), e.src || e.getAttribute('href') || '', 'any']),
 ]"""

@@ -27,7 +27,8 @@ from kofin.serve.render import (
 )
 
 EVIL = (
-    '신청은 <a href="http://evil.example/x">클릭</a> 또는 [링크](http://evil.example), ![img](http://evil.example/i.png), '
+    '신청은 <a href="http://evil.example/x">클릭</a> 또는 '
+    "[링크](http://evil.example), ![img](http://evil.example/i.png), "
     "http://evil.example/path, HTTPS://evil.example, ftp://evil.example, www.evil.example, WWW.evil.example, "
     "<http://evil.example/auto>, kim@evil.example 에서 한다."
 )

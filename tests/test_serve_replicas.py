@@ -74,7 +74,7 @@ def replicas(dsn, bundled_kb, tmp_path_factory):
         procs.append((subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT), log))
         urls.append(f"http://127.0.0.1:{port}")
     try:
-        for (proc, log), url in zip(procs, urls):
+        for (proc, log), url in zip(procs, urls, strict=True):
             _wait_up(url, proc, log)
         yield urls
     finally:

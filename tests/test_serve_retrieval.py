@@ -170,6 +170,8 @@ def test_the_question_char_vector_is_the_vectorizers_own(acl_kb):
     for text in ("예금 지침 12번 문서", "몇프로에여?? 예금예금 예금", "ⓐ 없는 낱말 qwerty", ""):
         expected = kb.char_vectorizer.transform([text])
         cols, values = kb.char_query(text)
-        got = dict(zip(cols.tolist(), values.tolist()))
+        got = dict(zip(cols.tolist(), values.tolist(), strict=True))
         assert set(got) == set(expected.indices.tolist()), text
-        assert all(abs(got[j] - v) < 1e-6 for j, v in zip(expected.indices.tolist(), expected.data.tolist())), text
+        assert all(
+            abs(got[j] - v) < 1e-6 for j, v in zip(expected.indices.tolist(), expected.data.tolist(), strict=True)
+        ), text

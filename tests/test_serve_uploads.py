@@ -11,9 +11,11 @@ from kb_fixtures import write_docx, write_pdf
 from serve_fixtures import DEMO, PASSWORDS, free_port, running_app
 
 DOCS = {
-    "deposit.md": "---\ntitle: 가람 정기예금 상품설명서\ngroups: [all]\n---\n# 가람 정기예금 상품설명서\n## 4. 중도해지이율\n"
+    "deposit.md": "---\ntitle: 가람 정기예금 상품설명서\ngroups: [all]\n---\n"
+    "# 가람 정기예금 상품설명서\n## 4. 중도해지이율\n"
     "만기 전에 해지하면 약정이율 대신 중도해지이율을 적용한다. 가입 후 6개월 미만이면 기본이율의 30%를 적용한다.\n",
-    "loan.md": "---\ntitle: 가람 신용대출 상품설명서\ngroups: [all]\n---\n# 가람 신용대출 상품설명서\n## 3. 중도상환수수료\n"
+    "loan.md": "---\ntitle: 가람 신용대출 상품설명서\ngroups: [all]\n---\n"
+    "# 가람 신용대출 상품설명서\n## 3. 중도상환수수료\n"
     "대출 실행 후 3년 이내에 상환하면 중도상환수수료 1.2%를 받는다. 3년이 지나면 면제한다.\n",
 }
 # Its own front matter says `all`; the admin's choice (compliance) must win.
@@ -236,11 +238,13 @@ def test_the_admin_tab_lists_the_kbs_conflicting_statements(chat, tmp_path):
     assert conflicts_listing(chat) == "문서 간에 서로 다른 값은 없습니다."
     a, b = tmp_path / "limit-a.md", tmp_path / "limit-b.md"
     a.write_text(
-        "---\ntitle: 예금자보호 안내\ngroups: [all]\neffective: 2026-01-01\n---\n# 예금자보호 안내\n\n예금자보호 한도는 1인당 5천만원이다.\n",
+        "---\ntitle: 예금자보호 안내\ngroups: [all]\neffective: 2026-01-01\n---\n"
+        "# 예금자보호 안내\n\n예금자보호 한도는 1인당 5천만원이다.\n",
         encoding="utf-8",
     )
     b.write_text(
-        "---\ntitle: 예금자보호 요약\ngroups: [all]\neffective: 2025-06-01\n---\n# 예금자보호 요약\n\n예금자보호 한도는 1인당 1억원이다.\n",
+        "---\ntitle: 예금자보호 요약\ngroups: [all]\neffective: 2025-06-01\n---\n"
+        "# 예금자보호 요약\n\n예금자보호 한도는 1인당 1억원이다.\n",
         encoding="utf-8",
     )
     chat.upload([(a, a.name), (b, b.name)], ["all"], "admin")
