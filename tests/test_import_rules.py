@@ -74,6 +74,9 @@ def test_every_stage_folder_is_mapped_for_mypy():
     for stage in STAGES:
         link = ROOT / "typecheck" / "kofin" / stage
         assert link.is_symlink() and link.resolve() == (ROOT / stage).resolve(), link
+    for core in (ROOT / "kofin").glob("*.py"):  # the core modules, one link each
+        link = ROOT / "typecheck" / "kofin" / core.name
+        assert link.is_symlink() and link.resolve() == core.resolve(), f"{link}: ln -s ../../kofin/{core.name}"
 
 
 def test_no_module_imports_across_the_stage_boundaries():

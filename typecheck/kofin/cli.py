@@ -1,0 +1,1 @@
+../../kofin/cli.py

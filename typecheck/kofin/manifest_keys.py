@@ -1,0 +1,1 @@
+../../kofin/manifest_keys.py

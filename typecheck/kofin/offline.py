@@ -1,0 +1,1 @@
+../../kofin/offline.py

@@ -1,0 +1,1 @@
+../../kofin/pipeline_cli.py

@@ -1,0 +1,1 @@
+../../kofin/rundir.py

@@ -1,0 +1,1 @@
+../../kofin/stage_cli.py

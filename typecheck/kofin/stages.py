@@ -1,0 +1,1 @@
+../../kofin/stages.py

@@ -1,0 +1,1 @@
+../../kofin/tiny_cli.py
