@@ -4,6 +4,7 @@ Run as:
     .venv/bin/python benchmarks/answers.py                     # dev sets only (what tuning may look at)
     .venv/bin/python benchmarks/answers.py --heldout           # + the blind held-out sets (report only)
     .venv/bin/python benchmarks/answers.py --heldout --scale 300000 --out benchmarks/results/answers.json
+    .venv/bin/python benchmarks/answers.py --heldout --heldout2 DIR  # + a second held-out folder, side by side
 
 Every question goes through `Assistant.ask` (serve/ask.py), the function `kofin ask` and the chat
 call, anonymous (documents open to all), with an audit log in a temp folder and the answer
@@ -18,6 +19,9 @@ Sets (qid, question, gold; see benchmarks/dev/README.md and benchmarks/heldout/R
 - bundled KB (data_ko/kb): key fact (a string from the gold document) present in the answer,
   refusals of answerable and unanswerable questions; follow-ups: R@5 of the follow-up asked with
   its history, the same follow-up alone, and the question written out in full;
+- `--heldout2 DIR`: a further held-out folder with the files and fields of benchmarks/heldout/
+  (laws_answerable, laws_unanswerable, kb_answerable, kb_unanswerable, kb_followups .jsonl; see
+  its README), run the same way and reported beside dev and held-out in one table at the end;
 - conflicts the ingest reports on the bundled KB; p95 latency of the whole answer at the
   statutes' ~3.5k chunks and, with --scale, at N synthetic chunks (benchmarks/retrieval.py).
 """
@@ -61,8 +65,96 @@ HELDOUT_SETS = [
 ]
 
 
+# A held-out folder's files (benchmarks/heldout/README.md): file stem -> (kind, KB)
+HELDOUT_FILES = {
+    "laws_answerable": ("answerable", "laws"),
+    "laws_unanswerable": ("unanswerable", "laws"),
+    "kb_answerable": ("keyfact", "kb"),
+    "kb_unanswerable": ("unanswerable", "kb"),
+    "kb_followups": ("followup", "kb"),
+}
+# The fields each kind of set needs (benchmarks/heldout/README.md, "Fields")
+REQUIRED = {
+    "answerable": ("question", "gold"),
+    "unanswerable": ("question", "gold"),
+    "keyfact": ("question", "gold", "key_fact"),
+    "followup": ("question", "gold", "history", "full_question"),
+}
+# The side-by-side table: (row label, set name stem, kind, keys); a set's name is "<stem>-<column>"
+SUMMARY = [
+    ("statutes: R@5 / MRR@10 / refused", "laws", "answerable", ("recall@5", "mrr@10", "refused")),
+    ("statutes unanswerable: refused", "laws-unanswerable", "unanswerable", ("refused",)),
+    ("KB: key fact / R@5 / refused", "kb-keyfact", "keyfact", ("key_fact", "recall@5", "refused")),
+    ("KB unanswerable: refused", "kb-unanswerable", "unanswerable", ("refused",)),
+    (
+        "follow-ups R@5: history / alone / full",
+        "kb-followups",
+        "followup",
+        ("recall@5_with_history", "recall@5_alone", "recall@5_full"),
+    ),
+]
+SET_NAMES = {  # set name stem -> the held-out file it is read from
+    "laws": "laws_answerable",
+    "laws-unanswerable": "laws_unanswerable",
+    "kb-keyfact": "kb_answerable",
+    "kb-unanswerable": "kb_unanswerable",
+    "kb-followups": "kb_followups",
+}
+
+
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def read_set(path: Path, kind: str) -> list[dict]:
+    """A set's rows, each checked for the fields its kind needs; a bad line is named with the fix."""
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise SystemExit(f"{path}:{number}: not JSON ({err.msg}); one object per line") from None
+        missing = [k for k in REQUIRED[kind] if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise SystemExit(
+                f"{path}:{number}: missing {', '.join(missing)}; a {kind} set needs {', '.join(REQUIRED[kind])} "
+                "(benchmarks/heldout/README.md, Fields)"
+            )
+        if not isinstance(row["gold"], list) or (kind == "unanswerable") != (not row["gold"]):
+            want = "[] (the KB cannot answer it)" if kind == "unanswerable" else "a non-empty list of document ids"
+            raise SystemExit(f"{path}:{number}: gold must be {want}")
+        rows.append(row)
+    if not rows:
+        raise SystemExit(f"{path}: no questions")
+    return rows
+
+
+def heldout2_sets(folder: Path) -> list[tuple[str, Path, str, str]]:
+    """The sets of a second held-out folder, named like the first's with "heldout2"."""
+    if not folder.is_dir():
+        raise SystemExit(f"--heldout2 {folder}: not a folder")
+    found = [(stem, folder / f"{stem}.jsonl") for stem in HELDOUT_FILES if (folder / f"{stem}.jsonl").is_file()]
+    if not found:
+        raise SystemExit(f"--heldout2 {folder}: none of {', '.join(f + '.jsonl' for f in HELDOUT_FILES)} is there")
+    by_file = {file: stem for stem, file in SET_NAMES.items()}
+    return [(f"{by_file[stem]}-heldout2", path, *HELDOUT_FILES[stem]) for stem, path in found]
+
+
+def summary_table(results: dict) -> str:
+    """Dev, held-out and held-out 2 side by side (a markdown table); dev statutes: the styles set."""
+    columns = [("dev", "dev"), ("heldout", "held-out"), ("heldout2", "held-out 2")]
+    names = {"laws-dev": "laws-styles-dev"}  # the dev set written in the held-out sets' styles
+    lines = ["| measure | " + " | ".join(label for _, label in columns) + " |", "|---|---|---|---|"]
+    for label, stem, _, keys in SUMMARY:
+        cells = []
+        for column, _ in columns:
+            name = names.get(f"{stem}-{column}", f"{stem}-{column}")
+            got = results.get(name)
+            cells.append(" / ".join(f"{got[k]:.3f}" for k in keys) + f" (n {got['n']})" if got else "")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def ranked_docs(result) -> list[str]:
@@ -159,6 +251,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--heldout", action="store_true", help="also run the blind held-out sets (never tune on them)")
     parser.add_argument(
+        "--heldout2",
+        type=Path,
+        metavar="DIR",
+        help="also run a second held-out folder (the files and fields of benchmarks/heldout/)",
+    )
+    parser.add_argument(
         "--only", nargs="*", default=[], help="run only these set names (e.g. laws-dev60 kb-keyfact-dev)"
     )
     parser.add_argument(
@@ -177,6 +275,7 @@ def main() -> int:
         help="AnswerSettings overrides for an experiment, e.g. min_coverage=0.3",
     )
     args = parser.parse_args()
+    extra = heldout2_sets(args.heldout2) if args.heldout2 else []
 
     import yaml
 
@@ -215,7 +314,7 @@ def main() -> int:
         for a in assistants.values():
             a.retriever.search("워밍업", ("all",), 1)  # Kiwi's model load is not a question's latency
         results["kb_conflicts"] = len(read_conflicts(kbs["kb"]))
-        sets = DEV_SETS + (HELDOUT_SETS if args.heldout else [])
+        sets = DEV_SETS + (HELDOUT_SETS if args.heldout else []) + extra
         for name, path, kind, kb in sets:
             if args.only and name not in args.only:
                 continue
@@ -223,7 +322,7 @@ def main() -> int:
                 print(f"{name}: {path} not found, skipped", file=sys.stderr)
                 continue
             t = time.perf_counter()
-            results[name] = RUNNERS[kind](assistants[kb], read_jsonl(path))
+            results[name] = RUNNERS[kind](assistants[kb], read_set(path, kind))
             print(
                 f"{name:28s} {json.dumps(results[name], ensure_ascii=False)}  ({time.perf_counter() - t:.0f}s)",
                 flush=True,
@@ -244,6 +343,7 @@ def main() -> int:
             print(f"{'latency (' + str(args.scale) + ')':28s} {results[f'latency_{args.scale}']}", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    print("\n" + summary_table(results))
     if args.out:
         args.out.write_text(json.dumps(results, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return 0

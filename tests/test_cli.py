@@ -70,7 +70,10 @@ DEPOSIT = (
     "---\ntitle: 가람 정기예금 상품설명서\ngroups: [all]\n---\n# 가람 정기예금 상품설명서\n## 4. 중도해지이율\n"
     "만기 전에 해지하면 약정이율 대신 중도해지이율을 적용한다. 가입 후 6개월 미만이면 기본이율의 30%를 적용한다.\n"
 )
-CREDIT = "---\ntitle: 여신 심사 지침\ngroups: [credit]\n---\n# 여신 심사 지침\n## 2. LTV\nLTV가 70%를 넘는 주택담보대출은 본부 승인을 받는다.\n"
+CREDIT = (
+    "---\ntitle: 여신 심사 지침\ngroups: [credit]\n---\n"
+    "# 여신 심사 지침\n## 2. LTV\nLTV가 70%를 넘는 주택담보대출은 본부 승인을 받는다.\n"
+)
 ASK = "정기예금을 만기 전에 해지하면 이자는?"
 
 
@@ -164,7 +167,8 @@ def test_ask_users_file_formats(ask_kb, kofin_home, capsys, tmp_path):
     mapping, chat_list, bare_list, rejected = (tmp_path / f"{n}.yaml" for n in ("map", "chat", "list", "bad"))
     mapping.write_text("kim: [credit]\n", encoding="utf-8")
     chat_list.write_text(
-        'users:\n  - name: kim\n    password_hash: "scrypt$16384$8$1$c2FsdA$a2V5"\n    groups: [credit]\n    admin: false\n',
+        'users:\n  - name: kim\n    password_hash: "scrypt$16384$8$1$c2FsdA$a2V5"\n'
+        "    groups: [credit]\n    admin: false\n",
         encoding="utf-8",
     )
     bare_list.write_text("- name: kim\n  groups: credit\n", encoding="utf-8")  # a bare list, one group as a string

@@ -80,7 +80,7 @@ def test_chat_template_is_eeve_format(tiny_model):
     sys_text = tok.apply_chat_template([{"role": "system", "content": "시스템"}] + msgs, tokenize=False)
     assert sys_text.startswith("시스템\nHuman: ")
     enc = tok.apply_chat_template(msgs, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
-    masked = [t for t, m in zip(enc["input_ids"], enc["assistant_masks"]) if m]
+    masked = [t for t, m in zip(enc["input_ids"], enc["assistant_masks"], strict=True) if m]
     assert tok.decode(masked) == " 네, 무엇을 도와드릴까요?</s>"  # the space is the answer's (see tiny.py)
 
 
