@@ -65,11 +65,11 @@ def training_table(
     return rows
 
 
-LINEAGE_STAGES = ("data", "sft", "dpo", "merge")
+LINEAGE_STAGES = ("data", "sft", "fedlora", "dpo", "merge")
 
 
 def _upstream_runs(manifest: dict, seen: set[Path] | None = None) -> list[tuple[Path, dict]]:
-    """Complete data/sft/dpo/merge runs a run read as inputs, recursively, earliest first."""
+    """Complete data/sft/fedlora/dpo/merge runs a run read as inputs, recursively, earliest first."""
     seen = set() if seen is None else seen
     out: list[tuple[Path, dict]] = []
     for item in (manifest.get("inputs") or {}).values():

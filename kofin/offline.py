@@ -25,6 +25,7 @@ OFFLINE_ENV: dict[str, str] = {
     "LANGCHAIN_TRACING_V2": "false",
     "LANGSMITH_TRACING": "false",
     "UNSLOTH_DISABLE_STATISTICS": "1",  # unsloth phones home with model statistics unless told not to
+    "FLWR_TELEMETRY_ENABLED": "0",  # Flower (kofin fedlora) sends usage events unless told not to
     "TOKENIZERS_PARALLELISM": "false",  # no fork warnings from the Rust pool in subprocesses
 }
 
