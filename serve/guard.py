@@ -8,7 +8,9 @@ gives Gradio `auth_dependency=session_user`, so Gradio asks the guard who is log
   through kofin.serve.sessions. The session cookie (`kofin-session`, HttpOnly, SameSite=Strict)
   names a session in the store; every request is checked against it there, so idle and absolute
   expiry, logout and a session made on another replica hold on every route. An expired session
-  gets "세션이 만료되었습니다" (the page redirects to the login page; API calls get 401).
+  gets "세션이 만료되었습니다" (the page redirects to the login page; API calls get 401). The open
+  tab's heartbeat is often the request that finds the expiry: its 401 leaves `ENDED` in the cookie
+  so that the page's next load still says why the user is at the login page.
 - Logout is `POST /logout` (a GET cannot log anyone out, so a link or image elsewhere cannot either).
 - Trusted-header SSO (`sso:`): a request from one of `sso.proxies` carrying `sso.user_header`
   signs that user on; the header from any other address is ignored.
@@ -35,6 +37,7 @@ ADMIN_ROUTES = ("/gradio_api/upload",)
 COOKIE = "kofin-session"
 USER_KEY = "kofin.user"  # where the guard leaves the session's user in the ASGI scope
 PAGES = ("/", "")
+ENDED = "ended"  # the cookie's value after an expiry, until a page has said so (never a token: those are 43 chars)
 MAX_FORM_BYTES = 8192
 
 
@@ -80,10 +83,11 @@ class SessionGuard:
 
         set_cookie = None
         resolved = self.sessions.resolve(token, activity=not path.startswith("/gradio_api/heartbeat"))
-        if resolved.expired:  # said once, even behind SSO (whose next request then signs on afresh)
-            if browser and method == "GET":
-                return await _redirect(send, "/login?m=expired", self._cookie_header(""))
-            return await _respond(send, 401, {"detail": f"Not authenticated: {EXPIRED}"}, self._cookie_header(""))
+        if browser and method == "GET" and (resolved.expired or token == ENDED):
+            # Said once, on the page, even behind SSO (whose next request then signs on afresh).
+            return await _redirect(send, "/login?m=expired", self._cookie_header(""))
+        if resolved.expired:
+            return await _respond(send, 401, {"detail": f"Not authenticated: {EXPIRED}"}, self._cookie_header(ENDED))
         sso_user = self._sso_user(scope, headers)
         if sso_user is not None and (resolved.row is None or resolved.row.user != sso_user.name):
             token = self.sessions.start(sso_user, address)
@@ -147,7 +151,7 @@ class SessionGuard:
 
     def _cookie_header(self, token: str) -> str:
         cfg = self.sessions.cfg
-        age = int(cfg.absolute_hours * 3600) if token else 0
+        age = int(cfg.absolute_hours * 3600) if token else 0  # "": the browser drops the cookie
         return f"{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={age}" + (
             "; Secure" if cfg.cookie_secure else ""
         )

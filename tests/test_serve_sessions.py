@@ -91,6 +91,24 @@ def test_the_expired_page_is_korean_and_leads_to_the_login_form(app):
     assert "세션이 만료되었습니다" in page and 'type="password"' in page
 
 
+def test_the_notice_survives_a_background_request_finding_the_expiry_first(app):
+    # The open tab's heartbeat usually reaches the server before the user reloads: its 401 must not
+    # use up the notice, or the reload lands on a bare login page with no word of why.
+    chat, url, sessions, clock = app
+    teller = login(url, "teller")
+    clock.advance(minutes=11)
+    assert teller("/gradio_api/heartbeat/abc")[0] == 401
+    assert teller("/config")[0] == 401  # still no session for the API either
+    opener = urllib.request.build_opener(_NoRedirect, urllib.request.HTTPCookieProcessor(teller.jar))
+    with pytest.raises(urllib.error.HTTPError) as err:
+        opener.open(urllib.request.Request(url + "/", headers={"Accept": "text/html"}), timeout=30)
+    assert err.value.code == 303 and err.value.headers["location"] == "/login?m=expired"
+    assert "kofin-session=;" in err.value.headers["set-cookie"]  # said once: the next load is a plain login
+    with pytest.raises(urllib.error.HTTPError) as again:
+        opener.open(urllib.request.Request(url + "/", headers={"Accept": "text/html"}), timeout=30)
+    assert again.value.headers["location"] == "/login"
+
+
 def test_an_active_session_still_ends_after_eight_hours(app):
     chat, url, sessions, clock = app
     teller = login(url, "teller")
