@@ -9,9 +9,9 @@ Run as:
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from kofin.config import KofinModel, ResolvedPath, StageConfig
 from kofin.training.memory import ALL_LINEAR
@@ -39,6 +39,16 @@ class Method(KofinModel):
         if "lora" in parts and "qlora" in parts:
             raise ValueError("method: choose 'lora' (16-bit base) or 'qlora' (4-bit NF4 base), not both")
         return cls(quantize_4bit="qlora" in parts, dora="dora" in parts, rslora="rslora" in parts)
+
+
+def _known_method(method: str) -> str:
+    Method.parse(method)  # raises with the parts to choose from
+    return method.lower().replace(" ", "")
+
+
+# A method string, checked and normalised ("QLoRA + rsLoRA" -> "qlora+rslora"): the `method` key of
+# `kofin sft` and of `kofin fedlora`, which train the same adapters.
+MethodName = Annotated[str, AfterValidator(_known_method)]
 
 
 class SftDataset(KofinModel):
@@ -219,7 +229,7 @@ class SftConfig(StageConfig):
         "(the config.json wins when present).",
     )
     datasets: list[SftDataset] = Field(min_length=1, description="Training data, from `kofin data` or JSONL files.")
-    method: str = Field(
+    method: MethodName = Field(
         default="lora",
         description="lora, qlora (4-bit NF4 base, double quant), dora, rslora, or a combination such as qlora+rslora.",
     )
@@ -238,12 +248,6 @@ class SftConfig(StageConfig):
         default=False,
         description="Keep checkpoint-N folders (optimizer states) in the finished run; they exist for resume.",
     )
-
-    @field_validator("method")
-    @classmethod
-    def _known_method(cls, method: str) -> str:
-        Method.parse(method)
-        return method.lower().replace(" ", "")
 
     @model_validator(mode="after")
     def _template_text_only_for_jinja(self) -> SftConfig:

@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from kofin.config import KofinModel, ResolvedPath, StageConfig
-from kofin.training.sft_config import LoraSettings, Method, Schedule
+from kofin.training.sft_config import LoraSettings, Method, MethodName, Schedule
 
 BANK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
@@ -140,7 +140,7 @@ class FedLoraConfig(StageConfig):
     base_model: ResolvedPath | None = Field(
         default=None, description="Local Hugging Face model folder; null = kofin's embedded tiny EEVE-shaped model."
     )
-    method: str = Field(
+    method: MethodName = Field(
         default="lora",
         description="As `kofin sft`: lora, qlora (4-bit NF4 base), dora, rslora, or a combination such as "
         "qlora+rslora. DoRA's magnitude vectors are aggregated like the other adapter tensors.",
@@ -159,12 +159,6 @@ class FedLoraConfig(StageConfig):
         description="Record every file the server process opens during the run (server_opened_files.txt in the run), "
         "so an auditor can check no bank's data was among them.",
     )
-
-    @field_validator("method")
-    @classmethod
-    def _known_method(cls, method: str) -> str:
-        Method.parse(method)
-        return method.lower().replace(" ", "")
 
     @model_validator(mode="after")
     def _consistent(self) -> FedLoraConfig:
