@@ -44,7 +44,7 @@ def start_attempt(run_dir: Path, digest: str) -> dict[str, Any]:
     """Record a new attempt. An earlier attempt that never finished was killed: its wall time
     (until its log last grew) still counts towards GPU-hours, since the GPUs were held."""
     path = run_dir / ATTEMPTS
-    state = (
+    state: dict[str, Any] = (
         json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"config_sha256": digest, "attempts": []}
     )
     log = run_dir / "logs" / "train.log"
@@ -67,7 +67,12 @@ def drop_incomplete(run_dir: Path) -> Path | None:
 
 
 def _step(ckpt: Path | None) -> int | None:
-    return int(_CHECKPOINT.search(ckpt.name).group(1)) if ckpt is not None else None
+    if ckpt is None:
+        return None
+    m = _CHECKPOINT.search(ckpt.name)
+    if m is None:  # drop_incomplete only returns list_checkpoints' checkpoint-<step> folders
+        raise ValueError(f"{ckpt} is not a checkpoint-<step> folder")
+    return int(m.group(1))
 
 
 def final_record(log_path: Path) -> dict[str, float]:
