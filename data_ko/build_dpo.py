@@ -75,7 +75,7 @@ def _facts(source: DocumentSource, max_pairs: int, progress: bool) -> list[tuple
     rc = ReadingComprehensionConfig()
     passages = document_passages(source, rc.min_passage_chars, rc.max_passage_chars)
     stats = TermStats(passages)
-    facts = []
+    facts: list[tuple[Passage, Task]] = []
     for passage in tqdm(
         passages,
         desc=f"grounded pairs ({source.label})",

@@ -15,8 +15,8 @@ from pydantic import Field, model_validator
 
 from kofin.config import KofinModel, ResolvedPath, StageConfig
 
-RC_TASKS = ("summarize", "title", "qa", "fill_in", "keywords")
 RcTask = Literal["summarize", "title", "qa", "fill_in", "keywords"]
+RC_TASKS: tuple[RcTask, ...] = ("summarize", "title", "qa", "fill_in", "keywords")
 
 DEFAULT_SYSTEM_PROMPT = (
     "당신은 가람은행 직원을 돕는 금융 상담 도우미입니다. 제공된 자료와 확인된 사실에 근거하여 "

@@ -201,7 +201,9 @@ def iter_jsonl_documents(path: Path) -> Iterator[Document]:
             raise DocumentError(
                 f"{path}:{lineno}: field 'text' is missing or empty; every record needs the document text"
             )
-        meta = row.get("metadata") if isinstance(row.get("metadata"), dict) else {}
+        meta = row.get("metadata")
+        if not isinstance(meta, dict):
+            meta = {}
         groups = row.get("groups") or meta.get("groups") or ["all"]
         doc_id = str(row.get("id") or f"{path.stem}-{lineno}")
         title = str(row.get("title") or doc_id)

@@ -271,6 +271,7 @@ def _find_in_view(text: str) -> list[PiiMatch]:
             [(o.start, o.end, len(MASKS[o.kind])) for o in accepted if o.end <= match.start]
             + [span for span in literal_masks if span[1] <= match.start]
         )
+        words: tuple[str, ...]
         if match.kind == "rrn":
             words, width = _RRN_CONTEXT, _RRN_WINDOW
         else:

@@ -445,7 +445,9 @@ def _numeric_qa(sentence: str) -> Task | None:
     if not NUMBER_WITH_UNIT.search(sentence) or not 15 <= len(sentence) <= 300:
         return None
     m = _TOPIC.match(sentence)
-    topic = m["topic"].strip() if m else None
+    if m is None:
+        return None
+    topic = m["topic"].strip()
     if not topic or len(topic.split()) > 3 or not extract_terms(topic):
         return None
     # "해당하는 " or "또는 " would pass for a topic plus 는; a topic must end in a noun.

@@ -104,7 +104,7 @@ CHECKS = {"sft": check_sft_row, "dpo": check_preference_row}
 
 
 def schema_problems(rows: Sequence[dict], kind: str) -> list[str]:
-    out = []
+    out: list[str] = []
     for i, row in enumerate(rows):
         where = row.get("source", f"row {i + 1}") if isinstance(row, dict) else f"row {i + 1}"
         out.extend(f"{where}  {p}" for p in CHECKS[kind](row))
@@ -374,16 +374,18 @@ def validate_file(
     if kind == "auto":
         first = records[0][1] if records else {}
         kind = "dpo" if isinstance(first, dict) and "chosen" in first else "sft"
-    normalize = normalize_instruction if kind == "sft" else normalize_preference
     valid: list[dict] = []
     errors: list[str] = []
     for where, raw in records:
+        row: dict[str, Any]
         try:
-            normalized = normalize(raw)
+            if kind == "sft":
+                row = {"messages": normalize_instruction(raw)}
+            else:
+                row = dict(normalize_preference(raw))
         except RowError as err:
             errors.append(f"{where}  {err}")
             continue
-        row = {"messages": normalized} if kind == "sft" else dict(normalized)
         row["source"] = where
         problems = CHECKS[kind](row)
         errors += [f"{where}  {p}" for p in problems]
