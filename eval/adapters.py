@@ -19,6 +19,7 @@ from typing import Any
 
 from kofin.errors import KofinError
 from kofin.rundir import adapter_lineage, require_complete
+from kofin.stages import ADAPTER_STAGES
 
 
 class AdapterRunError(KofinError):
@@ -57,7 +58,7 @@ def adapter_stack(run: Path, where: str = "model") -> AdapterStack:
     lineage = adapter_lineage(run)
     earlier = list(lineage.merged_first)
     for sft in earlier:
-        require_complete(sft, "sft", what=f"{where}: the SFT run {run.name} was trained on top of")
+        require_complete(sft, ADAPTER_STAGES, what=f"{where}: the SFT run {run.name} was trained on top of")
     base = lineage.base_model or Path("")
     if lineage.base_model is None or not (base / "config.json").is_file():
         raise AdapterRunError(

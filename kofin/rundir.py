@@ -332,8 +332,9 @@ def is_complete(path: Path) -> bool:
     return (Path(path) / COMPLETE).is_file() and (Path(path) / MANIFEST).is_file()
 
 
-def require_complete(path: Path, stage: str | None = None, *, what: str = "input") -> dict[str, Any]:
-    """The manifest of a complete run directory, or a RunDirError that says what to do."""
+def require_complete(path: Path, stage: str | tuple[str, ...] | None = None, *, what: str = "input") -> dict[str, Any]:
+    """The manifest of a complete run directory, or a RunDirError that says what to do. `stage`: the
+    stage (or any of the stages) that must have written it."""
     path = Path(path)
     if not path.exists():
         raise RunDirError(f"{what} {path}: no such run directory. Run the stage that writes it first.")
@@ -354,8 +355,10 @@ def require_complete(path: Path, stage: str | None = None, *, what: str = "input
         manifest: dict[str, Any] = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         raise RunDirError(f"{what} {path}: {MANIFEST} is unreadable ({err}); re-run the stage.") from None
-    if stage is not None and manifest.get("stage") != stage:
-        raise RunDirError(f"{what} {path} was written by stage '{manifest.get('stage')}', expected a '{stage}' run.")
+    wanted = (stage,) if isinstance(stage, str) else stage
+    if wanted is not None and manifest.get("stage") not in wanted:
+        expected = " or ".join(f"'{s}'" for s in wanted)
+        raise RunDirError(f"{what} {path} was written by stage '{manifest.get('stage')}', expected a {expected} run.")
     return manifest
 
 

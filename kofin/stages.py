@@ -26,6 +26,11 @@ class Stage(NamedTuple):
     alone: str = ""  # how to run one step by hand, when it is not `kofin <name> --config YAML`
 
 
+# The stages whose run is a LoRA adapter on a base model, trained on pooled data or federated: the
+# same kind of run to `kofin dpo` (sft_run), `kofin merge` (tuned_run, or the run a DPO adapter was
+# trained on top of) and `kofin eval`.
+ADAPTER_STAGES = ("sft", "fedlora")
+
 STAGES: dict[str, Stage] = {
     s.name: s
     for s in (

@@ -21,6 +21,7 @@ from typing import Any
 
 from kofin.errors import KofinError
 from kofin.rundir import adapter_lineage, require_complete
+from kofin.stages import ADAPTER_STAGES
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
@@ -43,9 +44,10 @@ class TunedSource:
 def resolve_tuned(tuned_run: Path, base_override: Path | None) -> TunedSource:
     manifest = require_complete(tuned_run, what="tuned_run")
     stage = manifest.get("stage")
-    if stage not in ("sft", "dpo"):
+    if stage not in (*ADAPTER_STAGES, "dpo"):
         raise MergeInputError(
-            f"tuned_run: {tuned_run} was written by stage '{stage}'; point it at a `kofin dpo` or `kofin sft` run"
+            f"tuned_run: {tuned_run} was written by stage '{stage}'; point it at a `kofin dpo`, `kofin sft` or "
+            "`kofin fedlora` run"
         )
     for name in ADAPTER_FILES:
         if not (tuned_run / name).is_file():
@@ -53,7 +55,7 @@ def resolve_tuned(tuned_run: Path, base_override: Path | None) -> TunedSource:
     lineage = adapter_lineage(tuned_run, manifest)
     adapters = [*lineage.merged_first, tuned_run]
     for earlier in adapters[:-1]:
-        require_complete(earlier, "sft", what=f"the SFT run {tuned_run.name} was trained on top of")
+        require_complete(earlier, ADAPTER_STAGES, what=f"the SFT run {tuned_run.name} was trained on top of")
     base = base_override or lineage.base_model
     if base is None or not (base / "config.json").is_file():
         raise MergeInputError(

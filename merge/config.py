@@ -94,8 +94,8 @@ class ChecksConfig(KofinModel):
 
 class MergeConfig(StageConfig):
     tuned_run: ResolvedPath = Field(
-        description="`kofin dpo` or `kofin sft` run directory; its adapter (after any adapters it was trained on top "
-        "of) is merged into the bf16 base first."
+        description="`kofin dpo`, `kofin sft` or `kofin fedlora` run directory; its adapter (after any adapters it "
+        "was trained on top of) is merged into the bf16 base first."
     )
     base_model: ResolvedPath | None = Field(
         None, description="Local folder of the base the adapter was trained on; null = the path the run recorded."

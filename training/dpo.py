@@ -25,6 +25,7 @@ from typing import Any
 from kofin import manifest_keys as keys
 from kofin.errors import KofinError
 from kofin.rundir import atomic_write_json, atomic_write_text, lineage_record, open_run, require_complete
+from kofin.stages import ADAPTER_STAGES
 from kofin.training import dpo_recipe as recipe
 from kofin.training.dpo_config import DpoConfig
 
@@ -63,9 +64,9 @@ def resolve_base_model(cfg: DpoConfig) -> Path:
 def resolve_sft_run(cfg: DpoConfig) -> Path | None:
     if cfg.sft_run is None:
         return None
-    require_complete(cfg.sft_run, "sft", what="sft_run")
+    stage = require_complete(cfg.sft_run, ADAPTER_STAGES, what="sft_run")["stage"]  # pooled or federated
     if not (cfg.sft_run / "adapter_model.safetensors").is_file():
-        raise DpoInputError(f"sft_run: {cfg.sft_run} holds no adapter_model.safetensors; re-run `kofin sft`")
+        raise DpoInputError(f"sft_run: {cfg.sft_run} holds no adapter_model.safetensors; re-run `kofin {stage}`")
     return cfg.sft_run
 
 

@@ -55,7 +55,7 @@ class DpoTraining(Schedule):
 class DpoConfig(StageConfig):
     sft_run: ResolvedPath | None = Field(
         default=None,
-        description="`kofin sft` run directory whose adapter DPO starts from; "
+        description="`kofin sft` or `kofin fedlora` run directory whose adapter DPO starts from; "
         "null = train a fresh adapter on base_model.",
     )
     adapter_mode: Literal["stack", "merge"] = Field(
