@@ -171,6 +171,7 @@ class TransformersBackend:
                 )
             for row, i in enumerate(batch):
                 text = tok.decode(gen[row, enc.input_ids.shape[1] :], skip_special_tokens=True)
+                assert isinstance(text, str), "decode of one sequence is its text"
                 out[i] = cut_at_stop(text, stop)
             if progress:
                 progress(len(batch))

@@ -55,6 +55,7 @@ class LlmCitationJudge:
     @property
     def backend(self) -> Any:
         if self._backend is None:
+            assert self._load is not None, "__init__ takes a backend or a function that loads one"
             self._backend = self._load()
         return self._backend
 

@@ -90,7 +90,8 @@ def load_financial_mmlu_ko(spec: TaskSpec) -> list[Example]:
             raise RowError(
                 "conversations", "needs one 'human' turn (question + numbered options) and one 'gpt' turn (answer)"
             )
-        question_lines, options = [], []
+        question_lines: list[str] = []
+        options: list[str] = []
         for line in str(human.get("value", "")).splitlines():
             m = _OPTION_LINE.match(line)
             if m and int(m.group(1)) == len(options) + 1:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from typing import overload
 
 import numpy as np
 
@@ -117,6 +118,10 @@ def bootstrap_bradley_terry(
     return point, np.percentile(draws, 2.5, axis=0), np.percentile(draws, 97.5, axis=0)
 
 
+@overload
+def _sigmoid(x: np.ndarray) -> np.ndarray: ...
+@overload
+def _sigmoid(x: float) -> float: ...
 def _sigmoid(x: np.ndarray | float) -> np.ndarray | float:
     return 1.0 / (1.0 + np.exp(-x))
 

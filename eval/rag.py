@@ -67,6 +67,7 @@ def score_rag(spec: TaskSpec, examples: list[Example], backend: Any, judge: Any 
     from kofin.serve import answer_question
 
     kb = knowledge_base(spec)
+    assert spec.max_new_tokens is not None, "TaskSpec's validator fills in the kind's default"
     answerer = None if spec.answer_with == "extractive" else ModelAnswerer(backend, spec.max_new_tokens)
     depth = max(spec.k)
     # The answer staff get, refusals included: a refused question has no sources and scores 0.
@@ -103,8 +104,8 @@ def score_rag(spec: TaskSpec, examples: list[Example], backend: Any, judge: Any 
                 **{f"recall@{k}": M.recall_at_k(docs, gold, k) for k in spec.k},
                 "reciprocal_rank": M.reciprocal_rank(docs, gold),
                 f"ndcg@{depth}": round(M.ndcg_at_k(docs, gold, depth), 6),
-                "token_f1": round(M.token_f1(result.answer, ex.answer), 6),
-                "rouge_l": round(M.rouge_l(result.answer, ex.answer), 6),
+                "token_f1": round(M.token_f1(result.answer, str(ex.answer)), 6),  # a rag answer is text
+                "rouge_l": round(M.rouge_l(result.answer, str(ex.answer)), 6),
                 "citation_recall": round(cites.recall, 6),
                 "citation_precision": round(cites.precision, 6),
                 "citation_format_ok": fmt.compliant,

@@ -134,7 +134,8 @@ def _records(run_dir: Path, model: str, task: str) -> list[dict]:
 def failures(metrics: dict, run_dir: Path, model: str, task: str) -> tuple[int, list[dict[str, str]]]:
     """How many examples the model got wrong (by the task's primary scoring), and the first MAX_FAILURES."""
     kind = metrics["tasks"][task]["kind"]
-    out, wrong_total = [], 0
+    out: list[dict[str, str]] = []
+    wrong_total = 0
     for r in _records(run_dir, model, task):
         if kind == "rag":  # the gold document was not retrieved at all
             wrong, gold, pred = (

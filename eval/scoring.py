@@ -64,6 +64,7 @@ def score_examples(
 
         return answer_prompts(spec, examples, backend)
     prompts = [prompt_for(spec, ex) for ex in examples]
+    assert spec.max_new_tokens is not None, "TaskSpec's validator fills in the kind's default"
     generations = backend.generate(prompts, spec.max_new_tokens, progress=progress)
     records = []
     if spec.kind in ("mcq", "classification"):

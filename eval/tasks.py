@@ -342,5 +342,5 @@ def prompt_for(spec: TaskSpec, ex: Example) -> str:
     shots = ex.meta.get("fewshot") or []
     if not shots:
         return prompt
-    solved = [f"{PROMPTS[spec.kind](spec, s)} {s.choices[s.answer]}" for s in shots]  # type: ignore[index]
+    solved = [f"{PROMPTS[spec.kind](spec, s)} {s.choices[s.answer]}" for s in shots]
     return "\n\n".join(solved + [prompt])

@@ -74,9 +74,9 @@ def significance(
                 for name, d in defs.items()
             }
     verdict = {}
-    for model, per_task in comparisons.items():
+    for model, tests in comparisons.items():
         counts = {BETTER: 0, WORSE: 0, NO_DIFFERENCE: 0}
         for spec in specs:
-            counts[direction(PRIMARY[spec.kind], per_task[spec.name][PRIMARY[spec.kind]])] += 1
+            counts[direction(PRIMARY[spec.kind], tests[spec.name][PRIMARY[spec.kind]])] += 1
         verdict[model] = {**counts, "cost": costs.get(model)}
     return {"intervals": intervals, "comparisons": comparisons, "verdict": verdict}
