@@ -18,6 +18,7 @@ connected to (deploy.py).
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
 
 from kofin.errors import KofinError
@@ -44,6 +45,7 @@ def run_simulation(cfg: FedLoraConfig, *, quiet: bool) -> Path:
     from flwr.simulation import run_simulation as flower_run_simulation
 
     from kofin.training.fedlora.client import BankData, make_client_app
+    from kofin.training.fedlora.ray_local import ray_init_args, start_ray, stop_ray
     from kofin.training.fedlora.server import make_server_app
 
     banks = {
@@ -53,12 +55,13 @@ def run_simulation(cfg: FedLoraConfig, *, quiet: bool) -> Path:
     result: list[Path] = []
     backend: dict[str, object] = {
         "client_resources": {"num_cpus": cfg.engine.cpus_per_client, "num_gpus": 0.0},
-        "init_args": {"log_to_driver": not quiet, "include_dashboard": False}
-        | ({"num_cpus": cfg.engine.num_cpus} if cfg.engine.num_cpus else {}),
+        "init_args": ray_init_args(cfg, quiet=quiet),
     }
     if quiet:
         logging.getLogger("flwr").setLevel(logging.WARNING)
+    scratch = tempfile.TemporaryDirectory(prefix="kofin-fedlora-ray-")
     try:
+        start_ray(cfg, Path(scratch.name), quiet=quiet)
         flower_run_simulation(
             server_app=make_server_app(cfg, quiet=quiet, result=result),
             client_app=make_client_app(banks),
@@ -72,6 +75,9 @@ def run_simulation(cfg: FedLoraConfig, *, quiet: bool) -> Path:
         if isinstance(cause, KofinError):
             raise cause from None
         raise FedLoraError(f"Flower's simulation failed: {err}") from err
+    finally:
+        stop_ray()
+        scratch.cleanup()
     if not result:
         raise FedLoraError(
             f"the federated run ended without writing {cfg.output_dir}; see the Flower log above "

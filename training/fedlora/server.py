@@ -46,7 +46,10 @@ class FedLoraRoundError(KofinError):
 
 
 class OpenAudit:
-    """Every path this process opens while active (a Python audit hook: open(), io.open, os.open)."""
+    """Every path this process opens from Python while active (an audit hook: open(), io.open, os.open).
+
+    That is how a bank's chats would be read (kofin.data_ko.formats); files opened by native code
+    (safetensors maps the model weights from Rust) do not raise the audit event."""
 
     _installed = False
     _active: list[OpenAudit] = []
