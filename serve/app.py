@@ -30,6 +30,7 @@ from kofin.serve.chat import AccessDenied, Chat, prepare
 from kofin.serve.render import conversation, md_escape, sources_html
 from kofin.serve.serve_config import ServeConfig
 from kofin.serve.sessions import Sessions
+from kofin.serve.store import SqlStore
 
 FONTS = ["Pretendard", "Noto Sans KR", "Noto Sans CJK KR", "Malgun Gothic", "Apple SD Gothic Neo", "sans-serif"]
 MONO = ["D2Coding", "Noto Sans Mono CJK KR", "monospace"]
@@ -75,17 +76,11 @@ log = logging.getLogger("kofin.serve")
 LOGOUT_FORM = '<form method="post" action="/logout"><button type="submit" id="kofin-logout">로그아웃</button></form>'
 
 
-def _gradio():
-    apply_offline_env()  # GRADIO_ANALYTICS_ENABLED=False before gradio is imported
-    import gradio as gr
-
-    return gr
-
-
 def build_app(chat: Chat, sessions: Sessions):
     import html
 
-    gr = _gradio()
+    apply_offline_env()  # GRADIO_ANALYTICS_ENABLED=False before gradio is imported
+    import gradio as gr  # imported as a module (not returned by a helper): `gr.Request` below is a type
 
     def whoami(request: gr.Request):
         user = chat.users.get(request.username if request else None)
@@ -324,7 +319,9 @@ def launch_options(chat: Chat, sessions: Sessions) -> dict:
 
     from kofin.serve.guard import SessionGuard, session_user
 
-    gr = _gradio()
+    apply_offline_env()
+    import gradio as gr
+
     theme = gr.themes.Default(font=FONTS, font_mono=MONO)
     guard = Middleware(
         SessionGuard,
@@ -383,13 +380,25 @@ def start(chat: Chat, block: bool = True, sessions: Sessions | None = None):
     return demo
 
 
+def _state_location(store: SqlStore) -> str:
+    """Where the chat's state lives: the SQLite file, or the PostgreSQL DSN without its password."""
+    from kofin.serve.store import FileStore
+    from kofin.serve.store_pg import PostgresStore
+
+    # Each concrete store describes itself; SqlStore, the SQL they share, declares no describe().
+    if isinstance(store, (FileStore, PostgresStore)):
+        return store.describe()
+    return store.kind
+
+
 def main(cfg: ServeConfig) -> None:
     check_port(cfg.server_name, cfg.server_port)  # before the KB build: say it at once
     chat = prepare(cfg)
     sessions = open_sessions(chat)
     print(f"kofin serve: {chat.describe()}")
+    where = _state_location(sessions.store)
     print(
-        f"kofin serve: state in {sessions.store.describe()}; sessions end after {cfg.sessions.idle_minutes:g} min idle "
+        f"kofin serve: state in {where}; sessions end after {cfg.sessions.idle_minutes:g} min idle "
         f"or {cfg.sessions.absolute_hours:g} h; {cfg.login.max_failures} failed logins lock a name",
         flush=True,
     )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from pathlib import Path
 
 import yaml
@@ -114,11 +114,11 @@ class Assistant:
         qid: str | None = None,
         history: list[dict] | None = None,
     ) -> AskResult:
-        for kind, value in self.stream(question, user, top_k=top_k, qid=qid, history=history):
-            if kind == "delta" and on_token and self.backend is not None:
-                on_token(value)
-            elif kind == "done":
+        for _, value in self.stream(question, user, top_k=top_k, qid=qid, history=history):
+            if isinstance(value, AskResult):  # ("done", result)
                 return value
+            if on_token and self.backend is not None:  # ("delta", text)
+                on_token(value)
         raise AssertionError("Assistant.stream ended without a result")  # stream always ends with "done"
 
     def stream(
@@ -130,7 +130,7 @@ class Assistant:
         qid: str | None = None,
         channel: str = "ask",
         history: list[dict] | None = None,
-    ) -> Iterator[tuple[str, object]]:
+    ) -> Generator[tuple[str, str | AskResult], None, None]:
         """("delta", text) pieces of the raw answer as they come, then ("done", AskResult) once verified.
 
         `groups` (the chat passes the logged-in user's) replaces the users-file lookup; access
@@ -152,7 +152,8 @@ class Assistant:
             top_k=top_k,
             conflicts=conflicts,
         )
-        common = dict(user=user, backend=self.cfg.generation.backend, qid=qid, channel=channel, groups=list(groups))
+        backend = self.cfg.generation.backend
+        common = dict(qid=qid, channel=channel, groups=list(groups))  # audit_record's extra fields
         try:
             for kind, value in steps:
                 if kind == "retrieved":
@@ -169,6 +170,8 @@ class Assistant:
             write_audit(
                 self.audit_log,
                 audit_record(
+                    user=user,
+                    backend=backend,
                     question=clean_text(question),
                     answer="".join(pieces),
                     cited=[],
@@ -188,6 +191,8 @@ class Assistant:
         write_audit(
             self.audit_log,
             audit_record(
+                user=user,
+                backend=backend,
                 question=result.question,
                 answer=result.answer,
                 retrieved=[h.chunk["chunk_id"] for h in hits],

@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from kofin.data_ko.pii import scrub_pii
 from kofin.errors import KofinError
@@ -200,7 +200,7 @@ class AuditTampered(KofinError):
     """The log does not end where its head says: appending would hide the cut."""
 
 
-def refuse_tampered(where: str, problem: str) -> None:
+def refuse_tampered(where: str, problem: str) -> NoReturn:
     message = (
         f"{where}: {problem}; refusing to append (that would re-seal the log with the shorter history). "
         f"Check it with `kofin audit verify {where}`, restore the log from a backup, or move the log and "

@@ -78,6 +78,8 @@ class TransformersBackend:
         import torch  # noqa: F401  (fail here, with the model path in the message, if missing)
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        if cfg.model_path is None:  # GenerationConfig requires it; also holds for a model_construct() config
+            raise BackendError("backend 'transformers' needs model_path: a local model folder (kofin never downloads)")
         path = Path(cfg.model_path)
         if not path.is_dir():
             raise BackendError(f"model_path {path}: no such folder; point it at a local model (kofin never downloads)")
@@ -88,7 +90,9 @@ class TransformersBackend:
 
     def _prompt(self, messages: list[dict[str, str]]) -> str:
         if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            assert isinstance(prompt, str), "apply_chat_template(tokenize=False) returns the prompt text"
+            return prompt
         return "\n\n".join(m["content"] for m in messages) + "\n\n답변:"
 
     def stream(self, messages: list[dict[str, str]]) -> Iterator[str]:

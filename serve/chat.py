@@ -78,14 +78,14 @@ class Chat:
             yield f"질문이 너무 깁니다 ({len(question)}자). {self.cfg.max_question_chars}자 이내로 줄여 주세요.", None
             return
         raw = ""
-        for kind, value in self.assistant.stream(
+        for _, value in self.assistant.stream(
             question, user.name, groups=tuple(user.groups), channel="chat", history=history or None
         ):
-            if kind == "delta":
+            if isinstance(value, AskResult):  # ("done", result)
+                yield final_markdown(value), value
+            else:  # ("delta", text)
                 raw += value
                 yield answer_markdown(raw), None
-            else:
-                yield final_markdown(value), value
 
     # ------------------------------------------------------------ admin
 

@@ -164,14 +164,14 @@ def find_conflicts(chunks: list[dict]) -> list[Conflict]:
     for i in sorted(linked):
         groups[root(i)].append(found[i])
     out = []
-    for members in groups.values():
+    for group in groups.values():
         statements, seen = [], set()
-        for f in sorted(members, key=lambda f: (f.st.effective or "", f.st.doc_id), reverse=True):
+        for f in sorted(group, key=lambda f: (f.st.effective or "", f.st.doc_id), reverse=True):
             if (f.st.chunk_id, f.st.value) not in seen:  # every chunk saying it: any may be an answer's source
                 seen.add((f.st.chunk_id, f.st.value))
                 statements.append(f.st)
-        kind = members[0].kind.split("/")[0]
-        subject = min((f.label for f in members), key=lambda s: (s == "같은 항목", len(s)))
+        kind = group[0].kind.split("/")[0]
+        subject = min((f.label for f in group), key=lambda s: (s == "같은 항목", len(s)))
         out.append(
             Conflict(subject, KIND_NAMES.get(kind, "amount" if kind.startswith("money") else "count"), statements)
         )

@@ -142,11 +142,13 @@ class KnowledgeBase:
 
                 self._encoder = SentenceTransformerEncoder(str(self.dense_info.model))
             return self._encoder.encode([text])
+        components = self.svd_components
+        assert components is not None, "load_kb reads svd_components.npy for every morpheme-lsa KB"
         vec = np.zeros((1, self.dense_info.dim), dtype=np.float32)
         for term, weight in terms.items():
             j = self.bm25_vocab.get(term)
             if j is not None:
-                vec[0] += (weight * self.bm25_idf[j]) * self.svd_components[:, j]
+                vec[0] += (weight * self.bm25_idf[j]) * components[:, j]
         return vec / max(float(np.linalg.norm(vec)), 1e-9)
 
 

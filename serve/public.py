@@ -15,6 +15,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where used: `import kofin.serve` stays light for other stages
+    from kofin.serve.conflicts import Conflict
+    from kofin.serve.retrieve import HybridRetriever
 
 
 def build_knowledge_base(inputs: list[Path], kb: Path, default_groups: list[str] | None = None) -> Path:
@@ -25,12 +30,15 @@ def build_knowledge_base(inputs: list[Path], kb: Path, default_groups: list[str]
     from kofin.serve.ingest import IngestConfig
     from kofin.serve.ingest import main as ingest
 
-    extra = {} if default_groups is None else {"default_groups": default_groups}
-    ingest(IngestConfig(output_dir=kb, inputs=list(inputs), **extra))
+    if default_groups is None:
+        cfg = IngestConfig(output_dir=kb, inputs=list(inputs))
+    else:
+        cfg = IngestConfig(output_dir=kb, inputs=list(inputs), default_groups=default_groups)
+    ingest(cfg)
     return kb
 
 
-def open_kb(kb: Path):
+def open_kb(kb: Path) -> tuple[HybridRetriever, list[Conflict]]:
     """The retriever and the ingest's conflict list of a KB folder (cached until it is re-ingested)."""
     from kofin.rundir import MANIFEST
 
@@ -39,7 +47,7 @@ def open_kb(kb: Path):
 
 
 @lru_cache(maxsize=4)
-def _open(path: Path, _stamp: int):
+def _open(path: Path, _stamp: int) -> tuple[HybridRetriever, list[Conflict]]:
     from kofin.serve.conflicts import read_conflicts
     from kofin.serve.retrieve import load_retriever
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,7 +86,7 @@ def answer_stream(
     history: list[dict] | None = None,
     top_k: int | None = None,
     conflicts: list | None = None,
-) -> Iterator[tuple[str, Any]]:
+) -> Generator[tuple[str, Any], None, None]:
     """("retrieved", Retrieved), then ("delta", text) pieces of the raw answer, then ("done", AskResult).
 
     `groups` are the asker's access groups, exactly as retrieval applies them (callers add "all").

@@ -128,7 +128,8 @@ class HybridRetriever:
         if allowed is not None:
             # Access control inside the search: FAISS never scores a chunk outside the bitmap.
             bitmap = np.packbits(allowed, bitorder="little")
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBitmap(n, faiss.swig_ptr(bitmap)))
+            params = faiss.SearchParameters()  # faiss's stub types no keyword init; the same setattr as sel=
+            params.sel = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bitmap))
         k = min(self.cfg.candidates, n)
         # One query is too little work to split: FAISS's OpenMP threads only contend with each
         # other and with the chat's other sessions (300k chunks on 2 busy cores: 75 ms with 2

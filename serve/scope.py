@@ -68,7 +68,7 @@ def _law_names(retriever: HybridRetriever) -> set[str]:
                 names |= {m.group(1) for m in _LAW_NAME.finditer(f"{c['title']} {c['section']} {c['text']}")}
         names |= {short for short, full in retriever.lexicon.aliases.items() if full in names}
         cached = _KB_LAW_NAMES[id(kb)] = (kb, names)
-    return cached[1]  # type: ignore[return-value]
+    return cached[1]
 
 
 def _abbreviates(short: str, full: str) -> bool:
@@ -119,7 +119,7 @@ def _fragments(retriever: HybridRetriever) -> frozenset[str]:
         words = {w.lower() for c in kb.chunks for w in _WORD.findall(f"{c['title']} {c['section']} {c['text']}")}
         pieces = {w[i : i + n] for w in words for n in range(2, _MAX_FRAGMENT + 1) for i in range(len(w) - n + 1)}
         cached = _KB_FRAGMENTS[id(kb)] = (kb, frozenset(pieces))
-    return cached[1]  # type: ignore[return-value]
+    return cached[1]
 
 
 def unknown_name(retriever: HybridRetriever, question: str) -> str | None:
