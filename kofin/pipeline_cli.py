@@ -56,7 +56,8 @@ def run_cli(argv: list[str]) -> int:
         ran = sum(r["status"] == "ran" for r in records)
         skipped = sum(r["status"] == "skipped" for r in records)
         print(f"{PROG}: {ran} ran, {skipped} up to date" + (" (dry run: nothing was run)" if args.dry_run else ""))
+        width = max([10, *(len(r["name"]) for r in records)])  # sweep arms have long names (sft-dora-maglr)
         for r in records:
-            print(f"  {r['name']:<10} {r['status']:<10} {r['output_dir']}")
+            print(f"  {r['name']:<{width}} {r['status']:<10} {r['output_dir']}")
 
     return run_reporting_errors(PROG, act)

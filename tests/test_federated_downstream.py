@@ -62,6 +62,17 @@ def test_dpo_keeps_training_the_federated_adapter(fed_run, tiny_data_run, tmp_pa
     assert manifest["inputs"]["sft_run"]["path"] == str(fed_run)
 
 
+def test_merge_folds_the_federated_adapter_into_its_base(fed_run, tiny_model, tmp_path):
+    run = merge_run.main(merge_config(tmp_path / "merge", fed_run, "parameters.t=0"))
+    manifest = require_complete(run, "merge")
+    assert manifest["metrics"]["adapters_merged"] == [str(fed_run)]
+    base, merged, delta = weights(tiny_model), weights(run / "tuned"), lora_deltas(fed_run)
+    assert delta and all(d.abs().max() > 0 for d in delta.values())  # federated training moved every B
+    for name, d in delta.items():
+        want = bf16(base[name]).float() + d
+        assert (merged[name].float() - want).abs().max() < 2**-8 * want.abs().max(), name
+
+
 def test_merge_folds_the_federated_adapter_under_a_dpo_adapter(fed_run, tiny_data_run, tiny_model, tmp_path):
     tuned = dpo.main(dpo_config(tmp_path / "dpo", fed_run, tiny_data_run, "adapter_mode=merge"), quiet=True)
     assert require_complete(tuned, "dpo")["metrics"]["adapter_base"]["merged_first"] == [str(fed_run)]

@@ -113,11 +113,32 @@ def test_qlora_rslora_with_continued_pretraining(tmp_path, tiny_data_run, axolot
     assert "type: completion" in y and "load_in_4bit: true" in y
 
 
-def test_dora_sft(tmp_path, tiny_data_run, axolotl_env):
+def magnitude_moves(run: Path, base: Path) -> dict[str, float]:
+    """How far each DoRA magnitude vector moved from where PEFT starts it (the row norms of the base
+    weight, as B starts at zero), relative to those norms."""
+    base_weights = load_file(str(base / "model.safetensors"))
+    moves = {}
+    for key, m in load_file(str(run / "adapter_model.safetensors")).items():
+        if "lora_magnitude_vector" in key:
+            module = key.removeprefix("base_model.model.").split(".lora_magnitude_vector")[0]
+            start = torch.linalg.norm(base_weights[module + ".weight"].float(), dim=1)
+            moves[module] = float(((m.float().flatten() - start).abs() / start).max())
+    return moves
+
+
+def test_dora_sft_and_its_magnitude_learning_rate(tmp_path, tiny_data_run, axolotl_env, tiny_model):
     run = main(tiny_sft(tmp_path / "dora", tiny_data_run, "method=dora"), echo=False)
     check_trained(run)
-    adapter = load_file(str(run / "adapter_model.safetensors"))
-    assert any("lora_magnitude_vector" in k for k in adapter)
+    plain = magnitude_moves(run, tiny_model)
+    assert plain and min(plain.values()) > 1e-4  # at learning_rate 1e-3 every magnitude vector trains
+    # FinLoRA's fix: the magnitudes at a learning rate of their own (axolotl lr_groups). At 1e-12 they stay
+    # where they started while A and B train as before: the group reaches the optimizer.
+    frozen = main(
+        tiny_sft(tmp_path / "maglr", tiny_data_run, "method=dora", "training.dora_magnitude_lr=1e-12"), echo=False
+    )
+    check_trained(frozen)
+    held = magnitude_moves(frozen, tiny_model)
+    assert held.keys() == plain.keys() and max(held.values()) < 1e-6
 
 
 def _launch_cli(cfg_path: Path, *overrides: str) -> subprocess.Popen:
