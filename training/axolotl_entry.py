@@ -31,8 +31,9 @@ def _names(model) -> set[str]:
 
 
 # Packages axolotl imports only when a key asks for them; they are extras, absent from the
-# CPU lock, so a missing one must be named before GPUs are booked.
-NEEDS = {"attn_implementation": {"flash_attention_2": "flash_attn"}, "deepspeed": "deepspeed"}
+# CPU lock, so a missing one must be named before GPUs are booked: an attn_implementation's
+# package here, and the deepspeed package for a `deepspeed:` key.
+ATTN_PACKAGES = {"flash_attention_2": "flash_attn"}
 
 
 def check(raw: dict) -> dict:
@@ -54,7 +55,8 @@ def check(raw: dict) -> dict:
     except Exception as err:  # axolotl raises ValueError, pydantic ValidationError, AssertionError...
         return {"ok": False, "error": f"{type(err).__name__}: {err}"}
     missing = []
-    attn = NEEDS["attn_implementation"].get(raw.get("attn_implementation"))
+    impl = raw.get("attn_implementation")
+    attn = ATTN_PACKAGES.get(impl) if isinstance(impl, str) else None
     if attn and find_spec(attn) is None:
         missing.append(f"attn_implementation {raw['attn_implementation']} needs the {attn} package")
     if raw.get("deepspeed") and find_spec("deepspeed") is None:

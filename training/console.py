@@ -103,7 +103,8 @@ class AxolotlConsole:
             self._once("loading", "kofin sft: loading the base model")
             return
         if m := STEP_BAR.search(line):
-            self.bar = m.groups()
+            step, total, elapsed, remaining = m.groups()  # the pattern's four groups always take part
+            self.bar = (step, total, elapsed, remaining)
             return
         if line.startswith("{'loss'") or line.startswith("{'train_runtime'"):
             self._step_record(line)

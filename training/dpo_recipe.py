@@ -173,6 +173,7 @@ def train(job: dict[str, Any]) -> dict[str, Any]:
     if job["backend"] == "unsloth":
         require_unsloth()
     from datasets import Dataset
+    from peft import PeftModel
     from transformers import AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
@@ -206,7 +207,9 @@ def train(job: dict[str, Any]) -> dict[str, Any]:
     changed = fraction_changed(start, trainer.model)
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
     # Only the trained adapter: TRL's frozen "ref" copy of a stacked adapter is not an output.
-    trainer.model.save_pretrained(str(out), selected_adapters=["default"])
+    policy = trainer.model
+    assert isinstance(policy, PeftModel), "every policy trains an adapter: loaded with one, or given peft_config"
+    policy.save_pretrained(str(out), selected_adapters=["default"])
     tokenizer.save_pretrained(str(out))
     return {
         "log_history": trainer.state.log_history,

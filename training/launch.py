@@ -8,6 +8,7 @@ saved as `launch.sh` in the run directory, and extended for multi-node rendezvou
 from __future__ import annotations
 
 import ctypes
+import io
 import json
 import os
 import shlex
@@ -185,7 +186,8 @@ def run_logged(
         )
         previous = signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
         try:
-            assert proc.stdout is not None
+            # stdout=PIPE with the default buffering is a BufferedReader: read1 returns what is there
+            assert isinstance(proc.stdout, io.BufferedReader)
             while chunk := proc.stdout.read1(1 << 16):
                 log.write(chunk)
                 log.flush()
