@@ -130,7 +130,7 @@ demo: $(STAMP) $(AXOLOTL_STAMP) $(UNSLOTH_STAMP)
 	$(BIN)/kofin serve --config configs/serve/demo.yaml
 
 # Lint and type-check (issue 15). Both are clean over the tree and run first in `make test`, in
-# this order: ruff (seconds), mypy (about 45 s cold, a few warm, its cache in .mypy_cache/), then the
+# this order: ruff (seconds), mypy (45-100 s cold on 2 busy cores, a few warm; cache in .mypy_cache/), then the
 # suite, so a style or type error fails before the tests start. Both come with the dev extra, pinned.
 ruff: $(STAMP)
 	$(BIN)/ruff check .
