@@ -131,10 +131,9 @@ def summary_metrics(files: dict[str, list[dict]], report: dict[str, Any]) -> dic
     return metrics
 
 
-def main(cfg: DataConfig, *, quiet: bool = False, progress: bool | None = None) -> Path:
-    """Build what `cfg` enables and write the run directory; returns its path. `quiet`: no progress
-    bars (`progress=False` is the older spelling of `quiet=True`, kept for existing callers)."""
-    progress = not quiet if progress is None else progress
+def main(cfg: DataConfig, *, quiet: bool = False) -> Path:
+    """Build what `cfg` enables and write the run directory; returns its path. `quiet`: no progress bars."""
+    progress = not quiet
     tokenizer_path = _tokenizer_path(cfg)
     inputs = stage_inputs(cfg, tokenizer_path)
     _check_inputs_exist(cfg, inputs)  # before the lock and the .partial folder: nothing to clean up

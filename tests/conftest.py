@@ -99,7 +99,7 @@ def tiny_data_run(tmp_path_factory, tiny_model) -> Path:
 
     out = tmp_path_factory.mktemp("data-run") / "data"
     overrides = [f"output_dir={out}", "sft.documents.0.max_documents=4", "dpo.documents.0.max_documents=4"]
-    return main(load_config(DataConfig, ROOT / "configs" / "data" / "tiny.yaml", overrides), progress=False)
+    return main(load_config(DataConfig, ROOT / "configs" / "data" / "tiny.yaml", overrides), quiet=True)
 
 
 @pytest.fixture(scope="session")
@@ -127,7 +127,7 @@ def axolotl_sft_run(tmp_path_factory, tiny_data_run, axolotl_env) -> Path:
         ROOT / "configs" / "sft" / "tiny.yaml",
         [f"output_dir={out}", f"datasets.0.path={tiny_data_run}", "training.max_steps=3", "training.save_steps=3"],
     )
-    return main(cfg, echo=False)
+    return main(cfg, quiet=True)
 
 
 @pytest.fixture(scope="session")

@@ -61,7 +61,7 @@ def small_config(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, tiny_model) -> Path:
     out = tmp_path_factory.mktemp("data") / "tiny"
-    return main(load_config(DataConfig, TINY, [f"output_dir={out}"]), progress=False)
+    return main(load_config(DataConfig, TINY, [f"output_dir={out}"]), quiet=True)
 
 
 # ---------------------------------------------------------------- config
@@ -175,7 +175,7 @@ def claim(answer: str) -> str:
 
 
 def test_build_is_deterministic(tiny_run, tmp_path):
-    again = main(load_config(DataConfig, TINY, [f"output_dir={tmp_path / 'again'}"]), progress=False)
+    again = main(load_config(DataConfig, TINY, [f"output_dir={tmp_path / 'again'}"]), quiet=True)
     first, second = files_of(tiny_run), files_of(again)
     for name in RUN_FILES - {"config.yaml", "manifest.json", "COMPLETE"}:
         assert first[name] == second[name], name
@@ -207,7 +207,7 @@ def test_cli_build_runs_in_a_subprocess(tmp_path, small_config):
     assert f"wrote {out}" in proc.stdout
     assert set(files_of(out)) == RUN_FILES
     # Another process has another hash() salt; the rows must not notice.
-    here = main(load_config(DataConfig, small_config, [f"output_dir={tmp_path / 'here'}"]), progress=False)
+    here = main(load_config(DataConfig, small_config, [f"output_dir={tmp_path / 'here'}"]), quiet=True)
     for name in RUN_FILES - {"config.yaml", "manifest.json", "COMPLETE"}:
         assert files_of(out)[name] == files_of(here)[name], name
 
@@ -240,7 +240,7 @@ def test_cli_help_lists_config_keys(capsys):
 
 def test_failed_builds_leave_the_previous_run_untouched(tmp_path, small_config, capsys):
     out = tmp_path / "run"
-    main(load_config(DataConfig, small_config, [f"output_dir={out}"]), progress=False)
+    main(load_config(DataConfig, small_config, [f"output_dir={out}"]), quiet=True)
     before = files_of(out)
 
     broken = tmp_path / "broken.jsonl"
@@ -248,7 +248,7 @@ def test_failed_builds_leave_the_previous_run_untouched(tmp_path, small_config, 
     cfg = load_config(DataConfig, small_config, [f"output_dir={out}"])
     cfg.sft.instructions[0].path = broken
     with pytest.raises(DataInputError, match=r"broken\.jsonl:2  not valid JSON"):
-        main(cfg, progress=False)
+        main(cfg, quiet=True)
     assert files_of(out) == before
     assert not (out.with_name("run.partial") / "COMPLETE").exists()
 

@@ -80,7 +80,7 @@ def test_a_missing_input_is_named_by_key_and_line_and_leaves_nothing_behind(tmp_
         encoding="utf-8",
     )
     with pytest.raises(ConfigError) as info:
-        main(load_config(DataConfig, cfg_file), progress=False)
+        main(load_config(DataConfig, cfg_file), quiet=True)
     assert "data.yaml:8  sft.instructions.1.path:" in str(info.value) and "missing.jsonl does not exist" in str(
         info.value
     )

@@ -19,7 +19,7 @@ def read(path: Path) -> list[dict]:
 
 def test_laws_build_covers_sft_dpo_raw_text_and_validation(tmp_path, laws_dir, tiny_model):
     cfg = load_config(DataConfig, CONFIG, [f"output_dir={tmp_path / 'laws'}"])
-    out = main(cfg, progress=False)
+    out = main(cfg, quiet=True)
     manifest = require_complete(out, "data")
     assert manifest["inputs"], "the statute file must be recorded (with its hash) as an input"
 

@@ -44,7 +44,7 @@ def rewards(run: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_dpo_keeps_training_the_sft_adapter(tmp_path, sft_run, tiny_data_run):
-    run = dpo.main(dpo_config(tmp_path / "dpo", sft_run, tiny_data_run), progress=False)
+    run = dpo.main(dpo_config(tmp_path / "dpo", sft_run, tiny_data_run), quiet=True)
     manifest = require_complete(run, "dpo")
     assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "metrics.jsonl"} <= {
         p.name for p in run.iterdir()
@@ -82,7 +82,7 @@ def test_dpo_on_merged_sft_trains_a_new_adapter(tmp_path, sft_run, tiny_data_run
         dpo_config(
             tmp_path / "dpo", sft_run, tiny_data_run, "adapter_mode=merge", "lora.r=4", "training.loss_type=ipo"
         ),
-        progress=False,
+        quiet=True,
     )
     m = require_complete(run, "dpo")["metrics"]
     assert m["adapter_base"]["merged_first"] == [str(sft_run)]
@@ -109,14 +109,14 @@ def test_bad_pair_is_named_before_training(tmp_path, tiny_model):
     )
     cfg = load_config(DpoConfig, None, [f"output_dir={tmp_path / 'out'}", f"preferences=[{pairs}]"])
     with pytest.raises(dpo.DpoInputError, match=r"pairs\.jsonl:2  rejected: identical to chosen"):
-        dpo.main(cfg, progress=False)
+        dpo.main(cfg, quiet=True)
     assert not (tmp_path / "out.partial").exists()
 
 
 def test_sft_run_must_be_complete(tmp_path, tiny_data_run):
     (tmp_path / "sft").mkdir()
     with pytest.raises(RunDirError, match=r"sft_run .* not a complete run"):
-        dpo.main(dpo_config(tmp_path / "dpo", tmp_path / "sft", tiny_data_run), progress=False)
+        dpo.main(dpo_config(tmp_path / "dpo", tmp_path / "sft", tiny_data_run), quiet=True)
 
 
 @pytest.mark.slow
@@ -132,7 +132,7 @@ def test_4bit_dpo_through_trl_keeps_fp32_adapters_that_all_move(tmp_path, sft_ru
             "training.learning_rate=5e-6",
             "training.max_steps=3",
         ),
-        progress=False,
+        quiet=True,
     )
     m = require_complete(run, "dpo")["metrics"]
     before, after = (
@@ -163,7 +163,7 @@ def test_bf16_adapters_on_a_4bit_base_leave_many_elements_unchanged(tmp_path, sf
             "training.learning_rate=5e-6",
             "training.max_steps=3",
         ),
-        progress=False,
+        quiet=True,
     )
     m = require_complete(run, "dpo")["metrics"]
     assert {v.dtype for v in load_file(str(run / "adapter_model.safetensors")).values()} == {torch.bfloat16}
@@ -171,7 +171,7 @@ def test_bf16_adapters_on_a_4bit_base_leave_many_elements_unchanged(tmp_path, sf
 
 
 def test_run_holds_the_job_it_trained(tmp_path, sft_run, tiny_data_run):
-    run = dpo.main(dpo_config(tmp_path / "dpo", sft_run, tiny_data_run, "training.max_steps=1"), progress=False)
+    run = dpo.main(dpo_config(tmp_path / "dpo", sft_run, tiny_data_run, "training.max_steps=1"), quiet=True)
     job = json.loads((run / "dpo_job.json").read_text())
     # Paths name the finished run, so `python training/dpo_recipe.py dpo_job.json` reruns it as written.
     assert job["output_dir"] == str(run) and job["pairs"] == str(run / "pairs.jsonl") and job["sft_run"] == str(sft_run)
@@ -211,7 +211,7 @@ def test_unsloth_dpo_on_gpu(tmp_path, sft_run, tiny_data_run):
     assert dpo.has_unsloth(dpo.unsloth_env()), "run `make unsloth-env` (make test does it)"
     run = dpo.main(
         dpo_config(tmp_path / "dpo", sft_run, tiny_data_run, "training.precision=bf16", "load_in_4bit=true"),
-        progress=False,
+        quiet=True,
     )
     m = require_complete(run, "dpo")["metrics"]
     assert m["backend"] == "unsloth" and m["reward_margin_last"] > 0 and m["adapter_elements_changed"] >= 0.9
@@ -230,7 +230,7 @@ def test_prompt_longer_than_max_length_is_named(tmp_path, tiny_model):
         DpoConfig, None, [f"output_dir={tmp_path / 'out'}", f"preferences=[{pairs}]", "training.max_length=128"]
     )
     with pytest.raises(dpo.DpoInputError, match=r"pairs\.jsonl:1  prompt is \d+ tokens >= training\.max_length 128"):
-        dpo.main(cfg, progress=False)
+        dpo.main(cfg, quiet=True)
     assert not (tmp_path / "out.partial").exists()
 
 

@@ -103,7 +103,7 @@ def test_a_real_dpo_manifest_has_its_metrics_and_lineage(tmp_path, axolotl_sft_r
             "training.max_steps=1",
         ],
     )
-    run = dpo.main(cfg, progress=False)
+    run = dpo.main(cfg, quiet=True)
     manifest = require_complete(run, "dpo")
     assert set(keys.DPO_METRICS) <= manifest[keys.METRICS].keys()
     lineage = adapter_lineage(run)

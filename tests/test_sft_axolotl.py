@@ -78,7 +78,7 @@ def check_trained(run: Path) -> dict:
 
 
 def test_lora_sft_through_axolotl(tmp_path, tiny_data_run, axolotl_env, tiny_model):
-    run = main(tiny_sft(tmp_path / "lora", tiny_data_run, "launch.launcher=accelerate"), echo=False)
+    run = main(tiny_sft(tmp_path / "lora", tiny_data_run, "launch.launcher=accelerate"), quiet=True)
     manifest = check_trained(run)
     config = json.loads((run / "adapter_config.json").read_text())
     assert config["r"] == 8 and config["base_model_name_or_path"] == str(tiny_model)
@@ -104,7 +104,7 @@ def test_qlora_rslora_with_continued_pretraining(tmp_path, tiny_data_run, axolot
         "method=qlora+rslora",
         f"datasets=[{{path: {tiny_data_run}, type: chat}}, {{path: {tiny_data_run}, type: completion}}]",
     )
-    run = main(cfg, echo=False)
+    run = main(cfg, quiet=True)
     check_trained(run)
     assert json.loads((run / "adapter_config.json").read_text())["use_rslora"] is True
     log = (run / "logs" / "train.log").read_text()
@@ -127,14 +127,14 @@ def magnitude_moves(run: Path, base: Path) -> dict[str, float]:
 
 
 def test_dora_sft_and_its_magnitude_learning_rate(tmp_path, tiny_data_run, axolotl_env, tiny_model):
-    run = main(tiny_sft(tmp_path / "dora", tiny_data_run, "method=dora"), echo=False)
+    run = main(tiny_sft(tmp_path / "dora", tiny_data_run, "method=dora"), quiet=True)
     check_trained(run)
     plain = magnitude_moves(run, tiny_model)
     assert plain and min(plain.values()) > 1e-4  # at learning_rate 1e-3 every magnitude vector trains
     # FinLoRA's fix: the magnitudes at a learning rate of their own (axolotl lr_groups). At 1e-12 they stay
     # where they started while A and B train as before: the group reaches the optimizer.
     frozen = main(
-        tiny_sft(tmp_path / "maglr", tiny_data_run, "method=dora", "training.dora_magnitude_lr=1e-12"), echo=False
+        tiny_sft(tmp_path / "maglr", tiny_data_run, "method=dora", "training.dora_magnitude_lr=1e-12"), quiet=True
     )
     check_trained(frozen)
     held = magnitude_moves(frozen, tiny_model)
@@ -200,7 +200,7 @@ def test_ddp_two_processes_on_cpu(tmp_path, tiny_data_run, axolotl_env):
             "training.max_steps=4",
             "training.save_steps=4",
         ),
-        echo=False,
+        quiet=True,
     )
     state = json.loads((run / "trainer_state.json").read_text())
     rows = json.loads((run / "manifest.json").read_text())["metrics"]["data"][

@@ -132,7 +132,7 @@ def test_kofin_dpo_runs_the_unsloth_backend_as_a_subprocess(
         ],
     )
     with pytest.raises(dpo.DpoInputError, match=r"backend unsloth needs a CUDA GPU.*\(log: .*logs/dpo\.log\)"):
-        dpo.main(cfg, progress=False)
+        dpo.main(cfg, quiet=True)
     partial = tmp_path / "dpo.partial"
     assert (partial / "dpo_job.json").is_file() and (partial / "logs" / "dpo.log").is_file()
     assert not (tmp_path / "dpo").exists() and not (partial / "hf_cache").exists()

@@ -278,10 +278,9 @@ def run_in_process(job_path: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------- run
 
 
-def main(cfg: DpoConfig, *, quiet: bool = False, progress: bool | None = None) -> Path:
-    """Train DPO on top of the SFT run and write the run directory. `quiet`: no progress bars
-    (`progress=False` is the older spelling of `quiet=True`, kept for existing callers)."""
-    progress = not quiet if progress is None else progress
+def main(cfg: DpoConfig, *, quiet: bool = False) -> Path:
+    """Train DPO on top of the SFT run and write the run directory. `quiet`: no progress bars."""
+    progress = not quiet
     sft_run = resolve_sft_run(cfg)
     base = resolve_base_model(cfg)
     rows, files = load_pairs(cfg)

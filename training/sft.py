@@ -281,10 +281,10 @@ def resume_digest(cfg: SftConfig, datasets: list[tuple[Path, str]]) -> str:
     return config_digest(settings)
 
 
-def main(cfg: SftConfig, *, quiet: bool = False, echo: bool | None = None) -> Path:
+def main(cfg: SftConfig, *, quiet: bool = False) -> Path:
     """Train through axolotl and write the run directory. `quiet`: axolotl's output goes to
-    logs/train.log only (`echo=False` is the older spelling of `quiet=True`, kept for existing callers)."""
-    echo = not quiet if echo is None else echo
+    logs/train.log only."""
+    echo = not quiet
     say = _phases(echo)
     final = cfg.output_dir
     work = Path(str(final) + PARTIAL_SUFFIX)
