@@ -30,7 +30,6 @@ from kofin.serve.chat import AccessDenied, Chat, prepare
 from kofin.serve.render import conversation, md_escape, sources_html
 from kofin.serve.serve_config import ServeConfig
 from kofin.serve.sessions import Sessions
-from kofin.serve.store import SqlStore
 
 FONTS = ["Pretendard", "Noto Sans KR", "Noto Sans CJK KR", "Malgun Gothic", "Apple SD Gothic Neo", "sans-serif"]
 MONO = ["D2Coding", "Noto Sans Mono CJK KR", "monospace"]
@@ -380,23 +379,12 @@ def start(chat: Chat, block: bool = True, sessions: Sessions | None = None):
     return demo
 
 
-def _state_location(store: SqlStore) -> str:
-    """Where the chat's state lives: the SQLite file, or the PostgreSQL DSN without its password."""
-    from kofin.serve.store import FileStore
-    from kofin.serve.store_pg import PostgresStore
-
-    # Each concrete store describes itself; SqlStore, the SQL they share, declares no describe().
-    if isinstance(store, (FileStore, PostgresStore)):
-        return store.describe()
-    return store.kind
-
-
 def main(cfg: ServeConfig) -> None:
     check_port(cfg.server_name, cfg.server_port)  # before the KB build: say it at once
     chat = prepare(cfg)
     sessions = open_sessions(chat)
     print(f"kofin serve: {chat.describe()}")
-    where = _state_location(sessions.store)
+    where = sessions.store.describe()
     print(
         f"kofin serve: state in {where}; sessions end after {cfg.sessions.idle_minutes:g} min idle "
         f"or {cfg.sessions.absolute_hours:g} h; {cfg.login.max_failures} failed logins lock a name",

@@ -70,6 +70,10 @@ class SqlStore:
     def _run(self, sql: str, params: Iterable[Any] = (), fetch: bool = False) -> list[tuple]:
         raise NotImplementedError
 
+    def describe(self) -> str:
+        """Where the state lives, for the startup line (no password): each concrete store says."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------ sessions
 
     def add_session(self, row: SessionRow) -> None:
