@@ -149,6 +149,11 @@ def test_config_errors_name_the_key_and_line(tmp_path):
         load_config(FedLoraConfig, _write(tmp_path, "output_dir: out\nbanks: [{name: a, data: a, shard: [3, 3]}]\n"))
     with pytest.raises(ConfigError, match="unknown part 'lorax'"):
         load_config(FedLoraConfig, _write(tmp_path, "output_dir: out\nmethod: lorax\n" + BANKS))
+    path = _write(tmp_path, "output_dir: out\n" + BANKS + "secagg: true\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(FedLoraConfig, path)
+    assert "fed.yaml:5  secagg: secagg: true is not supported by kofin fedlora yet" in str(err.value)
+    assert "Set secagg: false" in str(err.value) and "differential_privacy.enabled: true" in str(err.value)
     with pytest.raises(ConfigError, match="superlink 'nohost' must be host:port"):
         load_config(
             FedLoraConfig,

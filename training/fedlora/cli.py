@@ -2,7 +2,7 @@
 
 Run as:
     kofin fedlora --config configs/fedlora/tiny.yaml [key.path=value ...] [--quiet]
-    kofin fedlora supernode --bank bank_a --data /srv/chats.jsonl --superlink 10.0.0.5:9092 [--insecure]
+    kofin fedlora supernode --bank bank_a --data /srv/chats.jsonl --superlink 10.0.0.5:9093 [--insecure]
 """
 
 from __future__ import annotations

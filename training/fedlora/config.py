@@ -136,6 +136,25 @@ class Engine(KofinModel):
         return address
 
 
+# Why `secagg: true` is refused. Flower 1.42's SecAgg+ (flwr.server.workflow.SecAggPlusWorkflow with
+# flwr.client.mod.secaggplus_mod on the banks) runs only on Flower's legacy Strategy path:
+# - the workflow must be called with a LegacyContext (a Strategy, a ClientManager of ClientProxies, the
+#   round number and parameters in context.state) and runs a whole fit round itself: the Strategy's
+#   configure_fit picks the banks, four protocol stages follow, the Strategy's aggregate_fit gets the
+#   unmasked result. kofin's round loop (server.run_round: its own messages, per-bank replies, drop
+#   accounting, checkpoint and resume per round) would have to become a Strategy driven by Flower;
+# - secaggplus_mod speaks the legacy FitIns/FitRes records (an ordered list of unnamed arrays), not the
+#   named adapter ArrayRecord kofin's ClientApp sends and the server checks tensor by tensor;
+# - the server learns only the sample-weighted sum, so aggregation.method svd (which needs every bank's
+#   own B·A) cannot run under it, and every tensor is clipped to +-clipping_range before quantisation.
+SECAGG_UNAVAILABLE = (
+    "secagg: true is not supported by kofin fedlora yet: Flower's SecAgg+ (SecAggPlusWorkflow + "
+    "secaggplus_mod) runs only on Flower's legacy Strategy round loop, not on kofin's per-round loop with its "
+    "named adapter tensors, drop accounting and resume. Set secagg: false; for privacy against the server use "
+    "differential_privacy.enabled: true (each bank clips and noises its update before sending it)"
+)
+
+
 class FedLoraConfig(StageConfig):
     base_model: ResolvedPath | None = Field(
         default=None, description="Local Hugging Face model folder; null = kofin's embedded tiny EEVE-shaped model."
@@ -154,11 +173,23 @@ class FedLoraConfig(StageConfig):
         default_factory=DifferentialPrivacy, description="Client-side DP; off by default."
     )
     engine: Engine = Field(default_factory=Engine, description="Which Flower engine runs the federation.")
+    secagg: bool = Field(
+        default=False,
+        description="Flower's SecAgg+ secure aggregation (the server sees only the sum of the banks' masked "
+        "adapters). Not available in kofin fedlora yet: must stay false (see SECAGG_UNAVAILABLE in config.py).",
+    )
     audit_server_opens: bool = Field(
         default=True,
         description="Record every file the server process opens during the run (server_opened_files.txt in the run), "
         "so an auditor can check no bank's data was among them.",
     )
+
+    @field_validator("secagg")
+    @classmethod
+    def _no_secagg_yet(cls, secagg: bool) -> bool:
+        if secagg:
+            raise ValueError(SECAGG_UNAVAILABLE)
+        return secagg
 
     @model_validator(mode="after")
     def _consistent(self) -> FedLoraConfig:

@@ -30,6 +30,7 @@ from kofin.errors import KofinError
 from kofin.offline import apply_offline_env
 from kofin.rundir import is_complete
 from kofin.training.fedlora.config import FedLoraConfig
+from kofin.training.fedlora.run import FLOWER_OFFLINE_ENV
 from kofin.training.fedlora.server import RUN_CONFIG_KEY
 
 APP_PYPROJECT = """\
@@ -66,8 +67,7 @@ class DeploymentError(KofinError):
 def flower_env(flwr_home: Path | None = None) -> dict[str, str]:
     """The environment of every Flower process kofin starts: offline, telemetry off, the venv's tools on PATH
     (the SuperLink and SuperNodes start `flower-superexec` by name)."""
-    env = apply_offline_env(dict(os.environ))
-    env["FLWR_TELEMETRY_ENABLED"] = "0"
+    env = apply_offline_env(dict(os.environ)) | FLOWER_OFFLINE_ENV
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     if flwr_home is not None:
@@ -192,4 +192,5 @@ def supernode_cli(argv: list[str]) -> int:
         max_rows=args.max_rows,
         port=args.port,
     )
-    return subprocess.call(cmd, env=flower_env())
+    # exec, not a child: the bank's operator (or a test) stopping this process stops the SuperNode itself.
+    os.execve(cmd[0], cmd, flower_env())

@@ -30,8 +30,9 @@ class FedLoraError(KofinError):
     """A federated run that did not complete."""
 
 
-# Flower's own usage telemetry is on unless this says otherwise; kofin never phones home.
-FLOWER_OFFLINE_ENV = {"FLWR_TELEMETRY_ENABLED": "0"}
+# Flower phones home unless told not to: usage telemetry (telemetry.flower.ai), and every SuperLink,
+# SuperNode and SuperExec asks api.flower.ai for a newer release at start-up. kofin never phones home.
+FLOWER_OFFLINE_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
 
 
 def flower_offline() -> None:

@@ -150,10 +150,15 @@ def run_round(grid: Any, cfg: FedLoraConfig, server_round: int, global_arrays: d
     started = time.time()
     replies = list(grid.send_and_receive(messages, timeout=cfg.rounds.round_timeout_s))
     wall = time.time() - started
+    # A reply is matched to its bank by the message it answers: when a bank's SuperNode is gone the
+    # SuperLink itself answers for it ("Node Unavailable"), so the sender id would be the SuperLink's.
+    sent_to = {m.metadata.message_id: int(m.metadata.dst_node_id) for m in messages}
     known = {b.name for b in cfg.banks}
     ok, dropped = [], []
+    answered: set[int] = set()
     for reply in replies:
-        node = int(reply.metadata.src_node_id)
+        node = sent_to.get(reply.metadata.reply_to_message_id, int(reply.metadata.src_node_id))
+        answered.add(node)
         if reply.has_error():
             dropped.append({"node_id": node, "reason": str(reply.error.reason)})
             continue
@@ -162,7 +167,6 @@ def run_round(grid: Any, cfg: FedLoraConfig, server_round: int, global_arrays: d
             dropped.append({"node_id": node, "reason": f"announces bank {bank!r}, which is not in banks"})
             continue
         ok.append((node, bank, reply))
-    answered = {int(r.metadata.src_node_id) for r in replies}
     dropped += [
         {"node_id": n, "reason": f"no reply within rounds.round_timeout_s {cfg.rounds.round_timeout_s:g} s"}
         for n in selected
