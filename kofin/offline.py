@@ -26,6 +26,8 @@ OFFLINE_ENV: dict[str, str] = {
     "LANGSMITH_TRACING": "false",
     "UNSLOTH_DISABLE_STATISTICS": "1",  # unsloth phones home with model statistics unless told not to
     "FLWR_TELEMETRY_ENABLED": "0",  # Flower (kofin fedlora) sends usage events unless told not to
+    "FLWR_DISABLE_UPDATE_CHECK": "1",  # every Flower process asks api.flower.ai for a newer release at start
+    "RAY_USAGE_STATS_ENABLED": "0",  # Flower's simulation runs on Ray, which reports usage unless told not to
     "TOKENIZERS_PARALLELISM": "false",  # no fork warnings from the Rust pool in subprocesses
 }
 
