@@ -149,11 +149,17 @@ def test_config_errors_name_the_key_and_line(tmp_path):
         load_config(FedLoraConfig, _write(tmp_path, "output_dir: out\nbanks: [{name: a, data: a, shard: [3, 3]}]\n"))
     with pytest.raises(ConfigError, match="unknown part 'lorax'"):
         load_config(FedLoraConfig, _write(tmp_path, "output_dir: out\nmethod: lorax\n" + BANKS))
-    path = _write(tmp_path, "output_dir: out\n" + BANKS + "secagg: true\n")
+    path = _write(tmp_path, "output_dir: out\n" + BANKS + "secagg: true\naggregation: {method: svd}\n")
     with pytest.raises(ConfigError) as err:
         load_config(FedLoraConfig, path)
-    assert "fed.yaml:5  secagg: secagg: true is not supported by kofin fedlora yet" in str(err.value)
-    assert "Set secagg: false" in str(err.value) and "differential_privacy.enabled: true" in str(err.value)
+    assert "secagg.enabled with aggregation.method svd" in str(err.value) and "use aggregation.method: fedavg" in str(
+        err.value
+    )
+    with pytest.raises(ConfigError, match="fed.yaml:5  secagg.num_shares: .*num_shares 2: a fraction"):
+        load_config(FedLoraConfig, _write(tmp_path, "output_dir: out\n" + BANKS + "secagg: {num_shares: 2}\n"))
+    with pytest.raises(ConfigError, match="needs rounds.min_available_clients >= 2"):
+        one = "rounds: {min_available_clients: 1}\nsecagg: true\n"
+        load_config(FedLoraConfig, _write(tmp_path, "output_dir: out\n" + BANKS + one))
     with pytest.raises(ConfigError, match="superlink 'nohost' must be host:port"):
         load_config(
             FedLoraConfig,
@@ -174,3 +180,29 @@ def test_the_bundled_configs_load():
     for path in root.glob("*.yaml"):
         cfg = load_config(FedLoraConfig, path)
         assert len(cfg.banks) >= 2
+
+
+def test_a_bank_refuses_a_secagg_round_it_would_overweight_or_clip(tmp_path):
+    from flwr.common import parameters_to_ndarrays
+    from flwr.compat.common import recorddict_compat as compat
+
+    from kofin.training.fedlora.client import KEY_NUM_EXAMPLES, BankDataError
+    from kofin.training.fedlora.secagg import secure_fit_reply
+
+    text = "output_dir: out\n" + BANKS + "secagg: {enabled: true, max_weight: 10, clipping_range: 1.0}\n"
+    cfg = load_config(FedLoraConfig, _write(tmp_path, text))
+    arrays = {"b": np.full((2, 2), 1.5, np.float32), "a": np.array([0.25], np.float32)}
+    metrics = {KEY_NUM_EXAMPLES: 6.0, "train-loss": 1.0}
+    reply = compat.recorddict_to_fitres(secure_fit_reply(cfg, "bank_a", arrays, metrics, "d1", ["a", "b"]), False)
+    # 1.5 * 6/10 = 0.9 fits the range; the arrays go out in the server's order, as float64 for the mod's arithmetic.
+    out = parameters_to_ndarrays(reply.parameters)
+    assert [a.dtype for a in out] == [np.float64, np.float64] and out[0].shape == (1,) and out[1][0, 0] == 1.5
+    assert reply.num_examples == 6 and reply.metrics["bank"] == "bank_a" and reply.metrics["data-sha256"] == "d1"
+    with pytest.raises(BankDataError, match="bank bank_a: 11 training chats is more than secagg.max_weight 10"):
+        secure_fit_reply(cfg, "bank_a", arrays, {KEY_NUM_EXAMPLES: 11.0}, "d1", ["a", "b"])
+    with pytest.raises(BankDataError, match="weighted adapter value 1.2 lies outside secagg.clipping_range 1"):
+        secure_fit_reply(cfg, "bank_a", arrays, {KEY_NUM_EXAMPLES: 8.0}, "d1", ["a", "b"])
+    # Under DP every weight is 1, and so is the bound: max_weight does not apply.
+    dp = cfg.model_copy(update={"differential_privacy": cfg.differential_privacy.model_copy(update={"enabled": True})})
+    with pytest.raises(BankDataError, match="weighted adapter value 1.5"):
+        secure_fit_reply(dp, "bank_a", arrays, {KEY_NUM_EXAMPLES: 1.0}, "d1", ["a", "b"])

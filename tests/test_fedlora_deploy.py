@@ -4,8 +4,9 @@ Every process is real: `flower-superlink --insecure` on a free port, three `kofi
 processes (each exec's `flower-supernode` with its bank's data path in --node-config), and
 `kofin fedlora` submitting the run with `flwr run`. The SuperLink starts the ServerApp in its own
 process, each SuperNode a ClientApp process per run. After round 1 bank_c's SuperNode is killed;
-round 2 completes with the two banks left (rounds.min_available_clients 2). About two minutes:
-most of it is Flower starting app processes and the SuperLink waiting out the dead node's heartbeat.
+round 2 completes with the two banks left (rounds.min_available_clients 2); then one SecAgg+ round
+runs over the same SuperNodes. About two and a half minutes: most of it is Flower starting app
+processes and the SuperLink waiting out the dead node's heartbeat.
 """
 
 from __future__ import annotations
@@ -217,3 +218,37 @@ def test_three_supernodes_complete_two_rounds_and_a_killed_one_is_tolerated(fede
     assert "adapter_config.json" in opened
     assert not [p for p in bank_files.values() if str(p) in opened]
     assert (run / "adapter_model.safetensors").stat().st_size > 0
+
+
+def test_a_secagg_round_over_the_deployment_engine(federation, bank_files, tmp_path):
+    # The SuperNodes of the test above (bank_c's may be dead by now: SecAgg+ then goes on without it).
+    port, _ = federation
+    out = tmp_path / "fedlora-secagg"
+    cfg = load_config(
+        FedLoraConfig,
+        ROOT / "configs" / "fedlora" / "deployment.yaml",
+        [
+            f"output_dir={out}",
+            "base_model=null",
+            "lora.r=4",
+            "lora.alpha=8",
+            "training.local_steps=1",
+            "training.sequence_len=256",
+            "training.precision=fp32",
+            "training.gradient_checkpointing=false",
+            "rounds.num_rounds=1",
+            "rounds.round_timeout_s=240",
+            "rounds.wait_for_clients_s=120",
+            "aggregation.method=fedavg",
+            "differential_privacy.enabled=false",
+            "secagg.enabled=true",
+            "secagg.max_weight=8",
+            f"engine.superlink=127.0.0.1:{port}",
+            "engine.insecure=true",
+            "engine.root_certificates=null",
+        ],
+    )
+    (r,) = require_complete(main(cfg, quiet=True), "fedlora")["metrics"]["rounds"]
+    assert r["secagg"] == {"plain_arrays_seen": 0}
+    assert {"bank_a", "bank_b"} <= {b["bank"] for b in r["banks"]}
+    assert all(0 < b["samples"] <= 4 and b["bytes_sent"] > 0 for b in r["banks"])

@@ -162,17 +162,58 @@ def test_dp_noise_changes_the_result_and_reports_epsilon_per_round(sim_run, bank
     assert any(not np.allclose(dp[n], clean[n]) for n in dp)
 
 
-def test_a_bank_that_fails_mid_round_is_dropped_while_the_minimum_still_replies(bank_files, tmp_path):
+DROP_ROUND = ("rounds.num_rounds=1", "banks.2.data={gone}")
+
+
+@pytest.fixture(scope="module")
+def drop_run(tmp_path_factory, bank_files) -> tuple[Path, Path]:
     # bank_c receives the round's adapter, then its ClientApp fails (its data is gone): the round
     # still has rounds.min_available_clients (2) adapters, so it completes without bank_c.
-    gone = tmp_path / "gone.jsonl"
-    cfg = fed_config(tmp_path / "drop", bank_files, "rounds.num_rounds=1", f"banks.2.data={gone}")
-    run = main(cfg, quiet=True)
+    folder = tmp_path_factory.mktemp("drop")
+    gone = folder / "gone.jsonl"
+    cfg = fed_config(folder / "fedlora", bank_files, *(o.format(gone=gone) for o in DROP_ROUND))
+    return main(cfg, quiet=True), gone
+
+
+def test_a_bank_that_fails_mid_round_is_dropped_while_the_minimum_still_replies(drop_run):
+    run, gone = drop_run
     (r,) = require_complete(run, "fedlora")["metrics"]["rounds"]
     assert sorted(b["bank"] for b in r["banks"]) == ["bank_a", "bank_b"]
     assert len(r["selected_nodes"]) == 3 and len(r["dropped"]) == 1
     assert "bank bank_c" in r["dropped"][0]["reason"] and str(gone) in r["dropped"][0]["reason"]
     assert r["bytes_from_banks"] == sum(b["bytes_sent"] for b in r["banks"])
+
+
+def test_secagg_gives_the_fedavg_mean_without_an_adapter_reaching_the_server(drop_run, bank_files, tmp_path):
+    # The same round as drop_run under Flower's SecAgg+: bank_c leaves after the key exchange, so its
+    # masks are inside the others' vectors and the server must rebuild them from bank_a's and
+    # bank_b's shares. The unmasked result is drop_run's plain FedAvg mean up to quantisation.
+    plain, _ = drop_run
+    gone = tmp_path / "gone.jsonl"
+    overrides = [o.format(gone=gone) for o in DROP_ROUND] + ["secagg.enabled=true", "secagg.max_weight=8"]
+    cfg = fed_config(tmp_path / "secagg", bank_files, *overrides)
+    run = main(cfg, quiet=True)
+    (r,) = require_complete(run, "fedlora")["metrics"]["rounds"]
+    (p,) = require_complete(plain, "fedlora")["metrics"]["rounds"]
+    assert r["secagg"] == {"plain_arrays_seen": 0}  # every reply's arrays were masked vectors in config records
+    assert sorted(b["bank"] for b in r["banks"]) == ["bank_a", "bank_b"] and len(r["dropped"]) == 1
+    assert "bank bank_c" in r["dropped"][0]["reason"] and str(gone) in r["dropped"][0]["reason"]
+    by_bank = {b["bank"]: b for b in p["banks"]}
+    for b in r["banks"]:  # the same local training as the plain round
+        assert b["samples"] == by_bank[b["bank"]]["samples"] and b["train_loss"] == by_bank[b["bank"]]["train_loss"]
+        assert b["bytes_sent"] > by_bank[b["bank"]]["bytes_sent"]  # keys, shares and the masked vector
+    secure, clear = adapter_tensors(run), adapter_tensors(plain)
+    sa = cfg.secagg
+    # Stochastic rounding: at most one quantisation step per bank, divided by the sum of the weights.
+    step = 2 * sa.clipping_range / sa.quantization_range
+    weights = sum(
+        round(b["samples"] / sa.max_weight * sa.quantization_range) / sa.quantization_range for b in r["banks"]
+    )
+    bound = len(r["banks"]) * step / weights + 1e-6  # + float32 rounding of the stored adapter
+    worst = max(float(np.max(np.abs(secure[n] - clear[n]))) for n in clear)
+    assert worst <= bound, (worst, bound)
+    moved = max(float(np.max(np.abs(clear[n]))) for n in clear if n.endswith("lora_B.weight"))
+    assert moved > 100 * bound  # the comparison is not trivially met by two untrained adapters
 
 
 def test_a_round_with_fewer_replies_than_the_minimum_fails_naming_the_bank(bank_files, tmp_path):

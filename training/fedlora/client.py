@@ -214,7 +214,7 @@ def train_round(
 def config_for_banks(cfg: FedLoraConfig) -> str:
     """What a bank needs to train a round, as JSON for the ConfigRecord: never the banks' own data settings."""
     data = cfg.model_dump(
-        mode="json", include={"base_model", "method", "lora", "training", "rounds", "differential_privacy"}
+        mode="json", include={"base_model", "method", "lora", "training", "rounds", "differential_privacy", "secagg"}
     )
     data.update(output_dir=str(cfg.output_dir), banks=[{"name": b.name} for b in cfg.banks])
     data["engine"] = {"kind": "deployment"}  # a bank's copy of the config holds no data paths
@@ -228,10 +228,11 @@ def make_client_app(banks: dict[int, BankData] | None = None) -> Any:
     from flwr.clientapp import ClientApp
 
     from kofin.offline import apply_offline_env
+    from kofin.training.fedlora import secagg
 
     app = ClientApp()
 
-    @app.train()
+    @app.train(mods=[secagg.secagg_when_asked])
     def train(msg: Message, context: Context) -> Message:
         apply_offline_env()
         node_config = dict(context.node_config)
@@ -239,6 +240,11 @@ def make_client_app(banks: dict[int, BankData] | None = None) -> Any:
             bank = banks[int(node_config["partition-id"])]
         else:
             bank = BankData.from_node_config(node_config)
+        if secagg.is_secure_fit(msg.content):  # a SecAgg+ round: the mod masks what this returns
+            cfg, global_arrays, server_round = secagg.read_secure_fit(msg.content)
+            arrays, metrics, digest = train_round(cfg, bank, global_arrays, server_round)
+            reply = secagg.secure_fit_reply(cfg, bank.name, arrays, metrics, digest, list(global_arrays))
+            return Message(content=reply, reply_to=msg)
         config = msg.content.config_records[CONFIG_RECORD]
         cfg = FedLoraConfig.model_validate(json.loads(str(config[KEY_CONFIG_JSON])))
         global_arrays = {k: v.numpy() for k, v in msg.content.array_records[ADAPTER_RECORD].items()}

@@ -136,23 +136,71 @@ class Engine(KofinModel):
         return address
 
 
-# Why `secagg: true` is refused. Flower 1.42's SecAgg+ (flwr.server.workflow.SecAggPlusWorkflow with
-# flwr.client.mod.secaggplus_mod on the banks) runs only on Flower's legacy Strategy path:
-# - the workflow must be called with a LegacyContext (a Strategy, a ClientManager of ClientProxies, the
-#   round number and parameters in context.state) and runs a whole fit round itself: the Strategy's
-#   configure_fit picks the banks, four protocol stages follow, the Strategy's aggregate_fit gets the
-#   unmasked result. kofin's round loop (server.run_round: its own messages, per-bank replies, drop
-#   accounting, checkpoint and resume per round) would have to become a Strategy driven by Flower;
-# - secaggplus_mod speaks the legacy FitIns/FitRes records (an ordered list of unnamed arrays), not the
-#   named adapter ArrayRecord kofin's ClientApp sends and the server checks tensor by tensor;
-# - the server learns only the sample-weighted sum, so aggregation.method svd (which needs every bank's
-#   own B·A) cannot run under it, and every tensor is clipped to +-clipping_range before quantisation.
-SECAGG_UNAVAILABLE = (
-    "secagg: true is not supported by kofin fedlora yet: Flower's SecAgg+ (SecAggPlusWorkflow + "
-    "secaggplus_mod) runs only on Flower's legacy Strategy round loop, not on kofin's per-round loop with its "
-    "named adapter tensors, drop accounting and resume. Set secagg: false; for privacy against the server use "
-    "differential_privacy.enabled: true (each bank clips and noises its update before sending it)"
-)
+class SecureAggregation(KofinModel):
+    """Flower's SecAgg+: the server learns only the sample-weighted mean of the banks' adapters.
+
+    Each bank quantises its adapter (scaled by its weight) to integers, adds masks agreed with its
+    neighbours, and secret-shares the mask seeds; the masks cancel in the sum, and the seeds of a bank
+    that dropped out are rebuilt from the shares of the others (training/fedlora/secagg.py)."""
+
+    enabled: bool = Field(default=False, description="Run every round as a SecAgg+ round (fedavg only).")
+    num_shares: float = Field(
+        default=1.0,
+        gt=0,
+        description="Neighbours each bank secret-shares its keys with: a fraction of the round's banks (<= 1) or a "
+        "count (> 2). More shares tolerate more drop-outs at more cost.",
+    )
+    reconstruction_threshold: float = Field(
+        default=0.6,
+        gt=0,
+        description="Shares needed to rebuild a bank's keys: a fraction of num_shares (<= 1) or a count. Higher is "
+        "more private (more banks must collude), lower tolerates more drop-outs; never below 2.",
+    )
+    clipping_range: float = Field(
+        default=8.0,
+        gt=0,
+        description="Adapter values are quantised on [-clipping_range, clipping_range]; a bank whose weighted adapter "
+        "falls outside refuses the round (no silent clipping).",
+    )
+    max_weight: float = Field(
+        default=1000.0,
+        gt=0,
+        description="Upper bound of any bank's FedAvg weight (its training chats); quantisation is finest when close "
+        "to the largest bank's count. Under differential privacy every weight is 1 and 1 is used.",
+    )
+    quantization_range: int = Field(
+        default=2**22,
+        ge=2**10,
+        le=2**28,
+        description="Integer levels of the quantisation; the masked sums are taken modulo 2**32, so at most "
+        "2**32 / quantization_range banks per round.",
+    )
+
+    @field_validator("num_shares")
+    @classmethod
+    def _share_count(cls, n: float) -> float:
+        if n > 1 and (n != int(n) or n <= 2):
+            raise ValueError(f"num_shares {n:g}: a fraction of the round's banks (0 < x <= 1) or a whole count above 2")
+        return n
+
+    @field_validator("reconstruction_threshold")
+    @classmethod
+    def _threshold_count(cls, t: float) -> float:
+        if t > 1 and t != int(t):
+            raise ValueError(f"reconstruction_threshold {t:g}: a fraction of num_shares (<= 1) or a whole count")
+        return t
+
+    @model_validator(mode="after")
+    def _threshold_below_shares(self) -> SecureAggregation:
+        if 1 < self.num_shares <= self.reconstruction_threshold:
+            raise ValueError(
+                f"reconstruction_threshold {self.reconstruction_threshold:g} must be below num_shares "
+                f"{self.num_shares:g}"
+            )
+        return self
+
+    def weight_bound(self, differential_privacy: bool) -> float:
+        return 1.0 if differential_privacy else self.max_weight
 
 
 class FedLoraConfig(StageConfig):
@@ -173,10 +221,10 @@ class FedLoraConfig(StageConfig):
         default_factory=DifferentialPrivacy, description="Client-side DP; off by default."
     )
     engine: Engine = Field(default_factory=Engine, description="Which Flower engine runs the federation.")
-    secagg: bool = Field(
-        default=False,
-        description="Flower's SecAgg+ secure aggregation (the server sees only the sum of the banks' masked "
-        "adapters). Not available in kofin fedlora yet: must stay false (see SECAGG_UNAVAILABLE in config.py).",
+    secagg: SecureAggregation = Field(
+        default_factory=SecureAggregation,
+        description="Flower's SecAgg+ secure aggregation: the server sees only the weighted mean of the banks' masked "
+        "adapters, never one bank's. `secagg: true` is short for `secagg: {enabled: true}`.",
     )
     audit_server_opens: bool = Field(
         default=True,
@@ -184,12 +232,10 @@ class FedLoraConfig(StageConfig):
         "so an auditor can check no bank's data was among them.",
     )
 
-    @field_validator("secagg")
+    @field_validator("secagg", mode="before")
     @classmethod
-    def _no_secagg_yet(cls, secagg: bool) -> bool:
-        if secagg:
-            raise ValueError(SECAGG_UNAVAILABLE)
-        return secagg
+    def _secagg_switch(cls, secagg: object) -> object:
+        return {"enabled": secagg} if isinstance(secagg, bool) else secagg
 
     @model_validator(mode="after")
     def _consistent(self) -> FedLoraConfig:
@@ -208,6 +254,18 @@ class FedLoraConfig(StageConfig):
                 f"rounds.clients_per_round {r.clients_per_round} must lie between min_available_clients "
                 f"({r.min_available_clients}) and the number of banks ({len(self.banks)})"
             )
+        if self.secagg.enabled:
+            if self.aggregation.method != "fedavg":
+                raise ValueError(
+                    f"secagg.enabled with aggregation.method {self.aggregation.method}: under SecAgg+ the server "
+                    "learns only the weighted sum of the adapters, not each bank's B·A that svd needs; use "
+                    "aggregation.method: fedavg, or turn secagg off"
+                )
+            if r.min_available_clients < 2:
+                raise ValueError(
+                    "secagg.enabled needs rounds.min_available_clients >= 2: a sum of one bank's adapter is that "
+                    "bank's adapter"
+                )
         if self.engine.kind == "simulation":
             missing = [f"banks.{i}.data" for i, b in enumerate(self.banks) if b.data is None]
             if missing:

@@ -18,6 +18,7 @@ import os
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from kofin.training.fedlora import client as proto
 from kofin.training.fedlora.aggregation import aggregate
 from kofin.training.fedlora.config import FedLoraConfig
 from kofin.training.fedlora.dp import PrivacyLedger
+from kofin.training.fedlora.secagg import BankResult, secure_round
 
 STAGE = "fedlora"
 STATE_FILE = "fedlora_rounds.json"  # the round log; in the finished run too
@@ -129,14 +131,64 @@ def wait_for_banks(grid: Any, cfg: FedLoraConfig, server_round: int) -> list[int
         time.sleep(1.0)
 
 
-def run_round(grid: Any, cfg: FedLoraConfig, server_round: int, global_arrays: dict[str, np.ndarray]) -> Any:
-    from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+@dataclass
+class RoundOutcome:
+    selected: list[int]
+    banks: list[BankResult]
+    dropped: list[dict[str, Any]]
+    wall_s: float
+    bytes_down: int  # the round's message to one bank
+    mean: dict[str, np.ndarray] | None  # SecAgg+ rounds: the mean the protocol unmasked
+    plain_arrays_seen: int | None = None  # SecAgg+ rounds: adapter arrays that reached the server unmasked
 
-    nodes = wait_for_banks(grid, cfg, server_round)
+
+def select_banks(nodes: list[int], cfg: FedLoraConfig, server_round: int) -> list[int]:
     rng = np.random.default_rng([cfg.training.seed, server_round])
     k = cfg.rounds.clients_per_round or len(nodes)
     # Indices, not the ids: node ids are uint64 and numpy would turn a list of them into floats.
-    selected = sorted(nodes[i] for i in rng.permutation(len(nodes))[: min(k, len(nodes))])
+    return sorted(nodes[i] for i in rng.permutation(len(nodes))[: min(k, len(nodes))])
+
+
+def run_round(grid: Any, cfg: FedLoraConfig, server_round: int, global_arrays: dict[str, np.ndarray]) -> RoundOutcome:
+    selected = select_banks(wait_for_banks(grid, cfg, server_round), cfg, server_round)
+    started = time.time()
+    if cfg.secagg.enabled:
+        secure = secure_round(grid, cfg, server_round, global_arrays, selected)
+        outcome = RoundOutcome(
+            selected, secure.banks, secure.dropped, 0.0, secure.bytes_down, secure.mean, secure.plain_arrays_seen
+        )
+    else:
+        banks, dropped, bytes_down = plain_round(grid, cfg, server_round, global_arrays, selected)
+        outcome = RoundOutcome(selected, banks, dropped, 0.0, bytes_down, None)
+    outcome.wall_s = time.time() - started
+    known = {b.name for b in cfg.banks}
+    strangers = [b for b in outcome.banks if b.bank not in known]
+    if strangers and outcome.mean is not None:  # its adapter is inside the secure sum: the round cannot stand
+        raise FedLoraRoundError(
+            f"round {server_round}: node {strangers[0].node_id} announces bank {strangers[0].bank!r}, which is not "
+            "in banks, and its adapter is inside the SecAgg+ sum; stop that SuperNode or add the bank to banks"
+        )
+    outcome.dropped += [
+        {"node_id": b.node_id, "reason": f"announces bank {b.bank!r}, which is not in banks"} for b in strangers
+    ]
+    outcome.banks = [b for b in outcome.banks if b.bank in known]
+    if len(outcome.banks) < cfg.rounds.min_available_clients:
+        why = "; ".join(f"node {d['node_id']}: {d['reason']}" for d in outcome.dropped) or "none failed"
+        raise FedLoraRoundError(
+            f"round {server_round}: {len(outcome.banks)} of {len(selected)} banks returned an adapter, fewer than "
+            f"rounds.min_available_clients {cfg.rounds.min_available_clients} ({why}). The global adapter of round "
+            f"{server_round - 1} is kept in {cfg.output_dir}{PARTIAL_SUFFIX}; fix or restart the failed banks and run "
+            "the same command again to resume"
+        )
+    return outcome
+
+
+def plain_round(
+    grid: Any, cfg: FedLoraConfig, server_round: int, global_arrays: dict[str, np.ndarray], selected: list[int]
+) -> tuple[list[BankResult], list[dict[str, Any]], int]:
+    """Send the global adapter to the selected banks and take each one's adapter back."""
+    from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+
     record = ArrayRecord(array_dict={n: Array(np.ascontiguousarray(a)) for n, a in global_arrays.items()})
     config = ConfigRecord({proto.KEY_ROUND: server_round, proto.KEY_CONFIG_JSON: proto.config_for_banks(cfg)})
     messages = [
@@ -147,14 +199,12 @@ def run_round(grid: Any, cfg: FedLoraConfig, server_round: int, global_arrays: d
         )
         for node in selected
     ]
-    started = time.time()
     replies = list(grid.send_and_receive(messages, timeout=cfg.rounds.round_timeout_s))
-    wall = time.time() - started
     # A reply is matched to its bank by the message it answers: when a bank's SuperNode is gone the
     # SuperLink itself answers for it ("Node Unavailable"), so the sender id would be the SuperLink's.
     sent_to = {m.metadata.message_id: int(m.metadata.dst_node_id) for m in messages}
-    known = {b.name for b in cfg.banks}
-    ok, dropped = [], []
+    banks: list[BankResult] = []
+    dropped: list[dict[str, Any]] = []
     answered: set[int] = set()
     for reply in replies:
         node = sent_to.get(reply.metadata.reply_to_message_id, int(reply.metadata.src_node_id))
@@ -162,25 +212,24 @@ def run_round(grid: Any, cfg: FedLoraConfig, server_round: int, global_arrays: d
         if reply.has_error():
             dropped.append({"node_id": node, "reason": str(reply.error.reason)})
             continue
-        bank = str(reply.content.config_records[proto.BANK_RECORD]["name"])
-        if bank not in known:
-            dropped.append({"node_id": node, "reason": f"announces bank {bank!r}, which is not in banks"})
-            continue
-        ok.append((node, bank, reply))
+        adapter = reply.content.array_records[proto.ADAPTER_RECORD]
+        bank = reply.content.config_records[proto.BANK_RECORD]
+        banks.append(
+            BankResult(
+                node_id=node,
+                bank=str(bank["name"]),
+                metrics={k: float(v) for k, v in reply.content.metric_records[proto.METRICS_RECORD].items()},
+                data_sha256=str(bank["data-sha256"]),
+                bytes_sent=int(adapter.count_bytes()),
+                arrays={k: v.numpy() for k, v in adapter.items()},
+            )
+        )
     dropped += [
         {"node_id": n, "reason": f"no reply within rounds.round_timeout_s {cfg.rounds.round_timeout_s:g} s"}
         for n in selected
         if n not in answered
     ]
-    if len(ok) < cfg.rounds.min_available_clients:
-        why = "; ".join(f"node {d['node_id']}: {d['reason']}" for d in dropped) or "none failed"
-        raise FedLoraRoundError(
-            f"round {server_round}: {len(ok)} of {len(selected)} banks returned an adapter, fewer than "
-            f"rounds.min_available_clients {cfg.rounds.min_available_clients} ({why}). The global adapter of round "
-            f"{server_round - 1} is kept in {cfg.output_dir}{PARTIAL_SUFFIX}; fix or restart the failed banks and run "
-            "the same command again to resume"
-        )
-    return selected, ok, dropped, wall, record.count_bytes()
+    return banks, dropped, record.count_bytes()
 
 
 def serve_rounds(grid: Any, cfg: FedLoraConfig, *, quiet: bool = False) -> Path:
@@ -210,14 +259,19 @@ def _serve(grid: Any, cfg: FedLoraConfig, audit: OpenAudit | None, *, quiet: boo
         ledger = PrivacyLedger.from_json(state["privacy"], dp.noise_multiplier, dp.delta)
         for server_round in range(state["completed_round"] + 1, cfg.rounds.num_rounds + 1):
             say(f"round {server_round}/{cfg.rounds.num_rounds}: sending the global adapter")
-            selected, ok, dropped, wall, bytes_down = run_round(grid, cfg, server_round, global_arrays)
-            trained = [reply_arrays(r) for _, _, r in ok]
-            weights = [float(r.content.metric_records[proto.METRICS_RECORD][proto.KEY_NUM_EXAMPLES]) for _, _, r in ok]
-            agg = aggregate(cfg.aggregation.method, trained, weights)
-            global_arrays = agg.arrays
-            entry = round_record(server_round, cfg, selected, ok, dropped, wall, bytes_down, agg.max_residual)
+            outcome = run_round(grid, cfg, server_round, global_arrays)
+            residual = None
+            if outcome.mean is not None:
+                global_arrays = outcome.mean
+            else:
+                trained = [b.arrays for b in outcome.banks if b.arrays is not None]
+                weights = [b.metrics[proto.KEY_NUM_EXAMPLES] for b in outcome.banks]
+                agg = aggregate(cfg.aggregation.method, trained, weights)
+                global_arrays, residual = agg.arrays, agg.max_residual
+            entry = round_record(server_round, cfg, outcome, residual)
+            ok, dropped = outcome.banks, outcome.dropped
             if dp.enabled:
-                entry["epsilon"] = ledger.record_round([bank for _, bank, _ in ok])
+                entry["epsilon"] = ledger.record_round([b.bank for b in ok])
                 entry["delta"] = dp.delta
                 state["privacy"] = ledger.to_json()
             state["rounds"].append(entry)
@@ -226,6 +280,7 @@ def _serve(grid: Any, cfg: FedLoraConfig, audit: OpenAudit | None, *, quiet: boo
             say(
                 f"round {server_round}: {len(ok)} bank(s), loss {entry['train_loss']:.4f}"
                 + (f", {len(dropped)} dropped" if dropped else "")
+                + (", SecAgg+" if cfg.secagg.enabled else "")
                 + (f", epsilon {max(entry['epsilon'].values()):.2f}" if dp.enabled else "")
             )
         adapters.save_adapter(model, global_arrays, run.path)
@@ -239,52 +294,43 @@ def _serve(grid: Any, cfg: FedLoraConfig, audit: OpenAudit | None, *, quiet: boo
     return cfg.output_dir
 
 
-def reply_arrays(reply: Any) -> dict[str, np.ndarray]:
-    return {k: v.numpy() for k, v in reply.content.array_records[proto.ADAPTER_RECORD].items()}
-
-
 def round_record(
-    server_round: int,
-    cfg: FedLoraConfig,
-    selected: list[int],
-    ok: list[tuple[int, str, Any]],
-    dropped: list[dict[str, Any]],
-    wall: float,
-    bytes_down: int,
-    residual: float | None,
+    server_round: int, cfg: FedLoraConfig, outcome: RoundOutcome, residual: float | None
 ) -> dict[str, Any]:
     banks: list[dict[str, Any]] = []
-    for node, bank, reply in ok:
-        m = reply.content.metric_records[proto.METRICS_RECORD]
+    for b in outcome.banks:
+        m = b.metrics
         banks.append(
             {
-                "bank": bank,
-                "node_id": node,
+                "bank": b.bank,
+                "node_id": b.node_id,
                 # Under DP the weight is 1 and the row count stays with the bank (dp.py).
                 "samples": None if cfg.differential_privacy.enabled else int(m[proto.KEY_NUM_EXAMPLES]),
-                "train_loss": float(m["train-loss"]),
-                "loss_first": float(m["loss-first"]),
-                "loss_last": float(m["loss-last"]),
+                "train_loss": m["train-loss"],
+                "loss_first": m["loss-first"],
+                "loss_last": m["loss-last"],
                 "steps": int(m["steps"]),
                 "tokens": int(m["tokens"]),
-                "train_s": float(m["train-s"]),
-                "bytes_sent": int(reply.content.array_records[proto.ADAPTER_RECORD].count_bytes()),
-                "data_sha256": str(reply.content.config_records[proto.BANK_RECORD]["data-sha256"]),
-                **({"update_norm": float(m["update-norm"])} if "update-norm" in m else {}),
+                "train_s": m["train-s"],
+                "bytes_sent": b.bytes_sent,  # SecAgg+: every protocol message, the masked vector included
+                "data_sha256": b.data_sha256,
+                **({"update_norm": m["update-norm"]} if "update-norm" in m else {}),
             }
         )
-    losses = [b["train_loss"] for b in banks]
-    return {
+    entry = {
         "round": server_round,
-        "selected_nodes": selected,
+        "selected_nodes": outcome.selected,
         "banks": banks,
-        "dropped": dropped,
-        "train_loss": float(np.mean(losses)),
-        "bytes_to_banks": bytes_down * len(selected),
+        "dropped": outcome.dropped,
+        "train_loss": float(np.mean([b["train_loss"] for b in banks])),
+        "bytes_to_banks": outcome.bytes_down * len(outcome.selected),
         "bytes_from_banks": sum(b["bytes_sent"] for b in banks),
-        "wall_s": round(wall, 3),
+        "wall_s": round(outcome.wall_s, 3),
         "svd_residual_max": residual,
     }
+    if outcome.plain_arrays_seen is not None:
+        entry["secagg"] = {"plain_arrays_seen": outcome.plain_arrays_seen}
+    return entry
 
 
 def summary_metrics(cfg: FedLoraConfig, state: dict[str, Any], adapter_bytes: int) -> dict[str, Any]:
@@ -296,6 +342,7 @@ def summary_metrics(cfg: FedLoraConfig, state: dict[str, Any], adapter_bytes: in
         keys.METHOD: cfg.method,
         "federated": True,
         "aggregation": cfg.aggregation.method,
+        "secure_aggregation": cfg.secagg.enabled,
         "engine": cfg.engine.kind,
         "rounds_completed": state["completed_round"],
         "resumed_after_round": state.get("resumed_after_round", []),
