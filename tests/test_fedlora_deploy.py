@@ -149,10 +149,9 @@ def federation(tmp_path_factory, bank_files, tiny_model) -> Iterator[tuple[int, 
         procs.kill_all()
 
 
-def test_three_supernodes_complete_two_rounds_and_a_killed_one_is_tolerated(federation, bank_files, tmp_path):
-    port, procs = federation
-    out = tmp_path / "fedlora-deploy"
-    cfg = load_config(
+def deploy_config(out: Path, port: int, *overrides: str) -> FedLoraConfig:
+    """configs/fedlora/deployment.yaml pointed at the test's SuperLink, on the tiny model, plain fedavg."""
+    return load_config(
         FedLoraConfig,
         ROOT / "configs" / "fedlora" / "deployment.yaml",
         [
@@ -166,7 +165,6 @@ def test_three_supernodes_complete_two_rounds_and_a_killed_one_is_tolerated(fede
             "training.sequence_len=256",
             "training.precision=fp32",
             "training.gradient_checkpointing=false",
-            "rounds.num_rounds=2",
             "rounds.min_available_clients=2",
             "rounds.round_timeout_s=240",
             "rounds.wait_for_clients_s=120",
@@ -175,8 +173,15 @@ def test_three_supernodes_complete_two_rounds_and_a_killed_one_is_tolerated(fede
             f"engine.superlink=127.0.0.1:{port}",
             "engine.insecure=true",
             "engine.root_certificates=null",
+            *overrides,
         ],
     )
+
+
+def test_three_supernodes_complete_two_rounds_and_a_killed_one_is_tolerated(federation, bank_files, tmp_path):
+    port, procs = federation
+    out = tmp_path / "fedlora-deploy"
+    cfg = deploy_config(out, port, "rounds.num_rounds=2")
     state = Path(str(out) + ".partial") / STATE_FILE
     killed = threading.Event()
 
@@ -223,30 +228,8 @@ def test_three_supernodes_complete_two_rounds_and_a_killed_one_is_tolerated(fede
 def test_a_secagg_round_over_the_deployment_engine(federation, bank_files, tmp_path):
     # The SuperNodes of the test above (bank_c's may be dead by now: SecAgg+ then goes on without it).
     port, _ = federation
-    out = tmp_path / "fedlora-secagg"
-    cfg = load_config(
-        FedLoraConfig,
-        ROOT / "configs" / "fedlora" / "deployment.yaml",
-        [
-            f"output_dir={out}",
-            "base_model=null",
-            "lora.r=4",
-            "lora.alpha=8",
-            "training.local_steps=1",
-            "training.sequence_len=256",
-            "training.precision=fp32",
-            "training.gradient_checkpointing=false",
-            "rounds.num_rounds=1",
-            "rounds.round_timeout_s=240",
-            "rounds.wait_for_clients_s=120",
-            "aggregation.method=fedavg",
-            "differential_privacy.enabled=false",
-            "secagg.enabled=true",
-            "secagg.max_weight=8",
-            f"engine.superlink=127.0.0.1:{port}",
-            "engine.insecure=true",
-            "engine.root_certificates=null",
-        ],
+    cfg = deploy_config(
+        tmp_path / "fedlora-secagg", port, "rounds.num_rounds=1", "secagg.enabled=true", "secagg.max_weight=8"
     )
     (r,) = require_complete(main(cfg, quiet=True), "fedlora")["metrics"]["rounds"]
     assert r["secagg"] == {"plain_arrays_seen": 0}

@@ -113,6 +113,7 @@ def test_simulation_writes_a_complete_run_with_the_rounds_in_the_manifest(sim_ru
     digests = {r["round"]: {b["bank"]: b["data_sha256"] for b in r["banks"]} for r in m["rounds"]}
     assert len(set(digests[1].values())) == 3 and digests[1] == digests[2]
     assert manifest["wall_time_s"] > 0 and m["bytes_sent_total"] > m["adapter_bytes"] > 0
+    assert m["gpu_hours"] == 0 and all(b["gpu_s"] == 0 for r in m["rounds"] for b in r["banks"])  # CPU banks
     assert set(manifest["inputs"]) == {"base_model"}  # the server hashes no bank's data
 
 

@@ -198,6 +198,7 @@ def train_round(
         "steps": float(steps),
         "tokens": float(tokens),
         "train-s": round(time.time() - started, 3),
+        "gpu-s": round(time.time() - started, 3) if device == "cuda" else 0.0,  # the study's GPU-hours
     }
     dp = cfg.differential_privacy
     if dp.enabled:

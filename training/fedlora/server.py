@@ -312,6 +312,7 @@ def round_record(
                 "steps": int(m["steps"]),
                 "tokens": int(m["tokens"]),
                 "train_s": m["train-s"],
+                "gpu_s": m.get("gpu-s", 0.0),
                 "bytes_sent": b.bytes_sent,  # SecAgg+: every protocol message, the masked vector included
                 "data_sha256": b.data_sha256,
                 **({"update_norm": m["update-norm"]} if "update-norm" in m else {}),
@@ -352,6 +353,8 @@ def summary_metrics(cfg: FedLoraConfig, state: dict[str, Any], adapter_bytes: in
         keys.TOKENS_TOTAL: tokens,
         keys.TRAIN_RUNTIME_S: round(sum(r["wall_s"] for r in rounds), 3),
         keys.TOKENS_PER_S: round(tokens / train_s, 1) if train_s else None,
+        # The banks' GPU time (each bank's own round on its own GPU), not the server's: it trains nothing.
+        keys.GPU_HOURS: round(sum(b.get("gpu_s", 0.0) for r in rounds for b in r["banks"]) / 3600, 4),
         keys.WORLD_SIZE: len(cfg.banks),
         "adapter_bytes": adapter_bytes,
         "bytes_sent_total": sum(r["bytes_to_banks"] + r["bytes_from_banks"] for r in rounds),
