@@ -122,6 +122,21 @@ def _fragments(retriever: HybridRetriever) -> frozenset[str]:
     return cached[1]
 
 
+_PLAIN_SENTENCE = re.compile(r"[0-9A-Za-z가-힣\s?.!,]*")
+
+
+def _every_piece_known(sentence: str, pieces: frozenset[str]) -> bool:
+    """Whether every 2..8-character piece of every word is in `pieces`. Then no name in the sentence
+    can be unknown: a name Kiwi finds in a sentence of plain words is a piece of one of its words."""
+    if not _PLAIN_SENTENCE.fullmatch(sentence):
+        return False
+    for word in _WORD.findall(sentence.lower()):
+        for n in range(2, min(len(word), _MAX_FRAGMENT) + 1):
+            if any(word[i : i + n] not in pieces for i in range(len(word) - n + 1)):
+                return False
+    return True
+
+
 def unknown_name(retriever: HybridRetriever, question: str) -> str | None:
     """A proper name in what the question asks ("국민은행", "강남역지점", "업비트") that no document
     of the KB mentions. Statute names are `unknown_law`'s (a short name need not appear verbatim);
@@ -130,6 +145,8 @@ def unknown_name(retriever: HybridRetriever, question: str) -> str | None:
     sentences = split_sentences(question) or [question]
     asking = next((s for s in reversed(sentences) if "?" in s), sentences[-1])
     pieces = _fragments(retriever)
+    if _every_piece_known(asking, pieces):
+        return None  # whatever Kiwi calls a name here, the KB mentions it: skip the analysis (~1.5 ms)
     for name in proper_nouns(asking):
         if len(name) < 2 or "법" in name or name in QUESTION_WORDS or len(name) > _MAX_FRAGMENT:
             continue

@@ -261,6 +261,23 @@ def test_a_question_about_a_name_the_kb_never_mentions_is_refused(kb, tmp_path):
     assert a.ask("저는 여의도에서 일하는 직장인입니다. 스마트 정기예금 가입 금액은 최소 얼마인가요?").found
 
 
+def test_skipping_the_name_analysis_when_every_word_is_known_changes_no_verdict(bundled, monkeypatch):
+    """unknown_name skips Kiwi when every piece of every word is in the KB: on every KB dev question
+    (and a few with names and symbols) the verdict is the one the full analysis gives."""
+    from kofin.serve import scope
+    from kofin.serve.kb import load_kb
+    from kofin.serve.retrieve import HybridRetriever
+
+    retriever = HybridRetriever(load_kb(bundled))
+    questions = [r["question"] for n in ("kb_answerable.jsonl", "kb_unanswerable.jsonl") for r in _rows(n)]
+    questions += ["국민은행 정기예금 금리는?", "K-뱅크 적금 있어요?", "업비트로 송금돼요?", "스마트 정기예금 금리는?"]
+    fast = [scope.unknown_name(retriever, q) for q in questions]
+    monkeypatch.setattr(scope, "_every_piece_known", lambda sentence, pieces: False)
+    full = [scope.unknown_name(retriever, q) for q in questions]
+    assert fast == full
+    assert "국민은행" in full and full[-1] is None  # the check has names to find and plain questions to pass
+
+
 def test_an_asked_for_age_is_quoted_from_the_document_chunk_that_states_it(tmp_path):
     docs = tmp_path / "docs"
     docs.mkdir()
