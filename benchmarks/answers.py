@@ -4,7 +4,7 @@ Run as:
     .venv/bin/python benchmarks/answers.py                     # dev sets only (what tuning may look at)
     .venv/bin/python benchmarks/answers.py --heldout           # + the blind held-out sets (report only)
     .venv/bin/python benchmarks/answers.py --heldout --scale 300000 --out benchmarks/results/answers.json
-    .venv/bin/python benchmarks/answers.py --heldout --heldout2 DIR  # + a second held-out folder, side by side
+    .venv/bin/python benchmarks/answers.py --heldout --heldout2 DIR [DIR ...]  # + further held-out folders, side by side
 
 Every question goes through `Assistant.ask` (serve/ask.py), the function `kofin ask` and the chat
 call, anonymous (documents open to all), with an audit log in a temp folder and the answer
@@ -19,9 +19,10 @@ Sets (qid, question, gold; see benchmarks/dev/README.md and benchmarks/heldout/R
 - bundled KB (data_ko/kb): key fact (a string from the gold document) present in the answer,
   refusals of answerable and unanswerable questions; follow-ups: R@5 of the follow-up asked with
   its history, the same follow-up alone, and the question written out in full;
-- `--heldout2 DIR`: a further held-out folder with the files and fields of benchmarks/heldout/
+- `--heldout2 DIR [DIR ...]`: further held-out folders with the files and fields of benchmarks/heldout/
   (laws_answerable, laws_unanswerable, kb_answerable, kb_unanswerable, kb_followups .jsonl; see
-  its README), run the same way and reported beside dev and held-out in one table at the end;
+  its README), each run the same way, named after its folder (benchmarks/heldout3 -> "heldout3")
+  and reported beside dev and held-out in one table at the end;
 - conflicts the ingest reports on the bundled KB; p95 latency of the whole answer at the
   statutes' ~3.5k chunks and, with --scale, at N synthetic chunks (benchmarks/retrieval.py).
 """
@@ -132,21 +133,21 @@ def read_set(path: Path, kind: str) -> list[dict]:
 
 
 def heldout2_sets(folder: Path) -> list[tuple[str, Path, str, str]]:
-    """The sets of a second held-out folder, named like the first's with "heldout2"."""
+    """The sets of a further held-out folder, named like the first's with the folder's name."""
     if not folder.is_dir():
         raise SystemExit(f"--heldout2 {folder}: not a folder")
     found = [(stem, folder / f"{stem}.jsonl") for stem in HELDOUT_FILES if (folder / f"{stem}.jsonl").is_file()]
     if not found:
         raise SystemExit(f"--heldout2 {folder}: none of {', '.join(f + '.jsonl' for f in HELDOUT_FILES)} is there")
     by_file = {file: stem for stem, file in SET_NAMES.items()}
-    return [(f"{by_file[stem]}-heldout2", path, *HELDOUT_FILES[stem]) for stem, path in found]
+    return [(f"{by_file[stem]}-{folder.name}", path, *HELDOUT_FILES[stem]) for stem, path in found]
 
 
-def summary_table(results: dict) -> str:
-    """Dev, held-out and held-out 2 side by side (a markdown table); dev statutes: the styles set."""
-    columns = [("dev", "dev"), ("heldout", "held-out"), ("heldout2", "held-out 2")]
+def summary_table(results: dict, extra: list[str]) -> str:
+    """Dev, held-out and the further held-out folders side by side (markdown); dev statutes: the styles set."""
+    columns = [("dev", "dev"), ("heldout", "held-out")] + [(name, name) for name in extra]
     names = {"laws-dev": "laws-styles-dev"}  # the dev set written in the held-out sets' styles
-    lines = ["| measure | " + " | ".join(label for _, label in columns) + " |", "|---|---|---|---|"]
+    lines = ["| measure | " + " | ".join(label for _, label in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for label, stem, _, keys in SUMMARY:
         cells = []
         for column, _ in columns:
@@ -253,8 +254,10 @@ def main() -> int:
     parser.add_argument(
         "--heldout2",
         type=Path,
+        nargs="+",
+        default=[],
         metavar="DIR",
-        help="also run a second held-out folder (the files and fields of benchmarks/heldout/)",
+        help="also run these held-out folders (the files and fields of benchmarks/heldout/), one column each",
     )
     parser.add_argument(
         "--only", nargs="*", default=[], help="run only these set names (e.g. laws-dev60 kb-keyfact-dev)"
@@ -275,7 +278,10 @@ def main() -> int:
         help="AnswerSettings overrides for an experiment, e.g. min_coverage=0.3",
     )
     args = parser.parse_args()
-    extra = heldout2_sets(args.heldout2) if args.heldout2 else []
+    names = [folder.name for folder in args.heldout2]
+    if len(set(names)) != len(names) or {"dev", "heldout"} & set(names):
+        raise SystemExit(f"--heldout2 {' '.join(names)}: each folder needs its own name, not dev or heldout")
+    extra = [s for folder in args.heldout2 for s in heldout2_sets(folder)]
 
     import yaml
 
@@ -343,7 +349,7 @@ def main() -> int:
             print(f"{'latency (' + str(args.scale) + ')':28s} {results[f'latency_{args.scale}']}", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print("\n" + summary_table(results))
+    print("\n" + summary_table(results, names))
     if args.out:
         args.out.write_text(json.dumps(results, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return 0

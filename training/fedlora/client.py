@@ -222,6 +222,13 @@ def config_for_banks(cfg: FedLoraConfig) -> str:
     return json.dumps(data, ensure_ascii=False)
 
 
+def replying_bank(reply: Any, sent_to: dict[str, int]) -> int:
+    """The node a reply speaks for, matched by the message it answers (`sent_to`: message id -> node).
+    When a bank's SuperNode is gone the SuperLink itself answers for it ("Node Unavailable"), so the
+    sender id would be the SuperLink's; it is the fallback only."""
+    return sent_to.get(reply.metadata.reply_to_message_id, int(reply.metadata.src_node_id))
+
+
 def make_client_app(banks: dict[int, BankData] | None = None) -> Any:
     """The ClientApp. `banks` maps a virtual SuperNode's partition id to its bank (simulation); without it
     the bank comes from the SuperNode's --node-config (deployment)."""

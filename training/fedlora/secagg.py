@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from kofin.training.fedlora.client import replying_bank
 from kofin.training.fedlora.config import FedLoraConfig
 
 KEY_TENSORS = "tensor-names"  # fit config: the adapter's tensor names, in the order of the arrays
@@ -69,7 +70,7 @@ class _Traffic:
         self.bytes_to += sum(_content_bytes(m.content) for m in messages)
         replies = list(self.grid.send_and_receive(messages, timeout=timeout))
         for reply in replies:
-            node = sent_to.get(reply.metadata.reply_to_message_id, int(reply.metadata.src_node_id))
+            node = replying_bank(reply, sent_to)
             if reply.has_error():
                 self.errors[node] = str(reply.error.reason)
                 continue

@@ -200,14 +200,12 @@ def plain_round(
         for node in selected
     ]
     replies = list(grid.send_and_receive(messages, timeout=cfg.rounds.round_timeout_s))
-    # A reply is matched to its bank by the message it answers: when a bank's SuperNode is gone the
-    # SuperLink itself answers for it ("Node Unavailable"), so the sender id would be the SuperLink's.
     sent_to = {m.metadata.message_id: int(m.metadata.dst_node_id) for m in messages}
     banks: list[BankResult] = []
     dropped: list[dict[str, Any]] = []
     answered: set[int] = set()
     for reply in replies:
-        node = sent_to.get(reply.metadata.reply_to_message_id, int(reply.metadata.src_node_id))
+        node = proto.replying_bank(reply, sent_to)
         answered.add(node)
         if reply.has_error():
             dropped.append({"node_id": node, "reason": str(reply.error.reason)})
