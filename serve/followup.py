@@ -2,8 +2,12 @@
 
 Run as: a library; the answer path (serve/respond.py) calls `rewrite_question` before retrieval.
 
-A follow-up is elliptical when it opens with a connective (그럼, 그러면, 그건 …), is short and
-ends in a bare "…은요?/는요?", or has almost no content words of its own. Then:
+A question that names a topic of its own (a word few document titles carry, which the conversation
+has not used: 리볼빙, ISA, 보이스피싱) is a new question. Otherwise a follow-up is elliptical when it
+opens with a connective (그럼, 그러면, 그건 …), is short and ends in a bare "…은요?/는요?", or has
+almost no content words of its own; and a fuller one ("군대 다녀온 고객은요?", "거절당하면 언제쯤 다시
+넣는 게 좋아요?" say who or what happens, not which product) carries the earlier topic when the
+best sources cover it better with it than without. Then:
 - extractive backend: the topic of the conversation (content words of the earlier user turns,
   latest first, that the follow-up does not already have) is put in front of the follow-up;
 - generative backend: the model is asked to rewrite the follow-up as a standalone question, and
@@ -46,6 +50,39 @@ def is_elliptical(question: str) -> bool:
     return len(own) <= 1 or (short and len(own) <= 2 and bool(_BARE_TAIL.search(question)))
 
 
+# A title word is a topic's name when few documents' titles carry it: 가람, 안내, 상품설명서 or a
+# statute's 법 name every article repeats name no topic of their own.
+MAX_TITLE_SHARE = 0.05
+MIN_TITLE_DOCS = 3  # ... but in a small KB a word in up to 3 titles still names its documents
+
+
+def _topic_names(kb: Any) -> set[str]:
+    """Content words of the KB's document titles that few titles share."""
+    limit = max(MIN_TITLE_DOCS, MAX_TITLE_SHARE * kb.n_docs)
+    return {
+        t
+        for t, n in kb.title_terms.items()
+        if n <= limit and len(t) > 1 and t not in QUESTION_WORDS and not _ATTRIBUTE.match(t)
+    }
+
+
+def names_new_topic(question: str, history: list[dict], kb: Any) -> bool:
+    """Whether the question names a document topic (a title word) that the conversation has not."""
+    earlier = {t for turn in user_turns(history) for t in morpheme_terms(turn)}
+    names = _topic_names(kb)
+    return any(t in names and t not in earlier for t in morpheme_terms(question))
+
+
+def topic_helps(retriever: Any, question: str, with_topic: str, groups: tuple[str, ...]) -> bool:
+    """Whether the best sources cover the question better with the conversation's topic than without."""
+    from kofin.serve.answer import evidence  # answer.py is the gate's module; it does not import this one
+
+    def covered(query: str) -> float:
+        return evidence(retriever, query, retriever.search(query, groups, 3))
+
+    return covered(with_topic) > covered(question)
+
+
 def user_turns(history: list[dict]) -> list[str]:
     """The earlier user messages, cleaned, the last few, oldest first."""
     turns = [
@@ -74,14 +111,28 @@ def topic_of(history: list[dict], question: str) -> list[str]:
     return topic[:MAX_TOPIC_TERMS]
 
 
-def rewrite_question(question: str, history: list[dict], retriever: Any = None, backend: Any = None) -> str | None:
-    """The query to retrieve with when `question` is an elliptical follow-up; None to use it as is."""
-    if not history or not user_turns(history) or not is_elliptical(question):
+def rewrite_question(
+    question: str,
+    history: list[dict],
+    retriever: Any = None,
+    backend: Any = None,
+    groups: tuple[str, ...] = ("all",),
+) -> str | None:
+    """The query to retrieve with when `question` is a follow-up; None to use it as is.
+
+    A question naming a topic of its own (a title word the conversation has not) is a new question.
+    Otherwise an elliptical one carries the topic; any other carries it only when that makes the best
+    sources cover it better, searched with the asker's `groups` (history never widens what they see)."""
+    if not history or not user_turns(history):
         return None
     topic = topic_of(history, question)
     if not topic:
         return None
     extractive = f"{' '.join(topic)} {question}"
+    if retriever is not None and names_new_topic(question, history, retriever.kb):
+        return None
+    if not is_elliptical(question) and (retriever is None or not topic_helps(retriever, question, extractive, groups)):
+        return None
     if backend is None:
         return extractive
     return _generated_rewrite(backend, history, question) or extractive

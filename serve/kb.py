@@ -19,6 +19,7 @@ tampered index is named instead of silently answering wrong. Nothing here unpick
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from kofin.data_ko.korean import morpheme_terms
 from kofin.errors import KofinError
 from kofin.rundir import MANIFEST, require_complete, sha256_file
 from kofin.serve.index import DenseInfo, IndexConfig, char_vectorizer, load_csc, load_json
@@ -94,6 +96,10 @@ class KnowledgeBase:
     def __len__(self) -> int:
         return len(self.chunks)
 
+    @property
+    def n_docs(self) -> int:
+        return len(self._doc_rows)
+
     def doc_rows(self, doc_id: str) -> list[int]:
         """The rows of one document's chunks, in order."""
         return self._doc_rows.get(doc_id, [])
@@ -104,6 +110,17 @@ class KnowledgeBase:
         for i, c in enumerate(self.chunks):
             rows.setdefault(c["doc_id"], []).append(i)
         return rows
+
+    @cached_property
+    def title_terms(self) -> Counter[str]:
+        """How many documents' titles carry each morpheme (a word few titles share names a topic)."""
+        titles: dict[str, str] = {}
+        for chunk in self.chunks:
+            titles.setdefault(chunk["doc_id"], chunk["title"])
+        counts: Counter[str] = Counter()
+        for title in titles.values():
+            counts.update(set(morpheme_terms(title)))
+        return counts
 
     def allowed(self, groups: tuple[str, ...] | list[str]) -> np.ndarray:
         """Boolean mask of the chunks a user in `groups` may read (documents open to `all` included)."""

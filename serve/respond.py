@@ -95,7 +95,7 @@ def answer_stream(
     """
     started = time.time()
     question = clean_text(question).strip()
-    rewritten = rewrite_question(question, history or [], retriever, backend)
+    rewritten = rewrite_question(question, history or [], retriever, backend, groups)
     query = rewritten or question
     hits = retriever.search(query, groups, top_k or settings.retrieval.top_k)
     asked = _asked(question, rewritten, history)  # what kind of value the user wants

@@ -10,6 +10,7 @@ import pytest
 from kofin.serve import answer_question
 from kofin.serve.answer import NO_ANSWER
 from kofin.serve.ask import AskConfig, Assistant
+from kofin.serve.followup import is_elliptical
 from kofin.serve.ingest import IngestConfig
 from kofin.serve.ingest import main as ingest
 from kofin.serve.settings import AnswerSettings
@@ -62,6 +63,31 @@ def test_a_follow_up_is_answered_in_the_context_of_its_conversation(kb, tmp_path
     assert "기본이율 × 30%" in followed.answer  # the table row the pointing sentence refers to
     line = json.loads((tmp_path / "audit.jsonl").read_text(encoding="utf-8").splitlines()[-1])
     assert line["rewritten_query"] == followed.rewritten_query
+
+
+def test_a_follow_up_of_full_form_carries_its_topic_when_the_sources_cover_it_better(kb, tmp_path):
+    a = _assistant(kb, tmp_path)
+    history = [{"role": "user", "content": "가람 스마트 정기예금 가입 금액은 얼마부터예요?"}]
+    question = "중도에 깨면 이율은 어떻게 계산돼요?"  # no connective, no bare 은요: not elliptical in form
+    assert not is_elliptical(question)
+    assert a.ask(question).sources[0]["id"] == "youth-savings.md"
+    followed = a.ask(question, history=history)
+    assert followed.sources[0]["id"] == "smart-deposit.md" and "스마트" in followed.rewritten_query
+
+
+@pytest.mark.parametrize(
+    ("question", "doc"),
+    [
+        ("환전 수수료는요?", "poisoned.md"),
+        ("청년 적금은요?", "youth-savings.md"),
+        ("골드바 계좌 위약금은?", "gold-bar.md"),
+    ],
+)
+def test_a_question_naming_a_topic_of_its_own_is_a_new_question(kb, tmp_path, question, doc):
+    # Elliptical in form, but 환전 / 청년 / 골드바 are title words the conversation never used.
+    history = [{"role": "user", "content": "가람 스마트 정기예금 가입 금액은 얼마부터예요?"}]
+    asked = _assistant(kb, tmp_path).ask(question, history=history)
+    assert asked.rewritten_query is None and asked.sources[0]["id"] == doc
 
 
 def test_history_never_widens_what_a_user_may_see(kb, tmp_path):
