@@ -261,8 +261,10 @@ def test_calibration_proposes_the_highest_gate_within_the_refusal_budget():
     assert "proposed: min_coverage: 0.12" in choice.report()
 
 
-def test_the_chat_gate_calibrated_on_the_bundled_kb_is_what_kofin_ask_calibrate_proposes(bundled):
-    """configs/serve/demo.yaml's min_coverage came from `kofin ask --calibrate` on the KB dev sets."""
+def test_the_chat_gate_is_no_stricter_than_kofin_ask_calibrate_proposes_on_the_kb_dev_sets(bundled):
+    """configs/serve/demo.yaml's min_coverage is at most what `kofin ask --calibrate` proposes on the KB
+    dev sets (it is lower on purpose: the blind sets refuse more than dev at the proposal; see the
+    config's comment), and at it the dev sets' refusal floors hold."""
     from kofin.config import load_config
     from kofin.serve.calibrate import choose, measure, read_labelled
     from kofin.serve.kb import load_kb
@@ -272,9 +274,15 @@ def test_the_chat_gate_calibrated_on_the_bundled_kb_is_what_kofin_ask_calibrate_
     served = load_config(ServeConfig, ROOT / "configs" / "serve" / "demo.yaml")
     rows = read_labelled([DEV / "kb_answerable.jsonl", DEV / "kb_unanswerable.jsonl"])
     rows += read_labelled([DEV / "kb_followups.jsonl"])
-    choice = choose(measure(HybridRetriever(load_kb(bundled)), served, rows))
-    assert abs(choice.min_coverage - served.min_coverage) <= 0.02, choice.report()
-    assert choice.answerable_refused <= 0.05 and choice.unanswerable_refused >= 0.5, choice.report()
+    measured = measure(HybridRetriever(load_kb(bundled)), served, rows)
+    choice = choose(measured)
+    assert served.min_coverage <= choice.min_coverage, choice.report()
+
+    def refused(answerable: bool) -> float:
+        group = [m for m in measured if m.answerable == answerable]
+        return sum(m.refused_anyway or m.evidence < served.min_coverage for m in group) / len(group)
+
+    assert refused(True) <= 0.05 and refused(False) >= 0.5, choice.report()
 
 
 def test_a_question_about_a_name_the_kb_never_mentions_is_refused(kb, tmp_path):
