@@ -4,7 +4,7 @@ Run as:
     .venv/bin/python benchmarks/answers.py                     # dev sets only (what tuning may look at)
     .venv/bin/python benchmarks/answers.py --heldout           # + the blind held-out sets (report only)
     .venv/bin/python benchmarks/answers.py --heldout --scale 300000 --out benchmarks/results/answers.json
-    .venv/bin/python benchmarks/answers.py --heldout --heldout2 DIR [DIR ...]  # + further held-out folders, side by side
+    .venv/bin/python benchmarks/answers.py --heldout --heldout2 DIR [DIR ...]  # + more held-out folders, side by side
 
 Every question goes through `Assistant.ask` (serve/ask.py), the function `kofin ask` and the chat
 call, anonymous (documents open to all), with an audit log in a temp folder and the answer
