@@ -107,6 +107,15 @@ def refusal_bound(refused: int, n: int, confidence: float) -> float:
     return 1.0 if refused >= n else float(beta.ppf(confidence, refused + 1, n - refused))
 
 
+def refused_count(group: list[Measured], threshold: float) -> int:
+    """How many of `group` a gate at `threshold` refuses (scope refusals count whatever the gate)."""
+    return sum(m.refused_anyway or m.evidence < threshold for m in group)
+
+
+def refused_share(group: list[Measured], threshold: float) -> float:
+    return refused_count(group, threshold) / len(group) if group else 0.0
+
+
 def choose(measured: list[Measured], max_refused: float = 0.05, confidence: float = 0.8) -> GateChoice:
     """The highest threshold whose answerable refusal rate stays within `max_refused` with
     `confidence`: on 40 dev questions a point estimate of 5% is two questions, and the gate it buys
@@ -117,12 +126,6 @@ def choose(measured: list[Measured], max_refused: float = 0.05, confidence: floa
     if not answerable:
         raise KofinError("calibration needs answerable questions (a non-empty gold) as well as unanswerable ones")
 
-    def refused_count(group: list[Measured], t: float) -> int:
-        return sum(m.refused_anyway or m.evidence < t for m in group)
-
-    def refused(group: list[Measured], t: float) -> float:
-        return refused_count(group, t) / len(group) if group else 0.0
-
     # Candidate thresholds: each answerable question's own evidence rounded down to 0.01 (so it
     # and those at the same level stay answered), refusing those below.
     candidates = sorted({0.0} | {math.floor(m.evidence * 100) / 100 for m in answerable})
@@ -130,12 +133,12 @@ def choose(measured: list[Measured], max_refused: float = 0.05, confidence: floa
         t for t in candidates if refusal_bound(refused_count(answerable, t), len(answerable), confidence) <= max_refused
     ]
     best = max(within, default=0.0)
-    table = [(t / 20, refused(answerable, t / 20), refused(unanswerable, t / 20)) for t in range(0, 13)]
+    table = [(t / 20, refused_share(answerable, t / 20), refused_share(unanswerable, t / 20)) for t in range(0, 13)]
     bound = refusal_bound(refused_count(answerable, best), len(answerable), confidence)
     return GateChoice(
         best,
-        refused(answerable, best),
-        refused(unanswerable, best),
+        refused_share(answerable, best),
+        refused_share(unanswerable, best),
         len(answerable),
         len(unanswerable),
         bound,

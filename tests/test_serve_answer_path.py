@@ -266,7 +266,7 @@ def test_the_chat_gate_is_no_stricter_than_kofin_ask_calibrate_proposes_on_the_k
     dev sets (it is lower on purpose: the blind sets refuse more than dev at the proposal; see the
     config's comment), and at it the dev sets' refusal floors hold."""
     from kofin.config import load_config
-    from kofin.serve.calibrate import choose, measure, read_labelled
+    from kofin.serve.calibrate import choose, measure, read_labelled, refused_share
     from kofin.serve.kb import load_kb
     from kofin.serve.retrieve import HybridRetriever
     from kofin.serve.serve_config import ServeConfig
@@ -277,12 +277,10 @@ def test_the_chat_gate_is_no_stricter_than_kofin_ask_calibrate_proposes_on_the_k
     measured = measure(HybridRetriever(load_kb(bundled)), served, rows)
     choice = choose(measured)
     assert served.min_coverage <= choice.min_coverage, choice.report()
-
-    def refused(answerable: bool) -> float:
-        group = [m for m in measured if m.answerable == answerable]
-        return sum(m.refused_anyway or m.evidence < served.min_coverage for m in group) / len(group)
-
-    assert refused(True) <= 0.05 and refused(False) >= 0.5, choice.report()
+    answerable = [m for m in measured if m.answerable]
+    unanswerable = [m for m in measured if not m.answerable]
+    at_served = (refused_share(answerable, served.min_coverage), refused_share(unanswerable, served.min_coverage))
+    assert at_served[0] <= 0.05 and at_served[1] >= 0.5, choice.report()
 
 
 def test_a_question_about_a_name_the_kb_never_mentions_is_refused(kb, tmp_path):
