@@ -52,6 +52,7 @@ case "$cmd" in
     cp "$CARRY/.data/dpo/train.jsonl" "$CARRY/pairs.jsonl" && rm -rf "$CARRY/.data"
     "$KPY" "$ROOT/benchmarks/gpu/wheels.py" download "$CARRY/wheels"
     for w in "$CARRY"/wheels/bitsandbytes-*.whl; do "$KPY" "$ROOT/benchmarks/gpu/wheels.py" trim-bnb "$w"; done
+    "$KPY" "$ROOT/benchmarks/gpu/wheels.py" needs "$CARRY/wheels"
     "$KPY" "$ROOT/benchmarks/gpu/wheels.py" size "$CARRY"
     echo "prepared $CARRY; on the GPU host: bash benchmarks/gpu_check.sh run"
     ;;
@@ -60,12 +61,14 @@ case "$cmd" in
       echo "gpu_check.sh: $CARRY has no pairs.jsonl / tokenizer/; run 'bash benchmarks/gpu_check.sh prepare' first" >&2; exit 2; }
     WORK="$(mktemp -d /tmp/kofin-gpu-check.XXXXXX)"
     if [ "$INSTALL" = 1 ]; then
-      # The host's torch/transformers/peft/accelerate stay; the carried wheels add the DPO stage's.
-      "$PY" -m venv --system-site-packages "$WORK/venv"
-      "$WORK/venv/bin/python" -m pip install -q --no-index --no-deps "$CARRY"/wheels/*.whl
-      PY="$WORK/venv/bin/python"
+      # The host's torch/transformers/peft/accelerate stay; the carried wheels add the DPO stage's. Not a
+      # venv: the host's python3 is itself a venv, and a venv made from it sees the base interpreter's
+      # site-packages, not the one holding torch. PYTHONPATH reaches the DPO subprocesses too.
+      "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target "$WORK/site" "$CARRY"/wheels/*.whl
+      export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
     fi
-    "$PY" -c "import torch, transformers, peft, accelerate, bitsandbytes, trl" || {
+    "$PY" -c "import torch, transformers, peft, accelerate, bitsandbytes, datasets, trl" || {
       echo "gpu_check.sh: $PY lacks a package the check needs (see above); add its wheel to the carry" >&2; exit 3; }
     has_unsloth_py=0
     for a in "${PASS[@]}"; do [ "$a" = --unsloth-python ] && has_unsloth_py=1; done
@@ -74,10 +77,14 @@ case "$cmd" in
     out="$RESULTS/gpu-$(date -u +%Y-%m-%d).json"
     export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 UNSLOTH_DISABLE_STATISTICS=1 \
       DO_NOT_TRACK=1 WANDB_MODE=disabled TOKENIZERS_PARALLELISM=false PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+    # check.py rewrites the record after each part, so a timeout still leaves what was measured.
+    rc=0
     timeout "$TIMEOUT" "$PY" "$ROOT/benchmarks/gpu/check.py" --tokenizer "$CARRY/tokenizer" --pairs "$CARRY/pairs.jsonl" \
-      --work "$WORK/check" --out "$out" "${PASS[@]}"
-    [ -n "${OUT:-}" ] && cp "$out" "$OUT/"
-    echo "wrote $out"
+      --work "$WORK/check" --out "$out" "${PASS[@]}" || rc=$?
+    [ -f "$out" ] || { echo "gpu_check.sh: check.py wrote no record (exit $rc)" >&2; exit "${rc/#0/1}"; }
+    if [ -n "${OUT:-}" ]; then cp "$out" "$OUT/"; fi
+    echo "wrote $out (check.py exit $rc)"
+    exit "$rc"
     ;;
   *) usage >&2; exit 2 ;;
 esac

@@ -103,6 +103,69 @@ def test_carried_wheels_are_pinned_by_the_unsloth_lock():
     assert all(name in pins for name in wheels.CARRIED)
 
 
+def make_wheel(folder: Path, name: str, version: str, requires: list[str] = (), files: dict[str, str] = None) -> Path:
+    """A minimal valid wheel: pip installs it, wheels.py reads its METADATA."""
+    dist = f"{name}-{version}.dist-info"
+    meta = "\n".join(
+        ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}", *(f"Requires-Dist: {r}" for r in requires)]
+    )
+    contents = {
+        **(files or {f"{name}/__init__.py": ""}),
+        f"{dist}/METADATA": meta + "\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    wheel = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        for path, text in contents.items():
+            z.writestr(path, text)
+        z.writestr(f"{dist}/RECORD", "".join(f"{wheels._record_line(p, t.encode())}\n" for p, t in contents.items()))
+    return wheel
+
+
+def test_needs_names_what_neither_the_host_nor_the_carry_provides(tmp_path):
+    """What would have been an ImportError on the device (TRL needs datasets, absent from the H200 image)
+    is named before a lease starts; markers for other platforms, extras and unsloth's optional imports are not."""
+    make_wheel(
+        tmp_path,
+        "trl",
+        "1.15.0",
+        ["accelerate>=1.4", "datasets>=4.7.0", "rich; extra == 'cli'", "tyro>=1"],
+    )
+    make_wheel(tmp_path, "tyro", "1.0.17", ["eval-type-backport>=0.1.3; python_version < '3.10'"])
+    make_wheel(tmp_path, "unsloth", "2026.10.9", ["xformers>=0.0.27", "mlx; sys_platform == 'darwin'", "Dill"])
+    host = wheels.host_packages()
+    assert {"accelerate", "torch", "transformers", "peft"} <= host and "datasets" not in host
+    assert wheels.unmet_requirements(tmp_path, host) == {"trl": ["datasets>=4.7.0"], "unsloth": ["Dill"]}
+    make_wheel(tmp_path, "datasets", "4.8.5", ["dill<0.4.2", "pyarrow>=21"])
+    make_wheel(tmp_path, "dill", "0.4.1")
+    assert wheels.unmet_requirements(tmp_path, host) == {}
+    said = subprocess.run(
+        [sys.executable, str(wheels.__file__), "needs", str(tmp_path)], capture_output=True, text=True
+    )
+    assert said.returncode == 0 and "on the H200 image or carried" in said.stdout
+
+
+def test_run_installs_the_carried_wheels_ahead_of_the_hosts(tmp_path, tiny_model):
+    """Without --no-install the carried wheels go to a --target folder on PYTHONPATH (the H200's python3 is a
+    venv, so a venv made from it would not see its torch): a carried trl 99.0 is the one the check sees."""
+    carry = tmp_path / "carry"
+    (carry / "wheels").mkdir(parents=True)
+    shutil.copytree(tiny_model, carry / "tokenizer")
+    (carry / "pairs.jsonl").write_text("", encoding="utf-8")
+    make_wheel(carry / "wheels", "trl", "99.0")
+    proc = subprocess.run(
+        ["bash", str(SCRIPT), "run", "--carry", str(carry), "--results", str(tmp_path / "results")]
+        + ["--python", sys.executable, "--toy", "--device", "cpu", "--skip", "sft,dpo_unsloth,dpo_trl"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [out] = (tmp_path / "results").glob("gpu-*.json")
+    record = json.loads(out.read_text())
+    assert record["environment"]["versions"]["trl"] == "99.0" and record["parts"] == {}
+
+
 @pytest.mark.slow
 def test_cpu_rehearsal_writes_the_record(tmp_path, tiny_model, tiny_data_run):
     """The whole script at toy width on CPU: SFT points, DPO through TRL, unsloth refusing without CUDA."""
@@ -143,7 +206,10 @@ def test_cpu_rehearsal_writes_the_record(tmp_path, tiny_model, tiny_data_run):
         text=True,
         timeout=900,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # unsloth refuses without CUDA, and a failed part makes the run's exit 1 (the record says which)
+    unsloth_refuses = dpo.has_unsloth(dpo.unsloth_env())
+    assert proc.returncode == (1 if unsloth_refuses else 0), proc.stderr[-3000:]
+    assert ("dpo_unsloth: failed" in proc.stderr) == unsloth_refuses
     [out] = (tmp_path / "results").glob("gpu-*.json")
     record = json.loads(out.read_text())
     sft = record["parts"]["sft"]
@@ -155,7 +221,7 @@ def test_cpu_rehearsal_writes_the_record(tmp_path, tiny_model, tiny_data_run):
     trl = record["parts"]["dpo_trl"]
     assert trl["ok"] and trl["steps"] == 2 and trl["tokens_per_s"] > 0 and trl["adapter_elements_changed"] >= 0.9
     unsloth = record["parts"]["dpo_unsloth"]
-    if dpo.has_unsloth(dpo.unsloth_env()):
+    if unsloth_refuses:
         assert not unsloth["ok"] and unsloth["exit"] == 3 and "needs a CUDA GPU" in unsloth["error"]
     assert record["dpo_comparison"] is None and "not run" in record["axolotl"]
     assert record["toy"] is True and record["environment"]["versions"]["torch"]

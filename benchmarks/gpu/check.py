@@ -26,6 +26,7 @@ import platform
 import subprocess
 import sys
 import time
+import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -359,6 +360,7 @@ def dpo_part(backend: str, python: str, args: argparse.Namespace, base: Path, sf
             "exit": proc.returncode,
             "wall_s": wall,
             "error": said[-1] if said else "\n".join(proc.stderr.strip().splitlines()[-12:]),
+            "stderr_tail": proc.stderr[-3000:],
         }
     result = json.loads((out / recipe.LOG_FILE).read_text(encoding="utf-8"))
     history = result["log_history"]
@@ -373,6 +375,8 @@ def dpo_part(backend: str, python: str, args: argparse.Namespace, base: Path, sf
         "tokens_per_s": round(tokens / final["train_runtime"], 1) if tokens and final.get("train_runtime") else None,
         "adapter_elements_changed": round(result["adapter_elements_changed"], 6),
         "peak_gpu_memory_gib_training": result.get("peak_gpu_memory_gib_training"),
+        # what unsloth said of itself (its banner, the patches it applied): proof it ran, not TRL alone
+        "unsloth_lines": [ln for ln in (proc.stdout + proc.stderr).splitlines() if "unsloth" in ln.lower()][:12],
     }
 
 
@@ -436,8 +440,24 @@ def main(argv: list[str] | None = None) -> int:
         "the SFT part measures the same QLoRA recipe (PEFT + bitsandbytes, sdpa, checkpointing) directly",
     }
     parts = record["parts"]
+
+    def run(name: str, measure) -> None:
+        """One part; its failure is recorded and the other parts still run (a device lease is short)."""
+        say(f"{name}: started at {time.perf_counter() - began:.0f} s")
+        try:
+            parts[name] = measure()
+        except Exception as error:  # noqa: BLE001 - the record names it; the next part still runs
+            parts[name] = {
+                "ok": False,
+                "error": f"{type(error).__name__}: {error}",
+                "traceback": traceback.format_exc()[-4000:],
+            }
+        say(f"{name}: {'failed' if parts[name].get('ok') is False else 'done'} at {time.perf_counter() - began:.0f} s")
+        record["wall_s"] = round(time.perf_counter() - began, 1)
+        write_record(args.out, record)
+
     if "sft" not in args.skip:
-        parts["sft"] = sft_part(args, width)
+        run("sft", lambda: sft_part(args, width))
     if {"dpo_unsloth", "dpo_trl"} - args.skip:
         base = build_model(
             width, min(args.layers), args.work / f"base-{min(args.layers)}l", args.tokenizer, device=args.device
@@ -445,15 +465,23 @@ def main(argv: list[str] | None = None) -> int:
         sft = stacked_adapter(base, args.r, args.work / f"sft-{min(args.layers)}l-r{args.r}")
         for backend, python in (("unsloth", args.unsloth_python), ("trl", sys.executable)):
             if f"dpo_{backend}" not in args.skip:
-                parts[f"dpo_{backend}"] = dpo_part(backend, python, args, base, sft)
+                run(f"dpo_{backend}", lambda backend=backend, python=python: dpo_part(backend, python, args, base, sft))
         record["dpo_comparison"] = compare_dpo(parts)
     record["wall_s"] = round(time.perf_counter() - began, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(args.out)
+    write_record(args.out, record)
     print(json.dumps(record, indent=2, ensure_ascii=False))
-    return 0
+    return 1 if any(p.get("ok") is False for p in parts.values()) else 0
+
+
+def say(line: str) -> None:
+    print(f"gpu check: {line}", file=sys.stderr, flush=True)
+
+
+def write_record(out: Path, record: dict[str, Any]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(out)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Run as:
     python benchmarks/gpu/wheels.py download DIR       # pip download --no-deps of CARRIED at the lock's versions
     python benchmarks/gpu/wheels.py trim-bnb WHEEL     # keep only bitsandbytes' CUDA 13 (and CPU) library
     python benchmarks/gpu/wheels.py size DIR           # total MiB; exit 1 above the limit
+    python benchmarks/gpu/wheels.py needs DIR          # what neither the H200 image nor DIR holds; exit 1 if any
 """
 
 from __future__ import annotations
@@ -21,6 +22,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 LOCK = ROOT / "training" / "unsloth-requirements.txt"
 LIMIT_MIB = 64
+HOST_PACKAGES = Path(__file__).with_name("h200-packages.txt")
+# Declared by unsloth 2026.10.9 but imported on its training path only inside try/except (read in its
+# wheel): xformers (attention falls back to SDPA), nest_asyncio (OpenEnv); pydantic, structlog and json5
+# serve its CLI and studio; diffusers is only named in a list. Carrying them would cost ~100 MiB.
+NOT_NEEDED_FOR_TRAINING = {"xformers", "nest-asyncio", "pydantic", "structlog", "json5", "diffusers"}
+# The GPU host's interpreter, for evaluating the carried wheels' environment markers.
+HOST_MARKERS = {
+    "python_version": "3.12",
+    "python_full_version": "3.12.3",
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "platform_machine": "x86_64",
+    "os_name": "posix",
+    "implementation_name": "cpython",
+    "platform_python_implementation": "CPython",
+}
 # The unsloth env's packages a stock torch/transformers/peft/accelerate host lacks, at the lock's pins.
 CARRIED = (
     "unsloth",
@@ -35,6 +52,10 @@ CARRIED = (
     "typeguard",
     "shellingham",
     "hf_transfer",
+    # TRL and unsloth import datasets; the H200 image has pyarrow, xxhash and pandas but not these three
+    "datasets",
+    "dill",
+    "multiprocess",
 )
 # bitsandbytes ships one native library per CUDA version; the H200 host runs CUDA 13.
 KEEP_NATIVE = re.compile(r"libbitsandbytes_(cuda13\d|cpu)\b")
@@ -111,12 +132,49 @@ def trim_native_libraries(wheel: Path, keep: re.Pattern[str] = KEEP_NATIVE) -> l
     return dropped
 
 
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def wheel_requirements(wheel: Path) -> tuple[str, list[str]]:
+    """The wheel's distribution name and its Requires-Dist lines, read from its METADATA."""
+    with zipfile.ZipFile(wheel) as z:
+        meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+        lines = z.read(meta).decode("utf-8").splitlines()
+    name = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("Name:"))
+    return name, [line.split(":", 1)[1].strip() for line in lines if line.startswith("Requires-Dist:")]
+
+
+def unmet_requirements(folder: Path, host: set[str]) -> dict[str, list[str]]:
+    """Per carried wheel, the requirements that apply on the GPU host (markers evaluated for it, extras
+    left out) and that neither the host's packages nor another carried wheel provide. An unmet one is
+    an ImportError on the device, found only after a lease has started; here it costs nothing."""
+    from packaging.requirements import Requirement
+
+    wheels = {w: wheel_requirements(w) for w in sorted(folder.glob("*.whl"))}
+    have = {canonical(n) for n in host} | {canonical(name) for name, _ in wheels.values()}
+    unmet: dict[str, list[str]] = {}
+    for name, requires in wheels.values():
+        for line in requires:
+            req = Requirement(line)
+            if req.marker is not None and not req.marker.evaluate({**HOST_MARKERS, "extra": ""}):
+                continue
+            if canonical(req.name) not in have and canonical(req.name) not in NOT_NEEDED_FOR_TRAINING:
+                unmet.setdefault(name, []).append(str(req))
+    return unmet
+
+
+def host_packages(path: Path = HOST_PACKAGES) -> set[str]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return {line.strip() for line in lines if line.strip() and not line.startswith("#")}
+
+
 def total_mib(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3 or argv[1] not in ("download", "trim-bnb", "size"):
+    if len(argv) != 3 or argv[1] not in ("download", "trim-bnb", "size", "needs"):
         print(__doc__, file=sys.stderr)
         return 2
     target = Path(argv[2])
@@ -126,6 +184,13 @@ def main(argv: list[str]) -> int:
     elif argv[1] == "trim-bnb":
         for name in trim_native_libraries(target):
             print(f"dropped {name}")
+    elif argv[1] == "needs":
+        unmet = unmet_requirements(target, host_packages())
+        for name, reqs in unmet.items():
+            print(f"{name} needs {', '.join(reqs)}: not in {HOST_PACKAGES.name} nor carried; add it to CARRIED")
+        if not unmet:
+            print(f"every requirement of the wheels in {target} is on the H200 image or carried")
+        return 1 if unmet else 0
     else:
         mib = total_mib(target)
         print(f"{mib:.1f} MiB in {target} (limit {LIMIT_MIB} MiB)")
