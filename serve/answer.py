@@ -97,7 +97,7 @@ def coverage(retriever: HybridRetriever, question: str, text: str) -> float:
     return got / total if total else 0.0
 
 
-_MIN_PART_TERMS = 3  # fewer, and a follow-on sentence ("한도있음?") covers itself by chance
+MIN_PART_TERMS = 3  # fewer, and a follow-on sentence ("한도있음?") covers itself by chance
 
 
 def evidence(retriever: HybridRetriever, question: str, hits: list[Hit]) -> float:
@@ -105,11 +105,11 @@ def evidence(retriever: HybridRetriever, question: str, hits: list[Hit]) -> floa
 
     A long question tells a story before it asks ("지인이 종합금융회사 재무팀에 있는데, … 이렇게 해도
     되나요?"): its situation words dilute the share, so each of its sentences with at least
-    `_MIN_PART_TERMS` content words is measured too, and the best share counts."""
+    `MIN_PART_TERMS` content words is measured too, and the best share counts."""
     parts = [question]
     sentences = split_sentences(question)
     if len(sentences) > 1:
-        parts += [s for s in sentences if len(set(morpheme_terms(s)) - QUESTION_WORDS) >= _MIN_PART_TERMS]
+        parts += [s for s in sentences if len(set(morpheme_terms(s)) - QUESTION_WORDS) >= MIN_PART_TERMS]
     texts = [f"{h.chunk['title']} {h.chunk['section']} {h.chunk['text']}" for h in hits[:3]]
     return max((coverage(retriever, part, text) for part in parts for text in texts), default=0.0)
 

@@ -7,8 +7,9 @@ generative backend is configured.
 Staff ask for a fact: a rate, an amount, a period, an age. The sentence that shares the most
 words with the question is often a definition or a pointer ("아래 기준금액 이상이면…") rather
 than the number asked for, so candidates are scored by word overlap and then:
-- a candidate that holds a value of the kind asked for (rate, amount, period, age) is preferred,
-  one without any is held back;
+- a candidate that holds a value of the kind asked for (rate, amount, period, age, count) is preferred,
+  one without any is held back; the kind comes from the question's interrogative (몇 년, 얼마 안에,
+  몇 시), and in a long question the asking sentence's words count more than the story's;
 - a Markdown table row is a candidate of its own, read with its header ("6개월 이상 12개월 미만:
   만기일시지급식 2.60"), and a sentence that points at a table or list quotes its best rows;
 - questions (FAQ headings "Q3. …?"), headings and sentences addressed to an assistant are never
@@ -22,33 +23,49 @@ import math
 import re
 from dataclasses import dataclass
 
-from kofin.data_ko.korean import morpheme_terms, morpheme_terms_many, split_sentences
-from kofin.serve.answer import LIST_MARKER, NO_ANSWER, Source, is_injection
+from kofin.data_ko.korean import QUESTION_WORDS, morpheme_terms, morpheme_terms_many, split_sentences
+from kofin.serve.answer import LIST_MARKER, MIN_PART_TERMS, NO_ANSWER, Source, is_injection
 from kofin.serve.retrieve import Hit, HybridRetriever
 
 # What kind of value a question asks for, and what such a value looks like in a document. The
-# question's interrogative decides, checked from the most specific: "몇 살까지" asks for an age, not
-# the period its 까지 suggests; "비율을 바꾸려면 언제까지" asks for a date, whatever it is about;
-# "얼마부터 얼마까지" asks for an amount.
-_ASKS = {
-    "age": re.compile(r"나이|몇\s*살|연령|살\s*(이상|부터|까지)|세\s*(이상|미만|부터)|고령"),
-    "period": re.compile(
-        r"언제|며칠|몇\s*(일|개월|달|년|주|시간|영업일)|얼마\s*(동안|나\s*(오래|걸))|(기간|기한)\S*\s*(\S+\s*)?(얼마|몇|어떻게|언제)"
-        r"|걸리|걸려"
+# interrogative decides, the last one of the asking sentence: "나이에서 빼 주는 병역 기간은 최대 몇
+# 년까지요?" asks for a period whatever its topic words say, "몇 살까지" for an age, not the period its
+# 까지 suggests. A bare 얼마 takes its kind from the topic ("금리가 얼마" is a rate, "기간은 얼마" a
+# period, otherwise an amount); a question with no interrogative from its topic words, a search-box
+# question's last word first ("체크카드 한도 증액 적용 시점" asks for the 시점).
+_INTERROGATIVES = [
+    ("age", re.compile(r"몇\s*(살|세)")),
+    ("rate", re.compile(r"몇\s*(%|퍼센트|프로)")),
+    (
+        "period",
+        re.compile(
+            r"몇\s*(일|개월|달|년|주|시간|영업일|분|시)|며칠|언제"
+            r"|얼마\s*(동안|만에|안에|뒤|후|이내|전)|얼마나\s*(오래|걸|지나|안|있어야|남)"
+        ),
     ),
-    "rate": re.compile(
-        r"금리|이율|이자율|수수료율|요율|비율|이자\s*얼마|몇\s*(%|퍼센트|프로)|퍼센트|프로(?!그램|세스|필|모션)"
-    ),
-    "amount": re.compile(r"얼마|금액|한도|수수료|비용|요금|최대|최고|최소|최저|몇\s*(원|만원|천만원|억)"),
+    ("amount", re.compile(r"몇\s*(원|만원|천만원|억|만\s*원|천\s*원|불|달러)")),
+    ("count", re.compile(r"몇\s*(개|명|건|번|회|장|좌|계좌|곳|종류|가지)")),
+    ("", re.compile(r"얼마")),  # kind from the topic
+]
+_TOPICS = {
+    "age": re.compile(r"나이|연령|살\s*(이상|부터|까지)|세\s*(이상|미만|부터)|고령"),
+    "period": re.compile(r"기간|기한|시점|시각|마감|걸리|걸려"),
+    "rate": re.compile(r"금리|이율|이자율|수수료율|요율|비율|퍼센트|프로(?!그램|세스|필|모션)|이자\s*얼마"),
+    "count": re.compile(r"(계좌|카드|통장|건|횟수|인원)\s*수|개수|횟수"),
+    "amount": re.compile(r"금액|한도|수수료|비용|요금|최대|최고|최소|최저"),
 }
+_FEE = re.compile(r"수수료|보수|위약금|요금")
+_TOPIC_ORDER = ("age", "rate", "period", "count", "amount")  # most specific first
+_STORY_WEIGHT = 0.35  # a long question's words outside its asking sentence
 _ASKS_NUMBER = re.compile(r"몇|얼마|%|퍼센트|프로")
 # Words that suggest a period only when nothing else is asked ("기간", "만기", "부터", "까지").
 _WEAK_PERIOD = re.compile(r"기간|기한|만기|시점|이내|동안|부터|까지|몇\s*회")
 _VALUES = {
     "rate": re.compile(r"\d+(?:\.\d+)?\s*(%|퍼센트|%p)|연\s*\d+(?:\.\d+)?|\d+\.\d+"),
     "amount": re.compile(r"\d[\d,.]*\s*(천|만|억|조)?\s*(원|달러|불|USD|위안|엔)|\d+\s*(천|만|억)\b|무료|면제|없음"),
-    "period": re.compile(r"\d+\s*(영업일|일|개월|년|주|시간|분|회)|(매월|매년|익월|당일|즉시|만기일)"),
+    "period": re.compile(r"\d+\s*(영업일|일|개월|년|주|시간|분|회)|\d{1,2}:\d{2}|(매월|매년|익월|당일|즉시|만기일)"),
     "age": re.compile(r"(만\s*)?\d+\s*세"),
+    "count": re.compile(r"\d[\d,]*\s*(천|만)?\s*(개|명|인|건|번|회|장|좌|계좌|곳|종류|가지)"),
 }
 _DEFINITION = re.compile(r"(이?란|라\s*함은|라고\s*한다)\s.*(말한다|뜻한다|의미한다|이다)|(을|를)\s*말한다[.]?$")
 _ASKS_DEFINITION = re.compile(r"뜻|의미|무엇|뭐|뭔|이란|란\s*\??$|개념|정의")
@@ -70,12 +87,38 @@ class Candidate:
     context: frozenset[str] = frozenset()  # its document's title and section heading
 
 
+def asking_sentence(question: str) -> str:
+    """The sentence of a question that asks (a story comes first): the last one with a "?", or the last."""
+    sentences = split_sentences(question) or [question]
+    return next((s for s in reversed(sentences) if "?" in s or "？" in s), sentences[-1])
+
+
 def asked_kinds(question: str) -> set[str]:
-    """The kind of value asked for (at most one: the first of `_ASKS` the question matches)."""
-    for kind, pattern in _ASKS.items():
-        if pattern.search(question):
-            return {kind}
-    return {"period"} if _WEAK_PERIOD.search(question) else set()
+    """The kind of value asked for (at most one), from the asking sentence's last interrogative, or
+    failing one from its topic words."""
+    asking = asking_sentence(question)
+    found = [(m.start(), kind) for kind, pattern in _INTERROGATIVES for m in pattern.finditer(asking)]
+    if not found:  # "…계약금은 얼마나 내야 해요? 집이 한 채 있는 사람은 안 돼요?": the earlier one
+        found = [(m.start(), kind) for kind, pattern in _INTERROGATIVES for m in pattern.finditer(question)]
+    if found:
+        # the last interrogative; of two at one place ("몇 시간") the more specific, listed first
+        at = max(start for start, _ in found)
+        interrogative = next(k for start, k in found if start == at)
+        if interrogative:
+            return {interrogative}
+        bare = _topic(asking) or _topic(question)
+        if bare not in ("rate", "period", "age") and _FEE.search(asking):
+            return {"amount", "rate"}  # "환매수수료가 얼마인가요?": a fee is a sum or a share ("이익금의 50%")
+        return {bare if bare in ("rate", "period", "age") else "amount"}
+    words = asking.split()
+    kind = (_topic(words[-1]) if words else None) or _topic(asking) or _topic(question)
+    if kind:
+        return {kind}
+    return {"period"} if _WEAK_PERIOD.search(asking) else set()
+
+
+def _topic(text: str) -> str | None:
+    return next((k for k in _TOPIC_ORDER if _TOPICS[k].search(text)), None)
 
 
 def _table_rows(lines: list[str]) -> list[str]:
@@ -154,6 +197,13 @@ def extractive_answer(
     """
     kb = retriever.kb
     weights = retriever.query_terms(question)
+    asking = asking_sentence(question)
+    focus = set(morpheme_terms(asking)) - QUESTION_WORDS
+    if asking != question.strip() and len(focus) >= MIN_PART_TERMS:
+        # A story's words ("베트남에 사는 사촌이… 이름 철자가 달라서") match the document's other
+        # sentences; what is asked is in the asking sentence, so the rest counts for less.
+        # A short one ("몇 시가 기준이에요?") leaves what it is about to the story.
+        weights = {t: w if t in focus else w * _STORY_WEIGHT for t, w in weights.items()}
     kinds = asked_kinds(asked or question)
     wants_definition = bool(_ASKS_DEFINITION.search(asked or question))
     wants_example = bool(_ASKS_EXAMPLE.search(asked or question))
@@ -176,7 +226,9 @@ def extractive_answer(
             )
             # An age, or a rate asked as a number ("몇 %", "금리 얼마"), is unmistakable when present;
             # amounts and periods are everywhere, and "어떤 이율이 적용되나요" may be answered in words.
-            specific = kinds == {"age"} or (kinds == {"rate"} and bool(_ASKS_NUMBER.search(asked or question)))
+            specific = kinds in ({"age"}, {"count"}) or (
+                kinds == {"rate"} and bool(_ASKS_NUMBER.search(asked or question))
+            )
             value *= (2.5 if specific else 1.5) if holds else (0.4 if specific else 0.6)
         if not wants_definition and _DEFINITION.search(cand.text):
             value *= 0.5

@@ -325,3 +325,42 @@ def test_an_asked_for_age_is_quoted_from_the_document_chunk_that_states_it(tmp_p
     result = _assistant(tmp_path / "kb", tmp_path).ask("청년 희망 적금 몇 살까지 가입돼요?", top_k=1)
     assert result.found and "만 34세 이하" in result.answer, result.answer
     assert len(result.sources) == 2 and all(s["id"] == "youth.md" for s in result.sources)
+
+
+@pytest.mark.parametrize(
+    "question, kind",
+    [
+        # the interrogative decides over topic words: 나이 is what the period is subtracted from
+        ("병역 기간을 나이에서 빼 줄 수 있나요, 최대 몇 년까지요?", {"period"}),
+        ("청년 적금 나이 몇살까지 가입됨?", {"age"}),
+        ("보상 여부는 서류 접수하고 얼마 안에 알려 주나요?", {"period"}),
+        ("확인이 계속 안 되면 얼마나 지나서 돌려보내요?", {"period"}),
+        ("몇 시가 기준이에요?", {"period"}),
+        ("이사는 몇 명 두나요?", {"count"}),
+        # a bare 얼마 takes its kind from the topic; a fee may be a sum or a share
+        ("금리가 얼마예요?", {"rate"}),
+        ("현금서비스 한도는 얼마예요?", {"amount"}),
+        ("환매수수료가 얼마인가요?", {"amount", "rate"}),
+        # a search-box question asks for its last word
+        ("체크카드 한도 증액 적용 시점", {"period"}),
+        ("정기적금 1인 최대 계좌 수", {"count"}),
+        # a follow-up joined to the earlier question keeps the earlier interrogative
+        ("전세대출 계약금은 얼마나 내야 해요? 집이 한 채 있는 사람은 안 돼요?", {"amount"}),
+        ("중도해지하면 이자는 어떻게 돼요?", set()),
+    ],
+)
+def test_the_kind_of_value_asked_for_comes_from_the_interrogative(question, kind):
+    from kofin.serve.extract import asked_kinds
+
+    assert asked_kinds(question) == kind
+
+
+def test_a_long_question_is_answered_from_what_its_last_sentence_asks(bundled, tmp_path):
+    """The story's words (지갑, 분실 신고, 보상 신청서, 경찰서 사건 접수 확인서) match the card
+    documents' procedure steps; the asking sentence wants a period, and the answer quotes it."""
+    result = _assistant(bundled, tmp_path, min_coverage=0.28).ask(
+        "어제 오후에 고객 한 분이 지하철에서 지갑을 소매치기당했다며 오셨어요. 카드로 누가 온라인 결제를 했다고 "
+        "하셔서 분실 신고와 보상 신청서 작성을 도와드렸고, 경찰서 사건 접수 확인서도 받아 오셨습니다. "
+        "보상이 되는지는 서류 내고 나서 얼마 안에 연락이 가나요?"
+    )
+    assert result.found and "30일 이내" in result.answer, result.answer
