@@ -139,6 +139,12 @@ def proper_nouns(text: str) -> list[str]:
         return [t.form for t in _kiwi().tokenize(text) if t.tag == "NNP"]
 
 
+def tokenize(text: str) -> list:
+    """Kiwi's tokens of a sentence read as a whole (each with .form and .tag)."""
+    with _lock:
+        return list(_kiwi().tokenize(text))
+
+
 def is_proper_noun(word: str) -> bool:
     """Whether Kiwi, reading `word` in a plain context ("X에 대해"), keeps it a name rather than a
     common noun with an affix: 합의제 is tagged NNP alone but is 합의 + -제 in context."""
@@ -170,3 +176,9 @@ def split_sentences(text: str) -> list[str]:
     if pending.strip():
         out.append(pending.strip())
     return out
+
+
+def asking_sentence(question: str) -> str:
+    """The sentence of a question that asks (a story comes first): the last one with a "?", or the last."""
+    sentences = split_sentences(question) or [question]
+    return next((s for s in reversed(sentences) if "?" in s or "？" in s), sentences[-1])

@@ -23,7 +23,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from kofin.data_ko.korean import QUESTION_WORDS, morpheme_terms, morpheme_terms_many, split_sentences
+from kofin.data_ko.korean import QUESTION_WORDS, asking_sentence, morpheme_terms, morpheme_terms_many, split_sentences
 from kofin.serve.answer import LIST_MARKER, MIN_PART_TERMS, NO_ANSWER, Source, is_injection
 from kofin.serve.retrieve import Hit, HybridRetriever
 
@@ -85,12 +85,6 @@ class Candidate:
     rows: list[Candidate]  # for a sentence pointing at a table or list: what follows it
     score: float = 0.0
     context: frozenset[str] = frozenset()  # its document's title and section heading
-
-
-def asking_sentence(question: str) -> str:
-    """The sentence of a question that asks (a story comes first): the last one with a "?", or the last."""
-    sentences = split_sentences(question) or [question]
-    return next((s for s in reversed(sentences) if "?" in s or "？" in s), sentences[-1])
 
 
 def asked_kinds(question: str) -> set[str]:

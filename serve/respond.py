@@ -26,19 +26,24 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kofin.data_ko.korean import clean_text
+from kofin.data_ko.korean import clean_text, split_sentences
 from kofin.serve.answer import NO_ANSWER, Source, build_messages, evidence, suspicious_sentences
 from kofin.serve.citations import verify_citations
 from kofin.serve.extract import asked_kinds, extractive_answer, value_sibling
 from kofin.serve.followup import rewrite_question, user_turns
 from kofin.serve.retrieve import Hit, HybridRetriever
-from kofin.serve.scope import unknown_law, unknown_name
+from kofin.serve.scope import unknown_law, unknown_name, unknown_offering
 from kofin.serve.settings import AnswerSettings
 
-# A document KB has no live market data; "오늘 환율" answered from a worked example is wrong.
+# A document KB has no live data: "오늘 환율" answered from a worked example is wrong, and so is a
+# branch's queue "지금" answered from a sentence about shortening waits. A few words may come between
+# ("오늘 가람은행 달러 현찰 살때 환율"); a question about which rate or discount applies is policy.
+_NOW = r"(오늘|지금|현재|실시간|요즘|이번\s*주|금일)\s*(의|자)?\s*(\S+\s+){0,5}?\S*"
 _LIVE = re.compile(
-    r"(오늘|지금|현재|실시간|요즘|이번\s*주|금일)\s*(의|자)?\s*(\S+\s*)?(환율|시세|주가|금값|지수|코스피|기준금리|시장금리)"
+    _NOW + r"(환율|매매기준율|시세|주가|금값|지수|코스피|기준금리|시장금리)"
+    r"|(오늘|지금|현재|실시간)\s*(\S+\s+){0,5}?\S*(대기\s*(시간|인원|고객|번호)|혼잡)"
 )
+_POLICY = re.compile(r"어떤|무슨|종류|우대|스프레드")
 _POINTS_AHEAD = re.compile(r"(아래|다음)(의|과\s*같|와\s*같|\s*표)")
 _LIST_START = re.compile(r"^(\||[-*•·]\s|\d+[.)]\s)")
 
@@ -110,6 +115,7 @@ def answer_stream(
         and not asks_live_value(question)
         and not unknown_law(retriever, query)
         and not unknown_name(retriever, query)
+        and not unknown_offering(retriever, question)
     ):
         pieces = []
         if backend is None:
@@ -179,7 +185,9 @@ def _asked(question: str, rewritten: str | None, history: list[dict] | None) -> 
 
 def asks_live_value(question: str) -> bool:
     """Today's exchange rate, the current base rate, a live price: documents hold only examples."""
-    return bool(_LIVE.search(question))
+    sentences = split_sentences(question) or [question]
+    asking = [s for s in sentences[:-1] if "?" in s or "？" in s] + sentences[-1:]  # not a story's "오늘"
+    return any(_LIVE.search(s) and not _POLICY.search(s) for s in asking)
 
 
 def _with_continuations(retriever: HybridRetriever, hits: list[Hit]) -> list[Hit]:

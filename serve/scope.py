@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from kofin.data_ko.corpus import statute_article
-from kofin.data_ko.korean import QUESTION_WORDS, is_proper_noun, proper_nouns, split_sentences
+from kofin.data_ko.korean import QUESTION_WORDS, asking_sentence, is_proper_noun, proper_nouns, tokenize
 from kofin.serve.retrieve import HybridRetriever
 
 # A statute named in the question: "근로기준법상", "도로교통법에서". Everyday words ending in 법
@@ -142,8 +142,7 @@ def unknown_name(retriever: HybridRetriever, question: str) -> str | None:
     of the KB mentions. Statute names are `unknown_law`'s (a short name need not appear verbatim);
     in a question of several sentences only the one that asks counts (a story's "여의도 증권사에서
     일하다가" is not what is asked about)."""
-    sentences = split_sentences(question) or [question]
-    asking = next((s for s in reversed(sentences) if "?" in s), sentences[-1])
+    asking = asking_sentence(question)
     pieces = _fragments(retriever)
     if _every_piece_known(asking, pieces):
         return None  # whatever Kiwi calls a name here, the KB mentions it: skip the analysis (~1.5 ms)
@@ -152,4 +151,42 @@ def unknown_name(retriever: HybridRetriever, question: str) -> str | None:
             continue
         if name.lower() not in pieces and is_proper_noun(name):
             return name
+    return None
+
+
+# "가람은행에 0세부터 드는 아기 전용 적금 상품이 있나요?" asks whether an offering exists. When a noun
+# of that sentence is one no document uses (아기, 강아지, 배달), the KB describes no such offering,
+# and the products it does describe are not the answer. What exists must be an offering (the
+# subject of the last 있/없 is a product, service or scheme): "상한선이 있나요" asks about a rule, and
+# "신청할 수 있나요" what one may do; both are left to the gate.
+_OFFERING = ("상품", "서비스", "적금", "예금", "대출", "카드", "보험", "통장", "계좌", "펀드", "금고", "제도")
+
+
+def _asks_if_offered(tokens: list[tuple[str, str]]) -> bool:
+    """Whether a sentence's tokens (form, tag) end by asking whether a product or service exists."""
+    k = next((i for i in range(len(tokens) - 1, -1, -1) if tokens[i][0] in ("있", "없") and tokens[i][1] == "VA"), None)
+    if k is None or any(t[1].startswith(("V", "N")) for t in tokens[k + 1 :]):
+        return False  # not the sentence's last predicate
+    before = [t for t in tokens[:k] if not (t[1] == "JX" and t[0] in ("도", "은", "는", "만"))]
+    if before and before[-1][0] == "수" and before[-1][1] == "NNB":
+        return False  # 할 수 있나요: an ability
+    subject = next((tokens[i - 1][0] for i in range(k, 0, -1) if tokens[i][1] == "JKS"), None)
+    if subject is None and before and before[-1][1] in ("NNG", "NNP"):
+        subject = before[-1][0]
+    return subject is not None and subject.endswith(_OFFERING)
+
+
+def unknown_offering(retriever: HybridRetriever, question: str) -> str | None:
+    """The word no document uses in a question asking whether a product or service exists."""
+    tokens = [(t.form, t.tag) for t in tokenize(asking_sentence(question))]
+    if not _asks_if_offered(tokens):
+        return None
+    pieces = _fragments(retriever)
+    for i, (form, tag) in enumerate(tokens):
+        if tag not in ("NNG", "NNP", "SL") or len(form) < 2 or form in QUESTION_WORDS:
+            continue
+        if i + 1 < len(tokens) and tokens[i + 1][0] == "법":
+            continue  # a statute's short name (여전법): unknown_law's
+        if form.lower() not in pieces:
+            return form
     return None

@@ -364,3 +364,20 @@ def test_a_long_question_is_answered_from_what_its_last_sentence_asks(bundled, t
         "보상이 되는지는 서류 내고 나서 얼마 안에 연락이 가나요?"
     )
     assert result.found and "30일 이내" in result.answer, result.answer
+
+
+@pytest.mark.parametrize(
+    "question, refused",
+    [
+        ("가람은행에 반려견 키우는 고객을 위한 적금 상품이 있나요?", True),  # no document says 반려견
+        ("골프 회원권 담보 대출 있어요?", True),
+        ("지금 가람은행 엔화 현찰 살 때 환율 몇 원이에요?", True),  # live data: a few words between
+        ("지금 본점 창구 대기 시간 얼마나 돼요?", True),
+        ("가람은행에 청년 전용 적금 상품이 있나요?", False),  # an offering the KB describes
+        ("해외여행 가서 카드를 잃어버리면 전화로 신고할 수 있나요?", False),  # an ability, not an offering
+        ("오늘 환전하면 어떤 환율이 적용돼요?", False),  # which rate applies is policy
+    ],
+)
+def test_offerings_the_kb_never_names_and_live_values_are_refused(bundled, tmp_path, question, refused):
+    result = _assistant(bundled, tmp_path, min_coverage=0.28).ask(question)
+    assert result.found is not refused, (result.answer, result.evidence)
