@@ -175,6 +175,16 @@ def bundled(tmp_path_factory) -> Path:
     return out
 
 
+def _served(kb: Path, tmp_path: Path) -> Assistant:
+    """An assistant with the chat's answer settings (configs/serve/demo.yaml)."""
+    from kofin.config import load_config
+    from kofin.serve.serve_config import ServeConfig
+
+    return _assistant(
+        kb, tmp_path, **load_config(ServeConfig, ROOT / "configs" / "serve" / "demo.yaml").answer_settings()
+    )
+
+
 def test_the_gate_and_key_facts_on_the_bundled_kb_dev_sets(bundled):
     """Floors a little below what benchmarks/answers.py measures on these dev sets, with the chat's settings."""
     from kofin.config import load_config
@@ -261,10 +271,10 @@ def test_calibration_proposes_the_highest_gate_within_the_refusal_budget():
     assert "proposed: min_coverage: 0.12" in choice.report()
 
 
-def test_the_chat_gate_is_no_stricter_than_kofin_ask_calibrate_proposes_on_the_kb_dev_sets(bundled):
-    """configs/serve/demo.yaml's min_coverage is at most what `kofin ask --calibrate` proposes on the KB
-    dev sets (it is lower on purpose: the blind sets refuse more than dev at the proposal; see the
-    config's comment), and at it the dev sets' refusal floors hold."""
+def test_the_chat_gate_is_what_kofin_ask_calibrate_proposes_on_every_kb_set_tuned_on(bundled):
+    """configs/serve/demo.yaml's min_coverage is what `kofin ask --calibrate` proposes on the KB sets
+    of benchmarks/{dev,heldout,heldout2,heldout3} (all tuned on by now; heldout4 stays blind), never
+    above the dev sets' own proposal, and at it the dev sets' refusal floors hold."""
     from kofin.config import load_config
     from kofin.serve.calibrate import choose, measure, read_labelled, refused_share
     from kofin.serve.kb import load_kb
@@ -272,15 +282,20 @@ def test_the_chat_gate_is_no_stricter_than_kofin_ask_calibrate_proposes_on_the_k
     from kofin.serve.serve_config import ServeConfig
 
     served = load_config(ServeConfig, ROOT / "configs" / "serve" / "demo.yaml")
-    rows = read_labelled([DEV / "kb_answerable.jsonl", DEV / "kb_unanswerable.jsonl"])
-    rows += read_labelled([DEV / "kb_followups.jsonl"])
-    measured = measure(HybridRetriever(load_kb(bundled)), served, rows)
-    choice = choose(measured)
-    assert served.min_coverage <= choice.min_coverage, choice.report()
-    answerable = [m for m in measured if m.answerable]
-    unanswerable = [m for m in measured if not m.answerable]
+    retriever = HybridRetriever(load_kb(bundled))
+
+    def kb_sets(folder: str) -> list:
+        names = ("kb_answerable.jsonl", "kb_unanswerable.jsonl", "kb_followups.jsonl")
+        return read_labelled([ROOT / "benchmarks" / folder / name for name in names])
+
+    dev = measure(retriever, served, kb_sets("dev"))
+    tuned = dev + measure(retriever, served, [r for f in ("heldout", "heldout2", "heldout3") for r in kb_sets(f)])
+    assert served.min_coverage == choose(tuned).min_coverage, choose(tuned).report()
+    assert served.min_coverage <= choose(dev).min_coverage, choose(dev).report()
+    answerable = [m for m in dev if m.answerable]
+    unanswerable = [m for m in dev if not m.answerable]
     at_served = (refused_share(answerable, served.min_coverage), refused_share(unanswerable, served.min_coverage))
-    assert at_served[0] <= 0.05 and at_served[1] >= 0.5, choice.report()
+    assert at_served[0] <= 0.05 and at_served[1] >= 0.5, choose(dev).report()
 
 
 def test_a_question_about_a_name_the_kb_never_mentions_is_refused(kb, tmp_path):
@@ -358,7 +373,7 @@ def test_the_kind_of_value_asked_for_comes_from_the_interrogative(question, kind
 def test_a_long_question_is_answered_from_what_its_last_sentence_asks(bundled, tmp_path):
     """The story's words (지갑, 분실 신고, 보상 신청서, 경찰서 사건 접수 확인서) match the card
     documents' procedure steps; the asking sentence wants a period, and the answer quotes it."""
-    result = _assistant(bundled, tmp_path, min_coverage=0.28).ask(
+    result = _served(bundled, tmp_path).ask(
         "어제 오후에 고객 한 분이 지하철에서 지갑을 소매치기당했다며 오셨어요. 카드로 누가 온라인 결제를 했다고 "
         "하셔서 분실 신고와 보상 신청서 작성을 도와드렸고, 경찰서 사건 접수 확인서도 받아 오셨습니다. "
         "보상이 되는지는 서류 내고 나서 얼마 안에 연락이 가나요?"
@@ -379,5 +394,5 @@ def test_a_long_question_is_answered_from_what_its_last_sentence_asks(bundled, t
     ],
 )
 def test_offerings_the_kb_never_names_and_live_values_are_refused(bundled, tmp_path, question, refused):
-    result = _assistant(bundled, tmp_path, min_coverage=0.28).ask(question)
+    result = _served(bundled, tmp_path).ask(question)
     assert result.found is not refused, (result.answer, result.evidence)
