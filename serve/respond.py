@@ -32,7 +32,7 @@ from kofin.serve.citations import verify_citations
 from kofin.serve.extract import asked_kinds, extractive_answer, value_sibling
 from kofin.serve.followup import rewrite_question, user_turns
 from kofin.serve.retrieve import Hit, HybridRetriever
-from kofin.serve.scope import unknown_law, unknown_name, unknown_offering
+from kofin.serve.scope import off_topic, unknown_law, unknown_name, unknown_offering
 from kofin.serve.settings import AnswerSettings
 
 # A document KB has no live data: "오늘 환율" answered from a worked example is wrong, and so is a
@@ -116,6 +116,7 @@ def answer_stream(
         and not unknown_law(retriever, query)
         and not unknown_name(retriever, query)
         and not unknown_offering(retriever, question)
+        and not off_topic(retriever, question)
     ):
         pieces = []
         if backend is None:

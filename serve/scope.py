@@ -2,7 +2,9 @@
 
 Run as: a library; the answer path (serve/respond.py) refuses a question that names a statute
 (`unknown_law`) or a proper name (`unknown_name`: a bank, a branch, a product, a company) that the
-KB cannot be about, however many of the question's other words its sources happen to share.
+KB cannot be about, asks whether an offering exists that no document names (`unknown_offering`), or
+is mostly about things no document names (`off_topic`), however many of the question's other words
+its sources happen to share.
 """
 
 from __future__ import annotations
@@ -190,3 +192,30 @@ def unknown_offering(retriever: HybridRetriever, question: str) -> str | None:
         if form.lower() not in pieces:
             return form
     return None
+
+
+# "미역국에 소고기 말고 뭐 넣으면 맛있어요?" shares 넣 and 기간-like words with some article, but most of
+# its words that name something are words no document uses: it is about something else. A question
+# in the KB's domain, however colloquial, names mostly things its documents name (한도, 카드, 대출),
+# even when a few of its words are slang or a story's (동네, 공짜). A word counts as known when any
+# noun in it is ("체크카드" to statutes that say 직불카드: 카드).
+_OFF_TOPIC_SHARE = 0.6
+_OFF_TOPIC_MIN_WORDS = 2
+
+
+def off_topic(retriever: HybridRetriever, question: str) -> list[str] | None:
+    """The words of a question that name only things no document uses, when they are most of its
+    naming words (else None)."""
+    pieces = _fragments(retriever)
+    spans = [(m.start(), m.end()) for m in re.finditer(r"\S+", question)]
+    named: dict[int, list[bool]] = {}  # word index -> whether each of its nouns is known
+    for t in tokenize(question):
+        if t.tag not in ("NNG", "NNP", "SL") or len(t.form) < 2 or t.form in QUESTION_WORDS:
+            continue
+        word = next((i for i, (a, b) in enumerate(spans) if a <= t.start < b), None)
+        if word is not None:
+            named.setdefault(word, []).append(t.form.lower() in pieces)
+    if len(named) < _OFF_TOPIC_MIN_WORDS:
+        return None
+    unknown = [question[spans[i][0] : spans[i][1]] for i, known in named.items() if not any(known)]
+    return unknown if len(unknown) / len(named) >= _OFF_TOPIC_SHARE else None

@@ -396,3 +396,23 @@ def test_a_long_question_is_answered_from_what_its_last_sentence_asks(bundled, t
 def test_offerings_the_kb_never_names_and_live_values_are_refused(bundled, tmp_path, question, refused):
     result = _served(bundled, tmp_path).ask(question)
     assert result.found is not refused, (result.answer, result.evidence)
+
+
+@pytest.mark.parametrize(
+    "question, refused",
+    [
+        ("이번 주말에 캠핑 가는데 텐트랑 침낭 뭐 챙겨야 돼요?", True),  # most of its naming words: no document's
+        ("피아노 배우려면 하루에 몇 시간 연습해야 해요?", True),
+        # in the domain, with a friend, slang and a shop in the story: its other words are the KB's
+        ("체크카드 잃어버렸는데 친구가 그냥 두라던데 신고 안 하면 큰일남?", False),
+        ("동네 치킨집 사장님이 카드 분실했다는데 신고는 어디로 해요?", False),
+    ],
+)
+def test_a_question_about_things_no_document_names_is_refused(bundled, tmp_path, question, refused):
+    from kofin.serve.kb import load_kb
+    from kofin.serve.retrieve import HybridRetriever
+    from kofin.serve.scope import off_topic
+
+    assert (off_topic(HybridRetriever(load_kb(bundled)), question) is not None) is refused
+    result = _served(bundled, tmp_path).ask(question)
+    assert result.found is not refused, (result.answer, result.evidence)
