@@ -57,6 +57,7 @@ _TOPICS = {
 _FEE = re.compile(r"수수료|보수|위약금|요금")
 _TOPIC_ORDER = ("age", "rate", "period", "count", "amount")  # most specific first
 _STORY_WEIGHT = 0.35  # a long question's words outside its asking sentence
+FOLLOW_UP_OWN_TERMS = 2
 _ASKS_NUMBER = re.compile(r"몇|얼마|%|퍼센트|프로")
 # Words that suggest a period only when nothing else is asked ("기간", "만기", "부터", "까지").
 _WEAK_PERIOD = re.compile(r"기간|기한|만기|시점|이내|동안|부터|까지|몇\s*회")
@@ -182,7 +183,12 @@ def _candidates(src: Source) -> list[Candidate]:
 
 
 def extractive_answer(
-    retriever: HybridRetriever, question: str, sources: list[Source], max_sentences: int = 3, asked: str | None = None
+    retriever: HybridRetriever,
+    question: str,
+    sources: list[Source],
+    max_sentences: int = 3,
+    asked: str | None = None,
+    typed: str | None = None,
 ) -> str:
     """The candidates that best answer `question`, each as "- text [n]", in source order.
 
@@ -191,9 +197,14 @@ def extractive_answer(
     """
     kb = retriever.kb
     weights = retriever.query_terms(question)
+    own = set(morpheme_terms(typed)) - QUESTION_WORDS if typed else set()
+    if len(own) >= FOLLOW_UP_OWN_TERMS:
+        # A follow-up's topic ("주택담보대출 최장 기간" + "거치기간은 얼마나?") found the document;
+        # which of its sentences answers is for the follow-up's own words to say.
+        weights = {t: w if t in own else w * _STORY_WEIGHT for t, w in weights.items()}
     asking = asking_sentence(question)
     focus = set(morpheme_terms(asking)) - QUESTION_WORDS
-    if asking != question.strip() and len(focus) >= MIN_PART_TERMS:
+    if typed is None and asking != question.strip() and len(focus) >= MIN_PART_TERMS:
         # A story's words ("베트남에 사는 사촌이… 이름 철자가 달라서") match the document's other
         # sentences; what is asked is in the asking sentence, so the rest counts for less.
         # A short one ("몇 시가 기준이에요?") leaves what it is about to the story.

@@ -121,7 +121,9 @@ def answer_stream(
         pieces = []
         if backend is None:
             # Extractive answers are ready at once; sent line by line like generated text.
-            raw = extractive_answer(retriever, query, sources, settings.max_sentences, asked=asked)
+            raw = extractive_answer(
+                retriever, query, sources, settings.max_sentences, asked=asked, typed=question if rewritten else None
+            )
             stream: Iterator[str] = iter(raw.splitlines(keepends=True))
         else:
             stream = backend.stream(

@@ -416,3 +416,23 @@ def test_a_question_about_things_no_document_names_is_refused(bundled, tmp_path,
     assert (off_topic(HybridRetriever(load_kb(bundled)), question) is not None) is refused
     result = _served(bundled, tmp_path).ask(question)
     assert result.found is not refused, (result.answer, result.evidence)
+
+
+def test_a_follow_up_is_answered_from_its_own_words_once_its_topic_found_the_document(tmp_path):
+    """The earlier question's words (주택담보대출, 최장, 빌리) found the document and fill most of its
+    sentences; the follow-up asks for the 거치기간, and the answer quotes that sentence."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "mortgage.md").write_text(
+        "---\ntitle: 가람 주택담보대출\ngroups: [all]\n---\n# 가람 주택담보대출\n## 1. 대출 기간\n"
+        "주택담보대출은 최장 40년까지 빌릴 수 있다. 만 34세 이하인 고객은 주택담보대출을 최장 50년까지 빌릴 수 있다. "
+        "신혼부부도 주택담보대출을 최장 50년까지 빌릴 수 있다. "
+        "주택담보대출을 최장 기간으로 빌리면 매월 상환액이 줄어든다. "
+        "원금균등분할상환을 고르면 거치기간은 최대 1년이다.\n",
+        encoding="utf-8",
+    )
+    ingest(IngestConfig(output_dir=tmp_path / "kb", inputs=[docs]))
+    history = [{"role": "user", "content": "주택담보대출은 최장 몇 년까지 빌릴 수 있어요?"}]
+    result = _assistant(tmp_path / "kb", tmp_path).ask("거치기간은 최대 얼마나 돼요?", history=history)
+    assert result.rewritten_query and "주택" in result.rewritten_query
+    assert result.found and "거치기간은 최대 1년" in result.answer, result.answer
