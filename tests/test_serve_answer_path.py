@@ -436,3 +436,28 @@ def test_a_follow_up_is_answered_from_its_own_words_once_its_topic_found_the_doc
     result = _assistant(tmp_path / "kb", tmp_path).ask("거치기간은 최대 얼마나 돼요?", history=history)
     assert result.rewritten_query and "주택" in result.rewritten_query
     assert result.found and "거치기간은 최대 1년" in result.answer, result.answer
+
+
+def test_the_default_gate_is_what_calibrate_proposes_on_the_statute_sets_tuned_on(laws_dir, tmp_path):
+    """AnswerSettings' min_coverage (what `kofin ask` serves the statutes with) is the proposal of
+    `kofin ask --calibrate` on every statute set tuned on, and at it the dev floors hold: answerable
+    questions in tellers' styles refused at most 10%, the unanswerable dev set refused at least 60%."""
+    from kofin.serve.calibrate import choose, measure, read_labelled, refused_share
+    from kofin.serve.kb import load_kb
+    from kofin.serve.retrieve import HybridRetriever
+
+    ingest(IngestConfig(output_dir=tmp_path / "kb", inputs=[laws_dir / "fin_articles.jsonl"], default_groups=["all"]))
+    retriever, settings = HybridRetriever(load_kb(tmp_path / "kb")), AnswerSettings()
+    bench = ROOT / "benchmarks"
+    styles = measure(retriever, settings, read_labelled([DEV / "laws_styles.jsonl"]))
+    unanswerable = measure(retriever, settings, read_labelled([DEV / "laws_unanswerable.jsonl"]))
+    rest = [laws_dir / "questions_dev.jsonl", bench / "questions_heldout.jsonl"]
+    rest += [
+        bench / f / f"laws_{k}.jsonl"
+        for f in ("heldout", "heldout2", "heldout3")
+        for k in ("answerable", "unanswerable")
+    ]
+    tuned = styles + unanswerable + measure(retriever, settings, read_labelled(rest))
+    assert settings.min_coverage == choose(tuned).min_coverage, choose(tuned).report()
+    assert refused_share(styles, settings.min_coverage) <= 0.10
+    assert refused_share(unanswerable, settings.min_coverage) >= 0.60
