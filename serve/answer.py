@@ -98,6 +98,9 @@ def coverage(retriever: HybridRetriever, question: str, text: str) -> float:
 
 
 MIN_PART_TERMS = 3  # fewer, and a follow-on sentence ("한도있음?") covers itself by chance
+# A long question's words outside its asking sentence (its story), or a follow-up's carried topic,
+# against what the user asks: the answer's sentence choice and the off-topic check weigh them so.
+STORY_WEIGHT = 0.35
 
 
 def evidence(retriever: HybridRetriever, question: str, hits: list[Hit]) -> float:

@@ -24,39 +24,46 @@ import re
 from dataclasses import dataclass
 
 from kofin.data_ko.korean import QUESTION_WORDS, asking_sentence, morpheme_terms, morpheme_terms_many, split_sentences
-from kofin.serve.answer import LIST_MARKER, MIN_PART_TERMS, NO_ANSWER, Source, is_injection
+from kofin.serve.answer import LIST_MARKER, MIN_PART_TERMS, NO_ANSWER, STORY_WEIGHT, Source, is_injection
 from kofin.serve.retrieve import Hit, HybridRetriever
 
 # What kind of value a question asks for, and what such a value looks like in a document. The
 # interrogative decides, the last one of the asking sentence: "나이에서 빼 주는 병역 기간은 최대 몇
 # 년까지요?" asks for a period whatever its topic words say, "몇 살까지" for an age, not the period its
-# 까지 suggests. A bare 얼마 takes its kind from the topic ("금리가 얼마" is a rate, "기간은 얼마" a
-# period, otherwise an amount); a question with no interrogative from its topic words, a search-box
-# question's last word first ("체크카드 한도 증액 적용 시점" asks for the 시점).
+# 까지 suggests. A bare 얼마 takes its kind from the nearest topic word before it ("금리가 얼마" is a
+# rate, "금리 적용 기간은 얼마" a period, otherwise an amount); a question with no interrogative from
+# its topic words, a search-box question's last word first ("체크카드 한도 증액 적용 시점" asks for the
+# 시점). 몇 분 / 몇 주 are minutes and weeks only before a word of time (걸려요, 만에, 후): "가족 몇
+# 분까지" counts people, "주식 몇 주" shares. A number asked of a phone line is a phone number.
+_TIME_AFTER = r"\s*(걸|만에|안에|이내|후|뒤|동안|전|마다|지나)"
+_PHONE = re.compile(
+    r"(전화|연락처|콜센터|고객센터|핫라인|번호)\S*\s*(\S+\s+){0,3}?\S*(몇\s*번|뭐|무엇|어디|알려)"
+    r"|번호\S*\s*(\S+\s+){0,2}?\S*있"
+)
 _INTERROGATIVES = [
     ("age", re.compile(r"몇\s*(살|세)")),
     ("rate", re.compile(r"몇\s*(%|퍼센트|프로)")),
     (
         "period",
         re.compile(
-            r"몇\s*(일|개월|달|년|주|시간|영업일|분|시)|며칠|언제"
-            r"|얼마\s*(동안|만에|안에|뒤|후|이내|전)|얼마나\s*(오래|걸|지나|안|있어야|남)"
+            r"몇\s*(일|개월|달|년|시간|영업일|시)|몇\s*(분|주)(?=" + _TIME_AFTER + r")|며칠|언제"
+            r"|얼마\s*(동안|만에|안에|뒤|후|이내)|얼마나\s*(오래|걸|지나|있어야|남|안\s*(쓰|써|하|해|되|돼|받|내|갚|찾|넣))"
         ),
     ),
     ("amount", re.compile(r"몇\s*(원|만원|천만원|억|만\s*원|천\s*원|불|달러)")),
-    ("count", re.compile(r"몇\s*(개|명|건|번|회|장|좌|계좌|곳|종류|가지)")),
-    ("", re.compile(r"얼마")),  # kind from the topic
+    ("count", re.compile(r"몇\s*(개|명|건|번|회|장|좌|계좌|곳|종류|가지|분|주)")),
+    # kind from the topic; not "얼마 전에" (a while ago) nor "얼마나 안전한가요" (a degree)
+    ("", re.compile(r"얼마(?!\s*전)(?!나\s*(안전|위험|좋|나쁘|중요|어렵|쉽|편하|복잡|자주))")),
 ]
 _TOPICS = {
     "age": re.compile(r"나이|연령|살\s*(이상|부터|까지)|세\s*(이상|미만|부터)|고령"),
     "period": re.compile(r"기간|기한|시점|시각|마감|걸리|걸려"),
-    "rate": re.compile(r"금리|이율|이자율|수수료율|요율|비율|퍼센트|프로(?!그램|세스|필|모션)|이자\s*얼마"),
+    "rate": re.compile(r"금리|이율|이자율|수수료율|요율|비율|우대율|퍼센트|프로(?!그램|세스|필|모션)|이자\s*얼마"),
     "count": re.compile(r"(계좌|카드|통장|건|횟수|인원)\s*수|개수|횟수"),
     "amount": re.compile(r"금액|한도|수수료|비용|요금|최대|최고|최소|최저"),
 }
 _FEE = re.compile(r"수수료|보수|위약금|요금")
 _TOPIC_ORDER = ("age", "rate", "period", "count", "amount")  # most specific first
-_STORY_WEIGHT = 0.35  # a long question's words outside its asking sentence
 FOLLOW_UP_OWN_TERMS = 2
 _ASKS_NUMBER = re.compile(r"몇|얼마|%|퍼센트|프로")
 # Words that suggest a period only when nothing else is asked ("기간", "만기", "부터", "까지").
@@ -66,7 +73,8 @@ _VALUES = {
     "amount": re.compile(r"\d[\d,.]*\s*(천|만|억|조)?\s*(원|달러|불|USD|위안|엔)|\d+\s*(천|만|억)\b|무료|면제|없음"),
     "period": re.compile(r"\d+\s*(영업일|일|개월|년|주|시간|분|회)|\d{1,2}:\d{2}|(매월|매년|익월|당일|즉시|만기일)"),
     "age": re.compile(r"(만\s*)?\d+\s*세"),
-    "count": re.compile(r"\d[\d,]*\s*(천|만)?\s*(개|명|인|건|번|회|장|좌|계좌|곳|종류|가지)"),
+    "count": re.compile(r"\d[\d,]*\s*(천|만)?\s*(개|명|인|건|번|회|장|좌|계좌|곳|종류|가지|주)"),
+    "phone": re.compile(r"\+?\d{1,4}-\d{2,4}-\d{3,4}(-\d{4})?|\d{4}-\d{4}"),
 }
 _DEFINITION = re.compile(r"(이?란|라\s*함은|라고\s*한다)\s.*(말한다|뜻한다|의미한다|이다)|(을|를)\s*말한다[.]?$")
 _ASKS_DEFINITION = re.compile(r"뜻|의미|무엇|뭐|뭔|이란|란\s*\??$|개념|정의")
@@ -89,19 +97,23 @@ class Candidate:
 
 
 def asked_kinds(question: str) -> set[str]:
-    """The kind of value asked for (at most one), from the asking sentence's last interrogative, or
-    failing one from its topic words."""
+    """The kind of value asked for (at most one, or amount-or-rate for a fee), from the asking
+    sentence's last interrogative, or failing one from its topic words."""
     asking = asking_sentence(question)
-    found = [(m.start(), kind) for kind, pattern in _INTERROGATIVES for m in pattern.finditer(asking)]
+    if _PHONE.search(asking):
+        return {"phone"}
+    text = asking
+    found = [(m.start(), kind) for kind, pattern in _INTERROGATIVES for m in pattern.finditer(text)]
     if not found:  # "…계약금은 얼마나 내야 해요? 집이 한 채 있는 사람은 안 돼요?": the earlier one
-        found = [(m.start(), kind) for kind, pattern in _INTERROGATIVES for m in pattern.finditer(question)]
+        text = question
+        found = [(m.start(), kind) for kind, pattern in _INTERROGATIVES for m in pattern.finditer(text)]
     if found:
         # the last interrogative; of two at one place ("몇 시간") the more specific, listed first
         at = max(start for start, _ in found)
         interrogative = next(k for start, k in found if start == at)
         if interrogative:
             return {interrogative}
-        bare = _topic(asking) or _topic(question)
+        bare = _nearest_topic(text[:at]) or _topic(text) or _topic(question)
         if bare not in ("rate", "period", "age") and _FEE.search(asking):
             return {"amount", "rate"}  # "환매수수료가 얼마인가요?": a fee is a sum or a share ("이익금의 50%")
         return {bare if bare in ("rate", "period", "age") else "amount"}
@@ -110,6 +122,12 @@ def asked_kinds(question: str) -> set[str]:
     if kind:
         return {kind}
     return {"period"} if _WEAK_PERIOD.search(asking) else set()
+
+
+def _nearest_topic(before: str) -> str | None:
+    """The kind of the topic word closest before a bare 얼마 ("금리 적용 기간은 얼마" -> period)."""
+    last = [(m.end(), kind) for kind in _TOPIC_ORDER for m in _TOPICS[kind].finditer(before)]
+    return max(last)[1] if last else None
 
 
 def _topic(text: str) -> str | None:
@@ -201,14 +219,14 @@ def extractive_answer(
     if len(own) >= FOLLOW_UP_OWN_TERMS:
         # A follow-up's topic ("주택담보대출 최장 기간" + "거치기간은 얼마나?") found the document;
         # which of its sentences answers is for the follow-up's own words to say.
-        weights = {t: w if t in own else w * _STORY_WEIGHT for t, w in weights.items()}
+        weights = {t: w if t in own else w * STORY_WEIGHT for t, w in weights.items()}
     asking = asking_sentence(question)
     focus = set(morpheme_terms(asking)) - QUESTION_WORDS
     if typed is None and asking != question.strip() and len(focus) >= MIN_PART_TERMS:
         # A story's words ("베트남에 사는 사촌이… 이름 철자가 달라서") match the document's other
         # sentences; what is asked is in the asking sentence, so the rest counts for less.
         # A short one ("몇 시가 기준이에요?") leaves what it is about to the story.
-        weights = {t: w if t in focus else w * _STORY_WEIGHT for t, w in weights.items()}
+        weights = {t: w if t in focus else w * STORY_WEIGHT for t, w in weights.items()}
     kinds = asked_kinds(asked or question)
     wants_definition = bool(_ASKS_DEFINITION.search(asked or question))
     wants_example = bool(_ASKS_EXAMPLE.search(asked or question))
@@ -231,7 +249,7 @@ def extractive_answer(
             )
             # An age, or a rate asked as a number ("몇 %", "금리 얼마"), is unmistakable when present;
             # amounts and periods are everywhere, and "어떤 이율이 적용되나요" may be answered in words.
-            specific = kinds in ({"age"}, {"count"}) or (
+            specific = kinds in ({"age"}, {"count"}, {"phone"}) or (
                 kinds == {"rate"} and bool(_ASKS_NUMBER.search(asked or question))
             )
             value *= (2.5 if specific else 1.5) if holds else (0.4 if specific else 0.6)

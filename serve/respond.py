@@ -32,18 +32,26 @@ from kofin.serve.citations import verify_citations
 from kofin.serve.extract import asked_kinds, extractive_answer, value_sibling
 from kofin.serve.followup import rewrite_question, user_turns
 from kofin.serve.retrieve import Hit, HybridRetriever
-from kofin.serve.scope import off_topic, unknown_law, unknown_name, unknown_offering
+from kofin.serve.scope import off_topic, unknown_law, unknown_name
 from kofin.serve.settings import AnswerSettings
 
 # A document KB has no live data: "오늘 환율" answered from a worked example is wrong, and so is a
 # branch's queue "지금" answered from a sentence about shortening waits. A few words may come between
-# ("오늘 가람은행 달러 현찰 살때 환율"); a question about which rate or discount applies is policy.
-_NOW = r"(오늘|지금|현재|실시간|요즘|이번\s*주|금일)\s*(의|자)?\s*(\S+\s+){0,5}?\S*"
+# ("오늘 가람은행 달러 현찰 살때 환율 얼마야?"), but the time word is a word of its own (not 지금까지),
+# the quantity is one too and is what is asked (a number wanted, or the question ends there): 주가지수
+# 연동 예금, 지수가 떨어지면, 환율이 적용되나요 are about products and rules. A question about which
+# rate, discount or basis applies is policy.
+_NOW = r"(?<![가-힣])(오늘|지금|현재|실시간|요즘|이번\s*주|금일)(?!까지|껏|날|부터|처럼)\s*(의|자)?\s+(\S+\s+){0,5}?"
+_ASKED = r"(은|는|이|가|도)?\s*(얼마|몇|어때|어떻게\s*돼|알려|좀|[?？.]*\s*$)"
 _LIVE = re.compile(
-    _NOW + r"(환율|매매기준율|시세|주가|금값|지수|코스피|기준금리|시장금리)"
-    r"|(오늘|지금|현재|실시간)\s*(\S+\s+){0,5}?\S*(대기\s*(시간|인원|고객|번호)|혼잡)"
+    _NOW
+    + r"\S*?(환율|매매기준율|시세|주가|금값|코스피|기준금리|시장금리)"
+    + _ASKED
+    + r"|"
+    + _NOW
+    + r"\S*?(대기\s*(시간|인원|고객|번호)|혼잡)"
 )
-_POLICY = re.compile(r"어떤|무슨|종류|우대|스프레드")
+_POLICY = re.compile(r"어떤|무슨|종류|우대|스프레드|(?<![가-힣])기준(?!율|금리)|적용|계산|어느|아니면")
 _POINTS_AHEAD = re.compile(r"(아래|다음)(의|과\s*같|와\s*같|\s*표)")
 _LIST_START = re.compile(r"^(\||[-*•·]\s|\d+[.)]\s)")
 
@@ -115,7 +123,6 @@ def answer_stream(
         and not asks_live_value(question)
         and not unknown_law(retriever, query)
         and not unknown_name(retriever, query)
-        and not unknown_offering(retriever, question)
         and not off_topic(retriever, question)
     ):
         pieces = []

@@ -2,17 +2,19 @@
 
 Run as: a library; the answer path (serve/respond.py) refuses a question that names a statute
 (`unknown_law`) or a proper name (`unknown_name`: a bank, a branch, a product, a company) that the
-KB cannot be about, asks whether an offering exists that no document names (`unknown_offering`), or
-is mostly about things no document names (`off_topic`), however many of the question's other words
-its sources happen to share.
+KB cannot be about, or is mostly about things no document names (`off_topic`), however many of the
+question's other words its sources happen to share.
 """
 
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
+from collections.abc import Callable
 
 from kofin.data_ko.corpus import statute_article
 from kofin.data_ko.korean import QUESTION_WORDS, asking_sentence, is_proper_noun, proper_nouns, tokenize
+from kofin.serve.answer import STORY_WEIGHT
 from kofin.serve.retrieve import HybridRetriever
 
 # A statute named in the question: "근로기준법상", "도로교통법에서". Everyday words ending in 법
@@ -156,66 +158,51 @@ def unknown_name(retriever: HybridRetriever, question: str) -> str | None:
     return None
 
 
-# "가람은행에 0세부터 드는 아기 전용 적금 상품이 있나요?" asks whether an offering exists. When a noun
-# of that sentence is one no document uses (아기, 강아지, 배달), the KB describes no such offering,
-# and the products it does describe are not the answer. What exists must be an offering (the
-# subject of the last 있/없 is a product, service or scheme): "상한선이 있나요" asks about a rule, and
-# "신청할 수 있나요" what one may do; both are left to the gate.
-_OFFERING = ("상품", "서비스", "적금", "예금", "대출", "카드", "보험", "통장", "계좌", "펀드", "금고", "제도")
-
-
-def _asks_if_offered(tokens: list[tuple[str, str]]) -> bool:
-    """Whether a sentence's tokens (form, tag) end by asking whether a product or service exists."""
-    k = next((i for i in range(len(tokens) - 1, -1, -1) if tokens[i][0] in ("있", "없") and tokens[i][1] == "VA"), None)
-    if k is None or any(t[1].startswith(("V", "N")) for t in tokens[k + 1 :]):
-        return False  # not the sentence's last predicate
-    before = [t for t in tokens[:k] if not (t[1] == "JX" and t[0] in ("도", "은", "는", "만"))]
-    if before and before[-1][0] == "수" and before[-1][1] == "NNB":
-        return False  # 할 수 있나요: an ability
-    subject = next((tokens[i - 1][0] for i in range(k, 0, -1) if tokens[i][1] == "JKS"), None)
-    if subject is None and before and before[-1][1] in ("NNG", "NNP"):
-        subject = before[-1][0]
-    return subject is not None and subject.endswith(_OFFERING)
-
-
-def unknown_offering(retriever: HybridRetriever, question: str) -> str | None:
-    """The word no document uses in a question asking whether a product or service exists."""
-    tokens = [(t.form, t.tag) for t in tokenize(asking_sentence(question))]
-    if not _asks_if_offered(tokens):
-        return None
-    pieces = _fragments(retriever)
-    for i, (form, tag) in enumerate(tokens):
-        if tag not in ("NNG", "NNP", "SL") or len(form) < 2 or form in QUESTION_WORDS:
-            continue
-        if i + 1 < len(tokens) and tokens[i + 1][0] == "법":
-            continue  # a statute's short name (여전법): unknown_law's
-        if form.lower() not in pieces:
-            return form
-    return None
-
-
 # "미역국에 소고기 말고 뭐 넣으면 맛있어요?" shares 넣 and 기간-like words with some article, but most of
 # its words that name something are words no document uses: it is about something else. A question
 # in the KB's domain, however colloquial, names mostly things its documents name (한도, 카드, 대출),
 # even when a few of its words are slang or a story's (동네, 공짜). A word counts as known when any
-# noun in it is ("체크카드" to statutes that say 직불카드: 카드).
+# noun in it is ("체크카드" to statutes that say 직불카드: 카드). As in the answer's sentence choice, a
+# long question's story ("어제 조카 돌잔치에서 금반지를 받았어요.") counts for less than what it asks.
 _OFF_TOPIC_SHARE = 0.6
 _OFF_TOPIC_MIN_WORDS = 2
 
 
 def off_topic(retriever: HybridRetriever, question: str) -> list[str] | None:
-    """The words of a question that name only things no document uses, when they are most of its
+    """The words of a question that name only things no document uses, when they weigh most of its
     naming words (else None)."""
-    pieces = _fragments(retriever)
+    known_word = _known(retriever)
+    asking = asking_sentence(question)
+    at = question.rfind(asking)
+    asking_span = (at, at + len(asking)) if at >= 0 else (0, len(question))
     spans = [(m.start(), m.end()) for m in re.finditer(r"\S+", question)]
+    starts = [a for a, _ in spans]
     named: dict[int, list[bool]] = {}  # word index -> whether each of its nouns is known
     for t in tokenize(question):
         if t.tag not in ("NNG", "NNP", "SL") or len(t.form) < 2 or t.form in QUESTION_WORDS:
             continue
-        word = next((i for i, (a, b) in enumerate(spans) if a <= t.start < b), None)
-        if word is not None:
-            named.setdefault(word, []).append(t.form.lower() in pieces)
+        word = bisect_right(starts, t.start) - 1
+        if word >= 0 and t.start < spans[word][1]:
+            named.setdefault(word, []).append(known_word(t.form))
     if len(named) < _OFF_TOPIC_MIN_WORDS:
         return None
-    unknown = [question[spans[i][0] : spans[i][1]] for i, known in named.items() if not any(known)]
-    return unknown if len(unknown) / len(named) >= _OFF_TOPIC_SHARE else None
+    weight = {i: 1.0 if asking_span[0] <= spans[i][0] < asking_span[1] else STORY_WEIGHT for i in named}
+    unknown = [i for i, known in named.items() if not any(known)]
+    share = sum(weight[i] for i in unknown) / sum(weight.values())
+    return [question[spans[i][0] : spans[i][1]] for i in unknown] if share >= _OFF_TOPIC_SHARE else None
+
+
+_KB_WORDS: dict[int, tuple[object, frozenset[str]]] = {}
+
+
+def _known(retriever: HybridRetriever) -> Callable[[str], bool]:
+    """A test of whether the KB uses a word: as a piece of one of its words (2..8 characters) or,
+    longer ("Mastercard", "OpenBanking"), as a whole word."""
+    pieces = _fragments(retriever)
+    kb = retriever.kb
+    cached = _KB_WORDS.get(id(kb))
+    if cached is None or cached[0] is not kb:
+        text = (f"{c['title']} {c['section']} {c['text']}" for c in kb.chunks)
+        cached = _KB_WORDS[id(kb)] = (kb, frozenset(w.lower() for t in text for w in _WORD.findall(t)))
+    whole = cached[1]
+    return lambda word: word.lower() in pieces or word.lower() in whole

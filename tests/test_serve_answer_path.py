@@ -362,6 +362,13 @@ def test_an_asked_for_age_is_quoted_from_the_document_chunk_that_states_it(tmp_p
         # a follow-up joined to the earlier question keeps the earlier interrogative
         ("전세대출 계약금은 얼마나 내야 해요? 집이 한 채 있는 사람은 안 돼요?", {"amount"}),
         ("중도해지하면 이자는 어떻게 돼요?", set()),
+        ("ELS 얼마나 안전한가요?", set()),  # a degree, not a value
+        ("얼마 전에 해외송금 보냈는데 아직 안 왔어요", set()),  # a while ago
+        ("가족 몇 분까지 대리 수령 가능해요?", {"count"}),  # people, honorific
+        ("몇 분 걸려요?", {"period"}),  # minutes
+        ("분실신고 전화 몇 번이에요?", {"phone"}),
+        ("대출 금리 적용 기간은 얼마예요?", {"period"}),  # the nearest topic word before 얼마
+        ("환전 우대율 얼마예요?", {"rate"}),
     ],
 )
 def test_the_kind_of_value_asked_for_comes_from_the_interrogative(question, kind):
@@ -382,20 +389,25 @@ def test_a_long_question_is_answered_from_what_its_last_sentence_asks(bundled, t
 
 
 @pytest.mark.parametrize(
-    "question, refused",
+    "question, live",
     [
-        ("가람은행에 반려견 키우는 고객을 위한 적금 상품이 있나요?", True),  # no document says 반려견
-        ("골프 회원권 담보 대출 있어요?", True),
-        ("지금 가람은행 엔화 현찰 살 때 환율 몇 원이에요?", True),  # live data: a few words between
-        ("지금 본점 창구 대기 시간 얼마나 돼요?", True),
-        ("가람은행에 청년 전용 적금 상품이 있나요?", False),  # an offering the KB describes
-        ("해외여행 가서 카드를 잃어버리면 전화로 신고할 수 있나요?", False),  # an ability, not an offering
+        ("지금 가람은행 엔화 현찰 살 때 환율 몇 원이에요?", True),  # a few words between
+        ("지금 본점 창구 대기 시간 얼마나 돼요?", True),  # a queue
+        ("현재 원달러 환율", True),  # a search box: the quantity ends it
         ("오늘 환전하면 어떤 환율이 적용돼요?", False),  # which rate applies is policy
+        ("현재 판매 중인 주가지수연동정기예금 중도해지 되나요?", False),  # 주가 inside a product's name
+        ("지금 가입한 ELS 기초자산 지수가 떨어지면 원금 손실 나요?", False),  # 지수 is not what is asked
+        ("지금까지 낸 이자는 환율 변동이랑 상관있나요?", False),  # 지금까지 is not now
+        ("외화예금 해지할 때 오늘 환율로 계산하나요, 가입일 환율로 계산하나요?", False),
     ],
 )
-def test_offerings_the_kb_never_names_and_live_values_are_refused(bundled, tmp_path, question, refused):
-    result = _served(bundled, tmp_path).ask(question)
-    assert result.found is not refused, (result.answer, result.evidence)
+def test_live_values_are_refused_and_questions_about_rules_are_not(bundled, tmp_path, question, live):
+    from kofin.serve.respond import asks_live_value
+
+    assert asks_live_value(question) is live
+    if live:
+        result = _served(bundled, tmp_path).ask(question)
+        assert not result.found and result.sources == [], result.answer
 
 
 @pytest.mark.parametrize(
@@ -406,6 +418,12 @@ def test_offerings_the_kb_never_names_and_live_values_are_refused(bundled, tmp_p
         # in the domain, with a friend, slang and a shop in the story: its other words are the KB's
         ("체크카드 잃어버렸는데 친구가 그냥 두라던데 신고 안 하면 큰일남?", False),
         ("동네 치킨집 사장님이 카드 분실했다는데 신고는 어디로 해요?", False),
+        # a story of family, a party and a gold ring, then an in-domain question: the story counts less
+        (
+            "지난주 조카 돌잔치에서 시댁 어르신께 금반지를 받았어요. "
+            "이거 팔아서 입금하면 고액현금거래 보고 대상인가요?",
+            False,
+        ),
     ],
 )
 def test_a_question_about_things_no_document_names_is_refused(bundled, tmp_path, question, refused):
