@@ -325,19 +325,26 @@ def test_skipping_the_name_analysis_when_every_word_is_known_changes_no_verdict(
     assert "국민은행" in full and full[-1] is None  # the check has names to find and plain questions to pass
 
 
-def test_an_asked_for_age_is_quoted_from_the_document_chunk_that_states_it(tmp_path):
+def _one_doc_kb(tmp_path: Path, name: str, text: str) -> Path:
+    """A KB of one Markdown document, ingested with the defaults."""
     docs = tmp_path / "docs"
     docs.mkdir()
-    (docs / "youth.md").write_text(
+    (docs / name).write_text(text, encoding="utf-8")
+    ingest(IngestConfig(output_dir=tmp_path / "kb", inputs=[docs]))
+    return tmp_path / "kb"
+
+
+def test_an_asked_for_age_is_quoted_from_the_document_chunk_that_states_it(tmp_path):
+    kb = _one_doc_kb(
+        tmp_path,
+        "youth.md",
         "---\ntitle: 가람 청년 희망 적금\ngroups: [all]\n---\n# 가람 청년 희망 적금\n"
         "## 1. 상품 개요\n가람 청년 희망 적금은 청년의 목돈 마련을 돕는 적금이다. "
         "청년 희망 적금은 영업점과 앱에서 가입할 수 있다. "
         "청년 희망 적금에 가입하면 매월 정해진 날에 자동이체로 적립한다.\n"
         "## 2. 대상\n| 구분 | 내용 |\n|---|---|\n| 대상 | 만 19세 이상 만 34세 이하 |\n| 서류 | 신분증 |\n",
-        encoding="utf-8",
     )
-    ingest(IngestConfig(output_dir=tmp_path / "kb", inputs=[docs]))
-    result = _assistant(tmp_path / "kb", tmp_path).ask("청년 희망 적금 몇 살까지 가입돼요?", top_k=1)
+    result = _assistant(kb, tmp_path).ask("청년 희망 적금 몇 살까지 가입돼요?", top_k=1)
     assert result.found and "만 34세 이하" in result.answer, result.answer
     assert len(result.sources) == 2 and all(s["id"] == "youth.md" for s in result.sources)
 
@@ -439,19 +446,17 @@ def test_a_question_about_things_no_document_names_is_refused(bundled, tmp_path,
 def test_a_follow_up_is_answered_from_its_own_words_once_its_topic_found_the_document(tmp_path):
     """The earlier question's words (주택담보대출, 최장, 빌리) found the document and fill most of its
     sentences; the follow-up asks for the 거치기간, and the answer quotes that sentence."""
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "mortgage.md").write_text(
+    kb = _one_doc_kb(
+        tmp_path,
+        "mortgage.md",
         "---\ntitle: 가람 주택담보대출\ngroups: [all]\n---\n# 가람 주택담보대출\n## 1. 대출 기간\n"
         "주택담보대출은 최장 40년까지 빌릴 수 있다. 만 34세 이하인 고객은 주택담보대출을 최장 50년까지 빌릴 수 있다. "
         "신혼부부도 주택담보대출을 최장 50년까지 빌릴 수 있다. "
         "주택담보대출을 최장 기간으로 빌리면 매월 상환액이 줄어든다. "
         "원금균등분할상환을 고르면 거치기간은 최대 1년이다.\n",
-        encoding="utf-8",
     )
-    ingest(IngestConfig(output_dir=tmp_path / "kb", inputs=[docs]))
     history = [{"role": "user", "content": "주택담보대출은 최장 몇 년까지 빌릴 수 있어요?"}]
-    result = _assistant(tmp_path / "kb", tmp_path).ask("거치기간은 최대 얼마나 돼요?", history=history)
+    result = _assistant(kb, tmp_path).ask("거치기간은 최대 얼마나 돼요?", history=history)
     assert result.rewritten_query and "주택" in result.rewritten_query
     assert result.found and "거치기간은 최대 1년" in result.answer, result.answer
 
