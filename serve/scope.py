@@ -153,9 +153,44 @@ def unknown_name(retriever: HybridRetriever, question: str) -> str | None:
     for name in proper_nouns(asking):
         if len(name) < 2 or "법" in name or name in QUESTION_WORDS or len(name) > _MAX_FRAGMENT:
             continue
-        if name.lower() not in pieces and is_proper_noun(name):
+        bare = _COLLOQUIAL_END.sub("", name) if len(name) > 3 else name  # "직판업자야" asks about 직판업자
+        if bare.lower() in pieces or _abbreviates_a_word(retriever, bare):
+            continue
+        if is_proper_noun(name):
             return name
     return None
+
+
+# Kiwi reads a chat ending as part of a name ("직판업자야 대리중개업자야?").
+_COLLOQUIAL_END = re.compile(r"(이야|야|이에요|예요|이냐|냐|임|이요|요)$")
+_KB_ABBREVIABLE: dict[int, tuple[object, dict[str, list[str]]]] = {}
+
+
+def _abbreviates_a_word(retriever: HybridRetriever, name: str) -> bool:
+    """Whether `name` shortens a longer stretch of a KB word the way Korean shortens names: its
+    syllables in order, within twice its length and one (서금원 = 서민금융진흥원, 직판업자 in
+    금융상품직접판매업자). Words are indexed by the syllables they hold, once per KB."""
+    kb = retriever.kb
+    cached = _KB_ABBREVIABLE.get(id(kb))
+    if cached is None or cached[0] is not kb:
+        by_syllable: dict[str, list[str]] = {}
+        for w in _known_words(retriever):
+            if len(w) >= 3 and re.fullmatch(r"[가-힣]+", w):
+                for ch in set(w):
+                    by_syllable.setdefault(ch, []).append(w)
+        cached = _KB_ABBREVIABLE[id(kb)] = (kb, by_syllable)
+    if len(name) < 3 or not re.fullmatch(r"[가-힣]+", name):
+        return False  # two syllables match by chance (부산 in 부동산)
+    for word in cached[1].get(name[0], ()):
+        for start in (i for i, ch in enumerate(word) if ch == name[0]):
+            at = start
+            for ch in name[1:]:
+                at = word.find(ch, at + 1)
+                if at < 0:
+                    break
+            if at >= 0 and len(name) < at - start + 1 <= 2 * len(name) + 1:
+                return True
+    return False
 
 
 # "미역국에 소고기 말고 뭐 넣으면 맛있어요?" shares 넣 and 기간-like words with some article, but most of
@@ -195,14 +230,18 @@ def off_topic(retriever: HybridRetriever, question: str) -> list[str] | None:
 _KB_WORDS: dict[int, tuple[object, frozenset[str]]] = {}
 
 
-def _known(retriever: HybridRetriever) -> Callable[[str], bool]:
-    """A test of whether the KB uses a word: as a piece of one of its words (2..8 characters) or,
-    longer ("Mastercard", "OpenBanking"), as a whole word."""
-    pieces = _fragments(retriever)
+def _known_words(retriever: HybridRetriever) -> frozenset[str]:
+    """Every word (lower-cased) the KB's documents use, cached per KB."""
     kb = retriever.kb
     cached = _KB_WORDS.get(id(kb))
     if cached is None or cached[0] is not kb:
         text = (f"{c['title']} {c['section']} {c['text']}" for c in kb.chunks)
         cached = _KB_WORDS[id(kb)] = (kb, frozenset(w.lower() for t in text for w in _WORD.findall(t)))
-    whole = cached[1]
+    return cached[1]
+
+
+def _known(retriever: HybridRetriever) -> Callable[[str], bool]:
+    """A test of whether the KB uses a word: as a piece of one of its words (2..8 characters) or,
+    longer ("Mastercard", "OpenBanking"), as a whole word."""
+    pieces, whole = _fragments(retriever), _known_words(retriever)
     return lambda word: word.lower() in pieces or word.lower() in whole
