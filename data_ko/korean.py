@@ -135,8 +135,7 @@ def morpheme_terms(text: str) -> list[str]:
 def proper_nouns(text: str) -> list[str]:
     """The proper nouns (Kiwi's NNP) of a sentence, in order. Read as a whole sentence, not word by
     word as `morpheme_terms` does: whether a word is a name depends on the words around it."""
-    with _lock:
-        return [t.form for t in _kiwi().tokenize(text) if t.tag == "NNP"]
+    return [t.form for t in tokenize(text) if t.tag == "NNP"]
 
 
 def tokenize(text: str) -> list:

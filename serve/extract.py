@@ -102,11 +102,12 @@ def asked_kinds(question: str) -> set[str]:
     asking = asking_sentence(question)
     if _PHONE.search(asking):
         return {"phone"}
-    text = asking
-    found = [(m.start(), kind) for kind, pattern in _INTERROGATIVES for m in pattern.finditer(text)]
-    if not found:  # "…계약금은 얼마나 내야 해요? 집이 한 채 있는 사람은 안 돼요?": the earlier one
-        text = question
+    # the asking sentence's, else the earlier sentences' ("…계약금은 얼마나 내야 해요? 집이 한 채
+    # 있는 사람은 안 돼요?")
+    for text in (asking, question):
         found = [(m.start(), kind) for kind, pattern in _INTERROGATIVES for m in pattern.finditer(text)]
+        if found:
+            break
     if found:
         # the last interrogative; of two at one place ("몇 시간") the more specific, listed first
         at = max(start for start, _ in found)
@@ -216,13 +217,13 @@ def extractive_answer(
     kb = retriever.kb
     weights = retriever.query_terms(question)
     own = set(morpheme_terms(typed)) - QUESTION_WORDS if typed else set()
+    asking = asking_sentence(question)
+    focus = set(morpheme_terms(asking)) - QUESTION_WORDS
     if len(own) >= FOLLOW_UP_OWN_TERMS:
         # A follow-up's topic ("주택담보대출 최장 기간" + "거치기간은 얼마나?") found the document;
         # which of its sentences answers is for the follow-up's own words to say.
         weights = {t: w if t in own else w * STORY_WEIGHT for t, w in weights.items()}
-    asking = asking_sentence(question)
-    focus = set(morpheme_terms(asking)) - QUESTION_WORDS
-    if typed is None and asking != question.strip() and len(focus) >= MIN_PART_TERMS:
+    elif typed is None and asking != question.strip() and len(focus) >= MIN_PART_TERMS:
         # A story's words ("베트남에 사는 사촌이… 이름 철자가 달라서") match the document's other
         # sentences; what is asked is in the asking sentence, so the rest counts for less.
         # A short one ("몇 시가 기준이에요?") leaves what it is about to the story.

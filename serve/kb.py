@@ -19,6 +19,7 @@ tampered index is named instead of silently answering wrong. Nothing here unpick
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -34,6 +35,10 @@ from kofin.serve.index import DenseInfo, IndexConfig, char_vectorizer, load_csc,
 
 FORMAT_VERSION = 1
 STAGE = "ingest"
+
+
+# A word of a document, as the scope checks read it: letters and digits, Hangul or Latin.
+WORD = re.compile(r"[0-9A-Za-z가-힣]+")
 
 
 class KnowledgeBaseError(KofinError):
@@ -121,6 +126,12 @@ class KnowledgeBase:
         for title in titles.values():
             counts.update(set(morpheme_terms(title)))
         return counts
+
+    @cached_property
+    def words(self) -> frozenset[str]:
+        """Every word (lower-cased) the documents use, in titles, headings and text."""
+        text = (f"{c['title']} {c['section']} {c['text']}" for c in self.chunks)
+        return frozenset(w.lower() for t in text for w in WORD.findall(t))
 
     def allowed(self, groups: tuple[str, ...] | list[str]) -> np.ndarray:
         """Boolean mask of the chunks a user in `groups` may read (documents open to `all` included)."""

@@ -11,10 +11,12 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from collections.abc import Callable
+from typing import Any
 
 from kofin.data_ko.corpus import statute_article
 from kofin.data_ko.korean import QUESTION_WORDS, asking_sentence, is_proper_noun, proper_nouns, tokenize
 from kofin.serve.answer import STORY_WEIGHT
+from kofin.serve.kb import WORD
 from kofin.serve.retrieve import HybridRetriever
 
 # A statute named in the question: "근로기준법상", "도로교통법에서". Everyday words ending in 법
@@ -50,7 +52,16 @@ _NOT_A_LAW = frozenset(
         "개정법",
     }
 )
-_KB_LAW_NAMES: dict[int, tuple[object, set[str]]] = {}
+_PER_KB: dict[tuple[str, int], tuple[object, Any]] = {}
+
+
+def _per_kb(what: str, retriever: HybridRetriever, build: Callable[[], Any]) -> Any:
+    """`build()`'s value for this retriever's KB, made once per KB (a reloaded KB is a new one)."""
+    kb = retriever.kb
+    cached = _PER_KB.get((what, id(kb)))
+    if cached is None or cached[0] is not kb:
+        cached = _PER_KB[(what, id(kb))] = (kb, build())
+    return cached[1]
 
 
 def _law_names(retriever: HybridRetriever) -> set[str]:
@@ -60,19 +71,18 @@ def _law_names(retriever: HybridRetriever) -> set[str]:
     A statute that is only *cited* by another statute's article is not one the KB can answer
     about: 2,953 articles of 40 financial statutes refer to 상법 and 민법 throughout, but a question
     on 상법's rules for directors needs 상법's own text."""
-    kb = retriever.kb
-    cached = _KB_LAW_NAMES.get(id(kb))
-    if cached is None or cached[0] is not kb:
+
+    def build() -> set[str]:
         names: set[str] = set()
-        for c in kb.chunks:
+        for c in retriever.kb.chunks:
             held = statute_article(c["title"])
             if held:
                 names.add(held[0])
             else:
                 names |= {m.group(1) for m in _LAW_NAME.finditer(f"{c['title']} {c['section']} {c['text']}")}
-        names |= {short for short, full in retriever.lexicon.aliases.items() if full in names}
-        cached = _KB_LAW_NAMES[id(kb)] = (kb, names)
-    return cached[1]
+        return names | {short for short, full in retriever.lexicon.aliases.items() if full in names}
+
+    return _per_kb("law names", retriever, build)
 
 
 def _abbreviates(short: str, full: str) -> bool:
@@ -108,8 +118,6 @@ def unknown_law(retriever: HybridRetriever, question: str) -> str | None:
     return None
 
 
-_WORD = re.compile(r"[0-9A-Za-z가-힣]+")
-_KB_FRAGMENTS: dict[int, tuple[object, frozenset[str]]] = {}
 _MAX_FRAGMENT = 8
 
 
@@ -117,13 +125,13 @@ def _fragments(retriever: HybridRetriever) -> frozenset[str]:
     """Every piece (2..8 characters, lower-cased) of every word the KB's documents use, cached per
     KB: a name counts as mentioned when it is part of a word (첫걸음 in "첫걸음적금"), whatever
     Kiwi made of that word."""
-    kb = retriever.kb
-    cached = _KB_FRAGMENTS.get(id(kb))
-    if cached is None or cached[0] is not kb:
-        words = {w.lower() for c in kb.chunks for w in _WORD.findall(f"{c['title']} {c['section']} {c['text']}")}
-        pieces = {w[i : i + n] for w in words for n in range(2, _MAX_FRAGMENT + 1) for i in range(len(w) - n + 1)}
-        cached = _KB_FRAGMENTS[id(kb)] = (kb, frozenset(pieces))
-    return cached[1]
+    return _per_kb(
+        "fragments",
+        retriever,
+        lambda: frozenset(
+            w[i : i + n] for w in retriever.kb.words for n in range(2, _MAX_FRAGMENT + 1) for i in range(len(w) - n + 1)
+        ),
+    )
 
 
 _PLAIN_SENTENCE = re.compile(r"[0-9A-Za-z가-힣\s?.!,]*")
@@ -134,7 +142,7 @@ def _every_piece_known(sentence: str, pieces: frozenset[str]) -> bool:
     can be unknown: a name Kiwi finds in a sentence of plain words is a piece of one of its words."""
     if not _PLAIN_SENTENCE.fullmatch(sentence):
         return False
-    for word in _WORD.findall(sentence.lower()):
+    for word in WORD.findall(sentence.lower()):
         for n in range(2, min(len(word), _MAX_FRAGMENT) + 1):
             if any(word[i : i + n] not in pieces for i in range(len(word) - n + 1)):
                 return False
@@ -163,25 +171,24 @@ def unknown_name(retriever: HybridRetriever, question: str) -> str | None:
 
 # Kiwi reads a chat ending as part of a name ("직판업자야 대리중개업자야?").
 _COLLOQUIAL_END = re.compile(r"(이야|야|이에요|예요|이냐|냐|임|이요|요)$")
-_KB_ABBREVIABLE: dict[int, tuple[object, dict[str, list[str]]]] = {}
 
 
 def _abbreviates_a_word(retriever: HybridRetriever, name: str) -> bool:
     """Whether `name` shortens a longer stretch of a KB word the way Korean shortens names: its
     syllables in order, within twice its length and one (서금원 = 서민금융진흥원, 직판업자 in
     금융상품직접판매업자). Words are indexed by the syllables they hold, once per KB."""
-    kb = retriever.kb
-    cached = _KB_ABBREVIABLE.get(id(kb))
-    if cached is None or cached[0] is not kb:
+    if len(name) < 3 or not re.fullmatch(r"[가-힣]+", name):
+        return False  # two syllables match by chance (부산 in 부동산)
+
+    def build() -> dict[str, list[str]]:
         by_syllable: dict[str, list[str]] = {}
-        for w in _known_words(retriever):
+        for w in retriever.kb.words:
             if len(w) >= 3 and re.fullmatch(r"[가-힣]+", w):
                 for ch in set(w):
                     by_syllable.setdefault(ch, []).append(w)
-        cached = _KB_ABBREVIABLE[id(kb)] = (kb, by_syllable)
-    if len(name) < 3 or not re.fullmatch(r"[가-힣]+", name):
-        return False  # two syllables match by chance (부산 in 부동산)
-    for word in cached[1].get(name[0], ()):
+        return by_syllable
+
+    for word in _per_kb("words by syllable", retriever, build).get(name[0], ()):
         for start in (i for i, ch in enumerate(word) if ch == name[0]):
             at = start
             for ch in name[1:]:
@@ -227,21 +234,8 @@ def off_topic(retriever: HybridRetriever, question: str) -> list[str] | None:
     return [question[spans[i][0] : spans[i][1]] for i in unknown] if share >= _OFF_TOPIC_SHARE else None
 
 
-_KB_WORDS: dict[int, tuple[object, frozenset[str]]] = {}
-
-
-def _known_words(retriever: HybridRetriever) -> frozenset[str]:
-    """Every word (lower-cased) the KB's documents use, cached per KB."""
-    kb = retriever.kb
-    cached = _KB_WORDS.get(id(kb))
-    if cached is None or cached[0] is not kb:
-        text = (f"{c['title']} {c['section']} {c['text']}" for c in kb.chunks)
-        cached = _KB_WORDS[id(kb)] = (kb, frozenset(w.lower() for t in text for w in _WORD.findall(t)))
-    return cached[1]
-
-
 def _known(retriever: HybridRetriever) -> Callable[[str], bool]:
     """A test of whether the KB uses a word: as a piece of one of its words (2..8 characters) or,
     longer ("Mastercard", "OpenBanking"), as a whole word."""
-    pieces, whole = _fragments(retriever), _known_words(retriever)
+    pieces, whole = _fragments(retriever), retriever.kb.words
     return lambda word: word.lower() in pieces or word.lower() in whole

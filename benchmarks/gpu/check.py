@@ -460,26 +460,26 @@ def main(argv: list[str] | None = None) -> int:
         run("sft", lambda: sft_part(args, width))
     if {"dpo_unsloth", "dpo_trl"} - args.skip:
         layers = min(args.layers)
-        built: dict[str, Path] = {}
 
         def dpo_inputs() -> dict[str, Any]:
             """The 2-layer base and its stacked adapter both DPO parts train on (built once)."""
-            built["base"] = build_model(
-                width, layers, args.work / f"base-{layers}l", args.tokenizer, device=args.device
-            )
-            built["sft"] = stacked_adapter(built["base"], args.r, args.work / f"sft-{layers}l-r{args.r}")
-            return {"ok": True, "base": str(built["base"]), "sft": str(built["sft"])}
+            base = build_model(width, layers, args.work / f"base-{layers}l", args.tokenizer, device=args.device)
+            sft = stacked_adapter(base, args.r, args.work / f"sft-{layers}l-r{args.r}")
+            return {"ok": True, "base": str(base), "sft": str(sft)}
 
         run("dpo_inputs", dpo_inputs)
+        inputs = parts["dpo_inputs"]
+        base, sft = (Path(inputs["base"]), Path(inputs["sft"])) if inputs.get("ok") else (None, None)
         for backend, python in (("unsloth", args.unsloth_python), ("trl", sys.executable)):
-            if f"dpo_{backend}" not in args.skip:
-                if "sft" not in built:  # the inputs failed (recorded above): so does this part
-                    parts[f"dpo_{backend}"] = {"ok": False, "error": "not run: dpo_inputs failed"}
-                    continue
-                run(
-                    f"dpo_{backend}",
-                    lambda backend=backend, python=python: dpo_part(backend, python, args, built["base"], built["sft"]),
-                )
+            if f"dpo_{backend}" in args.skip:
+                continue
+            if base is None or sft is None:  # the inputs failed (recorded above): so does this part
+                parts[f"dpo_{backend}"] = {"ok": False, "error": "not run: dpo_inputs failed"}
+                continue
+            run(
+                f"dpo_{backend}",
+                lambda backend=backend, python=python, base=base, sft=sft: dpo_part(backend, python, args, base, sft),
+            )
         record["dpo_comparison"] = compare_dpo(parts)
     record["wall_s"] = round(time.perf_counter() - began, 1)
     write_record(args.out, record)

@@ -132,10 +132,6 @@ def trim_native_libraries(wheel: Path, keep: re.Pattern[str] = KEEP_NATIVE) -> l
     return dropped
 
 
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def wheel_requirements(wheel: Path) -> tuple[str, list[str]]:
     """The wheel's distribution name and its Requires-Dist lines, read from its METADATA."""
     from email.parser import HeaderParser
@@ -151,6 +147,7 @@ def unmet_requirements(folder: Path, host: set[str]) -> dict[str, list[str]]:
     left out) and that neither the host's packages nor another carried wheel provide. An unmet one is
     an ImportError on the device, found only after a lease has started; here it costs nothing."""
     from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name as canonical
 
     wheels = {w: wheel_requirements(w) for w in sorted(folder.glob("*.whl"))}
     have = {canonical(n) for n in host} | {canonical(name) for name, _ in wheels.values()}
