@@ -113,3 +113,18 @@ def restricted_sentences(kb_path: Path, groups: list[str]) -> list[str]:
         if not set(c["groups"]) & allowed:
             out += [s for s in split_sentences(c["text"]) if len(s) >= 20 and s not in readable]
     return out
+
+
+def ask_assistant(kb: Path, tmp_path: Path, **settings):
+    """`kofin ask`'s Assistant on `kb`, its audit log in `tmp_path`, with answer settings overridden."""
+    from kofin.serve.ask import AskConfig, Assistant
+
+    return Assistant(AskConfig(kb=kb, audit_log=tmp_path / "audit.jsonl", **settings))
+
+
+def served_assistant(kb: Path, tmp_path: Path):
+    """An assistant with the chat's answer settings (configs/serve/demo.yaml)."""
+    from kofin.config import load_config
+    from kofin.serve.serve_config import ServeConfig
+
+    return ask_assistant(kb, tmp_path, **load_config(ServeConfig, DEMO).answer_settings())

@@ -1,0 +1,171 @@
+"""What the extractive answer quotes (the kind of value asked for, the asking sentence, a follow-up's
+own words) and the scope refusals (live values, off-topic questions, shortened names)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from serve_fixtures import ask_assistant, served_assistant
+
+from kofin.serve.ingest import IngestConfig
+from kofin.serve.ingest import main as ingest
+
+
+def _one_doc_kb(tmp_path: Path, name: str, text: str) -> Path:
+    """A KB of one Markdown document, ingested with the defaults."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / name).write_text(text, encoding="utf-8")
+    ingest(IngestConfig(output_dir=tmp_path / "kb", inputs=[docs]))
+    return tmp_path / "kb"
+
+
+def test_an_asked_for_age_is_quoted_from_the_document_chunk_that_states_it(tmp_path):
+    kb = _one_doc_kb(
+        tmp_path,
+        "youth.md",
+        "---\ntitle: 가람 청년 희망 적금\ngroups: [all]\n---\n# 가람 청년 희망 적금\n"
+        "## 1. 상품 개요\n가람 청년 희망 적금은 청년의 목돈 마련을 돕는 적금이다. "
+        "청년 희망 적금은 영업점과 앱에서 가입할 수 있다. "
+        "청년 희망 적금에 가입하면 매월 정해진 날에 자동이체로 적립한다.\n"
+        "## 2. 대상\n| 구분 | 내용 |\n|---|---|\n| 대상 | 만 19세 이상 만 34세 이하 |\n| 서류 | 신분증 |\n",
+    )
+    result = ask_assistant(kb, tmp_path).ask("청년 희망 적금 몇 살까지 가입돼요?", top_k=1)
+    assert result.found and "만 34세 이하" in result.answer, result.answer
+    assert len(result.sources) == 2 and all(s["id"] == "youth.md" for s in result.sources)
+
+
+@pytest.mark.parametrize(
+    "question, kind",
+    [
+        # the interrogative decides over topic words: 나이 is what the period is subtracted from
+        ("병역 기간을 나이에서 빼 줄 수 있나요, 최대 몇 년까지요?", {"period"}),
+        ("청년 적금 나이 몇살까지 가입됨?", {"age"}),
+        ("보상 여부는 서류 접수하고 얼마 안에 알려 주나요?", {"period"}),
+        ("확인이 계속 안 되면 얼마나 지나서 돌려보내요?", {"period"}),
+        ("몇 시가 기준이에요?", {"period"}),
+        ("이사는 몇 명 두나요?", {"count"}),
+        # a bare 얼마 takes its kind from the topic; a fee may be a sum or a share
+        ("금리가 얼마예요?", {"rate"}),
+        ("현금서비스 한도는 얼마예요?", {"amount"}),
+        ("환매수수료가 얼마인가요?", {"amount", "rate"}),
+        # a search-box question asks for its last word
+        ("체크카드 한도 증액 적용 시점", {"period"}),
+        ("정기적금 1인 최대 계좌 수", {"count"}),
+        # a follow-up joined to the earlier question keeps the earlier interrogative
+        ("전세대출 계약금은 얼마나 내야 해요? 집이 한 채 있는 사람은 안 돼요?", {"amount"}),
+        ("중도해지하면 이자는 어떻게 돼요?", set()),
+        ("ELS 얼마나 안전한가요?", set()),  # a degree, not a value
+        ("얼마 전에 해외송금 보냈는데 아직 안 왔어요", set()),  # a while ago
+        ("가족 몇 분까지 대리 수령 가능해요?", {"count"}),  # people, honorific
+        ("몇 분 걸려요?", {"period"}),  # minutes
+        ("분실신고 전화 몇 번이에요?", {"phone"}),
+        ("대출 금리 적용 기간은 얼마예요?", {"period"}),  # the nearest topic word before 얼마
+        ("환전 우대율 얼마예요?", {"rate"}),
+    ],
+)
+def test_the_kind_of_value_asked_for_comes_from_the_interrogative(question, kind):
+    from kofin.serve.extract import asked_kinds
+
+    assert asked_kinds(question) == kind
+
+
+def test_a_long_question_is_answered_from_what_its_last_sentence_asks(bundled_kb, tmp_path):
+    """The story's words (지갑, 분실 신고, 보상 신청서, 경찰서 사건 접수 확인서) match the card
+    documents' procedure steps; the asking sentence wants a period, and the answer quotes it."""
+    result = served_assistant(bundled_kb, tmp_path).ask(
+        "어제 오후에 고객 한 분이 지하철에서 지갑을 소매치기당했다며 오셨어요. 카드로 누가 온라인 결제를 했다고 "
+        "하셔서 분실 신고와 보상 신청서 작성을 도와드렸고, 경찰서 사건 접수 확인서도 받아 오셨습니다. "
+        "보상이 되는지는 서류 내고 나서 얼마 안에 연락이 가나요?"
+    )
+    assert result.found and "30일 이내" in result.answer, result.answer
+
+
+@pytest.mark.parametrize(
+    "question, live",
+    [
+        ("지금 가람은행 엔화 현찰 살 때 환율 몇 원이에요?", True),  # a few words between
+        ("지금 본점 창구 대기 시간 얼마나 돼요?", True),  # a queue
+        ("현재 원달러 환율", True),  # a search box: the quantity ends it
+        ("오늘 환전하면 어떤 환율이 적용돼요?", False),  # which rate applies is policy
+        ("현재 판매 중인 주가지수연동정기예금 중도해지 되나요?", False),  # 주가 inside a product's name
+        ("지금 가입한 ELS 기초자산 지수가 떨어지면 원금 손실 나요?", False),  # 지수 is not what is asked
+        ("지금까지 낸 이자는 환율 변동이랑 상관있나요?", False),  # 지금까지 is not now
+        ("외화예금 해지할 때 오늘 환율로 계산하나요, 가입일 환율로 계산하나요?", False),
+    ],
+)
+def test_live_values_are_refused_and_questions_about_rules_are_not(bundled_kb, tmp_path, question, live):
+    from kofin.serve.respond import asks_live_value
+
+    assert asks_live_value(question) is live
+    if live:
+        result = served_assistant(bundled_kb, tmp_path).ask(question)
+        assert not result.found and result.sources == [], result.answer
+
+
+@pytest.mark.parametrize(
+    "question, refused",
+    [
+        ("이번 주말에 캠핑 가는데 텐트랑 침낭 뭐 챙겨야 돼요?", True),  # most of its naming words: no document's
+        ("피아노 배우려면 하루에 몇 시간 연습해야 해요?", True),
+        # in the domain, with a friend, slang and a shop in the story: its other words are the KB's
+        ("체크카드 잃어버렸는데 친구가 그냥 두라던데 신고 안 하면 큰일남?", False),
+        ("동네 치킨집 사장님이 카드 분실했다는데 신고는 어디로 해요?", False),
+        # a story of family, a party and a gold ring, then an in-domain question: the story counts less
+        (
+            "지난주 조카 돌잔치에서 시댁 어르신께 금반지를 받았어요. "
+            "이거 팔아서 입금하면 고액현금거래 보고 대상인가요?",
+            False,
+        ),
+    ],
+)
+def test_a_question_about_things_no_document_names_is_refused(bundled_kb, tmp_path, question, refused):
+    from kofin.serve.kb import load_kb
+    from kofin.serve.retrieve import HybridRetriever
+    from kofin.serve.scope import off_topic
+
+    assert (off_topic(HybridRetriever(load_kb(bundled_kb)), question) is not None) is refused
+    result = served_assistant(bundled_kb, tmp_path).ask(question)
+    assert result.found is not refused, (result.answer, result.evidence)
+
+
+def test_a_follow_up_is_answered_from_its_own_words_once_its_topic_found_the_document(tmp_path):
+    """The earlier question's words (주택담보대출, 최장, 빌리) found the document and fill most of its
+    sentences; the follow-up asks for the 거치기간, and the answer quotes that sentence."""
+    kb = _one_doc_kb(
+        tmp_path,
+        "mortgage.md",
+        "---\ntitle: 가람 주택담보대출\ngroups: [all]\n---\n# 가람 주택담보대출\n## 1. 대출 기간\n"
+        "주택담보대출은 최장 40년까지 빌릴 수 있다. 만 34세 이하인 고객은 주택담보대출을 최장 50년까지 빌릴 수 있다. "
+        "신혼부부도 주택담보대출을 최장 50년까지 빌릴 수 있다. "
+        "주택담보대출을 최장 기간으로 빌리면 매월 상환액이 줄어든다. "
+        "원금균등분할상환을 고르면 거치기간은 최대 1년이다.\n",
+    )
+    history = [{"role": "user", "content": "주택담보대출은 최장 몇 년까지 빌릴 수 있어요?"}]
+    result = ask_assistant(kb, tmp_path).ask("거치기간은 최대 얼마나 돼요?", history=history)
+    assert result.rewritten_query and "주택" in result.rewritten_query
+    assert result.found and "거치기간은 최대 1년" in result.answer, result.answer
+
+
+def test_a_shortened_name_of_something_the_kb_names_is_not_unknown(tmp_path):
+    """Korean shortens names by keeping syllables in order (서금원 = 서민금융진흥원, 직판업자 in
+    금융상품직접판매업자), and chat endings stick to a name ("직판업자야"): neither is a name the KB
+    never mentions. Names it does not mention stay unknown, two-syllable ones too (부산, though the
+    KB says 부동산)."""
+    from kofin.serve.kb import load_kb
+    from kofin.serve.retrieve import HybridRetriever
+    from kofin.serve.scope import unknown_name
+
+    kb = _one_doc_kb(
+        tmp_path,
+        "guarantee.md",
+        "---\ntitle: 서민금융 보증 안내\ngroups: [all]\n---\n# 서민금융 보증 안내\n## 1. 보증\n"
+        "서민금융진흥원의 보증을 받은 대출은 보증료를 낸다. 금융상품직접판매업자는 설명의무를 진다. "
+        "부동산 담보대출은 이 보증의 대상이 아니다.\n",
+    )
+    retriever = HybridRetriever(load_kb(kb))
+    assert unknown_name(retriever, "서금원 보증 받으면 보증료 더 내요?") is None
+    assert unknown_name(retriever, "금소법상 은행은 직판업자야 대리중개업자야? 헷갈림") is None
+    assert unknown_name(retriever, "국민은행 보증료는 얼마예요?") == "국민은행"
+    assert unknown_name(retriever, "부산 지점에서도 보증 신청돼요?") == "부산"
