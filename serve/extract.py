@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from kofin.data_ko.korean import QUESTION_WORDS, asking_sentence, morpheme_terms, morpheme_terms_many, split_sentences
 from kofin.serve.answer import LIST_MARKER, MIN_PART_TERMS, NO_ANSWER, STORY_WEIGHT, Source, is_injection
+from kofin.serve.followup import topic_names
 from kofin.serve.retrieve import Hit, HybridRetriever
 
 # What kind of value a question asks for, and what such a value looks like in a document. The
@@ -47,7 +48,7 @@ _INTERROGATIVES = [
         "period",
         re.compile(
             r"몇\s*(일|개월|달|년|시간|영업일|시)|몇\s*(분|주)(?=" + _TIME_AFTER + r")|며칠|언제"
-            r"|얼마\s*(동안|만에|안에|뒤|후|이내)|얼마나\s*(오래|걸|지나|있어야|남|안\s*(쓰|써|하|해|되|돼|받|내|갚|찾|넣))"
+            r"|얼마\s*(쯤|정도)?\s*(동안|만에|안에|뒤|후|이내|지나|있다가)|얼마나\s*(오래|걸|지나|있어야|남|안\s*(쓰|써|하|해|되|돼|받|내|갚|찾|넣))"
         ),
     ),
     ("amount", re.compile(r"몇\s*(원|만원|천만원|억|만\s*원|천\s*원|불|달러)")),
@@ -78,7 +79,10 @@ _VALUES = {
 }
 _DEFINITION = re.compile(r"(이?란|라\s*함은|라고\s*한다)\s.*(말한다|뜻한다|의미한다|이다)|(을|를)\s*말한다[.]?$")
 _ASKS_DEFINITION = re.compile(r"뜻|의미|무엇|뭐|뭔|이란|란\s*\??$|개념|정의")
-_POINTS_AT_LIST = re.compile(r"아래|다음과\s*같|다음의|다음\s*(표|각|기준|서류|항목)|(표|목록)와\s*같")
+# "다음 사유가 생기면" points at what follows; "다음 달에" is next month
+POINTS_AT_LIST = re.compile(
+    r"아래|다음과\s*같|다음의|다음\s*(표|각|기준|서류|항목|사유|경우|요건|조건|사항|내용|순서|절차)|(표|목록)와\s*같"
+)
 _EXAMPLE = re.compile(r"^\(?(예시|예를\s*들어|예컨대|가령|사례)\b|^\(?예\)|^예\s*[:：]")
 _ASKS_EXAMPLE = re.compile(r"예시|예를|사례|계산")
 _MARKUP = re.compile(r"\*\*|__|`")
@@ -181,11 +185,15 @@ def _candidates(src: Source) -> list[Candidate]:
         [f"{src.hit.chunk['title']} {src.hit.chunk['section']}", *(t for t, _ in pieces)]
     )
     context = frozenset(heading)
+    asked_here: frozenset[str] = frozenset()  # an FAQ's question, what the answers under it answer
     for pos, (text, _item) in enumerate(pieces):
-        if len(text) < 6 or text.rstrip().endswith(("?", "？")) or re.match(r"^Q\d*[.):]", text) or is_injection(text):
+        if text.rstrip().endswith(("?", "？")) or re.match(r"^Q\d*[.):]", text):
+            asked_here = frozenset(terms[pos])
             continue
-        cand = Candidate(src.number, pos, text, set(terms[pos]), [], context=context)
-        if _POINTS_AT_LIST.search(text):
+        if len(text) < 6 or is_injection(text):
+            continue
+        cand = Candidate(src.number, pos, text, set(terms[pos]), [], context=context | asked_here)
+        if POINTS_AT_LIST.search(text):
             # The list may start a sentence or two later ("…아래의 이율을 적용한다. 기본이율은 …").
             j, prose = pos + 1, 0
             while j < len(pieces) and len(cand.rows) < 12:
@@ -217,9 +225,10 @@ def extractive_answer(
     kb = retriever.kb
     weights = retriever.query_terms(question)
     own = set(morpheme_terms(typed)) - QUESTION_WORDS if typed else set()
+    names_own_topic = bool(own & topic_names(kb))  # "외국인도 돼요?": its one word is a document topic
     asking = asking_sentence(question)
     focus = set(morpheme_terms(asking)) - QUESTION_WORDS
-    if len(own) >= FOLLOW_UP_OWN_TERMS:
+    if len(own) >= FOLLOW_UP_OWN_TERMS or names_own_topic:
         # A follow-up's topic ("주택담보대출 최장 기간" + "거치기간은 얼마나?") found the document;
         # which of its sentences answers is for the follow-up's own words to say.
         weights = {t: w if t in own else w * STORY_WEIGHT for t, w in weights.items()}
@@ -278,11 +287,11 @@ def extractive_answer(
         if cand.rows:
             for row in _best_rows(cand.rows, score):
                 lines.append((row.number, row.pos, row.text))
-    seen: set[tuple[int, int]] = set()
+    seen: set[str] = set()  # a sentence two sources both hold is quoted once, from the first
     out = []
-    for number, pos, text in sorted(lines):
-        if (number, pos) not in seen:
-            seen.add((number, pos))
+    for number, _pos, text in sorted(lines):
+        if text not in seen:
+            seen.add(text)
             out.append(f"- {text} [{number}]")
     return "\n".join(out)
 

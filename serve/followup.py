@@ -32,7 +32,15 @@ _CONNECTIVE = re.compile(
     r"^(그럼|그러면|그렇다면|그런데|근데|그건|그거|그것|그게|그때|그\s*경우|이\s*경우|그\s*상품|이\s*상품|이건|이거|그리고|또|또는|"
     r"만약|만일|혹시|그\s*외|그\s*밖|반대로|아니면|그\s*다음|그다음)"
 )
+# "같은 기한이에요?", "마찬가지예요?": compared with what the conversation said
+_ANAPHORA = re.compile(
+    r"(같은|똑같은|동일한)\s*\S+(이에요|예요|인가요|이야|야|일까요|이죠|이지)"
+    r"|마찬가지|똑같이|똑같아|같아요\s*[?？]|같나요"
+)
 _BARE_TAIL = re.compile(r"(은|는|이|가|도|면|이면|라면)?\s*(요|용|여|염)?\s*[?？]*\s*$")
+# "마이너스통장은요?", "중도해지하면요?": a topic or condition with no predicate of its own, which
+# asks what the earlier question asked; "외국인도 돼요?" asks a yes or no of its own.
+_NO_PREDICATE = re.compile(r"(은|는|이면|라면|면|이라면)\s*(요|용|여|염)?\s*[?？]*\s*$")
 MAX_TOPIC_TERMS = 6
 MAX_HISTORY_TURNS = 3  # earlier user turns read for the topic
 
@@ -44,10 +52,15 @@ REWRITE_PROMPT = (
 
 def is_elliptical(question: str) -> bool:
     own = [t for t in morpheme_terms(question) if t not in QUESTION_WORDS and len(t) > 1]
-    if _CONNECTIVE.match(question.strip()):
+    if _CONNECTIVE.match(question.strip()) or _ANAPHORA.search(question):
         return True
     short = len(question.split()) <= 4
     return len(own) <= 1 or (short and len(own) <= 2 and bool(_BARE_TAIL.search(question)))
+
+
+def keeps_earlier_ask(question: str) -> bool:
+    """Whether a follow-up asks what the earlier question asked: it ends on a bare topic or condition."""
+    return bool(_NO_PREDICATE.search(question.strip()))
 
 
 # A title word is a topic's name when few documents' titles carry it: 가람, 안내, 상품설명서 or a
@@ -56,7 +69,7 @@ MAX_TITLE_SHARE = 0.05
 MIN_TITLE_DOCS = 3  # ... but in a small KB a word in up to 3 titles still names its documents
 
 
-def _topic_names(kb: Any) -> set[str]:
+def topic_names(kb: Any) -> set[str]:
     """Content words of the KB's document titles that few titles share."""
     limit = max(MIN_TITLE_DOCS, MAX_TITLE_SHARE * kb.n_docs)
     return {
@@ -66,18 +79,60 @@ def _topic_names(kb: Any) -> set[str]:
     }
 
 
-def names_new_topic(question: str, history: list[dict], kb: Any) -> bool:
-    """Whether the question names a document topic (a title word) that the conversation has not."""
+def new_topics(question: str, history: list[dict], kb: Any) -> set[str]:
+    """The document topics (title words) the question names that the conversation has not."""
     earlier = {t for turn in user_turns(history) for t in morpheme_terms(turn)}
-    names = _topic_names(kb)
-    return any(t in names and t not in earlier for t in morpheme_terms(question))
+    names = topic_names(kb)
+    return {t for t in morpheme_terms(question) if t in names and t not in earlier}
 
 
-def topic_helps(retriever: Any, question: str, with_topic: str, groups: tuple[str, ...]) -> bool:
-    """Whether the best sources cover the question better with the conversation's topic than without."""
-    from kofin.serve.answer import evidence  # answer.py is the gate's module; it does not import this one
+def stays_on_topic(
+    retriever: Any, question: str, history: list[dict], topic: list[str], named: set[str], groups: tuple[str, ...]
+) -> bool:
+    """Whether, with the conversation's topic, the best source is in the document the conversation
+    is about (the last user turn's best) and names every one of the follow-up's new topics
+    (`named`). "외국인은?" after 비대면 계좌개설 finds that document's rules for foreigners; "청년
+    적금은요?" after a deposit question finds another product's."""
+    joined = retriever.search(f"{' '.join(topic)} {question}", groups, 1)
+    before = retriever.search(user_turns(history)[-1], groups, 1)
+    if not joined or not before or joined[0].chunk["doc_id"] != before[0].chunk["doc_id"]:
+        return False
+    c = joined[0].chunk
+    return named <= set(morpheme_terms(f"{c['title']} {c['section']} {c['text']}"))
+
+
+def topic_helps(retriever: Any, question: str, topic: list[str], groups: tuple[str, ...]) -> bool:
+    """Whether the sources found with the conversation's topic answer the conversation at least as
+    well as those found without: both are scored against one target, the follow-up's own words in full and
+    the topic's at `STORY_WEIGHT` (a longer query is not penalised for the topic words it adds)."""
+    from kofin.serve.answer import STORY_WEIGHT  # answer.py is the gate's module; it does not import this one
+
+    kb = retriever.kb
+    own = set(morpheme_terms(question)) - QUESTION_WORDS
+    weights = {t: 1.0 for t in own} | {t: STORY_WEIGHT for t in topic if t not in own}
+    max_idf = float(kb.bm25_idf.max()) if len(kb.bm25_idf) else 1.0
+
+    def idf(term: str) -> float:
+        j = kb.bm25_vocab.get(term)
+        return float(kb.bm25_idf[j]) if j is not None else max_idf
+
+    total = sum(w * idf(t) for t, w in weights.items()) or 1.0
 
     def covered(query: str) -> float:
+        best = 0.0
+        for hit in retriever.search(query, groups, 3):
+            c = hit.chunk
+            present = set(morpheme_terms(f"{c['title']} {c['section']} {c['text']}"))
+            best = max(best, sum(w * idf(t) for t, w in weights.items() if t in present) / total)
+        return best
+
+    return covered(f"{' '.join(topic)} {question}") >= covered(question)
+
+
+def _old_helps(retriever, question, with_topic, groups):
+    from kofin.serve.answer import evidence
+
+    def covered(query):
         return evidence(retriever, query, retriever.search(query, groups, 3))
 
     return covered(with_topic) > covered(question)
@@ -129,9 +184,17 @@ def rewrite_question(
     if not topic:
         return None
     extractive = f"{' '.join(topic)} {question}"
-    if retriever is not None and names_new_topic(question, history, retriever.kb):
-        return None
-    if not is_elliptical(question) and (retriever is None or not topic_helps(retriever, question, extractive, groups)):
+    named = new_topics(question, history, retriever.kb) if retriever is not None else set()
+    if named:
+        # "외국인은?" names a topic yet only changes the earlier question's condition: carried when
+        # the topic's best source still names it ("isa 한도는?" after a mortgage question is new)
+        if not (
+            is_elliptical(question)
+            and stays_on_topic(retriever, question, history, topic, named, groups)
+            and topic_helps(retriever, question, topic, groups)
+        ):
+            return None
+    elif not is_elliptical(question) and (retriever is None or not _old_helps(retriever, question, extractive, groups)):
         return None
     if backend is None:
         return extractive

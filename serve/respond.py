@@ -29,8 +29,8 @@ from typing import Any
 from kofin.data_ko.korean import clean_text, split_sentences
 from kofin.serve.answer import NO_ANSWER, Source, build_messages, evidence, suspicious_sentences
 from kofin.serve.citations import verify_citations
-from kofin.serve.extract import asked_kinds, extractive_answer, value_sibling
-from kofin.serve.followup import rewrite_question, user_turns
+from kofin.serve.extract import POINTS_AT_LIST, asked_kinds, extractive_answer, value_sibling
+from kofin.serve.followup import keeps_earlier_ask, rewrite_question, user_turns
 from kofin.serve.retrieve import Hit, HybridRetriever
 from kofin.serve.scope import off_topic, unknown_law, unknown_name
 from kofin.serve.settings import AnswerSettings
@@ -52,7 +52,6 @@ _LIVE = re.compile(
     + r"\S*?(대기\s*(시간|인원|고객|번호)|혼잡)"
 )
 _POLICY = re.compile(r"어떤|무슨|종류|우대|스프레드|(?<![가-힣])기준(?!율|금리)|적용|계산|어느|아니면")
-_POINTS_AHEAD = re.compile(r"(아래|다음)(의|과\s*같|와\s*같|\s*표)")
 _LIST_START = re.compile(r"^(\||[-*•·]\s|\d+[.)]\s)")
 
 WEAK_EVIDENCE = "근거가 약합니다: 아래 출처가 질문에 정확히 답하는지 직접 확인하세요."
@@ -185,9 +184,9 @@ def answer_question(
 
 
 def _asked(question: str, rewritten: str | None, history: list[dict] | None) -> str:
-    """What the user asks for: the question, or for a follow-up that names no kind of value
-    ("카드론은요?") the earlier question's ("현금서비스 한도는 얼마예요?") too."""
-    if rewritten is None or asked_kinds(question):
+    """What the user asks for: the question, or for a follow-up that names no kind of value and no
+    predicate of its own ("카드론은요?") the earlier question's ("현금서비스 한도는 얼마예요?") too."""
+    if rewritten is None or asked_kinds(question) or not keeps_earlier_ask(question):
         return question
     earlier = user_turns(history or [])
     return f"{earlier[-1]} {question}" if earlier else question
@@ -204,18 +203,22 @@ def _with_continuations(retriever: HybridRetriever, hits: list[Hit]) -> list[Hit
     """Each hit whose text points at a table or list that the chunker put in the next chunk of the
     same document and section ("아래의 중도해지이율을 적용한다." + the table) carries that chunk too."""
     chunks = retriever.kb.chunks
-    out = []
+    out: list[Hit] = []
+    carried: set[int] = set()  # continuations already shown inside an earlier hit
     for h in hits:
+        if h.index in carried:
+            continue
         nxt = chunks[h.index + 1] if h.index + 1 < len(chunks) else None
         c = h.chunk
         if (
             nxt is not None
             and nxt["doc_id"] == c["doc_id"]
             and nxt["section"] == c["section"]
-            and _POINTS_AHEAD.search(c["text"])
+            and POINTS_AT_LIST.search(c["text"])
             and _LIST_START.match(nxt["text"].lstrip())
         ):
             h = Hit(h.index, h.score, dict(c, text=f"{c['text']}\n{nxt['text']}"))
+            carried.add(h.index + 1)
         out.append(h)
     return out
 

@@ -87,6 +87,42 @@ def test_a_question_naming_a_topic_of_its_own_is_a_new_question(kb, tmp_path, qu
     assert asked.rewritten_query is None and asked.sources[0]["id"] == doc
 
 
+def test_a_follow_up_naming_a_topic_the_conversations_document_covers_carries_the_topic(bundled_kb, tmp_path):
+    """ "외국인은요?" after a question about opening an account online asks about foreigners opening
+    one online: the account-opening rules hold a line for them, so the topic is carried. Alone it
+    finds the guide to serving foreign customers; "장애인 고객은요?" finds no such line there and
+    stays a question of its own."""
+    a = ask_assistant(bundled_kb, tmp_path)
+    history = [{"role": "user", "content": "비대면으로 계좌 만들 수 있는 나이가 어떻게 되나요?"}]
+    doc = "procedure/real-name-verification-non-face-to-face-account.md"
+    assert a.ask("외국인은요?").sources[0]["id"] != doc
+    followed = a.ask("외국인은요?", history=history)
+    assert followed.rewritten_query and "계좌" in followed.rewritten_query
+    assert followed.sources[0]["id"] == doc
+    assert a.ask("장애인 고객은요?", history=history).rewritten_query is None
+
+
+@pytest.mark.parametrize(
+    ("question", "keeps"),
+    [
+        ("마이너스통장은요?", True),
+        ("그럼 중도해지하면요?", True),
+        ("외국인도 돼요?", False),  # a yes or no of its own
+        ("한도는 어떻게 돼요?", False),
+    ],
+)
+def test_only_a_bare_follow_up_asks_what_the_earlier_question_asked(question, keeps):
+    from kofin.serve.followup import keeps_earlier_ask
+
+    assert keeps_earlier_ask(question) is keeps
+
+
+def test_a_follow_up_comparing_with_the_earlier_answer_is_elliptical():
+    assert is_elliptical("당국 신고도 같은 기한이에요? 어디로 해요?")
+    assert is_elliptical("이것도 마찬가지예요?")
+    assert not is_elliptical("같은 날 두 번 송금하면 수수료가 두 번 붙나요?")
+
+
 def test_history_never_widens_what_a_user_may_see(kb, tmp_path):
     users = tmp_path / "users.yaml"
     users.write_text("kim: [branch]\nlee: [credit]\n", encoding="utf-8")

@@ -63,6 +63,8 @@ def test_an_asked_for_age_is_quoted_from_the_document_chunk_that_states_it(tmp_p
         ("분실신고 전화 몇 번이에요?", {"phone"}),
         ("대출 금리 적용 기간은 얼마예요?", {"period"}),  # the nearest topic word before 얼마
         ("환전 우대율 얼마예요?", {"rate"}),
+        ("거절되면 얼마쯤 지나서 다시 신청하면 되나요?", {"period"}),  # 얼마쯤 / 얼마 정도 + a word of time
+        ("얼마 정도 뒤에 찾을 수 있어요?", {"period"}),
     ],
 )
 def test_the_kind_of_value_asked_for_comes_from_the_interrogative(question, kind):
@@ -169,3 +171,27 @@ def test_a_shortened_name_of_something_the_kb_names_is_not_unknown(tmp_path):
     assert unknown_name(retriever, "금소법상 은행은 직판업자야 대리중개업자야? 헷갈림") is None
     assert unknown_name(retriever, "국민은행 보증료는 얼마예요?") == "국민은행"
     assert unknown_name(retriever, "부산 지점에서도 보증 신청돼요?") == "부산"
+
+
+def test_an_faq_answer_is_read_with_the_question_it_answers(tmp_path):
+    """ "A. 네, 비자·마스터 가맹점에서 쓸 수 있다." shares no word with "체크카드 해외 결제 돼요?";
+    the FAQ question above it does, and says what the answer is about."""
+    kb = _one_doc_kb(
+        tmp_path,
+        "check-card-faq.md",
+        "---\ntitle: 자주 묻는 질문\ngroups: [all]\n---\n# 자주 묻는 질문\n## FAQ\n"
+        "**Q. 체크카드로 해외 결제가 되나요?**\nA. 네, 비자·마스터 가맹점에서 쓸 수 있다.\n\n"
+        "**Q. 분실하면 어떻게 하나요?**\nA. 고객센터에 바로 신고한다.\n",
+    )
+    result = ask_assistant(kb, tmp_path).ask("체크카드 해외 결제 돼요?")
+    assert result.found and "비자·마스터 가맹점에서 쓸 수 있다" in result.answer, result.answer
+    assert "고객센터" not in result.answer  # the other question's answer
+
+
+def test_a_sentence_pointing_at_the_rows_that_follow_quotes_them_once(bundled_kb, tmp_path):
+    """ "다음 사유가 생기면 기한의 이익이 상실되어…" points at the table after it, which the chunker
+    put in the next chunk: its row is quoted, once, and that chunk is not shown a second time."""
+    result = served_assistant(bundled_kb, tmp_path).ask("주담대 이자 몇 달 연체되면 기한이익 잃어요?")
+    assert result.found and result.answer.count("이자 납입일부터 2개월 경과") == 1, result.answer
+    shown = [s["chunk_id"] for s in result.sources]
+    assert len(shown) == len(set(shown))
