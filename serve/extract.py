@@ -70,7 +70,8 @@ _ASKS_NUMBER = re.compile(r"몇|얼마|%|퍼센트|프로")
 # Words that suggest a period only when nothing else is asked ("기간", "만기", "부터", "까지").
 _WEAK_PERIOD = re.compile(r"기간|기한|만기|시점|이내|동안|부터|까지|몇\s*회")
 _VALUES = {
-    "rate": re.compile(r"\d+(?:\.\d+)?\s*(%|퍼센트|%p)|연\s*\d+(?:\.\d+)?|\d+\.\d+"),
+    # a statute states a share as "100분의 10", "1천분의 5"
+    "rate": re.compile(r"\d+(?:\.\d+)?\s*(%|퍼센트|%p)|연\s*\d+(?:\.\d+)?|\d+\.\d+|\d+\s*천?\s*분의\s*\d+"),
     "amount": re.compile(r"\d[\d,.]*\s*(천|만|억|조)?\s*(원|달러|불|USD|위안|엔)|\d+\s*(천|만|억)\b|무료|면제|없음"),
     "period": re.compile(r"\d+\s*(영업일|일|개월|년|주|시간|분|회)|\d{1,2}:\d{2}|(매월|매년|익월|당일|즉시|만기일)"),
     "age": re.compile(r"(만\s*)?\d+\s*세"),
@@ -87,6 +88,12 @@ _EXAMPLE = re.compile(r"^\(?(예시|예를\s*들어|예컨대|가령|사례)\b|^
 _ASKS_EXAMPLE = re.compile(r"예시|예를|사례|계산")
 _MARKUP = re.compile(r"\*\*|__|`")
 _HEADING = re.compile(r"^(#{1,6}\s|Q\d+[.)]|\d+(\.\d+)*\.?\s+\S{1,20}$)")
+# A statute's editorial notes say when a provision changed, not what it says: "<개정 2016.3.29>",
+# "3. 삭제 <2012.12.11>", and an article's bare heading "제43조(상환준비금)".
+_AMENDMENT_NOTE = re.compile(
+    r"<\s*(개정|신설|전문개정|본조신설|제목개정|타법개정)?\s*[\d.,\s]+>|\[(본조신설|전문개정)[^\]]*\]"
+)
+_NOTE_ONLY = re.compile(r"^(\d+(의\d+)?\.|[①-⑳]|[가-하]\.)?\s*(삭제)?\s*$|^제\d+조(의\d+)?\s*\([^)]*\)\s*$")
 
 
 @dataclass
@@ -167,8 +174,8 @@ def _pieces(text: str) -> list[tuple[str, bool]]:
         if table:
             out += [(row, True) for row in _table_rows(table)]
             table = []
-        stripped = line.strip()
-        if not stripped or _HEADING.match(stripped):
+        stripped = _AMENDMENT_NOTE.sub("", line).strip()
+        if not stripped or _HEADING.match(stripped) or _NOTE_ONLY.match(stripped):
             continue
         item = bool(LIST_MARKER.match(stripped) or re.match(r"^\d+[.)]\s", stripped))
         out += [(_MARKUP.sub("", LIST_MARKER.sub("", s)).strip(), item) for s in split_sentences(stripped)]

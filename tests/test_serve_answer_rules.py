@@ -195,3 +195,29 @@ def test_a_sentence_pointing_at_the_rows_that_follow_quotes_them_once(bundled_kb
     assert result.found and result.answer.count("이자 납입일부터 2개월 경과") == 1, result.answer
     shown = [s["chunk_id"] for s in result.sources]
     assert len(shown) == len(set(shown))
+
+
+def test_a_statutes_editorial_notes_are_never_quoted(laws_dir, tmp_path):
+    """ "<개정 2016.3.29>", "3. 삭제 <2012.12.11>" and a bare "제43조(상환준비금)" say when and where
+    a provision changed, not what it says; before, 68 of 156 statute dev answers quoted one."""
+    import json
+    import re
+
+    rows = [
+        line
+        for line in (laws_dir / "fin_articles.jsonl").read_text(encoding="utf-8").splitlines()
+        if json.loads(line)["law"] == "신용협동조합법"
+    ]
+    (tmp_path / "laws.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    ingest(IngestConfig(output_dir=tmp_path / "kb", inputs=[tmp_path / "laws.jsonl"], default_groups=["all"]))
+    a = ask_assistant(tmp_path / "kb", tmp_path)
+    note = re.compile(r"<[^>]*\d{4}\.\d{1,2}\.\d{1,2}[^>]*>|^- (\d+\.\s*)?삭제|^- 제\d+조(의\d+)?\([^)]*\) \[")
+    for question in (
+        "신협 조합은 상환준비금을 얼마나 보유해야 하나요?",
+        "신용협동조합 중앙회 회장은 어떻게 뽑나요?",
+        "조합원이 탈퇴하면 출자금은 언제 돌려받나요?",
+    ):
+        result = a.ask(question)
+        assert result.found, question
+        assert not any(note.search(line) for line in result.answer.splitlines()), result.answer
+    assert "100분의 10 이상" in a.ask("신협 조합은 상환준비금을 얼마나 보유해야 하나요?").answer
