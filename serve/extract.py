@@ -216,6 +216,29 @@ def _candidates(src: Source) -> list[Candidate]:
     return out
 
 
+def answer_weights(retriever: HybridRetriever, question: str, typed: str | None = None) -> dict[str, float]:
+    """The query's term weights for choosing what answers it: what is asked counts in full, a long
+    question's story and a follow-up's carried topic at `STORY_WEIGHT`.
+
+    `question` is the query retrieval ran (a rewritten follow-up includes its topic); `typed` is
+    what the user typed when it was rewritten."""
+    weights = retriever.query_terms(question)
+    own = set(morpheme_terms(typed)) - QUESTION_WORDS if typed else set()
+    names_own_topic = bool(own & topic_names(retriever.kb))  # "외국인도 돼요?": its one word is a document topic
+    asking = asking_sentence(question)
+    focus = set(morpheme_terms(asking)) - QUESTION_WORDS
+    if len(own) >= FOLLOW_UP_OWN_TERMS or names_own_topic:
+        # A follow-up's topic ("주택담보대출 최장 기간" + "거치기간은 얼마나?") found the document;
+        # which of its sentences answers is for the follow-up's own words to say.
+        return {t: w if t in own else w * STORY_WEIGHT for t, w in weights.items()}
+    if typed is None and asking != question.strip() and len(focus) >= MIN_PART_TERMS:
+        # A story's words ("베트남에 사는 사촌이… 이름 철자가 달라서") match the document's other
+        # sentences; what is asked is in the asking sentence, so the rest counts for less.
+        # A short one ("몇 시가 기준이에요?") leaves what it is about to the story.
+        return {t: w if t in focus else w * STORY_WEIGHT for t, w in weights.items()}
+    return weights
+
+
 def extractive_answer(
     retriever: HybridRetriever,
     question: str,
@@ -230,20 +253,7 @@ def extractive_answer(
     what the user typed, which says what kind of value is wanted (default: `question`).
     """
     kb = retriever.kb
-    weights = retriever.query_terms(question)
-    own = set(morpheme_terms(typed)) - QUESTION_WORDS if typed else set()
-    names_own_topic = bool(own & topic_names(kb))  # "외국인도 돼요?": its one word is a document topic
-    asking = asking_sentence(question)
-    focus = set(morpheme_terms(asking)) - QUESTION_WORDS
-    if len(own) >= FOLLOW_UP_OWN_TERMS or names_own_topic:
-        # A follow-up's topic ("주택담보대출 최장 기간" + "거치기간은 얼마나?") found the document;
-        # which of its sentences answers is for the follow-up's own words to say.
-        weights = {t: w if t in own else w * STORY_WEIGHT for t, w in weights.items()}
-    elif typed is None and asking != question.strip() and len(focus) >= MIN_PART_TERMS:
-        # A story's words ("베트남에 사는 사촌이… 이름 철자가 달라서") match the document's other
-        # sentences; what is asked is in the asking sentence, so the rest counts for less.
-        # A short one ("몇 시가 기준이에요?") leaves what it is about to the story.
-        weights = {t: w if t in focus else w * STORY_WEIGHT for t, w in weights.items()}
+    weights = answer_weights(retriever, question, typed)
     kinds = asked_kinds(asked or question)
     wants_definition = bool(_ASKS_DEFINITION.search(asked or question))
     wants_example = bool(_ASKS_EXAMPLE.search(asked or question))
@@ -304,11 +314,17 @@ def extractive_answer(
 
 
 def value_sibling(
-    retriever: HybridRetriever, query: str, asked: str, hits: list[Hit], groups: tuple[str, ...]
+    retriever: HybridRetriever,
+    query: str,
+    asked: str,
+    hits: list[Hit],
+    groups: tuple[str, ...],
+    typed: str | None = None,
 ) -> Hit | None:
     """When the question asks for a value (an age, a rate, an amount, a period) and the best
-    document's retrieved chunks hold none of that kind, its other chunk that does and shares most
-    of the question's words: a product sheet states "가입 대상: 만 19세 이상" once, in a chunk
+    document's retrieved chunks hold none of that kind (for an age: whatever they hold), its other
+    chunk that does and shares most of what is asked (a long question's story counts less): a
+    product sheet states "가입 대상: 만 19세 이상" once, in a chunk
     that says little else the question says ("몇 살까지 가입돼요?")."""
     kinds = asked_kinds(asked)
     if not kinds or not hits:
@@ -316,9 +332,11 @@ def value_sibling(
     doc = hits[0].chunk["doc_id"]
     shown = {h.index for h in hits}
     holds = lambda text: any(_VALUES[k].search(text) for k in kinds)  # noqa: E731
-    if any(holds(h.chunk["text"]) for h in hits if h.chunk["doc_id"] == doc):
+    # An age is unmistakable: a chunk stating the product's own (가입 대상 만 50세 이상) is worth
+    # showing beside a retrieved one that states another rule's (만 65세 이상 비과세종합저축).
+    if kinds != {"age"} and any(holds(h.chunk["text"]) for h in hits if h.chunk["doc_id"] == doc):
         return None
-    kb, weights = retriever.kb, retriever.query_terms(query)
+    kb, weights = retriever.kb, answer_weights(retriever, query, typed)
     allowed = kb.allowed(groups)
     best, best_overlap = None, 0.0
     for i in kb.doc_rows(doc):

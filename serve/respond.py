@@ -111,7 +111,7 @@ def answer_stream(
     query = rewritten or question
     hits = retriever.search(query, groups, top_k or settings.retrieval.top_k)
     asked = _asked(question, rewritten, history)  # what kind of value the user wants
-    sibling = value_sibling(retriever, query, asked, hits, groups)
+    sibling = value_sibling(retriever, query, asked, hits, groups, typed=question if rewritten else None)
     hits = _with_continuations(retriever, hits + ([sibling] if sibling else []))
     yield "retrieved", Retrieved(query, hits)
     sources = [Source(i, h) for i, h in enumerate(hits, 1)]

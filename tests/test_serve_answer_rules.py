@@ -221,3 +221,18 @@ def test_a_statutes_editorial_notes_are_never_quoted(laws_dir, tmp_path):
         assert result.found, question
         assert not any(note.search(line) for line in result.answer.splitlines()), result.answer
     assert "100분의 10 이상" in a.ask("신협 조합은 상환준비금을 얼마나 보유해야 하나요?").answer
+
+
+def test_an_asked_for_age_is_shown_even_when_the_retrieved_chunk_states_another_rules_age(tmp_path):
+    """The chunk retrieved for "시니어 통장 몇 살부터 가입돼요?" names an age of another rule (만 65세,
+    비과세종합저축); the product's own (만 50세 이상) is in its table, which is added and quoted."""
+    kb = _one_doc_kb(
+        tmp_path,
+        "senior.md",
+        "---\ntitle: 가람 시니어 통장\ngroups: [all]\n---\n# 가람 시니어 통장\n"
+        "## 1. 상품 개요\n| 구분 | 내용 |\n|---|---|\n| 가입 대상 | 만 50세 이상 개인 |\n| 기본이율 | 연 0.10% |\n"
+        "## 2. 세금\n만 65세 이상 거주자는 가람은행의 시니어 통장 예금을 비과세종합저축으로 가입할 수 있다. "
+        "시니어 통장 가입 고객의 비과세 한도는 5천만원이다.\n",
+    )
+    result = ask_assistant(kb, tmp_path).ask("가람은행 시니어 통장은 몇 살부터 가입할 수 있어요?", top_k=1)
+    assert result.found and "만 50세 이상" in result.answer, (result.answer, [s["section"] for s in result.sources])
