@@ -72,7 +72,8 @@ _WEAK_PERIOD = re.compile(r"기간|기한|만기|시점|이내|동안|부터|까
 _VALUES = {
     # a statute states a share as "100분의 10", "1천분의 5"
     "rate": re.compile(r"\d+(?:\.\d+)?\s*(%|퍼센트|%p)|연\s*\d+(?:\.\d+)?|\d+\.\d+|\d+\s*천?\s*분의\s*\d+"),
-    "amount": re.compile(r"\d[\d,.]*\s*(천|만|억|조)?\s*(원|달러|불|USD|위안|엔)|\d+\s*(천|만|억)\b|무료|면제|없음"),
+    # "5천만원", "1억 5천만 원": units stack
+    "amount": re.compile(r"\d[\d,.]*\s*(천|백|만|억|조)*\s*(원|달러|불|USD|위안|엔)|\d+\s*(천|만|억)\b|무료|면제|없음"),
     "period": re.compile(r"\d+\s*(영업일|일|개월|년|주|시간|분|회)|\d{1,2}:\d{2}|(매월|매년|익월|당일|즉시|만기일)"),
     "age": re.compile(r"(만\s*)?\d+\s*세"),
     "count": re.compile(r"\d[\d,]*\s*(천|만)?\s*(개|명|인|건|번|회|장|좌|계좌|곳|종류|가지|주)"),
