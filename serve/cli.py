@@ -188,8 +188,49 @@ def ask_parser() -> argparse.ArgumentParser:
         metavar="P",
         help="with --calibrate: how sure the refusal budget must hold beyond the labelled sample (default 0.8)",
     )
-    parser.add_argument("--config", type=Path, metavar="YAML", help="ask config (AskConfig keys below)")
+    config = parser.add_mutually_exclusive_group()
+    config.add_argument("--config", type=Path, metavar="YAML", help="ask config (AskConfig keys below)")
+    config.add_argument(
+        "--serve-config",
+        type=Path,
+        metavar="YAML",
+        help="answer (or --calibrate) as the chat does: the KB, users file and answer settings of a serve "
+        "config, e.g. configs/serve/demo.yaml; overrides and --kb still apply",
+    )
     return parser
+
+
+def _ask_config(args: argparse.Namespace, prog: str, overrides: list[str]):
+    """The ask config: from --config, or from the chat's --serve-config (its KB, users file and
+    answer settings, so a gate calibrated here is the one the chat serves), plus overrides."""
+    from kofin.config import ConfigError, load_config
+    from kofin.serve.ask import AskConfig
+    from kofin.serve.serve_config import ServeConfig
+
+    if args.serve_config is None:
+        if args.config is not None and _is_serve_config(args.config):
+            print(f"{prog}: {args.config} is a serve config; give it as --serve-config {args.config}", file=sys.stderr)
+            raise SystemExit(2)
+        return load_stage_config(AskConfig, args, prog, overrides)
+    try:
+        served = load_config(ServeConfig, args.serve_config)
+        settings = {k: v.model_dump() if hasattr(v, "model_dump") else v for k, v in served.answer_settings().items()}
+        defaults = {"kb": str(served.kb), "users_file": str(served.users_file) if served.users_file else None}
+        return load_config(AskConfig, None, overrides, defaults=defaults | settings)
+    except ConfigError as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _is_serve_config(path: Path) -> bool:
+    """Whether a YAML file has keys only the chat's config has (server_port, build_from, sessions)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False  # load_config reports what is wrong with it
+    return isinstance(data, dict) and bool({"server_port", "build_from", "sessions", "login"} & set(data))
 
 
 def ask_cli(argv: list[str]) -> int:
@@ -212,10 +253,10 @@ def ask_cli(argv: list[str]) -> int:
     if not args.calibrate and (bool(question) == bool(args.questions) or (args.questions and not args.out)):
         print(f"{prog}: give one question, or --questions Q.jsonl --out A.jsonl", file=sys.stderr)
         return 2
-    if not args.kb and not args.config:
+    if not args.kb and not args.config and not args.serve_config:
         print(f"{prog}: give --kb KB_DIR (a folder written by `kofin ingest`)", file=sys.stderr)
         return 2
-    cfg = load_stage_config(AskConfig, args, prog, overrides)
+    cfg = _ask_config(args, prog, overrides)
 
     def act() -> None:
         from kofin.serve.ask import Assistant, answer_file

@@ -7,10 +7,13 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from kofin.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
 
 STAGES = ["data", "sft", "dpo", "merge", "eval", "ingest", "ask", "serve", "audit", "pipeline", "tiny"]
 
@@ -98,6 +101,27 @@ def kofin_home(tmp_path, monkeypatch):
 def _ask_json(capsys, *argv: str) -> dict:
     assert main(["ask", *argv, "--json"]) == 0, capsys.readouterr().err
     return json.loads(capsys.readouterr().out)
+
+
+def test_ask_answers_and_calibrates_with_the_chats_settings_from_its_serve_config(bundled_kb, capsys):
+    """`kofin ask --serve-config configs/serve/demo.yaml` uses the chat's KB, users file and answer
+    settings (its gate, 0.25 against ask's default 0.12), so a gate calibrated there is the one the
+    chat serves; a serve config given as --config is named as one."""
+    import argparse
+
+    from kofin.serve.ask import AskConfig
+    from kofin.serve.cli import _ask_config
+
+    demo = ROOT / "configs" / "serve" / "demo.yaml"
+    args = argparse.Namespace(serve_config=demo, config=None, overrides=[])
+    cfg = _ask_config(args, "kofin ask", [f"kb={bundled_kb}", "retrieval.top_k=3"])
+    assert cfg.min_coverage == 0.25 != AskConfig.model_fields["min_coverage"].default
+    assert cfg.kb == bundled_kb and cfg.retrieval.top_k == 3
+    got = _ask_json(capsys, "--serve-config", str(demo), "--kb", str(bundled_kb), "체크카드 해외 결제 돼요?")
+    assert got["found"] and got["sources"][0]["id"].startswith("card/")
+    with pytest.raises(SystemExit) as exited:
+        main(["ask", "--config", str(demo), "체크카드 해외 결제 돼요?"])
+    assert exited.value.code == 2 and "give it as --serve-config" in capsys.readouterr().err
 
 
 def test_ask_takes_only_real_config_keys_as_overrides():
