@@ -177,6 +177,13 @@ def split_sentences(text: str) -> list[str]:
     return out
 
 
+def asked_sentences(question: str) -> list[str]:
+    """Every sentence of a question that asks: those with a "?", and the last ("…알려주세요.");
+    not a story's ("어제 오늘 환율을 봤는데 …")."""
+    sentences = split_sentences(question) or [question]
+    return [s for s in sentences[:-1] if "?" in s or "？" in s] + sentences[-1:]
+
+
 def asking_sentence(question: str) -> str:
     """The sentence of a question that asks (a story comes first): the last one with a "?", or the last."""
     sentences = split_sentences(question) or [question]

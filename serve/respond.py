@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kofin.data_ko.korean import clean_text, split_sentences
+from kofin.data_ko.korean import asked_sentences, clean_text
 from kofin.serve.answer import NO_ANSWER, Source, build_messages, evidence, suspicious_sentences
 from kofin.serve.citations import verify_citations
 from kofin.serve.extract import POINTS_AT_LIST, asked_kinds, extractive_answer, value_sibling
@@ -194,9 +194,7 @@ def _asked(question: str, rewritten: str | None, history: list[dict] | None) -> 
 
 def asks_live_value(question: str) -> bool:
     """Today's exchange rate, the current base rate, a live price: documents hold only examples."""
-    sentences = split_sentences(question) or [question]
-    asking = [s for s in sentences[:-1] if "?" in s or "？" in s] + sentences[-1:]  # not a story's "오늘"
-    return any(_LIVE.search(s) and not _POLICY.search(s) for s in asking)
+    return any(_LIVE.search(s) and not _POLICY.search(s) for s in asked_sentences(question))  # not a story's 오늘
 
 
 def _with_continuations(retriever: HybridRetriever, hits: list[Hit]) -> list[Hit]:

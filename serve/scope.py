@@ -14,7 +14,14 @@ from collections.abc import Callable
 from typing import Any
 
 from kofin.data_ko.corpus import statute_article
-from kofin.data_ko.korean import QUESTION_WORDS, asking_sentence, is_proper_noun, proper_nouns, tokenize
+from kofin.data_ko.korean import (
+    QUESTION_WORDS,
+    asked_sentences,
+    asking_sentence,
+    is_proper_noun,
+    proper_nouns,
+    tokenize,
+)
 from kofin.serve.answer import STORY_WEIGHT
 from kofin.serve.kb import WORD
 from kofin.serve.retrieve import HybridRetriever
@@ -150,22 +157,45 @@ def _every_piece_known(sentence: str, pieces: frozenset[str]) -> bool:
 
 
 def unknown_name(retriever: HybridRetriever, question: str) -> str | None:
-    """A proper name in what the question asks ("국민은행", "강남역지점", "업비트") that no document
-    of the KB mentions. Statute names are `unknown_law`'s (a short name need not appear verbatim);
-    in a question of several sentences only the one that asks counts (a story's "여의도 증권사에서
-    일하다가" is not what is asked about)."""
-    asking = asking_sentence(question)
+    """A proper name in what the question asks ("국민은행", "강남역지점", "업비트", "케이뱅크") that
+    no document of the KB mentions. Statute names are `unknown_law`'s (a short name need not appear
+    verbatim); in a question of several sentences only those that ask count (a story's "여의도
+    증권사에서 일하다가" is not what is asked about, "해운대 지점 어디있음? 몇시까지 함?" asks twice)."""
     pieces = _fragments(retriever)
-    if _every_piece_known(asking, pieces):
-        return None  # whatever Kiwi calls a name here, the KB mentions it: skip the analysis (~1.5 ms)
-    for name in proper_nouns(asking):
-        if len(name) < 2 or "법" in name or name in QUESTION_WORDS or len(name) > _MAX_FRAGMENT:
+    for asking in asked_sentences(question):
+        if _every_piece_known(asking, pieces):
+            continue  # whatever Kiwi calls a name here, the KB mentions it: skip the analysis (~1.5 ms)
+        for name in proper_nouns(asking):
+            if len(name) < 2 or "법" in name or name in QUESTION_WORDS or len(name) > _MAX_FRAGMENT:
+                continue
+            if not re.search(r"[가-힣A-Za-z]", name):
+                continue  # ㅠㅠ, ㅋㅋ: a feeling, not a name
+            bare = _COLLOQUIAL_END.sub("", name) if len(name) > 3 else name  # "직판업자야" asks about 직판업자
+            if bare.lower() in pieces or _abbreviates_a_word(retriever, bare):
+                continue
+            if is_proper_noun(name):
+                return name
+        institution = _unknown_institution(asking, pieces)
+        if institution:
+            return institution
+    return None
+
+
+# Kiwi reads many an institution's name as common nouns (케이 + 뱅크, 토스 + 뱅크): a compound that
+# ends as institutions' names do and whose first part no document uses names one the KB is not about.
+_INSTITUTION = re.compile(r"^(.{2,})(은행|뱅크|캐피탈|생명|화재|손해보험|페이|금고)$")
+
+
+def _unknown_institution(sentence: str, pieces: frozenset[str]) -> str | None:
+    run, end = "", -1
+    for t in [*tokenize(sentence), None]:
+        if t is not None and t.tag in ("NNG", "NNP", "SL") and (not run or t.start == end):
+            run, end = run + t.form, t.start + t.len
             continue
-        bare = _COLLOQUIAL_END.sub("", name) if len(name) > 3 else name  # "직판업자야" asks about 직판업자
-        if bare.lower() in pieces or _abbreviates_a_word(retriever, bare):
-            continue
-        if is_proper_noun(name):
-            return name
+        m = _INSTITUTION.match(run)
+        if m and run.lower() not in pieces and m.group(1).lower() not in pieces:
+            return run
+        run, end = (t.form, t.start + t.len) if t is not None and t.tag in ("NNG", "NNP", "SL") else ("", -1)
     return None
 
 

@@ -236,3 +236,19 @@ def test_an_asked_for_age_is_shown_even_when_the_retrieved_chunk_states_another_
     )
     result = ask_assistant(kb, tmp_path).ask("가람은행 시니어 통장은 몇 살부터 가입할 수 있어요?", top_k=1)
     assert result.found and "만 50세 이상" in result.answer, (result.answer, [s["section"] for s in result.sources])
+
+
+@pytest.mark.parametrize(
+    ("question", "refused"),
+    [
+        ("가람은행 동래역 지점 어디예요? 토요일에도 열어요?", True),  # the first question names the branch
+        ("미소캐피탈 자동차 대출 금리는요?", True),  # Kiwi reads 미소 + 캐피탈: an institution all the same
+        ("저축은행 예금도 예금자보호 되나요?", False),  # a kind of bank the documents name
+        ("인터넷은행 계좌로 보내면 수수료 있어요?", False),
+        ("주거래은행 바꾸면 우대 없어져요?", False),
+        ("카드 잃어버렸어요 ㅠㅠ 어떻게 해요?", False),  # ㅠㅠ is no name
+    ],
+)
+def test_a_name_in_any_asking_sentence_that_no_document_mentions_is_refused(bundled_kb, tmp_path, question, refused):
+    result = served_assistant(bundled_kb, tmp_path).ask(question)
+    assert result.found is not refused, (result.answer, result.evidence)
