@@ -247,8 +247,14 @@ def test_an_asked_for_age_is_shown_even_when_the_retrieved_chunk_states_another_
         ("인터넷은행 계좌로 보내면 수수료 있어요?", False),
         ("주거래은행 바꾸면 우대 없어져요?", False),
         ("카드 잃어버렸어요 ㅠㅠ 어떻게 해요?", False),  # ㅠㅠ is no name
+        ("가람은행 치아보험 있어요? 보험료 얼마예요?", True),  # a product no document names
+        ("창업자금대출 한도 알려줘요", True),
+        ("청년첫걸음적금 몇 살까지 돼요?", False),  # the KB's 청년 첫걸음 적금 without its spaces
+        ("가람스마트정기예금 금리 몇 %예요?", False),
     ],
 )
 def test_a_name_in_any_asking_sentence_that_no_document_mentions_is_refused(bundled_kb, tmp_path, question, refused):
+    """Names Kiwi tags as proper nouns, and compounds named as institutions and products are
+    (…캐피탈, …보험, …대출) whose first part no document uses; in every sentence that asks."""
     result = served_assistant(bundled_kb, tmp_path).ask(question)
     assert result.found is not refused, (result.answer, result.evidence)
