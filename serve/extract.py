@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kofin.data_ko.korean import QUESTION_WORDS, asking_sentence, morpheme_terms, morpheme_terms_many, split_sentences
 from kofin.serve.answer import LIST_MARKER, MIN_PART_TERMS, NO_ANSWER, STORY_WEIGHT, Source, is_injection
@@ -87,6 +87,7 @@ POINTS_AT_LIST = re.compile(
 )
 _EXAMPLE = re.compile(r"^\(?(예시|예를\s*들어|예컨대|가령|사례)\b|^\(?예\)|^예\s*[:：]")
 _ASKS_EXAMPLE = re.compile(r"예시|예를|사례|계산")
+_ASKS_CONDITIONS = re.compile(r"조건|요건|자격|절차|순서|서류|어떻게\s*(되|돼|해야|하면)")
 _MARKUP = re.compile(r"\*\*|__|`")
 _HEADING = re.compile(r"^(#{1,6}\s|Q\d+[.)]|\d+(\.\d+)*\.?\s+\S{1,20}$)")
 # A statute's editorial notes say when a provision changed, not what it says: "<개정 2016.3.29>",
@@ -106,6 +107,7 @@ class Candidate:
     rows: list[Candidate]  # for a sentence pointing at a table or list: what follows it
     score: float = 0.0
     context: frozenset[str] = frozenset()  # its document's title and section heading
+    siblings: list[Candidate] = field(default_factory=list)  # the other items of its short numbered list
 
 
 def asked_kinds(question: str) -> set[str]:
@@ -214,7 +216,27 @@ def _candidates(src: Source) -> list[Candidate]:
                     cand.rows.append(Candidate(src.number, j, follower, set(terms[j]), [], context=context))
                 j += 1
         out.append(cand)
+    _link_numbered_lists(out)
     return out
+
+
+_NUMBERED = re.compile(r"^\d+[.)]\s")
+MAX_LISTED_CONDITIONS = 5  # "1. 만 55세 이상일 것 2. 가입 기간이 5년 이상일 것": a short list is one answer
+
+
+def _link_numbered_lists(cands: list[Candidate]) -> None:
+    """Each item of a short numbered list (consecutive pieces "1. …", "2. …") knows the others."""
+    runs: list[list[Candidate]] = []
+    for cand in cands:
+        if _NUMBERED.match(cand.text):
+            if runs and runs[-1][-1].pos == cand.pos - 1:
+                runs[-1].append(cand)
+                continue
+            runs.append([cand])
+    for run in runs:
+        if 2 <= len(run) <= MAX_LISTED_CONDITIONS:
+            for cand in run:
+                cand.siblings = [c for c in run if c is not cand]
 
 
 def answer_weights(retriever: HybridRetriever, question: str, typed: str | None = None) -> dict[str, float]:
@@ -300,8 +322,12 @@ def extractive_answer(
     # close to the best.
     best = [c for c in scored[:max_sentences] if c.score >= 0.4 * scored[0].score]
     lines: list[tuple[int, int, str]] = []
+    asks_conditions = bool(_ASKS_CONDITIONS.search(asked or question))
     for cand in best:
         lines.append((cand.number, cand.pos, cand.text))
+        if asks_conditions:
+            # conditions are met together: one item of "1. 만 55세 이상일 것 2. 가입 기간 5년 이상" is half an answer
+            lines += [(s.number, s.pos, s.text) for s in cand.siblings]
         if cand.rows:
             for row in _best_rows(cand.rows, score):
                 lines.append((row.number, row.pos, row.text))

@@ -258,3 +258,16 @@ def test_a_name_in_any_asking_sentence_that_no_document_mentions_is_refused(bund
     (…캐피탈, …보험, …대출) whose first part no document uses; in every sentence that asks."""
     result = served_assistant(bundled_kb, tmp_path).ask(question)
     assert result.found is not refused, (result.answer, result.evidence)
+
+
+def test_a_question_about_conditions_gets_every_item_of_a_short_numbered_list(tmp_path):
+    """Conditions are met together: quoting "1. 만 55세 이상일 것" alone is half an answer."""
+    kb = _one_doc_kb(
+        tmp_path,
+        "pension.md",
+        "---\ntitle: 개인형 퇴직연금 안내\ngroups: [all]\n---\n# 개인형 퇴직연금 안내\n## 3. 연금 수령\n"
+        "1. 만 55세 이상일 것\n2. 가입 기간이 5년 이상일 것\n\n"
+        "연금 수령 한도 안에서 받으면 연금소득세가 낮다. 연금 수령은 영업점이나 앱에서 신청한다.\n",
+    )
+    result = ask_assistant(kb, tmp_path).ask("연금 수령 조건이 어떻게 되나요?")
+    assert "만 55세 이상일 것" in result.answer and "가입 기간이 5년 이상일 것" in result.answer, result.answer
