@@ -121,7 +121,7 @@ def answer_stream(
         result.evidence >= settings.min_coverage
         and not asks_live_value(question)
         and not unknown_law(retriever, query)
-        and not unknown_name(retriever, query)
+        and not unknown_name(retriever, query, hits)
         and not off_topic(retriever, question)
     ):
         pieces = []

@@ -24,7 +24,7 @@ from kofin.data_ko.korean import (
 )
 from kofin.serve.answer import STORY_WEIGHT
 from kofin.serve.kb import WORD
-from kofin.serve.retrieve import HybridRetriever
+from kofin.serve.retrieve import Hit, HybridRetriever
 
 # A statute named in the question: "근로기준법상", "도로교통법에서". Everyday words ending in 법
 # (방법, 불법 …) are not statutes.
@@ -156,11 +156,12 @@ def _every_piece_known(sentence: str, pieces: frozenset[str]) -> bool:
     return True
 
 
-def unknown_name(retriever: HybridRetriever, question: str) -> str | None:
+def unknown_name(retriever: HybridRetriever, question: str, shown: list[Hit] | None = None) -> str | None:
     """A proper name in what the question asks ("국민은행", "강남역지점", "업비트", "케이뱅크") that
     no document of the KB mentions. Statute names are `unknown_law`'s (a short name need not appear
     verbatim); in a question of several sentences only those that ask count (a story's "여의도
-    증권사에서 일하다가" is not what is asked about, "해운대 지점 어디있음? 몇시까지 함?" asks twice)."""
+    증권사에서 일하다가" is not what is asked about, "해운대 지점 어디있음? 몇시까지 함?" asks twice).
+    `shown` are the sources retrieved for it: a compound they spell with spaces is known."""
     pieces = _fragments(retriever)
     for asking in asked_sentences(question):
         if _every_piece_known(asking, pieces):
@@ -175,31 +176,31 @@ def unknown_name(retriever: HybridRetriever, question: str) -> str | None:
                 continue
             if is_proper_noun(name):
                 return name
-        compound = _unknown_compound(retriever, asking, pieces)
+        compound = _unknown_compound(asking, pieces, shown or [])
         if compound:
             return compound
     return None
 
 
 # Kiwi reads many an institution's or product's name as common nouns (케이 + 뱅크, 오토 + 론, 암 +
-# 보험): a compound that ends as such names do, and that no document spells even without its
-# spaces ("청년첫걸음적금" is the KB's 청년 첫걸음 적금) and whose first part no document uses, names
-# something the KB is not about. Two-syllable first parts at least for 론 (결론 is a conclusion);
-# 카드 is left out (statutes say 직불카드 where tellers say 체크카드).
+# 보험): a compound that ends as such names do, whose first part no document uses, and that the
+# sources retrieved for the question do not spell even with spaces ("청년첫걸음적금" is the KB's 청년
+# 첫걸음 적금, which the character channel retrieves), names something the KB is not about.
+# Two-syllable first parts at least for 론 (결론 is a conclusion); 카드 is left out (statutes say
+# 직불카드 where tellers say 체크카드).
 _NAMED_COMPOUND = re.compile(
     r"^(?P<first>.{2,})(은행|뱅크|캐피탈|생명|화재|손해보험|페이|금고|론)$"
     r"|^(?P<kind>.+)(보험|적금|예금|대출|통장|계좌|저축|센터|펀드|뱅킹)$"
 )
 
 
-def _unknown_compound(retriever: HybridRetriever, sentence: str, pieces: frozenset[str]) -> str | None:
-    despaced = _per_kb(
-        "text without spaces",
-        retriever,
-        lambda: "\n".join(
-            re.sub(r"\s+", "", f"{c['title']}{c['section']}{c['text']}").lower() for c in retriever.kb.chunks
-        ),
-    )
+def _unknown_compound(sentence: str, pieces: frozenset[str], shown: list[Hit]) -> str | None:
+    def spelled_with_spaces(name: str) -> bool:
+        return any(
+            name in re.sub(r"\s+", "", f"{h.chunk['title']}{h.chunk['section']}{h.chunk['text']}").lower()
+            for h in shown
+        )
+
     run, end = "", -1
     for t in [*tokenize(sentence), None]:
         if t is not None and t.tag in ("NNG", "NNP", "SL") and (not run or t.start == end):
@@ -207,7 +208,7 @@ def _unknown_compound(retriever: HybridRetriever, sentence: str, pieces: frozens
             continue
         m = _NAMED_COMPOUND.match(run)
         first = m and (m.group("first") or m.group("kind"))
-        if first and run.lower() not in pieces and first.lower() not in pieces and run.lower() not in despaced:
+        if first and run.lower() not in pieces and first.lower() not in pieces and not spelled_with_spaces(run.lower()):
             return run
         run, end = (t.form, t.start + t.len) if t is not None and t.tag in ("NNG", "NNP", "SL") else ("", -1)
     return None
