@@ -179,9 +179,13 @@ def split_sentences(text: str) -> list[str]:
 
 def asked_sentences(question: str) -> list[str]:
     """Every sentence of a question that asks: those with a "?", and the last ("…알려주세요.");
-    not a story's ("어제 오늘 환율을 봤는데 …")."""
+    not a story's ("어제 오늘 환율을 봤는데 …"), nor hearsay with a "?" ("친구가 케이뱅크가 더 좋다던데?")."""
     sentences = split_sentences(question) or [question]
-    return [s for s in sentences[:-1] if "?" in s or "？" in s] + sentences[-1:]
+    asking = [s for s in sentences[:-1] if ("?" in s or "？" in s) and not _HEARSAY.search(s)]
+    return asking + sentences[-1:]
+
+
+_HEARSAY = re.compile(r"(던데|다는데|라는데|대던데|다더라|라더라)\s*[?？!.]*\s*$")
 
 
 def asking_sentence(question: str) -> str:

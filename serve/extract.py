@@ -87,7 +87,11 @@ POINTS_AT_LIST = re.compile(
 )
 _EXAMPLE = re.compile(r"^\(?(예시|예를\s*들어|예컨대|가령|사례)\b|^\(?예\)|^예\s*[:：]")
 _ASKS_EXAMPLE = re.compile(r"예시|예를|사례|계산")
-_ASKS_CONDITIONS = re.compile(r"조건|요건|자격|절차|순서|서류|어떻게\s*(되|돼|해야|하면)")
+# Steps come together, and so do conditions: but "ISA 가입 자격은?" is not answered by the five steps
+# of opening an account that its first step's 자격 matches, so conditions need items that read as ones.
+_ASKS_STEPS = re.compile(r"절차|순서|어떻게\s*(해야|하면)")
+_ASKS_CONDITIONS = re.compile(r"조건|요건|자격|서류")
+_CONDITION_ITEM = re.compile(r"(일|할|받을|있을|없을|될)\s*것|이상|이하|미만|초과|경우|서류|증명서|확인서|신분증|사본")
 _MARKUP = re.compile(r"\*\*|__|`")
 _HEADING = re.compile(r"^(#{1,6}\s|Q\d+[.)]|\d+(\.\d+)*\.?\s+\S{1,20}$)")
 # A statute's editorial notes say when a provision changed, not what it says: "<개정 2016.3.29>",
@@ -247,7 +251,8 @@ def answer_weights(retriever: HybridRetriever, question: str, typed: str | None 
     what the user typed when it was rewritten."""
     weights = retriever.query_terms(question)
     own = set(morpheme_terms(typed)) - QUESTION_WORDS if typed else set()
-    names_own_topic = bool(own & topic_names(retriever.kb))  # "외국인도 돼요?": its one word is a document topic
+    # "외국인도 돼요?": its one word is a document topic
+    names_own_topic = bool(own) and bool(own & topic_names(retriever.kb))
     asking = asking_sentence(question)
     focus = set(morpheme_terms(asking)) - QUESTION_WORDS
     if len(own) >= FOLLOW_UP_OWN_TERMS or names_own_topic:
@@ -322,11 +327,13 @@ def extractive_answer(
     # close to the best.
     best = [c for c in scored[:max_sentences] if c.score >= 0.4 * scored[0].score]
     lines: list[tuple[int, int, str]] = []
+    asks_steps = bool(_ASKS_STEPS.search(asked or question))
     asks_conditions = bool(_ASKS_CONDITIONS.search(asked or question))
     for cand in best:
         lines.append((cand.number, cand.pos, cand.text))
-        if asks_conditions:
-            # conditions are met together: one item of "1. 만 55세 이상일 것 2. 가입 기간 5년 이상" is half an answer
+        listed = [cand, *cand.siblings]
+        if cand.siblings and (asks_steps or (asks_conditions and all(_CONDITION_ITEM.search(c.text) for c in listed))):
+            # one item of "1. 만 55세 이상일 것 2. 가입 기간이 5년 이상일 것" is half an answer
             lines += [(s.number, s.pos, s.text) for s in cand.siblings]
         if cand.rows:
             for row in _best_rows(cand.rows, score):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from kofin.data_ko.korean import QUESTION_WORDS, clean_text, morpheme_terms
+from kofin.data_ko.korean import QUESTION_WORDS, clean_text, morpheme_terms, tokenize
 
 # What was asked about the topic (its rate, limit, period...), not the topic itself: the follow-up
 # asks something else about the same thing, so these are not carried over.
@@ -32,15 +32,16 @@ _CONNECTIVE = re.compile(
     r"^(그럼|그러면|그렇다면|그런데|근데|그건|그거|그것|그게|그때|그\s*경우|이\s*경우|그\s*상품|이\s*상품|이건|이거|그리고|또|또는|"
     r"만약|만일|혹시|그\s*외|그\s*밖|반대로|아니면|그\s*다음|그다음)"
 )
-# "같은 기한이에요?", "마찬가지예요?": compared with what the conversation said
+# "같은 기한이에요?", "마찬가지예요?": compared with what the conversation said. Not when the
+# question names what it compares with ("신용대출과 마찬가지로", "본인과 같은 주소여야").
 _ANAPHORA = re.compile(
-    r"(같은|똑같은|동일한)\s*\S+(이에요|예요|인가요|이야|야|일까요|이죠|이지)"
-    r"|마찬가지|똑같이|똑같아|같아요\s*[?？]|같나요"
+    r"(?<!과 )(?<!와 )(?<!처럼 )(?<!하고 )(?<!랑 )"
+    r"((같은|똑같은|동일한)\s*\S+?(이에요|예요|인가요|이야|일까요|이죠|이지)\s*[?？]"
+    r"|마찬가지(예요|에요|인가요|야|죠|일까요)?\s*[?？]|똑같아요\s*[?？]|같아요\s*[?？]|같나요)"
 )
 _BARE_TAIL = re.compile(r"(은|는|이|가|도|면|이면|라면)?\s*(요|용|여|염)?\s*[?？]*\s*$")
-# "마이너스통장은요?", "중도해지하면요?": a topic or condition with no predicate of its own, which
-# asks what the earlier question asked; "외국인도 돼요?" asks a yes or no of its own.
-_NO_PREDICATE = re.compile(r"(은|는|이면|라면|면|이라면)\s*(요|용|여|염)?\s*[?？]*\s*$")
+# "중도해지하면요?": a condition with no predicate of its own asks what the earlier question asked
+_BARE_CONDITION = re.compile(r"(이면|라면|면|이라면)\s*(요|용|여|염)?\s*[?？]*\s*$")
 MAX_TOPIC_TERMS = 6
 MAX_HISTORY_TURNS = 3  # earlier user turns read for the topic
 
@@ -59,8 +60,19 @@ def is_elliptical(question: str) -> bool:
 
 
 def keeps_earlier_ask(question: str) -> bool:
-    """Whether a follow-up asks what the earlier question asked: it ends on a bare topic or condition."""
-    return bool(_NO_PREDICATE.search(question.strip()))
+    """Whether a follow-up asks what the earlier question asked: it ends on a bare topic
+    ("마이너스통장은요?", "카드론도요?", "체크카드요?") or condition ("중도해지하면요?"), with no
+    predicate of its own ("외국인도 돼요?" asks a yes or no of its own)."""
+    if _BARE_CONDITION.search(question.strip()):
+        return True
+    tokens = [t for t in tokenize(question) if t.tag not in ("SF", "SP", "SS", "SE", "SO", "SW")]  # not punctuation
+    # past the particles and the polite 요 ("은요", "도요", "이요" read as copula + 요)
+    while tokens and (tokens[-1].tag.startswith("J") or tokens[-1].tag == "VCP" or tokens[-1].form in _POLITE):
+        tokens.pop()
+    return bool(tokens) and tokens[-1].tag in ("NNG", "NNP", "NNB", "NR", "NP", "SL", "SN", "XSN")
+
+
+_POLITE = frozenset({"요", "용", "여", "염", "에요", "예요", "이에요"})
 
 
 # A title word is a topic's name when few documents' titles carry it: 가람, 안내, 상품설명서 or a
@@ -69,14 +81,21 @@ MAX_TITLE_SHARE = 0.05
 MIN_TITLE_DOCS = 3  # ... but in a small KB a word in up to 3 titles still names its documents
 
 
-def topic_names(kb: Any) -> set[str]:
-    """Content words of the KB's document titles that few titles share."""
-    limit = max(MIN_TITLE_DOCS, MAX_TITLE_SHARE * kb.n_docs)
-    return {
-        t
-        for t, n in kb.title_terms.items()
-        if n <= limit and len(t) > 1 and t not in QUESTION_WORDS and not _ATTRIBUTE.match(t)
-    }
+def topic_names(kb: Any) -> frozenset[str]:
+    """Content words of the KB's document titles that few titles share (made once per KB)."""
+    cached = _TOPIC_NAMES.get(id(kb))
+    if cached is None or cached[0] is not kb:
+        limit = max(MIN_TITLE_DOCS, MAX_TITLE_SHARE * kb.n_docs)
+        names = frozenset(
+            t
+            for t, n in kb.title_terms.items()
+            if n <= limit and len(t) > 1 and t not in QUESTION_WORDS and not _ATTRIBUTE.match(t)
+        )
+        cached = _TOPIC_NAMES[id(kb)] = (kb, names)
+    return cached[1]
+
+
+_TOPIC_NAMES: dict[int, tuple[Any, frozenset[str]]] = {}
 
 
 def new_topics(question: str, history: list[dict], kb: Any) -> set[str]:
@@ -90,18 +109,18 @@ def stays_on_topic(
     retriever: Any, question: str, history: list[dict], topic: list[str], named: set[str], groups: tuple[str, ...]
 ) -> bool:
     """Whether, with the conversation's topic, the best source is in the document the conversation
-    is about (the last user turn's best) and names every one of the follow-up's new topics
+    is about (its topic's best) and names every one of the follow-up's new topics
     (`named`). "외국인은?" after 비대면 계좌개설 finds that document's rules for foreigners; "청년
     적금은요?" after a deposit question finds another product's."""
     joined = retriever.search(f"{' '.join(topic)} {question}", groups, 1)
-    before = retriever.search(user_turns(history)[-1], groups, 1)
+    before = retriever.search(" ".join(topic), groups, 1)  # its topic, not its last turn ("미성년자는요?")
     if not joined or not before or joined[0].chunk["doc_id"] != before[0].chunk["doc_id"]:
         return False
     c = joined[0].chunk
     return named <= set(morpheme_terms(f"{c['title']} {c['section']} {c['text']}"))
 
 
-def topic_helps(retriever: Any, question: str, topic: list[str], groups: tuple[str, ...]) -> bool:
+def topic_keeps_question(retriever: Any, question: str, topic: list[str], groups: tuple[str, ...]) -> bool:
     """Whether the sources found with the conversation's topic answer the conversation at least as
     well as those found without: both are scored against one target, the follow-up's own words in full and
     the topic's at `STORY_WEIGHT` (a longer query is not penalised for the topic words it adds)."""
@@ -129,10 +148,13 @@ def topic_helps(retriever: Any, question: str, topic: list[str], groups: tuple[s
     return covered(f"{' '.join(topic)} {question}") >= covered(question)
 
 
-def _old_helps(retriever, question, with_topic, groups):
-    from kofin.serve.answer import evidence
+def topic_raises_evidence(retriever: Any, question: str, with_topic: str, groups: tuple[str, ...]) -> bool:
+    """Whether the best sources cover the follow-up better with the conversation's topic than without
+    (the gate's measure, each query against its own sources): a full-form follow-up ("군대 다녀온
+    고객은요?") carries the topic only then."""
+    from kofin.serve.answer import evidence  # answer.py is the gate's module; it does not import this one
 
-    def covered(query):
+    def covered(query: str) -> float:
         return evidence(retriever, query, retriever.search(query, groups, 3))
 
     return covered(with_topic) > covered(question)
@@ -175,9 +197,11 @@ def rewrite_question(
 ) -> str | None:
     """The query to retrieve with when `question` is a follow-up; None to use it as is.
 
-    A question naming a topic of its own (a title word the conversation has not) is a new question.
-    Otherwise an elliptical one carries the topic; any other carries it only when that makes the best
-    sources cover it better, searched with the asker's `groups` (history never widens what they see)."""
+    A question naming a topic of its own (a title word the conversation has not) is a new question,
+    unless it is elliptical and, with the topic, finds the conversation's document naming it
+    ("외국인은요?"). Otherwise an elliptical one carries the topic; any other carries it only when that
+    makes the best sources cover it better. Every search uses the asker's `groups` (history never
+    widens what they see)."""
     if not history or not user_turns(history):
         return None
     topic = topic_of(history, question)
@@ -191,10 +215,12 @@ def rewrite_question(
         if not (
             is_elliptical(question)
             and stays_on_topic(retriever, question, history, topic, named, groups)
-            and topic_helps(retriever, question, topic, groups)
+            and topic_keeps_question(retriever, question, topic, groups)
         ):
             return None
-    elif not is_elliptical(question) and (retriever is None or not _old_helps(retriever, question, extractive, groups)):
+    elif not is_elliptical(question) and (
+        retriever is None or not topic_raises_evidence(retriever, question, extractive, groups)
+    ):
         return None
     if backend is None:
         return extractive

@@ -199,25 +199,33 @@ def asks_live_value(question: str) -> bool:
 
 def _with_continuations(retriever: HybridRetriever, hits: list[Hit]) -> list[Hit]:
     """Each hit whose text points at a table or list that the chunker put in the next chunk of the
-    same document and section ("아래의 중도해지이율을 적용한다." + the table) carries that chunk too."""
+    same document and section ("아래의 중도해지이율을 적용한다." + the table) carries that chunk too,
+    which is then not shown again on its own, wherever it ranked."""
     chunks = retriever.kb.chunks
-    out: list[Hit] = []
-    carried: set[int] = set()  # continuations already shown inside an earlier hit
-    for h in hits:
-        if h.index in carried:
-            continue
+
+    def continues(h: Hit) -> bool:
         nxt = chunks[h.index + 1] if h.index + 1 < len(chunks) else None
         c = h.chunk
-        if (
+        return (
             nxt is not None
             and nxt["doc_id"] == c["doc_id"]
             and nxt["section"] == c["section"]
-            and POINTS_AT_LIST.search(c["text"])
-            and _LIST_START.match(nxt["text"].lstrip())
-        ):
-            h = Hit(h.index, h.score, dict(c, text=f"{c['text']}\n{nxt['text']}"))
-            carried.add(h.index + 1)
-        out.append(h)
+            and bool(POINTS_AT_LIST.search(c["text"]))
+            and bool(_LIST_START.match(nxt["text"].lstrip()))
+        )
+
+    carriers = {h.index for h in hits if continues(h)}
+    out: list[Hit] = []
+    placed: set[int] = set()
+    for h in hits:
+        # the pair takes the better rank of the two ("the table" may rank above "아래의 …")
+        carrier = h.index if h.index in carriers else h.index - 1 if h.index - 1 in carriers else None
+        if carrier is None:
+            out.append(h)
+        elif carrier not in placed:
+            placed.add(carrier)
+            c = chunks[carrier]
+            out.append(Hit(carrier, h.score, dict(c, text=f"{c['text']}\n{chunks[carrier + 1]['text']}")))
     return out
 
 

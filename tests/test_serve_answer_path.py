@@ -100,6 +100,12 @@ def test_a_follow_up_naming_a_topic_the_conversations_document_covers_carries_th
     assert followed.rewritten_query and "계좌" in followed.rewritten_query
     assert followed.sources[0]["id"] == doc
     assert a.ask("장애인 고객은요?", history=history).rewritten_query is None
+    # two turns on: the conversation's document is its topic's, not the last turn's alone
+    longer = [
+        {"role": "user", "content": "비대면 계좌개설 할 때 필요한 서류는?"},
+        {"role": "user", "content": "미성년자는요?"},
+    ]
+    assert a.ask("외국인은요?", history=longer).sources[0]["id"] == doc
 
 
 @pytest.mark.parametrize(
@@ -109,6 +115,9 @@ def test_a_follow_up_naming_a_topic_the_conversations_document_covers_carries_th
         ("그럼 중도해지하면요?", True),
         ("외국인도 돼요?", False),  # a yes or no of its own
         ("한도는 어떻게 돼요?", False),
+        ("카드론도요?", True),
+        ("체크카드요?", True),
+        ("HUG는요?", True),  # a Latin name is a noun too
     ],
 )
 def test_only_a_bare_follow_up_asks_what_the_earlier_question_asked(question, keeps):
@@ -121,6 +130,9 @@ def test_a_follow_up_comparing_with_the_earlier_answer_is_elliptical():
     assert is_elliptical("당국 신고도 같은 기한이에요? 어디로 해요?")
     assert is_elliptical("이것도 마찬가지예요?")
     assert not is_elliptical("같은 날 두 번 송금하면 수수료가 두 번 붙나요?")
+    # it names what it compares with, or says "the same each month"
+    assert not is_elliptical("주택담보대출 중도상환수수료는 신용대출과 마찬가지로 3년 이내에만 부과되나요?")
+    assert not is_elliptical("매달 똑같이 납입해야 하나요?")
 
 
 def test_history_never_widens_what_a_user_may_see(kb, tmp_path):
@@ -337,9 +349,9 @@ def test_skipping_the_name_analysis_when_every_word_is_known_changes_no_verdict(
     retriever = HybridRetriever(load_kb(bundled_kb))
     questions = [r["question"] for n in ("kb_answerable.jsonl", "kb_unanswerable.jsonl") for r in _rows(n)]
     questions += ["국민은행 정기예금 금리는?", "K-뱅크 적금 있어요?", "업비트로 송금돼요?", "스마트 정기예금 금리는?"]
-    fast = [scope.unknown_name(retriever, q) for q in questions]
+    fast = [scope.unknown_name(retriever, q, retriever.search(q, ("all",), 5)) for q in questions]
     monkeypatch.setattr(scope, "_every_piece_known", lambda sentence, pieces: False)
-    full = [scope.unknown_name(retriever, q) for q in questions]
+    full = [scope.unknown_name(retriever, q, retriever.search(q, ("all",), 5)) for q in questions]
     assert fast == full
     assert "국민은행" in full and full[-1] is None  # the check has names to find and plain questions to pass
 
