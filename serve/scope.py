@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 from kofin.data_ko.corpus import statute_article
@@ -234,8 +235,8 @@ def _abbreviates_a_word(retriever: HybridRetriever, name: str) -> bool:
     """Whether `name` shortens a longer stretch of a KB word the way Korean shortens names: its
     syllables in order, within twice its length and one (서금원 = 서민금융진흥원, 직판업자 in
     금융상품직접판매업자). Words are indexed by the syllables they hold, once per KB."""
-    if len(name) < 3 or not re.fullmatch(r"[가-힣]+", name):
-        return False  # two syllables match by chance (부산 in 부동산)
+    if len(name) < 2 or not re.fullmatch(r"[가-힣]+", name):
+        return False
 
     def build() -> dict[str, list[str]]:
         by_syllable: dict[str, list[str]] = {}
@@ -246,6 +247,12 @@ def _abbreviates_a_word(retriever: HybridRetriever, name: str) -> bool:
         return by_syllable
 
     for word in _per_kb("words by syllable", retriever, build).get(name[0], ()):
+        if len(name) == 2:
+            # Two syllables match by chance (부산 in 부동산) unless they open a compound's two parts:
+            # 인뱅 = 인터넷 + 뱅킹.
+            if word[0] == name[0] and name[1] in word[2:] and _opens_two_parts(name, word):
+                return True
+            continue
         for start in (i for i, ch in enumerate(word) if ch == name[0]):
             at = start
             for ch in name[1:]:
@@ -255,6 +262,12 @@ def _abbreviates_a_word(retriever: HybridRetriever, name: str) -> bool:
             if at >= 0 and len(name) < at - start + 1 <= 2 * len(name) + 1:
                 return True
     return False
+
+
+@lru_cache(maxsize=65536)
+def _opens_two_parts(name: str, word: str) -> bool:
+    nouns = [t.form for t in tokenize(word) if t.tag in ("NNG", "NNP")]
+    return len(nouns) >= 2 and nouns[0].startswith(name[0]) and any(n.startswith(name[1]) for n in nouns[1:])
 
 
 # "미역국에 소고기 말고 뭐 넣으면 맛있어요?" shares 넣 and 기간-like words with some article, but most of

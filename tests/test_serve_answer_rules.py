@@ -257,6 +257,7 @@ def test_an_asked_for_age_is_shown_even_when_the_retrieved_chunk_states_another_
         ("예적금 중도해지하면 이자 어떻게 돼요?", False),  # the KB writes 예·적금
         ("집담보대출 한도는?", False),  # a 담보대출 of a kind the documents name
         ("친구가 케이뱅크가 더 좋다던데? 가람 정기예금 금리 얼마예요?", False),  # hearsay, not what is asked
+        ("인뱅 해킹 피해 신고는 어디에 해요?", False),  # 인뱅 = 인터넷 + 뱅킹, a name the KB spells out
     ],
 )
 def test_a_name_in_any_asking_sentence_that_no_document_mentions_is_refused(bundled_kb, tmp_path, question, refused):
