@@ -325,6 +325,8 @@ def _plain_answer(result, streamed: bool) -> str:
     if getattr(result, "caveat", None):
         lines.append(f"[주의] {result.caveat}")
     lines.append(result.answer)
+    if getattr(result, "refusal", None):
+        lines.append(f"[사유] {result.refusal}")
     lines += [f"  [확인 필요] {f['sentence']} ({f['reason']})" for f in result.flagged]
     for c in getattr(result, "conflicts", None) or []:
         lines.append(f"  [출처 간 불일치] {c.get('subject') or ''}")

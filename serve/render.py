@@ -93,7 +93,9 @@ def final_markdown(result: AskResult) -> str:
     searched = getattr(result, "rewritten_query", None)
     tail = f"\n\n_검색한 질문: {md_escape(searched)}_" if searched else ""
     if not result.found:
-        return f"{NO_ANSWER}\n\n_{NO_ANSWER_HINT}_{tail}"
+        refusal = getattr(result, "refusal", None)
+        hint = md_escape(refusal) if refusal else NO_ANSWER_HINT  # the question's own words are escaped
+        return f"{NO_ANSWER}\n\n_{hint}_{tail}"
     parts = []
     caveat = getattr(result, "caveat", None)
     if caveat:

@@ -69,6 +69,7 @@ class AskResult:
     found: bool = True
     rewritten_query: str | None = None  # the query retrieval ran when a follow-up was rewritten with its history
     caveat: str | None = None  # shown above the answer when the evidence is weak or the sources disagree
+    refusal: str | None = None  # why a question was refused, when a scope rule (not the gate) refused it
     conflicts: list[dict] = field(default_factory=list)  # statements of the cited sources that disagree
     evidence: float = 0.0  # the gate's measure: share of the question found in the best sources
     backend: str = "extractive"
@@ -117,13 +118,10 @@ def answer_stream(
     sources = [Source(i, h) for i, h in enumerate(hits, 1)]
     result = AskResult(question, NO_ANSWER, [], backend=settings.generation.backend, rewritten_query=rewritten)
     result.evidence = evidence(retriever, query, hits) if hits else 0.0
-    if (
-        result.evidence >= settings.min_coverage
-        and not asks_live_value(question)
-        and not unknown_law(retriever, query)
-        and not unknown_name(retriever, query, hits)
-        and not off_topic(retriever, question)
-    ):
+    result.refusal = (
+        None if result.evidence < settings.min_coverage else _scope_refusal(retriever, question, query, hits)
+    )
+    if result.evidence >= settings.min_coverage and result.refusal is None:
         pieces = []
         if backend is None:
             # Extractive answers are ready at once; sent line by line like generated text.
@@ -190,6 +188,25 @@ def _asked(question: str, rewritten: str | None, history: list[dict] | None) -> 
         return question
     earlier = user_turns(history or [])
     return f"{earlier[-1]} {question}" if earlier else question
+
+
+def _scope_refusal(retriever: HybridRetriever, question: str, query: str, hits: list[Hit]) -> str | None:
+    """Why the KB cannot answer a question its sources seem to cover, said to the user; None if it can.
+    A teller told "this KB has no 케이뱅크 documents" knows to look elsewhere, not to rephrase."""
+    if asks_live_value(question):
+        return (
+            "실시간 값(오늘 환율, 현재 금리, 대기 인원 등)은 문서에 없습니다. 고시 화면이나 업무 시스템에서 확인하세요."
+        )
+    law = unknown_law(retriever, query)
+    if law:
+        return f"이 지식베이스에는 {law}의 조문이 없습니다."
+    name = unknown_name(retriever, query, hits)
+    if name:
+        return f"‘{name}’에 대한 문서가 이 지식베이스에 없습니다 (다른 기관·상품·지점일 수 있습니다)."
+    words = off_topic(retriever, question)
+    if words:
+        return f"이 지식베이스가 다루지 않는 내용입니다: {', '.join(words)}."
+    return None
 
 
 def asks_live_value(question: str) -> bool:

@@ -119,6 +119,9 @@ def test_ask_answers_and_calibrates_with_the_chats_settings_from_its_serve_confi
     assert cfg.kb == bundled_kb and cfg.retrieval.top_k == 3
     got = _ask_json(capsys, "--serve-config", str(demo), "--kb", str(bundled_kb), "체크카드 해외 결제 돼요?")
     assert got["found"] and got["sources"][0]["id"].startswith("card/")
+    # a scope refusal says why
+    assert main(["ask", "--serve-config", str(demo), "--kb", str(bundled_kb), "케이뱅크 정기예금 금리 몇 %예요?"]) == 0
+    assert "[사유] ‘케이뱅크’에 대한 문서가" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exited:
         main(["ask", "--config", str(demo), "체크카드 해외 결제 돼요?"])
     assert exited.value.code == 2 and "give it as --serve-config" in capsys.readouterr().err

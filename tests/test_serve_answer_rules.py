@@ -104,6 +104,7 @@ def test_live_values_are_refused_and_questions_about_rules_are_not(bundled_kb, t
     if live:
         result = served_assistant(bundled_kb, tmp_path).ask(question)
         assert not result.found and result.sources == [], result.answer
+        assert result.refusal and "실시간" in result.refusal  # told where to look instead
 
 
 @pytest.mark.parametrize(
@@ -272,6 +273,7 @@ def test_a_name_in_any_asking_sentence_that_no_document_mentions_is_refused(bund
     retriever = HybridRetriever(load_kb(bundled_kb))
     named = unknown_name(retriever, question, retriever.search(question, ("all",), 5))
     assert (named is not None) is refused, named  # refused for the name, not by the gate
+    assert (result.refusal is not None) is refused and (not refused or f"‘{named}’" in result.refusal)
 
 
 def test_a_question_about_conditions_gets_every_item_of_a_short_numbered_list(tmp_path):

@@ -141,6 +141,15 @@ def test_plain_answer_has_no_caveat_or_searched_line():
     assert "검색한 질문" not in md and SOURCES_DISAGREE_TITLE not in md and not md.startswith(">")
 
 
+def test_a_refusal_says_why_in_place_of_the_rephrasing_hint():
+    from kofin.serve.render import NO_ANSWER_HINT
+
+    refused = _result(found=False, answer="", sources=[], cited=[], refusal="‘*케이뱅크*’에 대한 문서가 없습니다.")
+    md = final_markdown(refused)
+    assert "\\*케이뱅크\\*" in md and NO_ANSWER_HINT not in md  # the question's words, escaped
+    assert NO_ANSWER_HINT in final_markdown(_result(found=False, answer="", sources=[], cited=[]))
+
+
 def test_no_answer_still_says_which_query_was_searched():
     md = final_markdown(_result(found=False, answer="", sources=[], cited=[], rewritten_query="정기예금 중도해지"))
     assert "검색한 질문: 정기예금 중도해지" in md
