@@ -85,15 +85,20 @@ class Source:
 
 def coverage(retriever: HybridRetriever, question: str, text: str) -> float:
     """idf-weighted share of the question's content morphemes that occur in `text`."""
+    return weighted_coverage(retriever, dict.fromkeys(set(morpheme_terms(question)) - QUESTION_WORDS, 1.0), text)
+
+
+def weighted_coverage(retriever: HybridRetriever, weights: dict[str, float], text: str) -> float:
+    """idf-weighted share of the terms (each also weighted) that occur in `text`."""
     kb = retriever.kb
     max_idf = float(kb.bm25_idf.max()) if len(kb.bm25_idf) else 1.0
     present = set(morpheme_terms(text))
     total = got = 0.0
-    for term in set(morpheme_terms(question)) - QUESTION_WORDS:
+    for term, weight in weights.items():
         j = kb.bm25_vocab.get(term)
         idf = float(kb.bm25_idf[j]) if j is not None else max_idf  # unknown to the KB: rare, counts fully
-        total += idf
-        got += idf if term in present else 0.0
+        total += weight * idf
+        got += weight * idf if term in present else 0.0
     return got / total if total else 0.0
 
 

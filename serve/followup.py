@@ -83,19 +83,15 @@ MIN_TITLE_DOCS = 3  # ... but in a small KB a word in up to 3 titles still names
 
 def topic_names(kb: Any) -> frozenset[str]:
     """Content words of the KB's document titles that few titles share (made once per KB)."""
-    cached = _TOPIC_NAMES.get(id(kb))
-    if cached is None or cached[0] is not kb:
-        limit = max(MIN_TITLE_DOCS, MAX_TITLE_SHARE * kb.n_docs)
-        names = frozenset(
+    limit = max(MIN_TITLE_DOCS, MAX_TITLE_SHARE * kb.n_docs)
+    return kb.derived(
+        "topic names",
+        lambda: frozenset(
             t
             for t, n in kb.title_terms.items()
             if n <= limit and len(t) > 1 and t not in QUESTION_WORDS and not _ATTRIBUTE.match(t)
-        )
-        cached = _TOPIC_NAMES[id(kb)] = (kb, names)
-    return cached[1]
-
-
-_TOPIC_NAMES: dict[int, tuple[Any, frozenset[str]]] = {}
+        ),
+    )
 
 
 def new_topics(question: str, history: list[dict], kb: Any) -> set[str]:
@@ -105,14 +101,12 @@ def new_topics(question: str, history: list[dict], kb: Any) -> set[str]:
     return {t for t in morpheme_terms(question) if t in names and t not in earlier}
 
 
-def stays_on_topic(
-    retriever: Any, question: str, history: list[dict], topic: list[str], named: set[str], groups: tuple[str, ...]
-) -> bool:
+def stays_on_topic(retriever: Any, with_topic: str, topic: list[str], named: set[str], groups: tuple[str, ...]) -> bool:
     """Whether, with the conversation's topic, the best source is in the document the conversation
     is about (its topic's best) and names every one of the follow-up's new topics
     (`named`). "외국인은?" after 비대면 계좌개설 finds that document's rules for foreigners; "청년
     적금은요?" after a deposit question finds another product's."""
-    joined = retriever.search(f"{' '.join(topic)} {question}", groups, 1)
+    joined = retriever.search(with_topic, groups, 1)
     before = retriever.search(" ".join(topic), groups, 1)  # its topic, not its last turn ("미성년자는요?")
     if not joined or not before or joined[0].chunk["doc_id"] != before[0].chunk["doc_id"]:
         return False
@@ -120,32 +114,24 @@ def stays_on_topic(
     return named <= set(morpheme_terms(f"{c['title']} {c['section']} {c['text']}"))
 
 
-def topic_keeps_question(retriever: Any, question: str, topic: list[str], groups: tuple[str, ...]) -> bool:
+def topic_keeps_question(
+    retriever: Any, question: str, with_topic: str, topic: list[str], groups: tuple[str, ...]
+) -> bool:
     """Whether the sources found with the conversation's topic answer the conversation at least as
     well as those found without: both are scored against one target, the follow-up's own words in full and
     the topic's at `STORY_WEIGHT` (a longer query is not penalised for the topic words it adds)."""
-    from kofin.serve.answer import STORY_WEIGHT  # answer.py is the gate's module; it does not import this one
+    from kofin.serve.answer import STORY_WEIGHT, weighted_coverage  # answer.py does not import this one
 
-    kb = retriever.kb
     own = set(morpheme_terms(question)) - QUESTION_WORDS
     weights = {t: 1.0 for t in own} | {t: STORY_WEIGHT for t in topic if t not in own}
-    max_idf = float(kb.bm25_idf.max()) if len(kb.bm25_idf) else 1.0
-
-    def idf(term: str) -> float:
-        j = kb.bm25_vocab.get(term)
-        return float(kb.bm25_idf[j]) if j is not None else max_idf
-
-    total = sum(w * idf(t) for t, w in weights.items()) or 1.0
 
     def covered(query: str) -> float:
-        best = 0.0
-        for hit in retriever.search(query, groups, 3):
-            c = hit.chunk
-            present = set(morpheme_terms(f"{c['title']} {c['section']} {c['text']}"))
-            best = max(best, sum(w * idf(t) for t, w in weights.items() if t in present) / total)
-        return best
+        texts = (
+            f"{h.chunk['title']} {h.chunk['section']} {h.chunk['text']}" for h in retriever.search(query, groups, 3)
+        )
+        return max((weighted_coverage(retriever, weights, text) for text in texts), default=0.0)
 
-    return covered(f"{' '.join(topic)} {question}") >= covered(question)
+    return covered(with_topic) >= covered(question)
 
 
 def topic_raises_evidence(retriever: Any, question: str, with_topic: str, groups: tuple[str, ...]) -> bool:
@@ -214,8 +200,8 @@ def rewrite_question(
         # the topic's best source still names it ("isa 한도는?" after a mortgage question is new)
         if not (
             is_elliptical(question)
-            and stays_on_topic(retriever, question, history, topic, named, groups)
-            and topic_keeps_question(retriever, question, topic, groups)
+            and stays_on_topic(retriever, extractive, topic, named, groups)
+            and topic_keeps_question(retriever, question, extractive, topic, groups)
         ):
             return None
     elif not is_elliptical(question) and (

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -97,6 +98,14 @@ class KnowledgeBase:
     svd_components: np.ndarray | None
     group_masks: dict[str, np.ndarray] = field(default_factory=dict)
     _encoder: Any = None
+    _derived: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def derived(self, what: str, build: Callable[[], Any]) -> Any:
+        """`build()`'s value for this KB, made once: the indexes the answer rules read from it (the
+        statutes it holds, its words' pieces, its topic names). A re-ingested KB is a new object."""
+        if what not in self._derived:
+            self._derived[what] = build()
+        return self._derived[what]
 
     def __len__(self) -> int:
         return len(self.chunks)

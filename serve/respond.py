@@ -118,10 +118,9 @@ def answer_stream(
     sources = [Source(i, h) for i, h in enumerate(hits, 1)]
     result = AskResult(question, NO_ANSWER, [], backend=settings.generation.backend, rewritten_query=rewritten)
     result.evidence = evidence(retriever, query, hits) if hits else 0.0
-    result.refusal = (
-        None if result.evidence < settings.min_coverage else _scope_refusal(retriever, question, query, hits)
-    )
-    if result.evidence >= settings.min_coverage and result.refusal is None:
+    gated = result.evidence < settings.min_coverage  # the gate's refusal says nothing more than NO_ANSWER
+    result.refusal = None if gated else _scope_refusal(retriever, question, query, hits)
+    if not gated and result.refusal is None:
         pieces = []
         if backend is None:
             # Extractive answers are ready at once; sent line by line like generated text.

@@ -60,16 +60,6 @@ _NOT_A_LAW = frozenset(
         "개정법",
     }
 )
-_PER_KB: dict[tuple[str, int], tuple[object, Any]] = {}
-
-
-def _per_kb(what: str, retriever: HybridRetriever, build: Callable[[], Any]) -> Any:
-    """`build()`'s value for this retriever's KB, made once per KB (a reloaded KB is a new one)."""
-    kb = retriever.kb
-    cached = _PER_KB.get((what, id(kb)))
-    if cached is None or cached[0] is not kb:
-        cached = _PER_KB[(what, id(kb))] = (kb, build())
-    return cached[1]
 
 
 def _law_names(retriever: HybridRetriever) -> set[str]:
@@ -90,7 +80,7 @@ def _law_names(retriever: HybridRetriever) -> set[str]:
                 names |= {m.group(1) for m in _LAW_NAME.finditer(f"{c['title']} {c['section']} {c['text']}")}
         return names | {short for short, full in retriever.lexicon.aliases.items() if full in names}
 
-    return _per_kb("law names", retriever, build)
+    return retriever.kb.derived("law names", build)
 
 
 def _abbreviates(short: str, full: str) -> bool:
@@ -133,9 +123,8 @@ def _fragments(retriever: HybridRetriever) -> frozenset[str]:
     """Every piece (2..8 characters, lower-cased) of every word the KB's documents use, cached per
     KB: a name counts as mentioned when it is part of a word (첫걸음 in "첫걸음적금"), whatever
     Kiwi made of that word."""
-    return _per_kb(
+    return retriever.kb.derived(
         "fragments",
-        retriever,
         lambda: frozenset(
             w[i : i + n] for w in retriever.kb.words for n in range(2, _MAX_FRAGMENT + 1) for i in range(len(w) - n + 1)
         ),
@@ -157,7 +146,7 @@ def _every_piece_known(sentence: str, pieces: frozenset[str]) -> bool:
     return True
 
 
-def unknown_name(retriever: HybridRetriever, question: str, shown: list[Hit] | None = None) -> str | None:
+def unknown_name(retriever: HybridRetriever, question: str, shown: list[Hit]) -> str | None:
     """A proper name in what the question asks ("국민은행", "강남역지점", "업비트", "케이뱅크") that
     no document of the KB mentions. Statute names are `unknown_law`'s (a short name need not appear
     verbatim); in a question of several sentences only those that ask count (a story's "여의도
@@ -177,7 +166,7 @@ def unknown_name(retriever: HybridRetriever, question: str, shown: list[Hit] | N
                 continue
             if is_proper_noun(name):
                 return name
-        compound = _unknown_compound(asking, pieces, shown or [])
+        compound = _unknown_compound(asking, pieces, shown)
         if compound:
             return compound
     return None
@@ -246,7 +235,7 @@ def _abbreviates_a_word(retriever: HybridRetriever, name: str) -> bool:
                     by_syllable.setdefault(ch, []).append(w)
         return by_syllable
 
-    for word in _per_kb("words by syllable", retriever, build).get(name[0], ()):
+    for word in retriever.kb.derived("words by syllable", build).get(name[0], ()):
         if len(name) == 2:
             # Two syllables match by chance (부산 in 부동산) unless they open a compound's two parts:
             # 인뱅 = 인터넷 + 뱅킹.
