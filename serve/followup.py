@@ -18,6 +18,7 @@ History is text only: it changes the query, never the access groups retrieval ap
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 from typing import Any
 
 from kofin.data_ko.korean import QUESTION_WORDS, clean_text, morpheme_terms, tokenize
@@ -51,9 +52,26 @@ REWRITE_PROMPT = (
 )
 
 
+# "그 수수료는 얼마예요?", "외국인도 이 통장 만들 수 있어요?": a demonstrative before a noun points at
+# what the conversation named, wherever it stands. Kiwi reads a sentence-initial 이 as an
+# interjection at times ("이 카드 연회비는?").
+_DEMONSTRATIVES = frozenset({"그", "이", "저", "그런", "이런", "저런", "그러한", "이러한"})
+
+
+def points_back(question: str) -> bool:
+    tokens = tokenize(question)
+    return any(
+        t.form in _DEMONSTRATIVES
+        and t.tag in ("MM", "IC")
+        and nxt.tag in ("NNG", "NNP", "NNB")
+        and nxt.start == t.end + 1
+        for t, nxt in pairwise(tokens)
+    )
+
+
 def is_elliptical(question: str) -> bool:
     own = [t for t in morpheme_terms(question) if t not in QUESTION_WORDS and len(t) > 1]
-    if _CONNECTIVE.match(question.strip()) or _ANAPHORA.search(question):
+    if _CONNECTIVE.match(question.strip()) or _ANAPHORA.search(question) or points_back(question):
         return True
     short = len(question.split()) <= 4
     return len(own) <= 1 or (short and len(own) <= 2 and bool(_BARE_TAIL.search(question)))
@@ -200,7 +218,9 @@ def rewrite_question(
         # the topic's best source still names it ("isa 한도는?" after a mortgage question is new)
         if not (
             is_elliptical(question)
-            and stays_on_topic(retriever, extractive, topic, named, groups)
+            and (
+                _BARE_CONDITION.search(question.strip()) or stays_on_topic(retriever, extractive, topic, named, groups)
+            )
             and topic_keeps_question(retriever, question, extractive, topic, groups)
         ):
             return None

@@ -37,6 +37,7 @@ from kofin.data_ko.korean import QUESTION_WORDS, morpheme_terms
 from kofin.serve.index import with_bigrams
 from kofin.serve.kb import KnowledgeBase
 from kofin.serve.lexicon import Lexicon
+from kofin.serve.shortnames import expansion as shortened_name_terms
 
 Ranked = tuple[list[int], list[float]]  # chunk rows best first, and their scores in that list
 
@@ -148,6 +149,11 @@ class HybridRetriever:
         for term in morpheme_terms(expansion) if expansion else []:
             terms[term] = self.cfg.expansion_weight
         own = [t for t in morpheme_terms(question) if t not in QUESTION_WORDS]
+        for name in (t for t in own if len(t) >= 3):
+            # "금감원", "주담대": a word no document uses may shorten one that some do. Two syllables
+            # shorten by chance too often to search on (이번 would read as 이용자 번호, 지금 as 지표 금리).
+            for term in shortened_name_terms(self.kb, name):
+                terms.setdefault(term, self.cfg.expansion_weight)
         for term in with_bigrams(own) if self.kb.index_cfg.bigrams else own:
             terms[term] = 1.0
         return terms

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any
 
 from kofin.data_ko.corpus import statute_article
@@ -26,6 +25,7 @@ from kofin.data_ko.korean import (
 from kofin.serve.answer import STORY_WEIGHT
 from kofin.serve.kb import WORD
 from kofin.serve.retrieve import Hit, HybridRetriever
+from kofin.serve.shortnames import shortened_words
 
 # A statute named in the question: "근로기준법상", "도로교통법에서". Everyday words ending in 법
 # (방법, 불법 …) are not statutes.
@@ -162,7 +162,7 @@ def unknown_name(retriever: HybridRetriever, question: str, shown: list[Hit]) ->
             if not re.search(r"[가-힣A-Za-z]", name):
                 continue  # ㅠㅠ, ㅋㅋ: a feeling, not a name
             bare = _COLLOQUIAL_END.sub("", name) if len(name) > 3 else name  # "직판업자야" asks about 직판업자
-            if bare.lower() in pieces or _abbreviates_a_word(retriever, bare):
+            if bare.lower() in pieces or shortened_words(retriever.kb, bare):
                 continue
             if is_proper_noun(name):
                 return name
@@ -218,45 +218,6 @@ _SEPARATORS = re.compile(r"[\s·ㆍ・/,]+")
 
 # Kiwi reads a chat ending as part of a name ("직판업자야 대리중개업자야?").
 _COLLOQUIAL_END = re.compile(r"(이야|야|이에요|예요|이냐|냐|임|이요|요)$")
-
-
-def _abbreviates_a_word(retriever: HybridRetriever, name: str) -> bool:
-    """Whether `name` shortens a longer stretch of a KB word the way Korean shortens names: its
-    syllables in order, within twice its length and one (서금원 = 서민금융진흥원, 직판업자 in
-    금융상품직접판매업자). Words are indexed by the syllables they hold, once per KB."""
-    if len(name) < 2 or not re.fullmatch(r"[가-힣]+", name):
-        return False
-
-    def build() -> dict[str, list[str]]:
-        by_syllable: dict[str, list[str]] = {}
-        for w in retriever.kb.words:
-            if len(w) >= 3 and re.fullmatch(r"[가-힣]+", w):
-                for ch in set(w):
-                    by_syllable.setdefault(ch, []).append(w)
-        return by_syllable
-
-    for word in retriever.kb.derived("words by syllable", build).get(name[0], ()):
-        if len(name) == 2:
-            # Two syllables match by chance (부산 in 부동산) unless they open a compound's two parts:
-            # 인뱅 = 인터넷 + 뱅킹.
-            if word[0] == name[0] and name[1] in word[2:] and _opens_two_parts(name, word):
-                return True
-            continue
-        for start in (i for i, ch in enumerate(word) if ch == name[0]):
-            at = start
-            for ch in name[1:]:
-                at = word.find(ch, at + 1)
-                if at < 0:
-                    break
-            if at >= 0 and len(name) < at - start + 1 <= 2 * len(name) + 1:
-                return True
-    return False
-
-
-@lru_cache(maxsize=65536)
-def _opens_two_parts(name: str, word: str) -> bool:
-    nouns = [t.form for t in tokenize(word) if t.tag in ("NNG", "NNP")]
-    return len(nouns) >= 2 and nouns[0].startswith(name[0]) and any(n.startswith(name[1]) for n in nouns[1:])
 
 
 # "미역국에 소고기 말고 뭐 넣으면 맛있어요?" shares 넣 and 기간-like words with some article, but most of

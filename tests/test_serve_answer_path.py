@@ -135,6 +135,45 @@ def test_a_follow_up_comparing_with_the_earlier_answer_is_elliptical():
     assert not is_elliptical("매달 똑같이 납입해야 하나요?")
 
 
+@pytest.mark.parametrize(
+    "question",
+    [
+        "외국인도 이 통장 만들 수 있어요?",
+        "그 카드 연회비는 얼마나 돼요?",
+        "저 상품도 예금자보호 되나요?",
+        "그런 경우에도 중도상환수수료를 내야 하나요?",
+    ],
+)
+def test_a_demonstrative_before_a_noun_points_back_at_the_conversation(question):
+    from kofin.serve.followup import points_back
+
+    # long enough and with words enough of its own to read as new, but 이/그/저 points back
+    assert points_back(question) and is_elliptical(question)
+
+
+@pytest.mark.parametrize(
+    "question",
+    ["그리고 외국인 고객이 계좌를 만들 때 필요한 서류는 뭐예요?", "이번 달 금리는 얼마예요?", "이자가 얼마예요?"],
+)
+def test_a_conjunction_or_a_word_starting_with_a_demonstrative_points_at_nothing(question):
+    from kofin.serve.followup import points_back
+
+    assert not points_back(question)
+
+
+def test_a_bare_condition_naming_another_product_asks_the_conversations_question_of_it(bundled_kb, tmp_path):
+    """ "ELS라면요?" after a question on recording a sale to an elderly customer asks whether an ELS
+    sale is recorded: the condition alone says nothing else, though ELS's own document does not say
+    so (it is in the guide for elderly customers)."""
+    a = ask_assistant(bundled_kb, tmp_path)
+    history = [{"role": "user", "content": "80세 고객이 정기예금 가입하면 녹취해야 돼요?"}]
+    alone = a.ask("ELS라면요?")
+    followed = a.ask("ELS라면요?", history=history)
+    assert alone.rewritten_query is None and alone.sources[0]["id"] == "invest/els-elf-elt-sales-procedure.md"
+    assert followed.rewritten_query and "녹취" in followed.rewritten_query
+    assert followed.sources[0]["id"] == "procedure/elderly-consumer-protection-guide.md"
+
+
 def test_history_never_widens_what_a_user_may_see(kb, tmp_path):
     users = tmp_path / "users.yaml"
     users.write_text("kim: [branch]\nlee: [credit]\n", encoding="utf-8")

@@ -175,3 +175,33 @@ def test_the_question_char_vector_is_the_vectorizers_own(acl_kb):
         assert all(
             abs(got[j] - v) < 1e-6 for j, v in zip(expected.indices.tolist(), expected.data.tolist(), strict=True)
         ), text
+
+
+def test_a_shortened_name_no_document_uses_searches_for_the_name_it_shortens(tmp_path):
+    """서금원 is 서민금융진흥원: the two guarantee documents share every other word of the question (and
+    the 서 a character n-gram sees), so only the name the question shortens tells them apart (the one
+    listed first wins a tie). A
+    two-syllable word (이번) is not read as a shortening: ordinary words match by chance (이용자 번호)."""
+    from kofin.serve.shortnames import expansion, shortened_words
+
+    rows = [
+        {"id": "city", "title": "보증 신청 안내", "text": "서울시청에 보증을 신청할 수 있다. 신청서를 제출한다."},
+        {
+            "id": "kinfa",
+            "title": "보증 신청 안내",
+            "text": "서민금융진흥원에 보증을 신청할 수 있다. 신청서를 제출한다.",
+        },
+        {"id": "user-id", "title": "이용자 번호 안내", "text": "이용자 번호는 가입할 때 정한다."},
+    ]
+    (tmp_path / "docs.jsonl").write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
+    )
+    ingest(IngestConfig(output_dir=tmp_path / "kb", inputs=[tmp_path / "docs.jsonl"], default_groups=["all"]))
+    retriever = HybridRetriever(load_kb(tmp_path / "kb"))
+    assert any(w.startswith("서민금융진흥원") for w in shortened_words(retriever.kb, "서금원"))
+    assert {"서민", "금융", "진흥원"} <= set(expansion(retriever.kb, "서금원"))
+    hits = retriever.search("서금원 보증 신청하려면?", ("all",), 2)
+    assert hits[0].chunk["doc_id"] == "kinfa", [h.chunk["doc_id"] for h in hits]
+    assert expansion(retriever.kb, "보증") == ()  # a word the documents use is searched as itself
+    terms = retriever.query_terms("이번 보증 신청은?")
+    assert "이용자" not in terms and "번호" not in terms

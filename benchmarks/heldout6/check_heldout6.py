@@ -6,13 +6,15 @@ h6-kbx-, h6-fu-); required fields are present and non-empty; styles and `why` va
 from the allowed sets; statute golds exist as `id` values in fin_articles.jsonl, are not golds
 of questions_dev.jsonl, benchmarks/questions_heldout.jsonl,
 benchmarks/heldout/laws_answerable.jsonl, benchmarks/heldout2/laws_answerable.jsonl,
-benchmarks/heldout3/laws_answerable.jsonl, benchmarks/heldout4/laws_answerable.jsonl, benchmarks/heldout5/laws_answerable.jsonl or
+benchmarks/heldout3/laws_answerable.jsonl, benchmarks/heldout4/laws_answerable.jsonl,
+benchmarks/heldout5/laws_answerable.jsonl or
 benchmarks/dev/laws_styles.jsonl (only the "gold" field of those files is read), are not
 definitions / transitional / supplementary articles; each answerable statute item has exactly
 one gold; KB golds exist as data_ko/kb/<id>.md and are open to all staff (front matter
 `groups: [all]`); every `key_fact` occurs verbatim in each of its gold documents; unanswerable
 items have an empty gold list; follow-up histories are [user] or [user, assistant]; the statute
-golds equal the output of draw_law_golds.py; row counts are 60/15/15/9/10 (reduced for time, see README), styles are evenly
+golds equal the output of draw_law_golds.py; row counts are 60/15/15/9/10 (reduced for time, see README),
+styles are evenly
 spread in every file that has them (max-min <= 1) and the statute unanswerable why mix is 6/5/4.
 
 Usage: python3 check_heldout6.py   (exit status 1 on any failure)
