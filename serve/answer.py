@@ -98,7 +98,8 @@ def weighted_coverage(retriever: HybridRetriever, weights: dict[str, float], tex
         j = kb.bm25_vocab.get(term)
         idf = float(kb.bm25_idf[j]) if j is not None else max_idf  # unknown to the KB: rare, counts fully
         total += weight * idf
-        got += weight * idf if term in present else 0.0
+        covered = term in present or any(set(alt) <= present for alt in retriever.alternatives(term))
+        got += weight * idf if covered else 0.0
     return got / total if total else 0.0
 
 

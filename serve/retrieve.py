@@ -149,14 +149,23 @@ class HybridRetriever:
         for term in morpheme_terms(expansion) if expansion else []:
             terms[term] = self.cfg.expansion_weight
         own = [t for t in morpheme_terms(question) if t not in QUESTION_WORDS]
-        for name in (t for t in own if len(t) >= 3):
-            # "금감원", "주담대": a word no document uses may shorten one that some do. Two syllables
-            # shorten by chance too often to search on (이번 would read as 이용자 번호, 지금 as 지표 금리).
+        for name in own:
+            # "금감원", "주담대": a word no document uses may shorten one that some do
             for term in shortened_name_terms(self.kb, name):
                 terms.setdefault(term, self.cfg.expansion_weight)
         for term in with_bigrams(own) if self.kb.index_cfg.bigrams else own:
             terms[term] = 1.0
         return terms
+
+    def alternatives(self, term: str) -> list[tuple[str, ...]]:
+        """What else the KB may write a question's term as, each as its morphemes: the lexicon's
+        synonyms for it (깎 -> 감면) and the name it shortens (주담대 -> 주택 담보 대출). The answer
+        gate counts the term as found where one of these is, as retrieval searched for them."""
+        memo: dict[str, list[tuple[str, ...]]] = self.kb.derived("term alternatives", dict)
+        if term not in memo:
+            alts = [tuple(morpheme_terms(w)) for w in self.lexicon.synonyms.get(term, ())]
+            memo[term] = [a for a in [*alts, shortened_name_terms(self.kb, term)] if a]
+        return memo[term]
 
     def search(self, question: str, groups: tuple[str, ...] | list[str] = ("all",), k: int | None = None) -> list[Hit]:
         k = k or self.cfg.top_k

@@ -19,11 +19,13 @@ class AnswerSettings(KofinModel):
 
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig, description="Hybrid retrieval settings.")
     generation: GenerationConfig = Field(default_factory=GenerationConfig, description="Answer backend.")
-    # What `kofin ask --calibrate` proposed for the statutes on every set tuned on, 2026-12-04 (0.13 since
-    # shortened names are known; a step below is kept, tests allow two; benchmarks/README.md):
-    # a KB of manuals calibrates its own (configs/serve/demo.yaml).
+    # A step below what `kofin ask --calibrate` proposes for the statutes on every set tuned on
+    # (benchmarks/{dev,heldout..heldout5}: 0.19 of 560 answerable and 215 unanswerable, 2026-12-05),
+    # since the gate counts a word as found where its synonym or the name it shortens is (0.12 before;
+    # benchmarks/README.md); blind questions cover less than tuned ones. Tests allow two steps below.
+    # A KB of manuals calibrates its own (configs/serve/demo.yaml).
     min_coverage: float = Field(
-        0.12,
+        0.18,
         ge=0,
         le=1,
         description="Below this share of the question's (idf-weighted) words found in the best of the top 3 "

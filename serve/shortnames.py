@@ -35,8 +35,9 @@ def shortened_words(kb: Any, name: str) -> list[str]:
 
 def expansion(kb: Any, name: str) -> tuple[str, ...]:
     """The content terms of the words `name` shortens, when it is a name the KB does not use itself
-    and the words it shortens agree on few terms (else empty)."""
-    if name in kb.bm25_vocab:
+    and the words it shortens agree on few terms (else empty). Two syllables shorten by chance too
+    often to search on (이번 would read as 이용자 번호, 지금 as 지표 금리): only longer names expand."""
+    if len(name) < 3 or name in kb.bm25_vocab:
         return ()
     memo: dict[str, tuple[str, ...]] = kb.derived("shortened name terms", dict)
     if name not in memo:

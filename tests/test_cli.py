@@ -105,7 +105,7 @@ def _ask_json(capsys, *argv: str) -> dict:
 
 def test_ask_answers_and_calibrates_with_the_chats_settings_from_its_serve_config(bundled_kb, capsys):
     """`kofin ask --serve-config configs/serve/demo.yaml` uses the chat's KB, users file and answer
-    settings (its gate, 0.25 against ask's default 0.12), so a gate calibrated there is the one the
+    settings (its gate, 0.25 against ask's default 0.18), so a gate calibrated there is the one the
     chat serves; a serve config given as --config is named as one."""
     import argparse
 

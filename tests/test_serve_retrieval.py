@@ -205,3 +205,24 @@ def test_a_shortened_name_no_document_uses_searches_for_the_name_it_shortens(tmp
     assert expansion(retriever.kb, "보증") == ()  # a word the documents use is searched as itself
     terms = retriever.query_terms("이번 보증 신청은?")
     assert "이용자" not in terms and "번호" not in terms
+
+
+def test_the_answer_gate_counts_a_word_as_found_where_what_retrieval_searched_for_it_is(tmp_path):
+    """The gate's coverage reads a question's word the way retrieval searched for it: 깎나요 is
+    found in 감면한다 (a lexicon synonym), 서금원 in 서민금융진흥원 (the name it shortens). A word with
+    neither stays missing."""
+    from kofin.serve.answer import coverage
+
+    rows = [
+        {"id": "fee", "title": "보증료 감면", "text": "서민금융진흥원은 보증료를 감면한다."},
+        {"id": "other", "title": "기타", "text": "영업점에서 신청한다."},
+    ]
+    (tmp_path / "docs.jsonl").write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
+    )
+    ingest(IngestConfig(output_dir=tmp_path / "kb", inputs=[tmp_path / "docs.jsonl"], default_groups=["all"]))
+    retriever = HybridRetriever(load_kb(tmp_path / "kb"))
+    text = "서민금융진흥원은 보증료를 감면한다."
+    assert ("감면",) in retriever.alternatives("깎")
+    assert coverage(retriever, "서금원은 보증료를 깎나요?", text) == 1.0
+    assert coverage(retriever, "신복위는 보증료를 깎나요?", text) < 1.0  # 신복위 shortens no word here
