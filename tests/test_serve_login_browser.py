@@ -73,6 +73,8 @@ def test_a_failed_login_says_so_in_korean_and_clears_the_name(browser, app):
 
 
 def test_logout_and_expiry_lead_back_to_the_login_page_with_a_korean_notice(browser, app):
+    from playwright.sync_api import Error as PlaywrightError
+
     url, clock = app
     context, page = _page(browser, url)
     _log_in(page, "teller")
@@ -83,7 +85,12 @@ def test_logout_and_expiry_lead_back_to_the_login_page_with_a_korean_notice(brow
     _log_in(page, "teller")
     page.wait_for_selector("#kofin-question textarea")
     clock.advance(minutes=11)
-    page.goto(url)
+    try:
+        page.goto(url)
+    except PlaywrightError as err:
+        # The tab's own heartbeat met the expiry first and its redirect to the login page aborted
+        # this navigation (seen once under load): the same end, checked below.
+        assert "ERR_ABORTED" in str(err), err
     page.wait_for_selector("#kofin-login-message")
     assert "세션이 만료되었습니다" in page.inner_text("#kofin-login-message")
     context.close()
