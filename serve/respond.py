@@ -51,6 +51,14 @@ _LIVE = re.compile(
     + _NOW
     + r"\S*?(대기\s*(시간|인원|고객|번호)|혼잡)"
 )
+# Nor does it hold a customer's own records: "제 적금이 몇 회차까지 들어갔는지 확인해 주실 수 있나요?",
+# "제 신용점수 몇 점이에요? 조회해 주세요" ask the assistant to look something up in an account, which
+# only the bank's systems can. It takes all three: a word of the asker's own (제 적금, 내 카드), a
+# request that the assistant look (조회해 주세요, 확인해 줄래), and a record's value (몇, 얼마, 잔액,
+# 내역, 들어갔는지); "제 신용점수로 대출받을 수 있는지 확인해 주세요" asks about a rule.
+_MINE = re.compile(r"(?<![가-힣])(제|내|저의|나의|저희)\s+[가-힣A-Za-z]")
+_LOOK_UP = re.compile(r"(조회|확인|찾아|알아봐|알아\s*봐|봐)\s*(해|하여)?\s*(주|줄|줘|드리)")
+_RECORD_VALUE = re.compile(r"몇|얼마|잔액|잔고|내역|들어갔|빠져나갔|남았|되고\s*있는지|됐는지|되었는지")
 _POLICY = re.compile(r"어떤|무슨|종류|우대|스프레드|(?<![가-힣])기준(?!율|금리)|적용|계산|어느|아니면")
 _LIST_START = re.compile(r"^(\||[-*•·]\s|\d+[.)]\s)")
 
@@ -196,6 +204,8 @@ def _scope_refusal(retriever: HybridRetriever, question: str, query: str, hits: 
         return (
             "실시간 값(오늘 환율, 현재 금리, 대기 인원 등)은 문서에 없습니다. 고시 화면이나 업무 시스템에서 확인하세요."
         )
+    if asks_own_record(question):
+        return "고객 개인의 계좌·거래·신용 정보는 문서에 없습니다. 업무 시스템에서 조회하세요."
     law = unknown_law(retriever, query)
     if law:
         return f"이 지식베이스에는 {law}의 조문이 없습니다."
@@ -211,6 +221,11 @@ def _scope_refusal(retriever: HybridRetriever, question: str, query: str, hits: 
 def asks_live_value(question: str) -> bool:
     """Today's exchange rate, the current base rate, a live price: documents hold only examples."""
     return any(_LIVE.search(s) and not _POLICY.search(s) for s in asked_sentences(question))  # not a story's 오늘
+
+
+def asks_own_record(question: str) -> bool:
+    """A request to look up the asker's own account, balance or score: no document holds it."""
+    return bool(_MINE.search(question) and _LOOK_UP.search(question) and _RECORD_VALUE.search(question))
 
 
 def _with_continuations(retriever: HybridRetriever, hits: list[Hit]) -> list[Hit]:

@@ -1,5 +1,5 @@
 """What the extractive answer quotes (the kind of value asked for, the asking sentence, a follow-up's
-own words) and the scope refusals (live values, off-topic questions, shortened names)."""
+own words) and the scope refusals (live values, one's own records, off-topic questions, shortened names)."""
 
 from __future__ import annotations
 
@@ -82,6 +82,28 @@ def test_a_long_question_is_answered_from_what_its_last_sentence_asks(bundled_kb
         "보상이 되는지는 서류 내고 나서 얼마 안에 연락이 가나요?"
     )
     assert result.found and "30일 이내" in result.answer, result.answer
+
+
+@pytest.mark.parametrize(
+    "question, own",
+    [
+        ("내 카드 이번 달 결제 금액 얼마인지 조회해 줘", True),
+        ("제 정기예금 만기까지 몇 달 남았는지 확인해 주실 수 있어요?", True),  # a story's 제 too
+        ("제 신용점수로 신용대출 받을 수 있는지 확인해 주세요", False),  # the rule for a score, not a lookup
+        ("제 통장 비밀번호를 잊어버렸는데 어떻게 확인해요?", False),  # how to, asked of no one
+        ("정기예금 만기가 몇 달 남았는지 어디서 조회해요?", False),  # nobody's own account
+    ],
+)
+def test_a_request_to_look_up_the_askers_own_record_is_refused_and_told_where(bundled_kb, tmp_path, question, own):
+    from kofin.serve.respond import asks_own_record
+
+    assert asks_own_record(question) is own
+    result = served_assistant(bundled_kb, tmp_path).ask(question)
+    if own:
+        assert not result.found and result.sources == [], result.answer
+        assert result.refusal and "업무 시스템" in result.refusal
+    else:
+        assert result.refusal is None or "업무 시스템" not in result.refusal
 
 
 @pytest.mark.parametrize(
